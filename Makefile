@@ -1,0 +1,36 @@
+# Two entry points for a fresh Debian/Ubuntu machine (run as root, e.g. with sudo):
+#   make run    set up if needed, then run the main experiment
+#   make test   set up if needed, then run the whole test suite
+VENV    := .venv
+PYTHON  := $(VENV)/bin/python
+SYSPY   := /usr/bin/python3
+APT_PACKAGES := mininet iperf3 iputils-ping nftables tshark tcpdump bridge-utils ethtool \
+                iproute2 procps radvd python3-venv python3-pip make
+
+.PHONY: install system-packages venv run test unit bench clean-results
+
+install: system-packages venv
+
+system-packages:
+	@scripts/install-system-packages $(APT_PACKAGES)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	@test -x $(SYSPY) || { echo "error: $(SYSPY) is missing; run 'make system-packages' first" >&2; exit 1; }
+	$(SYSPY) -m venv --system-site-packages $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+run: install
+	$(PYTHON) experiments/baseline.py
+
+test: install
+	$(PYTHON) -m pytest
+
+unit: venv
+	$(PYTHON) -m pytest tests/unit
+
+clean-results:
+	find results -mindepth 1 -not -name README.md -not -name .gitkeep -delete

@@ -1,0 +1,28 @@
+"""svpnlab: a Mininet lab for a secure VPN whose mobile nodes roam with Mobile IPv6."""
+from setuptools import find_packages, setup
+
+setup(
+    name="svpnlab",
+    version="0.1.0",
+    description="Emulation lab for an IPsec VPN with Mobile IPv6 nodes and a VPN Connectivity Manager",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["nodeapps", "nodeapps.*", "topologies", "topologies.*"]),
+    install_requires=[
+        "cryptography>=41",
+        "scapy>=2.5",
+        "matplotlib>=3.6",
+        "pandas>=1.5",
+        # Comes from Debian's `mininet` package; the venv sees it through --system-site-packages.
+        "mininet>=2.3",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "svpnlab-status=nodeapps.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,85 @@
+"""svpnlab-status: show a running node's addresses, SAs, SPD and recent events as readable tables.
+
+    svpnlab-status mn1                 # newest running lab
+    svpnlab-status --run-dir DIR sg    # a given lab run
+    svpnlab-status /path/to/node.sock --json
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+from nodeapps.runtime.control import request
+
+RUN_DIR_GLOB = "/tmp/svpnlab-*"
+
+
+def find_socket(target: str, run_dir: str | None) -> str:
+    if target.endswith(".sock") or os.sep in target:
+        return target
+    dirs = [run_dir] if run_dir else sorted(glob.glob(RUN_DIR_GLOB), key=os.path.getmtime, reverse=True)
+    for d in dirs:
+        path = os.path.join(d, f"{target}.sock")
+        if os.path.exists(path):
+            return path
+    where = run_dir or RUN_DIR_GLOB
+    raise FileNotFoundError(f"no running node {target!r} under {where}")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render(status: dict) -> str:
+    out = [f"node {status['node']} ({status['role']}), pid {status['pid']}, up {status['uptime_s']:.1f} s", ""]
+    out.append(table(["interface", "address", "scope"],
+                     [[a["interface"], a["address"], a["scope"]] for a in status.get("addresses", [])]))
+    ipsec = status.get("ipsec", {})
+    sas = ipsec.get("sas", [])
+    out += ["", "security associations"]
+    out.append(table(
+        ["name", "dir", "spi", "mode", "local", "remote", "packets", "bytes", "replay", "icv"],
+        [[s.get("name"), s.get("direction"), s.get("spi"), s.get("mode"), s.get("local"), s.get("remote"),
+          s.get("counters", {}).get("packets"), s.get("counters", {}).get("bytes"),
+          s.get("counters", {}).get("replay_drops"), s.get("counters", {}).get("icv_failures")]
+         for s in sas]))
+    rules = ipsec.get("spd", {}).get("rules", [])
+    out += ["", "security policy (first match wins)"]
+    out.append(table(["#", "dir", "src", "dst", "proto", "action", "sa"],
+                     [[i, r.get("direction"), r.get("src"), r.get("dst"), r.get("proto") or "any",
+                       r.get("action"), r.get("sa") or ""] for i, r in enumerate(rules, 1)]))
+    counters = {**status.get("counters", {}), **ipsec.get("counters", {})}
+    out += ["", "counters: " + ", ".join(f"{k}={v}" for k, v in counters.items() if v)]
+    events = status.get("recent_events", [])[-8:]
+    if events:
+        out += ["", "recent events"]
+        for e in events:
+            fields = {k: v for k, v in e.items() if k not in ("time", "node", "event")}
+            out.append(f"  {e['time']:.3f} {e['event']} {json.dumps(fields, default=str)}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="svpnlab-status", description=__doc__.splitlines()[0])
+    parser.add_argument("node", help="node name (e.g. mn1, sg) or a control socket path")
+    parser.add_argument("--run-dir", help="lab run directory holding the nodes' control sockets")
+    parser.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    args = parser.parse_args(argv)
+    try:
+        status = request(find_socket(args.node, args.run_dir), "status")
+    except (OSError, ValueError) as exc:
+        print(f"svpnlab-status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2, default=str) if args.json else render(status))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

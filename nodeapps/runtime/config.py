@@ -1,0 +1,100 @@
+"""Node configuration files: what a node process is told at start (addresses, SAs, SPD)."""
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from nodeapps.esp.processor import IPsecProcessor
+from nodeapps.esp.sa import SecurityAssociation
+from nodeapps.esp.sad import SAD
+from nodeapps.esp.spd import SPD
+from nodeapps.esp.errors import ConfigError as EspConfigError
+
+ROLES = ("mobile-node", "security-gateway")
+
+
+class ConfigError(ValueError):
+    """A node configuration that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: str
+    role: str
+    tun_name: str
+    tun_mtu: int
+    tun_addresses: list
+    tun_routes: list
+    outer_interfaces: list
+    sas: list
+    spd: dict
+    event_log: str | None
+    control_socket: str
+
+    @classmethod
+    def from_file(cls, path: str) -> "NodeConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config {path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NodeConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("config must be a JSON object")
+
+        def need(key, kind, where=data, prefix=""):
+            if key not in where:
+                raise ConfigError(f"config field {prefix}{key} is missing")
+            value = where[key]
+            if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+                raise ConfigError(f"config field {prefix}{key} has the wrong type")
+            return value
+
+        node = need("node", str)
+        role = need("role", str)
+        if role not in ROLES:
+            raise ConfigError(f"config field role must be one of {', '.join(ROLES)}, not {role!r}")
+        tun = need("tun", dict)
+        mtu = need("mtu", int, tun, "tun.")
+        if not 1280 <= mtu <= 65535:
+            raise ConfigError(f"config field tun.mtu must be 1280..65535 (IPv6 minimum MTU), not {mtu}")
+        addresses = need("addresses", list, tun, "tun.")
+        routes = need("routes", list, tun, "tun.")
+        for item in addresses:
+            _check_prefix(item, "tun.addresses")
+        for item in routes:
+            _check_prefix(item, "tun.routes")
+        interfaces = need("outer_interfaces", list)
+        if not interfaces or not all(isinstance(i, str) and i for i in interfaces):
+            raise ConfigError("config field outer_interfaces must name at least one interface")
+        return cls(node=node, role=role, tun_name=need("name", str, tun, "tun."), tun_mtu=mtu,
+                   tun_addresses=addresses, tun_routes=routes, outer_interfaces=interfaces,
+                   sas=need("sas", list), spd=need("spd", dict),
+                   event_log=data.get("event_log"), control_socket=need("control_socket", str))
+
+
+def _check_prefix(value, field: str) -> None:
+    try:
+        ipaddress.IPv6Network(value, strict=False)
+    except (ValueError, TypeError):
+        raise ConfigError(f"config field {field} holds {value!r}, not an IPv6 address/prefix") from None
+
+
+def build_processor(config: NodeConfig, now: float = 0.0) -> IPsecProcessor:
+    """SAD and SPD from the config; any bad SA or rule becomes a ConfigError."""
+    try:
+        sad = SAD()
+        for entry in config.sas:
+            sad.add(SecurityAssociation.from_config(entry))
+        spd = SPD.from_config(config.spd)
+        return IPsecProcessor(spd, sad, now=now)
+    except ConfigError:
+        raise
+    except (EspConfigError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None

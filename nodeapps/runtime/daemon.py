@@ -1,0 +1,244 @@
+"""The node process: one per VPN node (mobile node, security gateway), one thread, one epoll loop.
+
+Theory of operation: inner traffic (addressed between VPN addresses) is routed by the kernel into a TUN
+device; the loop reads it, asks the IPsec processor what to do, and sends the resulting ESP packet with a
+raw HDRINCL socket. ESP arriving on an outer interface is picked up by an AF_PACKET socket (the nftables
+table keeps the ESP-less kernel from answering it), decrypted, checked against the SPD and written into
+the TUN, from where the kernel delivers or forwards the inner packet. The protocol cores never see a
+socket or a clock: this shell passes `now` in and carries bytes between them and the kernel.
+
+Run: python -m nodeapps.runtime.daemon CONFIG.json
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from nodeapps import ipv6
+from nodeapps.esp.processor import IPsecProcessor
+from nodeapps.runtime import nft
+from nodeapps.runtime.config import ConfigError, NodeConfig, build_processor
+from nodeapps.runtime.control import ControlServer
+from nodeapps.runtime.events import EventLog
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
+from nodeapps.runtime.tun import configure_tun, open_tun
+
+# Packets handled per readiness event before the loop looks at its other sockets.
+BATCH = 64
+OWNED_PROTOCOLS = (ipv6.NH_ESP,)
+_PR_SET_PDEATHSIG = 1
+_PR_SET_TIMERSLACK = 29
+
+
+def _die_with_parent() -> None:
+    """A node app must not outlive the lab that started it (it would pin its namespace)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_TIMERSLACK, 1)
+    except OSError:
+        pass
+
+
+class NodeRuntime:
+    def __init__(self, config: NodeConfig, processor: IPsecProcessor):
+        self.config = config
+        self.processor = processor
+        self.log = EventLog(config.node, config.event_log)
+        self.started = time.time()
+        self.stopping = False
+        self.tun_fd = -1
+        self.sender = None
+        self.captures = []
+        self.control = None
+        self.epoll = select.epoll()
+        self.handlers = {}
+        self.counters = {"tun_rx": 0, "tun_tx": 0, "net_rx": 0, "net_tx": 0, "send_errors": 0,
+                         "tun_ignored": 0, "bypass_from_tun": 0}
+
+    # ---- set-up and tear-down -------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.config
+        nft.install(OWNED_PROTOCOLS)
+        self.tun_fd = open_tun(cfg.tun_name)
+        configure_tun(cfg.tun_name, cfg.tun_mtu, cfg.tun_addresses, cfg.tun_routes)
+        self.sender = open_sender()
+        for interface in cfg.outer_interfaces:
+            self.captures.append(open_capture(interface, OWNED_PROTOCOLS))
+        self.control = ControlServer(cfg.control_socket, self.on_control)
+        self._watch(self.tun_fd, self.on_tun)
+        for sock in self.captures:
+            self._watch(sock.fileno(), lambda now, s=sock: self.on_network(s, now))
+        self._watch(self.control.fileno(), lambda now: self.control.on_readable())
+        self.log.emit(time.time(), "node_started", role=cfg.role, pid=os.getpid(), tun=cfg.tun_name,
+                      inner_addresses=cfg.tun_addresses, outer_interfaces=cfg.outer_interfaces)
+        for sa in self.processor.status()["sas"]:
+            self.log.emit(time.time(), "sa_installed", name=sa.get("name"), spi=sa.get("spi"),
+                          direction=sa.get("direction"), mode=sa.get("mode"))
+        self._drain_core_events()
+
+    def _watch(self, fd: int, handler) -> None:
+        self.epoll.register(fd, select.EPOLLIN)
+        self.handlers[fd] = handler
+
+    def close(self) -> None:
+        if self.control:
+            self.control.close()
+        for sock in self.captures:
+            sock.close()
+        if self.sender:
+            self.sender.close()
+        if self.tun_fd >= 0:
+            os.close(self.tun_fd)  # a non-persistent TUN (and its routes) disappears with its last fd
+        nft.remove()
+        self.log.emit(time.time(), "node_stopped", **self.counters)
+        self.log.close()
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        poll = self.epoll.poll
+        handlers = self.handlers
+        while not self.stopping:
+            try:
+                ready = poll(1.0)
+            except InterruptedError:
+                continue
+            now = time.monotonic()
+            for fd, _mask in ready:
+                handlers[fd](now)
+            self._drain_core_events()
+
+    def _drain_core_events(self) -> None:
+        for event in self.processor.pop_events():
+            fields = dict(event)
+            name = fields.pop("event", "core_event")
+            self.log.emit(time.time(), name, **fields)
+
+    # ---- per-packet paths -----------------------------------------------------------------------
+    def on_tun(self, now: float) -> None:
+        read, fd = os.read, self.tun_fd
+        outbound = self.processor.outbound
+        sendto = self.sender.sendto
+        counters = self.counters
+        for _ in range(BATCH):
+            try:
+                packet = read(fd, 65535)
+            except BlockingIOError:
+                return
+            counters["tun_rx"] += 1
+            # The kernel sends its own link-local and multicast chatter into a TUN: not ours to carry.
+            if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
+                    (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
+                counters["tun_ignored"] += 1
+                continue
+            verdict, sa, out = outbound(packet)
+            if out is None:
+                continue
+            if verdict != "protect":
+                # Bypass for a packet the routes steered into the TUN would loop straight back here.
+                counters["bypass_from_tun"] += 1
+                continue
+            try:
+                sendto(out, (sa.remote, 0))
+                counters["net_tx"] += 1
+            except OSError as exc:
+                counters["send_errors"] += 1
+                self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+
+    def on_network(self, sock, now: float) -> None:
+        recv = sock.recv
+        inbound = self.processor.inbound
+        write, fd = os.write, self.tun_fd
+        counters = self.counters
+        for _ in range(BATCH):
+            try:
+                frame = recv(65535)
+            except BlockingIOError:
+                return
+            counters["net_rx"] += 1
+            verdict, _sa, inner = inbound(frame[ETH_HEADER_LEN:])
+            if inner is None:
+                continue
+            try:
+                write(fd, inner)
+                counters["tun_tx"] += 1
+            except OSError as exc:
+                counters["send_errors"] += 1
+                self.log.emit(time.time(), "tun_write_error", reason=exc.strerror)
+
+    # ---- control --------------------------------------------------------------------------------
+    def on_control(self, request: dict) -> dict:
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return self.status()
+        if cmd == "events":
+            last = int(request.get("last", 50))
+            return {"events": list(self.log.recent)[-last:]}
+        raise ValueError(f"unknown command {cmd!r} (status, events)")
+
+    def status(self) -> dict:
+        return {
+            "node": self.config.node,
+            "role": self.config.role,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "addresses": _addresses(),
+            "tun": {"name": self.config.tun_name, "mtu": self.config.tun_mtu,
+                    "routes": self.config.tun_routes},
+            "counters": dict(self.counters),
+            "ipsec": self.processor.status(),
+            "recent_events": list(self.log.recent)[-20:],
+        }
+
+
+def _addresses() -> list[dict]:
+    out = subprocess.run(["ip", "-j", "-6", "addr", "show"], capture_output=True, text=True).stdout
+    result = []
+    for link in json.loads(out or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("scope") != "host":
+                result.append({"interface": link.get("ifname"),
+                               "address": f"{info.get('local')}/{info.get('prefixlen')}",
+                               "scope": info.get("scope")})
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="svpnlab-node", description="Run one svpnlab VPN node.")
+    parser.add_argument("config", help="node configuration (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        config = NodeConfig.from_file(args.config)
+        processor = build_processor(config, now=time.monotonic())
+    except ConfigError as exc:
+        print(f"svpnlab-node: {exc}", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    runtime = NodeRuntime(config, processor)
+
+    def stop(_signum, _frame):
+        runtime.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        runtime.setup()
+        print(f"svpnlab-node {config.node}: ready", flush=True)
+        runtime.run()
+    except OSError as exc:
+        print(f"svpnlab-node {config.node}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

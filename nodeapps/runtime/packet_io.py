@@ -1,0 +1,75 @@
+"""Sockets for outer (on-the-wire) packets that the kernel here cannot handle itself.
+
+Receive: one AF_PACKET socket per interface, with a classic BPF filter that passes only IPv6 frames
+addressed to this host whose next header we own (ESP). Send: one raw IPv6 socket with IPV6_HDRINCL, so
+the node builds whole packets (outer header, extension headers) itself.
+"""
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+
+ETH_P_IPV6 = 0x86DD
+ETH_HEADER_LEN = 14
+_SOL_PACKET = 263
+_PACKET_IGNORE_OUTGOING = 23
+_SO_ATTACH_FILTER = 26
+_SO_RCVBUFFORCE = 33
+_SO_SNDBUFFORCE = 32
+_IPV6_HDRINCL = 36
+_SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE
+_PACKET_HOST = 0
+
+# BPF opcodes
+_LD_H_ABS = 0x28
+_LD_B_ABS = 0x30
+_JEQ_K = 0x15
+_RET_K = 0x06
+
+
+def _bpf_program(next_headers: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """Accept frames to this host, EtherType IPv6, whose first next header is one of ``next_headers``."""
+    n = len(next_headers)
+    program = [
+        (_LD_B_ABS, 0, 0, _SKF_AD_PKTTYPE),
+        (_JEQ_K, 0, n + 3, _PACKET_HOST),          # not for us -> drop
+        (_LD_H_ABS, 0, 0, 12),
+        (_JEQ_K, 0, n + 1, ETH_P_IPV6),            # not IPv6 -> drop
+        (_LD_B_ABS, 0, 0, ETH_HEADER_LEN + 6),     # IPv6 next header
+    ]
+    for i, nh in enumerate(next_headers):
+        program.append((_JEQ_K, n - i, 0, nh))     # match -> accept
+    program.append((_RET_K, 0, 0, 0))              # drop
+    program.append((_RET_K, 0, 0, 0x40000))        # accept whole frame
+    return program
+
+
+def _attach_filter(sock: socket.socket, program) -> None:
+    code = b"".join(struct.pack("HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code)
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+
+def open_capture(interface: str, next_headers: tuple[int, ...], rcvbuf: int = 8 << 20) -> socket.socket:
+    """Non-blocking AF_PACKET socket on ``interface`` that sees only incoming matching frames."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+    try:
+        _attach_filter(sock, _bpf_program(next_headers))
+        sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
+        sock.bind((interface, ETH_P_IPV6))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_sender(sndbuf: int = 8 << 20) -> socket.socket:
+    """Raw IPv6 socket that sends packets whose IPv6 header we built ourselves."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_HDRINCL, 1)
+    sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, sndbuf)
+    return sock

@@ -1,0 +1,181 @@
+"""The SVPN topology: an office behind a security gateway, an Internet core, and visited networks.
+
+Shaped like the reference system's Fig. 1 (addresses in ``topologies/addressing.py``)::
+
+    fs  d1  d2  ha  vcm  lap              (internal portion: the office LAN, switch "soffice")
+     \\   \\   |   |   /   /
+      +----[soffice]----+-- sg (security gateway) -- ir (Internet core router)
+                                                        |-- ar1 --[swlan1]-- WLAN hotspot 1 -- mn1
+                                                        |-- ar2 --[swlan2]-- WLAN hotspot 2
+                                                        |-- ar3 --[scell]--- cellular        -- mn2
+                                                        `-- xha  (external home agent, private plan)
+
+Every node is a plain Linux namespace (``LabNode``): IPv6 only, no DAD, static routes; switches are Linux
+bridges, so neither Open vSwitch nor a controller is needed. Node apps (the IPsec stack) are started by
+``topologies.lab.SvpnLab`` from the Python API, not by this module.
+
+From the command line:  sudo mn --custom topologies/svpn.py --topo svpn --controller none
+                        sudo mn --custom topologies/svpn.py --topo svpn,addressing=public --controller none
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from mininet.link import Link
+from mininet.node import Node
+from mininet.nodelib import LinuxBridge
+from mininet.topo import Topo
+
+try:
+    from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
+except ImportError:  # loaded by `mn --custom` as a bare file
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
+
+OFFICE_SWITCH = "soffice"
+ACCESS_SWITCH = {"wlan1": "swlan1", "wlan2": "swlan2", "cell": "scell"}
+ACCESS_ROUTER = {"wlan1": "ar1", "wlan2": "ar2", "cell": "ar3"}
+LINK_PARAM_KEYS = {"delay_ms", "jitter_ms", "loss_pct", "rate_mbit"}
+
+
+class LabNode(Node):
+    """A namespace configured from the address plan: IPv6 only, addresses without DAD, static routes."""
+
+    def __init__(self, name, inNamespace=True, **params):
+        super().__init__(name, inNamespace=inNamespace, **params)
+        # Before any interface exists, so every later interface inherits it: no tentative addresses.
+        self.cmd("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 "
+                 "net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0")
+
+    def config(self, addresses=(), routes=(), forwarding=False, **params):
+        result = super().config(**params)
+        self.cmd("ip link set lo up")
+        for intf in self.intfNames():
+            self.cmd(f"ip link set dev {intf} up")
+        for intf, address in addresses:
+            self.cmd(f"ip -6 addr add {address} dev {intf} nodad")
+        self.cmd(f"sysctl -qw net.ipv6.conf.all.forwarding={1 if forwarding else 0}")
+        for route in routes:
+            out = self.cmd(f"ip -6 route replace {route}")
+            if out.strip():
+                raise PlanError(f"{self.name}: route {route!r}: {out.strip()}")
+        return result
+
+
+def validate_link_params(name: str, params: dict) -> dict:
+    """Delay, jitter, loss and rate for one link; raises PlanError naming the link and the parameter."""
+    unknown = set(params) - LINK_PARAM_KEYS
+    if unknown:
+        raise PlanError(f"link {name}: unknown parameter(s) {', '.join(sorted(unknown))} "
+                        f"(known: {', '.join(sorted(LINK_PARAM_KEYS))})")
+    checked = {}
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PlanError(f"link {name}: {key} must be a number, not {value!r}")
+        if value < 0 or (key == "loss_pct" and value > 100) or (key == "rate_mbit" and value == 0):
+            raise PlanError(f"link {name}: {key}={value} is impossible")
+        checked[key] = value
+    return checked
+
+
+class SvpnTopo(Topo):
+    """Office, security gateway, Internet core, two WLAN hotspots, one cellular network, N mobile nodes.
+
+    Parameters: addressing ("private" = embodiment 1, "public" = embodiment 2), mobile_nodes (count),
+    attachments (network per MN: office, wlan1, wlan2, cell), link_params ({link name: {delay_ms, ...}}),
+    plain_service (also give the file server an address outside the VPN that the SG forwards in clear,
+    for comparing ESP with plain forwarding on the same path).
+    """
+
+    def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
+              plain_service=False):
+        if isinstance(mobile_nodes, str):  # from `mn --topo svpn,mobile_nodes=3`
+            mobile_nodes = int(mobile_nodes) if mobile_nodes.isdigit() else mobile_nodes
+        if isinstance(attachments, str):
+            attachments = attachments.split("+")
+        plan = make_plan(addressing, mobile_nodes, attachments)
+        self.plan: AddressPlan = plan
+        self.link_names: dict[str, tuple[str, str]] = {}
+        link_params = dict(link_params or {})
+        self.link_params: dict[str, dict] = {}
+
+        def link(name, a, b, intf_a=None, intf_b=None):
+            self.link_names[name] = (a, b)
+            params = validate_link_params(name, link_params.pop(name, {}))
+            self.link_params[name] = params
+            self.addLink(a, b, intfName1=intf_a, intfName2=intf_b, cls=Link)
+
+        office = plan.office
+        plen = plan.office_prefix.prefixlen
+        sg_office = office["sg"]
+        self.addSwitch(OFFICE_SWITCH, cls=LinuxBridge, dpid="1")
+        for host in ("fs", "d1", "d2", "ha", "vcm", "lap"):
+            addresses = [(f"{host}-eth0", f"{office[host]}/{plen}")]
+            if host == "fs" and plain_service:
+                addresses.append(("fs-eth0", f"{plan.plain_prefix.network_address + 0x10}/64"))
+            self.addHost(host, cls=LabNode, ip=None, addresses=addresses,
+                         routes=[f"default via {sg_office}"], forwarding=(host == "ha"))
+            link(f"office-{host}", host, OFFICE_SWITCH, f"{host}-eth0")
+
+        sg_addresses = [("sg-lan", f"{sg_office}/{plen}"), ("sg-wan", f"{plan.sg_public}/64")]
+        if plain_service:
+            sg_addresses.append(("sg-lan", f"{plan.plain_prefix.network_address + 1}/64"))
+        self.addHost("sg", cls=LabNode, ip=None, forwarding=True, addresses=sg_addresses,
+                     routes=[f"default via {plan.ir_sg_side}"])
+        link("office-sg", "sg", OFFICE_SWITCH, "sg-lan")
+
+        ir_addresses = [("ir-sg", f"{plan.ir_sg_side}/64")]
+        ir_routes = [f"{prefix} via {plan.sg_public}" for prefix in plan.vpn_prefixes
+                     if plan.addressing == "public"]
+        if plain_service:
+            ir_routes.append(f"{plan.plain_prefix} via {plan.sg_public}")
+        for net_name, access in plan.access.items():
+            ar = ACCESS_ROUTER[net_name]
+            ir_side = access.uplink.network_address + 2
+            ar_side = access.uplink.network_address + 1
+            ir_addresses.append((f"ir-{ar}", f"{ir_side}/64"))
+            ir_routes.append(f"{access.prefix} via {ar_side}")
+            self.addHost(ar, cls=LabNode, ip=None, forwarding=True,
+                         addresses=[(f"{ar}-up", f"{ar_side}/64"), (f"{ar}-lan", f"{access.router_address}/64")],
+                         routes=[f"default via {ir_side}"])
+            self.addSwitch(ACCESS_SWITCH[net_name], cls=LinuxBridge, dpid=f"{0x10 + len(self.switches()):x}")
+            link(f"{ar}-{net_name}", ar, ACCESS_SWITCH[net_name], f"{ar}-lan")
+        if plan.external_home_prefix is not None:
+            ir_side = plan.xha_uplink.network_address + 2
+            xha_side = plan.xha_uplink.network_address + 1
+            ir_addresses.append(("ir-xha", f"{ir_side}/64"))
+            ir_routes.append(f"{plan.external_home_prefix} via {xha_side}")
+            self.addHost("xha", cls=LabNode, ip=None, forwarding=True,
+                         addresses=[("xha-up", f"{xha_side}/64"),
+                                    ("xha-lan", f"{plan.xha_address}/{plan.external_home_prefix.prefixlen}")],
+                         routes=[f"default via {ir_side}"])
+        self.addHost("ir", cls=LabNode, ip=None, forwarding=True, addresses=ir_addresses, routes=ir_routes)
+        link("sg-ir", "sg", "ir", "sg-wan", "ir-sg")
+        for net_name in plan.access:
+            ar = ACCESS_ROUTER[net_name]
+            link(f"ir-{ar}", "ir", ar, f"ir-{ar}", f"{ar}-up")
+        if plan.external_home_prefix is not None:
+            link("ir-xha", "ir", "xha", "ir-xha", "xha-up")
+            # The external home network itself: a bridge that MNs' external home addresses belong to.
+            self.addSwitch("sxhome", cls=LinuxBridge, dpid="e0")
+            link("xha-home", "xha", "sxhome", "xha-lan")
+
+        for mn in plan.mobile_nodes:
+            intf = f"{mn.name}-eth0"
+            address = plan.current_address(mn)
+            if mn.attachment == "office":
+                prefixlen, gateway, switch = plen, sg_office, OFFICE_SWITCH
+            else:
+                access = plan.access[mn.attachment]
+                prefixlen, gateway, switch = 64, access.router_address, ACCESS_SWITCH[mn.attachment]
+            self.addHost(mn.name, cls=LabNode, ip=None, addresses=[(intf, f"{address}/{prefixlen}")],
+                         routes=[f"default via {gateway}"])
+            link(f"{mn.name}-access", mn.name, switch, intf)
+
+        if link_params:
+            raise PlanError(f"link_params names unknown link(s): {', '.join(sorted(link_params))} "
+                            f"(links: {', '.join(sorted(self.link_names))})")
+
+
+topos = {"svpn": SvpnTopo}

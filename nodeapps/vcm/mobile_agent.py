@@ -1,0 +1,357 @@
+"""Mobile-node side of the VCM protocol (sans-IO).
+
+The agent receives key material from the VCM and tells its shell which SAs and SPD rules to install or
+remove, in an order that never lets a packet reach a peer that cannot decrypt it:
+
+1. KEYS (206/210) arrives: emit :class:`InstallInbound` (inbound SA, then inbound SPD rule) and queue
+   KEYS_ACK. **Contract: the shell applies the ops of every event from** :meth:`pop_events` **before it
+   sends what** :meth:`datagrams_to_send` **returns**, so the ACK leaves only once inbound is in place.
+2. PEER_READY (the peer's relayed 208/212) arrives: the peer has its inbound SA, so emit
+   :class:`SwitchOutbound` (outbound SA, peer-specific outbound SPD rule; on a rekey also the removal of
+   the previous outbound rule and SA).
+3. FALLBACK, return to the office, or lifetime end without a newer generation: emit :class:`FallBackToSg`
+   which removes the direct SAs and the peer-specific rules; the MN's standing VPN rule through its SG SA
+   then matches the peer's traffic again.
+
+Outbound rules produced here are /128 peer-specific and must sit ahead of the MN's broad VPN rule via the
+SG. During a rekey two inbound SAs (old and new generation) coexist for the same selectors; the old one is
+removed when its lifetime plus ``inbound_grace`` has passed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, Optional
+
+from . import protocol as p
+from .channel import ControlChannel
+
+PATH_VIA_SG = "via-sg"
+PATH_DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class SaOp:
+    """One SAD/SPD change: action is add-sa | del-sa | add-spd | del-spd; config is the SA or rule dict
+    (for del-sa only ``name`` matters; del-spd carries the rule dict add-spd installed, whose ``name``
+    identifies it). add-spd rules are peer-specific and go ahead of the MN's broad VPN rule (index 0)."""
+    action: str
+    config: dict
+
+
+@dataclass(frozen=True)
+class InstallInbound:
+    peer: int
+    session_id: int
+    generation: int
+    ops: tuple
+
+
+@dataclass(frozen=True)
+class SwitchOutbound:
+    peer: int
+    session_id: int
+    generation: int
+    ops: tuple
+
+
+@dataclass(frozen=True)
+class FallBackToSg:
+    peer: int
+    session_id: int
+    reason: str   # vcm-command | returned-inside | lifetime-expired | replaced
+    ops: tuple
+
+
+@dataclass(frozen=True)
+class RetireInbound:
+    """An old generation's inbound SA is no longer needed (after a rekey or a fall-back)."""
+    peer: int
+    session_id: int
+    generation: int
+    ops: tuple
+
+
+@dataclass(frozen=True)
+class KeysRejected:
+    peer: int
+    session_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PathStatus:
+    """One row of the MN status table (like a mesh VPN client's relay/direct column)."""
+    peer: int
+    peer_external_hoa: Optional[str]
+    path: str                 # via-sg | direct
+    since: float
+    session_id: Optional[int] = None
+    generation: Optional[int] = None
+    spi_out: Optional[int] = None
+    spi_in: Optional[int] = None
+    pending: bool = False     # inbound installed, waiting for the peer's ACK
+
+
+@dataclass(frozen=True)
+class MobileAgentConfig:
+    node_id: int
+    vcm_id: int
+    vcm_path: Hashable
+    external_hoa: str
+    internal_hoa: Optional[str] = None   # embodiment 1: VPN-internal address carried inside the tunnel
+    # Keep an old inbound SA this long past its lifetime (and after a fall-back). It must exceed the spread
+    # between the two MNs' receipt of the same KEYS, bounded by the VCM's retransmission span (~32 s).
+    inbound_grace: float = 45.0
+    replay_window: int = 64
+
+
+@dataclass
+class _Generation:
+    number: int
+    in_sa: dict
+    in_rule: dict
+    out_sa: dict
+    out_rule: dict
+    expires: float            # outbound use ends here
+    retire_at: float          # inbound SA removed here (expires + inbound_grace, or sooner on fall-back)
+    inbound_up: bool = True
+    outbound_up: bool = False
+
+
+@dataclass
+class _PeerLink:
+    peer: int
+    external_hoa: Optional[str]
+    since: float
+    session_id: Optional[int] = None
+    generations: dict = field(default_factory=dict)   # number -> _Generation
+    active_out: Optional[int] = None
+    ready: set = field(default_factory=set)            # generations the peer has confirmed
+    closed: bool = False                               # fallen back: this session gets no more keys
+    retiring: dict = field(default_factory=dict)        # inbound SAs of a superseded session
+
+
+def _all_generations(link: _PeerLink) -> list:
+    return list(link.generations.values()) + list(link.retiring.values())
+
+
+def _host(address: str) -> str:
+    return f"{address}/128"
+
+
+class MobileAgent:
+    def __init__(self, config: MobileAgentConfig, *, initial_counter: int = 0, **channel_options):
+        self.config = config
+        self.channel = ControlChannel(config.node_id, {config.vcm_id: config.vcm_path},
+                                      initial_counter=initial_counter, **channel_options)
+        self._links: dict[int, _PeerLink] = {}
+        self._events: list = []
+        self.inside = False
+
+    # -- sans-IO surface --------------------------------------------------------------------------
+    def receive(self, data: bytes, peer: Hashable, now: float) -> None:
+        got = self.channel.receive(data, peer, now)
+        if got is None:
+            return
+        msg, _request = got
+        if msg.sender != self.config.vcm_id:
+            return
+        handler = {p.KEYS: self._on_keys, p.PEER_READY: self._on_peer_ready, p.FALLBACK: self._on_fallback}
+        if msg.type in handler:
+            handler[msg.type](msg, now)
+        # responses never flow towards an MN; the channel already ignores them
+
+    def handle_timer(self, now: float) -> None:
+        self.channel.handle_timer(now)
+        for link in list(self._links.values()):
+            for gen in sorted(_all_generations(link), key=lambda g: g.number):
+                if gen.outbound_up and now >= gen.expires:
+                    self._expire_outbound(link, gen, now)
+                if gen.inbound_up and now >= gen.retire_at:
+                    self._retire_inbound(link, gen)
+
+    def get_timer(self) -> Optional[float]:
+        deadlines = [self.channel.get_timer()]
+        for link in self._links.values():
+            for gen in _all_generations(link):
+                if gen.outbound_up:
+                    deadlines.append(gen.expires)
+                if gen.inbound_up:
+                    deadlines.append(gen.retire_at)
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def datagrams_to_send(self, now: float) -> list:
+        return self.channel.datagrams_to_send()
+
+    def pop_events(self) -> list:
+        events = self.channel.events + self._events
+        self.channel.events, self._events = [], []
+        return events
+
+    # -- local API --------------------------------------------------------------------------------
+    def returned_inside(self, now: float) -> None:
+        """The MN is back in the office: stop direct outbound at once; inbound SAs linger for the grace."""
+        self.inside = True
+        for link in list(self._links.values()):
+            self._fall_back(link, "returned-inside", now)
+
+    def left_office(self, now: float) -> None:
+        self.inside = False
+
+    def path_status(self) -> dict:
+        """Per peer: via-sg or direct, SPIs in use and since when."""
+        table = {}
+        for peer, link in self._links.items():
+            gen = link.generations.get(link.active_out) if link.active_out else None
+            waiting = [g for g in link.generations.values()
+                       if g.inbound_up and not g.outbound_up and g.number > (link.active_out or 0)]
+            shown = gen or max(waiting, key=lambda g: g.number, default=None)
+            table[peer] = PathStatus(
+                peer=peer, peer_external_hoa=link.external_hoa,
+                path=PATH_DIRECT if gen else PATH_VIA_SG, since=link.since, session_id=link.session_id,
+                generation=gen.number if gen else None,
+                spi_out=gen.out_sa["spi"] if gen else None,
+                spi_in=shown.in_sa["spi"] if shown else None,
+                pending=bool(waiting))
+        return table
+
+    # -- message handlers -------------------------------------------------------------------------
+    def _new_link(self, peer: p.Peer, session_id: int, now: float) -> _PeerLink:
+        old = self._links.get(peer.node_id)
+        if old is not None:
+            self._fall_back(old, "replaced", now)   # a newer session supersedes the old one
+            leftovers = old.generations
+        else:
+            leftovers = {}
+        link = _PeerLink(peer.node_id, peer.external_hoa, now, session_id)
+        link.retiring = leftovers
+        self._links[peer.node_id] = link
+        return link
+
+    def _on_keys(self, msg: p.Message, now: float) -> None:
+        ref = msg.one(p.SessionRef)
+        peer = msg.one(p.Peer)
+        if peer.node_id in (self.config.node_id, self.config.vcm_id) or self.inside:
+            reason = "inside the office" if self.inside else "peer names this node or the VCM"
+            self._events.append(KeysRejected(peer.node_id, ref.session_id, reason))
+            self.channel.respond(msg, [ref, p.Status(p.STATUS_BAD_REQUEST)])
+            return
+        link = self._links.get(peer.node_id)
+        if link is not None and (ref.session_id < link.session_id
+                                 or (ref.session_id == link.session_id and link.closed)):
+            self._events.append(KeysRejected(peer.node_id, ref.session_id, "stale session"))
+            self.channel.respond(msg, [ref, p.Status(p.STATUS_STALE)])
+            return
+        if link is None or ref.session_id > link.session_id:
+            link = self._new_link(peer, ref.session_id, now)
+        link.external_hoa = peer.external_hoa
+        if ref.generation in link.generations or (link.active_out or 0) >= ref.generation:
+            self.channel.respond(msg, [ref])   # already installed or superseded: idempotent
+            return
+        sa_out = next(sa for sa in msg.all(p.SaParams) if sa.direction == p.DIR_OUT)
+        sa_in = next(sa for sa in msg.all(p.SaParams) if sa.direction == p.DIR_IN)
+        gen = self._build_generation(peer, ref, sa_in, sa_out, now)
+        link.generations[ref.generation] = gen
+        self._events.append(InstallInbound(peer.node_id, ref.session_id, ref.generation,
+                                           (SaOp("add-sa", gen.in_sa), SaOp("add-spd", gen.in_rule))))
+        self.channel.respond(msg, [ref])
+        if ref.generation in link.ready:   # the peer's ACK overtook our keys
+            self._switch_outbound(link, gen, now)
+
+    def _on_peer_ready(self, msg: p.Message, now: float) -> None:
+        ref = msg.one(p.SessionRef)
+        peer = msg.one(p.Peer)
+        self.channel.respond(msg, [ref])
+        link = self._links.get(peer.node_id)
+        if link is not None and (ref.session_id < link.session_id
+                                 or (ref.session_id == link.session_id and link.closed)):
+            return
+        if link is None or ref.session_id > link.session_id:
+            # Our KEYS are still on their way: remember that the peer is ready.
+            link = self._new_link(peer, ref.session_id, now)
+        link.ready.add(ref.generation)
+        gen = link.generations.get(ref.generation)
+        if gen is not None and not gen.outbound_up and (link.active_out or 0) < gen.number:
+            self._switch_outbound(link, gen, now)
+
+    def _on_fallback(self, msg: p.Message, now: float) -> None:
+        ref = msg.one(p.SessionRef)
+        peer = msg.one(p.Peer)
+        self.channel.respond(msg, [ref])
+        link = self._links.get(peer.node_id)
+        if link is not None and link.session_id <= ref.session_id:
+            self._fall_back(link, "vcm-command", now)
+
+    # -- SA bookkeeping ---------------------------------------------------------------------------
+    def _build_generation(self, peer: p.Peer, ref: p.SessionRef, sa_in: p.SaParams, sa_out: p.SaParams,
+                          now: float) -> _Generation:
+        cfg = self.config
+        base = f"vcm-{cfg.node_id}-{peer.node_id}-s{ref.session_id}g{ref.generation}"
+        # Embodiment 1 carries VPN-internal addresses inside the tunnel between external HoAs.
+        internal = bool(cfg.internal_hoa and peer.internal_hoa)
+        own_inner = cfg.internal_hoa if internal else cfg.external_hoa
+        peer_inner = peer.internal_hoa if internal else peer.external_hoa
+
+        def sa_config(name, direction, sa: p.SaParams):
+            return {"name": name, "direction": direction, "spi": sa.spi, "algorithm": sa.algorithm,
+                    "key": sa.key.hex(), "salt": sa.salt.hex(), "mode": sa.mode, "local": cfg.external_hoa,
+                    "remote": peer.external_hoa, "replay_window": cfg.replay_window}
+
+        in_sa = sa_config(base + "-in", "in", sa_in)
+        out_sa = sa_config(base + "-out", "out", sa_out)
+        in_rule = {"direction": "in", "src": _host(peer_inner), "dst": _host(own_inner), "proto": None,
+                   "sport": None, "dport": None, "action": "protect", "sa": in_sa["name"],
+                   "name": in_sa["name"] + "-spd"}
+        out_rule = {"direction": "out", "src": _host(own_inner), "dst": _host(peer_inner), "proto": None,
+                    "sport": None, "dport": None, "action": "protect", "sa": out_sa["name"],
+                    "name": out_sa["name"] + "-spd"}
+        expires = now + min(sa_in.lifetime, sa_out.lifetime)
+        return _Generation(ref.generation, in_sa, in_rule, out_sa, out_rule, expires,
+                           expires + cfg.inbound_grace)
+
+    def _switch_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
+        if now >= gen.expires:
+            return
+        ops = [SaOp("add-sa", gen.out_sa), SaOp("add-spd", gen.out_rule)]
+        old = link.generations.get(link.active_out) if link.active_out else None
+        if old is not None and old.outbound_up:   # make-before-break: new rule first, then the old goes
+            ops += [SaOp("del-spd", old.out_rule), SaOp("del-sa", {"name": old.out_sa["name"]})]
+            old.outbound_up = False
+        gen.outbound_up = True
+        link.active_out = gen.number
+        link.since = now
+        self._events.append(SwitchOutbound(link.peer, link.session_id, gen.number, tuple(ops)))
+
+    def _expire_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
+        """No newer generation arrived in time: the key must not be used past its lifetime."""
+        gen.outbound_up = False
+        link.active_out = None
+        link.since = now
+        self._events.append(FallBackToSg(link.peer, link.session_id, "lifetime-expired",
+                                         (SaOp("del-spd", gen.out_rule), SaOp("del-sa", {"name": gen.out_sa["name"]}))))
+
+    def _retire_inbound(self, link: _PeerLink, gen: _Generation) -> None:
+        gen.inbound_up = False
+        self._events.append(RetireInbound(link.peer, link.session_id, gen.number,
+                                          (SaOp("del-spd", gen.in_rule), SaOp("del-sa", {"name": gen.in_sa["name"]}))))
+        for table in (link.generations, link.retiring):
+            if table.get(gen.number) is gen:
+                del table[gen.number]
+
+    def _fall_back(self, link: _PeerLink, reason: str, now: float) -> None:
+        """Back to the SG path for one peer: outbound direct goes at once; inbound SAs stay for
+        ``inbound_grace`` so packets the peer sent before it heard of the change still decrypt."""
+        ops = []
+        for gen in sorted(link.generations.values(), key=lambda g: g.number):
+            if gen.outbound_up:
+                ops += [SaOp("del-spd", gen.out_rule), SaOp("del-sa", {"name": gen.out_sa["name"]})]
+                gen.outbound_up = False
+            gen.retire_at = min(gen.retire_at, now + self.config.inbound_grace)
+        was_direct = link.active_out is not None
+        link.active_out = None
+        link.ready.clear()
+        link.closed = True
+        if was_direct:
+            link.since = now
+        if ops or was_direct:
+            self._events.append(FallBackToSg(link.peer, link.session_id, reason, tuple(ops)))

@@ -1,0 +1,302 @@
+"""SG-side monitor (sans-IO): watches the inner headers of traffic the SG relays and reports to the VCM.
+
+The shell calls :meth:`SgMonitor.observe` once per packet it processes on an MN's SG SA (``mn`` = that MN's
+node id, ``direction`` "in" after decryption from the MN, "out" before encryption towards it) and for
+packets it sees in clear on the office side (``mn=None``, ``direction="in"`` when they arrive from the
+office). A known flow costs one dict lookup and one list store; only the first packet of a flow is
+classified. From those observations and the MIPv6 bindings (:meth:`update_binding`) the monitor:
+
+* learns where each MN is (outside: its SA carries traffic from it, or it registered a care-of address;
+  inside: it is seen in clear in the office, or it deregistered its binding, or - optionally - its SA fell
+  silent for ``idle_timeout``; that last test needs MN keepalives on the SG SA, because a route-optimised
+  MN pair sends nothing through the SG),
+* caches each MN's correspondents,
+* detects a session between two external MNs: either one that existed before both were outside
+  (trigger 1) or an external MN opening one to an external destination (trigger 2),
+
+and sends REPORT (202) messages to the VCM, retransmitted with backoff until REPORT_ACK (204). Location
+changes and a session seen in the same call go out combined in one REPORT.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Hashable, Optional
+
+from . import protocol as p
+from .channel import ControlChannel
+
+TRIGGER_NAMES = {p.TRIGGER_EXISTING_SESSION: "existing-session", p.TRIGGER_EXTERNAL_INITIATOR: "external-initiator"}
+_MAX_TLVS_PER_REPORT = 16
+
+
+@dataclass(frozen=True)
+class MnBinding:
+    """An MN the SG serves: its external HoA and, in embodiment 1, its VPN-internal HoA."""
+    node_id: int
+    external_hoa: str
+    internal_hoa: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    node_id: int
+    vcm_id: int
+    vcm_path: Hashable
+    mns: tuple
+    triggers: frozenset = frozenset({p.TRIGGER_EXISTING_SESSION, p.TRIGGER_EXTERNAL_INITIATOR})
+    idle_timeout: Optional[float] = None   # SG SA silence that means "back inside" (None: not used)
+    flow_timeout: float = 120.0            # forget a flow not seen for this long
+    sweep_interval: float = 1.0
+    re_report_after: float = 30.0          # report a pair again if it still talks through the SG
+    combine: bool = True                   # location and session in one REPORT when they coincide
+
+
+@dataclass(frozen=True)
+class MnLocationChanged:
+    node_id: int
+    location: str       # outside | inside
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionDetected:
+    node_a: int
+    node_b: int
+    trigger: str
+
+
+@dataclass(frozen=True)
+class ReportRejected:
+    status: int
+
+
+class _MnState:
+    __slots__ = ("binding", "location", "care_of", "since", "correspondents", "flow_keys")
+
+    def __init__(self, binding: MnBinding):
+        self.binding = binding
+        self.location: Optional[int] = None
+        self.care_of: Optional[str] = None
+        self.since = 0.0
+        self.correspondents: set = set()   # 16-byte addresses
+        self.flow_keys: set = set()
+
+
+class SgMonitor:
+    def __init__(self, config: MonitorConfig, *, initial_counter: int = 0, **channel_options):
+        self.config = config
+        self.channel = ControlChannel(config.node_id, {config.vcm_id: config.vcm_path},
+                                      initial_counter=initial_counter, **channel_options)
+        self._mns: dict[int, _MnState] = {}
+        self._addr_mn: dict[bytes, int] = {}
+        for binding in config.mns:
+            self._mns[binding.node_id] = _MnState(binding)
+            for text in (binding.external_hoa, binding.internal_hoa):
+                if text is not None:
+                    self._addr_mn[ipaddress.IPv6Address(text).packed] = binding.node_id
+        # (src, dst, mn or None) -> [last seen, direction]
+        self._flows: dict[tuple, list] = {}
+        self._pairs_seen: set = set()          # MN pairs seen talking while one of them was inside
+        self._reported: dict[frozenset, list] = {}   # pair -> [reported at, flow records]
+        self._queued: list = []
+        self._events: list = []
+        self._next_sweep: Optional[float] = None
+        self._in_flight: Optional[int] = None    # txid of the outstanding REPORT
+        self.stats = self.channel.stats
+
+    # -- hot path ---------------------------------------------------------------------------------
+    def observe(self, now: float, src: bytes, dst: bytes, direction: str, mn: Optional[int]) -> None:
+        """One relayed packet: inner source and destination (16 bytes each)."""
+        record = self._flows.get((src, dst, mn))
+        if record is not None:
+            record[0] = now
+            return
+        self._new_flow(now, src, dst, direction, mn)
+
+    # -- sans-IO surface --------------------------------------------------------------------------
+    def update_binding(self, now: float, mn: int, care_of: Optional[str]) -> None:
+        """A binding the SG accepted for an MN's external HoA; ``care_of=None`` is a deregistration."""
+        state = self._mns.get(mn)
+        if state is None:
+            self.stats["unknown-mn"] += 1
+            return
+        if care_of is None:
+            state.care_of = None
+            self._set_location(state, p.LOCATION_INSIDE, now, "binding deregistered")
+        else:
+            changed = state.care_of != care_of
+            state.care_of = care_of
+            if state.location == p.LOCATION_OUTSIDE and changed:
+                self._queued.append(self._info(state))   # new care-of address, same location
+            self._set_location(state, p.LOCATION_OUTSIDE, now, "binding registered")
+        self._flush(now)
+
+    def receive(self, data: bytes, peer: Hashable, now: float) -> None:
+        got = self.channel.receive(data, peer, now)
+        if got is None:
+            return
+        msg, request = got
+        if msg.type in p.REQUEST_TYPES:   # nothing asks the SG monitor anything
+            self.channel.reject(msg, p.STATUS_BAD_REQUEST)
+            return
+        if msg.type == p.REPORT_ACK and msg.status != p.STATUS_OK:
+            self._events.append(ReportRejected(msg.status))
+        if request is not None and request.txid == self._in_flight:
+            self._in_flight = None
+            self._flush(now)
+
+    def handle_timer(self, now: float) -> None:
+        for gave_up in self.channel.handle_timer(now):
+            if gave_up.request.txid == self._in_flight:
+                self._in_flight = None   # the VCM is unreachable; the next report tries again
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._sweep(now)
+        self._flush(now)
+
+    def get_timer(self) -> Optional[float]:
+        deadlines = [d for d in (self.channel.get_timer(), self._next_sweep) if d is not None]
+        return min(deadlines, default=None)
+
+    def datagrams_to_send(self, now: float) -> list:
+        self._flush(now)
+        return self.channel.datagrams_to_send()
+
+    def pop_events(self) -> list:
+        events = self.channel.events + self._events
+        self.channel.events, self._events = [], []
+        return events
+
+    # -- queries ----------------------------------------------------------------------------------
+    def location(self, mn: int) -> Optional[str]:
+        loc = self._mns[mn].location
+        return {p.LOCATION_OUTSIDE: "outside", p.LOCATION_INSIDE: "inside"}.get(loc)
+
+    def correspondents(self, mn: int) -> set:
+        return {str(ipaddress.IPv6Address(a)) for a in self._mns[mn].correspondents}
+
+    def flow_count(self) -> int:
+        return len(self._flows)
+
+    # -- classification (first packet of a flow) -------------------------------------------------
+    def _new_flow(self, now: float, src: bytes, dst: bytes, direction: str, mn: Optional[int]) -> None:
+        key = (src, dst, mn)
+        record = [now, direction]
+        if mn is not None and mn not in self._mns:
+            self._flows[key] = record
+            self._ensure_sweep(now)
+            self.stats["unknown-mn"] += 1   # an SA the shell did not tell us about; cached, not classified
+            return
+        src_mn, dst_mn = self._addr_mn.get(src), self._addr_mn.get(dst)
+        # Location first: a change purges the MN's cached flows, and this one must survive it.
+        if mn is None:
+            if src_mn is not None and direction == "in":
+                self._set_location(self._mns[src_mn], p.LOCATION_INSIDE, now, "seen in clear in the office")
+            initiator = src_mn
+        else:
+            state = self._mns[mn]
+            if direction == "in":
+                self._set_location(state, p.LOCATION_OUTSIDE, now, "SG SA carries its traffic")
+                state.correspondents.add(dst)
+                initiator = mn
+            else:
+                if state.location is None:
+                    self._set_location(state, p.LOCATION_OUTSIDE, now, "SG sends to it over its SA")
+                state.correspondents.add(src)
+                initiator = src_mn
+        self._flows[key] = record
+        self._ensure_sweep(now)
+        for node in {src_mn, dst_mn, mn} - {None}:
+            self._mns[node].flow_keys.add(key)
+        if src_mn is not None and dst_mn is not None and src_mn != dst_mn:
+            pair = frozenset((src_mn, dst_mn))
+            # Trigger 1 needs a session that existed while one of the two was still inside.
+            if any(self._mns[node].location == p.LOCATION_INSIDE for node in pair):
+                self._pairs_seen.add(pair)
+            elif mn is not None:
+                self._consider_session(pair, pair in self._pairs_seen, initiator, record, now)
+        self._flush(now)
+
+    def _consider_session(self, pair: frozenset, existed: bool, initiator: Optional[int], record: list,
+                          now: float) -> None:
+        a, b = sorted(pair, key=lambda node: node != initiator)   # initiator first
+        if not all(self._mns[n].location == p.LOCATION_OUTSIDE for n in pair):
+            return
+        reported = self._reported.get(pair)
+        if reported is not None:
+            reported[1].append(record)
+            return
+        trigger = p.TRIGGER_EXISTING_SESSION if existed else p.TRIGGER_EXTERNAL_INITIATOR
+        if trigger not in self.config.triggers:
+            return
+        self._reported[pair] = [now, [record]]
+        self._events.append(SessionDetected(a, b, TRIGGER_NAMES[trigger]))
+        self._queued.append(p.SessionSeen(a, b, trigger))
+
+    def _info(self, state: _MnState) -> p.MnInfo:
+        b = state.binding
+        return p.MnInfo(b.node_id, state.location, b.external_hoa, b.internal_hoa, state.care_of)
+
+    def _set_location(self, state: _MnState, location: int, now: float, reason: str) -> None:
+        if state.location == location:
+            return
+        state.location = location
+        state.since = now
+        node = state.binding.node_id
+        # Flows classified under the old location must be classified again.
+        for key in state.flow_keys:
+            self._flows.pop(key, None)
+            for other in {self._addr_mn.get(key[0]), self._addr_mn.get(key[1]), key[2]} - {None, node}:
+                self._mns[other].flow_keys.discard(key)
+        state.flow_keys.clear()
+        for pair in [pair for pair in self._reported if node in pair]:
+            del self._reported[pair]
+        self._events.append(MnLocationChanged(node, "outside" if location == p.LOCATION_OUTSIDE else "inside",
+                                              reason))
+        self._queued.append(self._info(state))
+        self._ensure_sweep(now)
+
+    # -- timers -----------------------------------------------------------------------------------
+    def _sweep(self, now: float) -> None:
+        cfg = self.config
+        stale = [key for key, record in self._flows.items() if record[0] < now - cfg.flow_timeout]
+        for key in stale:
+            del self._flows[key]
+        if stale:
+            for state in self._mns.values():
+                state.flow_keys.intersection_update(self._flows.keys())
+        if cfg.idle_timeout is not None:
+            for state in self._mns.values():
+                if state.location != p.LOCATION_OUTSIDE or now - state.since < cfg.idle_timeout:
+                    continue
+                node = state.binding.node_id
+                records = [self._flows.get(k) for k in state.flow_keys if k[2] == node]
+                last_in = max((r[0] for r in records if r is not None and r[1] == "in"), default=state.since)
+                if now - last_in >= cfg.idle_timeout:
+                    self._set_location(state, p.LOCATION_INSIDE, now, "SG SA silent")
+        for pair, reported in self._reported.items():
+            if any(record[0] > reported[0] + cfg.re_report_after for record in reported[1]):
+                reported[0] = now   # still talking through the SG: the VCM may have given up
+                a, b = sorted(pair)
+                self._queued.append(p.SessionSeen(a, b, p.TRIGGER_EXISTING_SESSION))
+        for reported in self._reported.values():
+            reported[1] = [record for record in reported[1] if record[0] >= now - cfg.flow_timeout]
+        self._next_sweep = None
+        self._ensure_sweep(now)
+
+    def _ensure_sweep(self, now: float) -> None:
+        if self._next_sweep is not None:
+            return
+        watching = self.config.idle_timeout is not None and any(
+            state.location == p.LOCATION_OUTSIDE for state in self._mns.values())
+        if self._flows or watching:
+            self._next_sweep = now + self.config.sweep_interval
+
+    def _flush(self, now: float) -> None:
+        """Stop-and-wait: one REPORT in flight, so the VCM processes reports in the order they were made
+        (a retransmission carries a fresh counter and could otherwise overtake a newer report)."""
+        if not self._queued or self._in_flight is not None:
+            return
+        size = _MAX_TLVS_PER_REPORT if self.config.combine else 1
+        batch, self._queued = self._queued[:size], self._queued[size:]
+        self._in_flight = self.channel.send_request(self.config.vcm_id, p.REPORT, batch, now)

@@ -1,0 +1,151 @@
+"""VCM manager and mobile agent driven directly with hand-made messages."""
+import itertools
+
+from nodeapps.vcm import protocol as p
+from nodeapps.vcm.channel import ControlDrop, ControlPath
+from nodeapps.vcm.manager import ManagerConfig, MnEntry, ReportIgnored, SessionClosed, VcmManager
+from nodeapps.vcm.mobile_agent import (FallBackToSg, InstallInbound, KeysRejected, MobileAgent,
+                                       MobileAgentConfig, PATH_VIA_SG, RetireInbound, SwitchOutbound)
+
+SG_PATH = ControlPath("sg-vcm-sa", "fd00:10::1")
+VCM_PATH = ControlPath("vcm-sa-in-sg-sa", "fd00:10::2")
+MN_PATHS = {11: ControlPath("vcm-sa-in-sg-sa", "fd00:10::11"), 12: ControlPath("vcm-sa-in-sg-sa", "fd00:10::12")}
+
+
+class Sender:
+    """Encodes messages from one node with increasing counters."""
+
+    def __init__(self, node_id):
+        self.node_id = node_id
+        self.counter = itertools.count(1)
+
+    def __call__(self, msg_type, txid, *tlvs):
+        return p.encode(p.Message(msg_type, self.node_id, next(self.counter), txid, tlvs))
+
+
+def manager(random_bytes, **options):
+    mns = tuple(MnEntry(n, MN_PATHS[n], f"2001:db8:1::{n}", f"fd00:10::{n}") for n in (11, 12))
+    return VcmManager(ManagerConfig(2, 1, SG_PATH, mns, **options), random_bytes=random_bytes)
+
+
+def report_both_outside(vcm, sg):
+    vcm.receive(sg(p.REPORT, 1, p.MnInfo(11, p.LOCATION_OUTSIDE), p.MnInfo(12, p.LOCATION_OUTSIDE),
+                   p.SessionSeen(11, 12)), SG_PATH, 0.0)
+    return [(p.decode(d), path) for d, path in vcm.datagrams_to_send(0.0)]
+
+
+def test_spis_skip_reserved_values_and_collisions():
+    draws = iter([bytes(16), bytes(4)]   # key, salt, then SPI attempts
+                 + [(5).to_bytes(4, "big"), (0).to_bytes(4, "big"), (4096).to_bytes(4, "big")]
+                 + [bytes(16), bytes(4)]
+                 + [(4096).to_bytes(4, "big"), (9999).to_bytes(4, "big"), (5000).to_bytes(4, "big")])
+    vcm = manager(lambda n: next(draws), reserved_spis=frozenset({9999}))
+    sent = report_both_outside(vcm, Sender(1))
+    keys = [m for m, _ in sent if m.type == p.KEYS]
+    spis = sorted(sa.spi for sa in keys[0].all(p.SaParams))
+    assert spis == [4096, 5000]                     # 5, 0, the duplicate 4096 and reserved 9999 skipped
+    assert {m.one(p.SaParams).spi for m in keys} == {4096, 5000}
+
+
+def test_refused_keys_make_the_vcm_fall_back():
+    vcm = manager(lambda n: bytes(range(1, n + 1)) if n != 4 else next(spis))
+    spis = iter((i).to_bytes(4, "big") for i in range(1000, 2000, 7))
+    sent = report_both_outside(vcm, Sender(1))
+    keys_to_11 = next(m for m, path in sent if m.type == p.KEYS and path == MN_PATHS[11])
+    vcm.receive(Sender(11)(p.KEYS_ACK, keys_to_11.txid, keys_to_11.one(p.SessionRef), p.Status(p.STATUS_STALE)),
+                MN_PATHS[11], 0.1)
+    fallbacks = [(p.decode(d), path) for d, path in vcm.datagrams_to_send(0.1)]
+    assert {path for m, path in fallbacks if m.type == p.FALLBACK} == {MN_PATHS[11], MN_PATHS[12]}
+    assert any(isinstance(e, SessionClosed) for e in vcm.pop_events())
+
+
+def test_unanswered_keys_give_up_and_fall_back():
+    spis = itertools.count(300)
+    vcm = manager(lambda n: next(spis).to_bytes(4, "big") if n == 4 else bytes(n))
+    report_both_outside(vcm, Sender(1))
+    now = 0.0
+    while (timer := vcm.get_timer()) is not None and timer < 100:
+        now = timer
+        vcm.handle_timer(now)
+        vcm.datagrams_to_send(now)
+    events = vcm.pop_events()
+    assert any(type(e).__name__ == "RequestGaveUp" for e in events)
+    assert any(isinstance(e, SessionClosed) for e in events) and vcm.sessions == {}
+
+
+def test_requests_the_vcm_does_not_serve_are_answered_not_raised():
+    vcm = manager(lambda n: bytes(n))
+    mn = Sender(11)
+    vcm.receive(mn(p.REPORT, 5, p.MnInfo(12, p.LOCATION_INSIDE)), MN_PATHS[11], 0.0)
+    vcm.receive(mn(p.FALLBACK, 6, p.SessionRef(1, 1), p.Peer(12)), MN_PATHS[11], 0.0)
+    answers = [p.decode(d) for d, _ in vcm.datagrams_to_send(0.0)]
+    assert [(m.type, m.status) for m in answers] == [(p.REPORT_ACK, p.STATUS_BAD_REQUEST),
+                                                     (p.FALLBACK_ACK, p.STATUS_BAD_REQUEST)]
+    assert [e.reason for e in vcm.pop_events() if isinstance(e, ReportIgnored)] == ["not-from-sg",
+                                                                                   "unexpected-request"]
+
+
+# -- mobile agent ---------------------------------------------------------------------------------
+
+def agent(**options):
+    return MobileAgent(MobileAgentConfig(11, 2, VCM_PATH, "2001:db8:1::11", "fd00:10::11", **options))
+
+
+def keys_msg(vcm, txid, session=1, generation=1, spi_out=5000, spi_in=6000, lifetime=100):
+    return vcm(p.KEYS, txid, p.SessionRef(session, generation), p.Peer(12, "2001:db8:1::12", "fd00:10::12"),
+               p.SaParams(p.DIR_OUT, spi_out, "aes128gcm16", bytes(16), bytes(4), lifetime),
+               p.SaParams(p.DIR_IN, spi_in, "aes128gcm16", bytes(range(16)), bytes(4), lifetime))
+
+
+def test_agent_pending_status_then_direct_after_peer_ready():
+    mn, vcm = agent(), Sender(2)
+    mn.receive(keys_msg(vcm, 1), VCM_PATH, 1.0)
+    status = mn.path_status()[12]
+    assert (status.path, status.pending, status.spi_in, status.spi_out) == (PATH_VIA_SG, True, 6000, None)
+    assert [type(e) for e in mn.pop_events()] == [InstallInbound]
+    ack = p.decode(mn.datagrams_to_send(1.0)[0][0])
+    assert (ack.type, ack.txid, ack.status) == (p.KEYS_ACK, 1, p.STATUS_OK)
+    mn.receive(vcm(p.PEER_READY, 2, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 1.5)
+    status = mn.path_status()[12]
+    assert (status.path, status.spi_out, status.spi_in, status.since, status.pending) == ("direct", 5000, 6000, 1.5, False)
+    switch = mn.pop_events()[0]
+    assert isinstance(switch, SwitchOutbound)
+    assert [op.action for op in switch.ops] == ["add-sa", "add-spd"]
+    assert switch.ops[0].config["direction"] == "out" and switch.ops[0].config["spi"] == 5000
+
+
+def test_agent_rejects_keys_while_inside_and_for_older_sessions():
+    mn, vcm = agent(), Sender(2)
+    mn.receive(keys_msg(vcm, 1, session=3), VCM_PATH, 0.0)
+    mn.returned_inside(1.0)
+    mn.receive(keys_msg(vcm, 2, session=4, spi_out=7000, spi_in=7001), VCM_PATH, 1.1)
+    mn.left_office(2.0)
+    mn.receive(keys_msg(vcm, 3, session=2, spi_out=7002, spi_in=7003), VCM_PATH, 2.1)
+    statuses = [p.decode(d).status for d, _ in mn.datagrams_to_send(2.1)]
+    assert statuses == [p.STATUS_OK, p.STATUS_BAD_REQUEST, p.STATUS_STALE]
+    assert [e.reason for e in mn.pop_events() if isinstance(e, KeysRejected)] == ["inside the office",
+                                                                                  "stale session"]
+
+
+def test_agent_lingering_inbound_after_returning_inside():
+    mn, vcm = agent(inbound_grace=5.0), Sender(2)
+    mn.receive(keys_msg(vcm, 1), VCM_PATH, 0.0)
+    mn.receive(vcm(p.PEER_READY, 2, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 0.1)
+    mn.pop_events()
+    mn.returned_inside(10.0)
+    fallback = mn.pop_events()
+    assert [type(e) for e in fallback] == [FallBackToSg]
+    assert [(op.action, op.config.get("direction")) for op in fallback[0].ops] == [("del-spd", "out"), ("del-sa", None)]
+    assert mn.get_timer() == 15.0
+    mn.handle_timer(15.0)
+    retire = mn.pop_events()
+    assert [type(e) for e in retire] == [RetireInbound] and retire[0].ops[1].config["name"].endswith("-in")
+    assert mn.get_timer() is None
+
+
+def test_agent_drops_messages_not_from_its_vcm():
+    mn = agent()
+    mn.receive(keys_msg(Sender(12), 1), VCM_PATH, 0.0)             # MN2 posing as the VCM
+    mn.receive(keys_msg(Sender(2), 1), ControlPath("vcm-sa", "2001:db8::66"), 0.0)
+    reasons = [e.reason for e in mn.pop_events() if isinstance(e, ControlDrop)]
+    assert reasons == ["unknown-node", "wrong-path"] and mn.path_status() == {}

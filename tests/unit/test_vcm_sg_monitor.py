@@ -1,0 +1,140 @@
+"""SG monitor core on its own: flow cache, location learning, session triggers, REPORT retransmission."""
+import ipaddress
+
+from nodeapps.vcm import protocol as p
+from nodeapps.vcm.channel import ControlPath
+from nodeapps.vcm.sg_monitor import MnBinding, MnLocationChanged, MonitorConfig, SessionDetected, SgMonitor
+
+VCM_PATH = ControlPath("sg-vcm-sa", "fd00:10::2")   # also the path the VCM's messages arrive on
+MN1_INT, MN2_INT, HOST = (ipaddress.IPv6Address(a).packed for a in ("fd00:10::11", "fd00:10::12", "fd00:10::99"))
+
+
+def monitor(**options):
+    mns = (MnBinding(11, "2001:db8:1::11", "fd00:10::11"), MnBinding(12, "2001:db8:1::12", "fd00:10::12"))
+    return SgMonitor(MonitorConfig(1, 2, VCM_PATH, mns, **options))
+
+
+def sent(mon, now):
+    return [p.decode(data) for data, path in mon.datagrams_to_send(now) if path == VCM_PATH]
+
+
+def ack(mon, report, now, counter):
+    mon.receive(p.encode(p.Message(p.REPORT_ACK, 2, counter, report.txid, ())), VCM_PATH, now)
+
+
+def test_known_flows_cost_nothing_new():
+    mon = monitor()
+    mon.observe(0.0, MN1_INT, HOST, "in", 11)
+    first = sent(mon, 0.0)
+    events = mon.pop_events()
+    assert len(first) == 1 and [type(e) for e in events] == [MnLocationChanged]
+    flows = mon.flow_count()
+    for i in range(1000):
+        mon.observe(0.001 * i, MN1_INT, HOST, "in", 11)
+    assert mon.flow_count() == flows and mon.pop_events() == [] and sent(mon, 1.0) == []
+    assert mon.correspondents(11) == {"fd00:10::99"}
+
+
+def test_session_between_external_mns_detected_once_with_trigger_and_initiator():
+    mon = monitor()
+    mon.update_binding(0.0, 12, "2001:db8:b::12")
+    mon.observe(0.0, MN1_INT, MN2_INT, "in", None)       # MN1 in the office talks to MN2 outside
+    mon.observe(0.0, MN1_INT, MN2_INT, "out", 12)
+    mon.update_binding(1.0, 11, "2001:db8:a::11")
+    mon.pop_events()
+    for _ in range(3):
+        mon.observe(1.1, MN2_INT, MN1_INT, "in", 12)
+        mon.observe(1.1, MN2_INT, MN1_INT, "out", 11)
+    detected = [e for e in mon.pop_events() if isinstance(e, SessionDetected)]
+    assert detected == [SessionDetected(12, 11, "existing-session")]
+    assert mon.correspondents(12) == {"fd00:10::11"} and mon.location(11) == "outside"
+
+
+def test_reports_wait_for_the_ack_and_go_out_in_order():
+    mon = monitor()
+    mon.update_binding(0.0, 11, "2001:db8:a::11")
+    mon.update_binding(0.0, 12, "2001:db8:b::12")
+    first = sent(mon, 0.0)
+    assert [m.one(p.MnInfo).node_id for m in first] == [11]   # one REPORT in flight at a time
+    ack(mon, first[0], 0.01, 1)
+    second = sent(mon, 0.01)
+    assert [m.one(p.MnInfo).node_id for m in second] == [12]
+
+
+def test_report_retransmitted_with_backoff_until_acknowledged():
+    mon = monitor()
+    mon.update_binding(0.0, 11, "2001:db8:a::11")
+    report = sent(mon, 0.0)[0]
+    timers = []
+    for _ in range(3):
+        timers.append(mon.get_timer())
+        mon.handle_timer(timers[-1])
+        again = sent(mon, timers[-1])
+        assert [m.txid for m in again] == [report.txid] and again[0].flags & p.FLAG_RETRANSMIT
+    assert [round(t, 3) for t in timers] == [0.25, 0.75, 1.75]
+    ack(mon, report, 2.0, 1)
+    assert mon.channel.get_timer() is None
+
+
+def test_plain_traffic_in_the_office_means_inside_and_flows_are_reclassified():
+    mon = monitor()
+    mon.observe(0.0, MN1_INT, HOST, "in", 11)
+    assert mon.location(11) == "outside"
+    mon.observe(5.0, MN1_INT, HOST, "in", None)
+    assert mon.location(11) == "inside"
+    mon.observe(9.0, MN1_INT, HOST, "in", 11)          # same flow key as before: must be seen again
+    assert mon.location(11) == "outside"
+    reasons = [e.reason for e in mon.pop_events()]
+    assert reasons == ["SG SA carries its traffic", "seen in clear in the office", "SG SA carries its traffic"]
+
+
+def test_packets_to_an_mn_from_the_office_do_not_mark_it_inside():
+    mon = monitor()
+    mon.update_binding(0.0, 12, "2001:db8:b::12")
+    mon.observe(0.1, HOST, MN2_INT, "in", None)
+    assert mon.location(12) == "outside"
+
+
+def test_binding_changes_report_care_of_and_deregistration():
+    mon = monitor()
+    mon.update_binding(0.0, 11, "2001:db8:a::11")
+    ack(mon, sent(mon, 0.0)[0], 0.01, 1)
+    mon.update_binding(1.0, 11, "2001:db8:c::11")
+    moved = sent(mon, 1.0)[0].one(p.MnInfo)
+    assert (moved.location, moved.care_of) == (p.LOCATION_OUTSIDE, "2001:db8:c::11")
+    ack(mon, p.Message(p.REPORT, 1, 1, 2, ()), 1.01, 2)
+    mon.update_binding(2.0, 11, None)
+    home = sent(mon, 2.0)[0].one(p.MnInfo)
+    assert (home.location, home.care_of) == (p.LOCATION_INSIDE, None)
+
+
+def test_idle_sg_sa_means_inside_only_when_enabled():
+    for idle, expected in ((None, "outside"), (5.0, "inside")):
+        mon = monitor(idle_timeout=idle)
+        mon.observe(0.0, MN1_INT, HOST, "in", 11)
+        while (timer := mon.get_timer()) is not None and timer < 20.0:
+            mon.handle_timer(timer)
+            if mon.channel.get_timer() is not None:
+                mon.datagrams_to_send(timer)
+        assert mon.location(11) == expected
+
+
+def test_flows_are_forgotten_after_the_flow_timeout():
+    mon = monitor(flow_timeout=10.0)
+    mon.observe(0.0, MN1_INT, HOST, "in", 11)
+    mon.observe(0.0, HOST, MN1_INT, "out", 11)
+    assert mon.flow_count() == 2
+    while (timer := mon.get_timer()) is not None and timer < 30.0:
+        mon.handle_timer(timer)
+    assert mon.flow_count() == 0 and mon.get_timer() == mon.channel.get_timer()   # no more sweeps
+
+
+def test_unknown_mn_and_stray_requests_are_counted_not_raised():
+    mon = monitor()
+    mon.update_binding(0.0, 99, "2001:db8::1")
+    mon.observe(0.0, HOST, HOST, "in", 99)
+    assert mon.stats["unknown-mn"] == 2
+    stray = p.encode(p.Message(p.FALLBACK, 2, 5, 5, (p.SessionRef(1, 1), p.Peer(11))))
+    mon.receive(stray, VCM_PATH, 0.0)
+    answer = sent(mon, 0.0)
+    assert answer[0].type == p.FALLBACK_ACK and answer[0].status == p.STATUS_BAD_REQUEST

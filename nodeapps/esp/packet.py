@@ -59,7 +59,7 @@ def seal(aead, salt: bytes, spi: int, seq: int, next_header: int, payload: bytes
 
     ``prefix`` lets the caller put an outer IPv6 header in front without a second copy of the packet.
     """
-    if next_header.__class__ is not int or not 0 <= next_header <= 255:
+    if not 0 <= next_header <= 255:
         raise ValueError(f"next header {next_header!r} is not an octet")
     pad = (-len(payload) - TRAILER_MIN) & 3
     header_iv = _HEADER_IV.pack(spi, seq & SEQ_LO_MASK, seq)  # RFC 4106 §3.1: IV is the counter

@@ -44,6 +44,9 @@ NH_NONE = 59
 OUTER_HOP_LIMIT = 64
 HAO_OPTION = 201  # Home Address option, RFC 6275 §6.3
 _ESP_OVERHEAD = ESP_HEADER_LEN + IV_LEN + TRAILER_MIN + ICV_LEN
+# Most octets protection adds to a packet (3 = largest padding): size the TUN MTU with these.
+MAX_TRANSPORT_OVERHEAD = _ESP_OVERHEAD + 3
+MAX_TUNNEL_OVERHEAD = HEADER_LEN + MAX_TRANSPORT_OVERHEAD
 _OUTER = struct.Struct("!IHBB16s16s")
 _LEN_NH = struct.Struct("!HB")
 # Headers that may precede ESP in transport mode; which of them stay in clear is decided in _clear_split.

@@ -97,6 +97,8 @@ class SecurityAssociation:
             raise _fail(name, "esn", f"must be true or false, got {esn!r}")
         if not _is_int(replay_window) or replay_window < MIN_WINDOW:
             raise _fail(name, "replay_window", f"must be an integer >= {MIN_WINDOW}, got {replay_window!r}")
+        if created_at is not None and not isinstance(created_at, (int, float, str)):
+            raise _fail(name, "created_at", f"must be a number or text, got {created_at!r}")
         max_seq = MAX_SEQ_ESN if esn else MAX_SEQ
         if soft_limit is None:
             soft_limit = DEFAULT_SOFT_LIMIT_ESN if esn else DEFAULT_SOFT_LIMIT
@@ -186,6 +188,8 @@ class SecurityAssociation:
         Next header 59 (a dummy packet, RFC 4303 §2.6) is returned like any other and counted as
         ``dummy_drops``; the caller discards it.
         """
+        if self.outbound:
+            raise ValueError(f"SA {self.name!r} is outbound and cannot open")
         counters = self.counters
         try:
             spi, seq_lo = packet.unpack_header(esp)

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeapps.esp import SAD, SPD, IPsecProcessor, SecurityAssociation
+from nodeapps.esp.processor import MAX_TRANSPORT_OVERHEAD, MAX_TUNNEL_OVERHEAD
 from nodeapps.ipv6 import build_header, pton
 
 KEY = bytes(range(16))
@@ -78,6 +79,17 @@ def test_tunnel_outbound_builds_outer_header_and_round_trips():
     assert (wire[8:24], wire[24:40]) == (pton(MN), pton(SG))
     assert receiver.inbound(wire) == ("accept", receiver.sad.get("mn->sg"), inner)
     assert sender.counters["out_protect"] == 1 and receiver.counters["in_accept"] == 1
+
+
+@pytest.mark.parametrize("mode", ["tunnel", "transport"])
+@pytest.mark.parametrize("size", [40 + 8, 41 + 8, 42 + 8, 43 + 8, 1400])
+def test_overhead_never_exceeds_the_published_maximum(mode, size):
+    sender, _, _ = link(mode)
+    inner = udp_packet(body=bytes(size - 48))
+    wire = sender.outbound(inner)[2]
+    limit = MAX_TUNNEL_OVERHEAD if mode == "tunnel" else MAX_TRANSPORT_OVERHEAD
+    assert len(wire) - len(inner) <= limit
+    assert len(wire) % 4 == 0  # 40-octet header + a 4-aligned ESP packet
 
 
 def test_transport_outbound_inserts_esp_after_ip_header():

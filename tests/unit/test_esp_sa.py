@@ -60,6 +60,7 @@ BAD_CONFIGS = [
     ({"soft_limit": 0}, "soft_limit"),
     ({"name": ""}, "name"),
     ({"lifetime": 3}, "lifetime"),
+    ({"created_at": [1]}, "created_at"),
 ]
 
 
@@ -219,9 +220,11 @@ def test_errors_share_a_base():
 
 
 def test_direction_is_enforced():
-    _, in_sa = pair()
+    out_sa, in_sa = pair()
     with pytest.raises(ValueError):
         in_sa.seal(41, b"x")
+    with pytest.raises(ValueError):
+        out_sa.open(out_sa.seal(41, b"x"))
 
 
 def test_status_is_json_and_has_no_key_material():

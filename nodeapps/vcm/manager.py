@@ -147,6 +147,8 @@ class VcmManager:
             mn.node_id: MnContext(mn.node_id, mn.external_hoa, mn.internal_hoa) for mn in config.mns}
         self.sessions: dict[int, Session] = {}
         self._next_session = 1
+        # SPIs are never handed out twice by one VCM: an MN may still hold a retired inbound SA with an
+        # old SPI for a grace period, and 2 SPIs per generation make the set's growth negligible.
         self._spis_in_use: set = set(config.reserved_spis)
         self._events: list = []
         self.stats = self.channel.stats
@@ -403,7 +405,6 @@ class VcmManager:
             if ctx.sessions.get(session.other(node)) == session.session_id:
                 del ctx.sessions[session.other(node)]
             for key_id in [k for k, sa in ctx.managed_sas.items() if sa.session_id == session.session_id]:
-                self._spis_in_use.discard(ctx.managed_sas[key_id].spi)
                 del ctx.managed_sas[key_id]
         for gen in session.generations.values():
             gen.a_to_b = gen.b_to_a = None   # drop key material
@@ -420,9 +421,7 @@ class VcmManager:
         for number in [n for n in session.generations if n < session.current]:
             for node in (session.node_a, session.node_b):
                 ctx = self.contexts[node]
-                managed = ctx.managed_sas.pop(_key_id(session, number, node, session.other(node)), None)
-                if managed is not None:
-                    self._spis_in_use.discard(managed.spi)
+                ctx.managed_sas.pop(_key_id(session, number, node, session.other(node)), None)
             del session.generations[number]
 
 

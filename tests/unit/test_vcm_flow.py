@@ -491,3 +491,25 @@ def test_random_faults_through_rekeys_fall_back_and_return(seed, loss, dup, vari
     lab.send_data(MN1, MN2)
     lab.run(30.0)
     assert both_direct(lab)
+
+
+def test_spis_of_retired_generations_are_never_handed_out_again():
+    # The MNs keep generation 1's inbound SAs until t = 1 + 100 + 100; generation 3 is drawn at about 151.
+    lab = Lab(lifetime=100, inbound_grace=100.0)
+    establish(lab)
+    first = sorted(sa["spi"] for sa in lab.db[MN1].sad.values())
+    proposals = iter([7777, 8888] + first + [9999, 6666])
+    state = {"after_key": 0}
+
+    def random_bytes(n):                    # per SA: key, salt, then SPI attempts
+        if n == 16:
+            state["after_key"] = 1
+            return bytes(range(16))
+        state["after_key"] += 1
+        return b"salt" if state["after_key"] == 2 else next(proposals).to_bytes(4, "big")
+
+    lab.vcm._random = random_bytes
+    lab.run(155.0)                          # generation 3 draws generation 1's SPIs first: refused
+    assert lab.agents[MN1].path_status()[MN2].generation == 3
+    in_use = {sa["spi"] for sa in lab.db[MN1].sad.values()}
+    assert set(first) & in_use and {9999, 6666} <= in_use   # generation 1's inbound SA is still there

@@ -223,7 +223,8 @@ def _slow_flow_key(packet: bytes, nh: int) -> bytes:
 class SPD:
     def __init__(self, rules=(), vpn_prefixes=()):
         self._vpn = ()
-        self._state = ((), (), (), {}, {})
+        # (all rules, outbound rules, inbound rules, outbound cache, inbound cache, VPN (net, mask) pairs)
+        self._state = ((), (), (), {}, {}, ())
         self.set_vpn_prefixes(vpn_prefixes)
         self.set_rules(rules)
 
@@ -256,9 +257,10 @@ class SPD:
         return self._vpn
 
     def set_vpn_prefixes(self, prefixes) -> None:
+        if isinstance(prefixes, str):
+            prefixes = [prefixes]
         vpn = tuple(_network("vpn_prefixes", p, "SPD") for p in prefixes)
         self._vpn = vpn
-        self._vpn_ranges = tuple((int(n.network_address), int(n.netmask)) for n in vpn)
         self._install(self._state[0])
 
     def set_rules(self, rules) -> None:
@@ -273,7 +275,7 @@ class SPD:
         return new
 
     def remove(self, rule) -> Rule:
-        """Remove a rule given as the Rule itself or its name; KeyError if absent."""
+        """Remove a rule given as the Rule, its name, or its config dict; KeyError if absent."""
         rules = list(self._state[0])
         position = self._position(rules, rule)
         removed = rules.pop(position)
@@ -313,15 +315,20 @@ class SPD:
 
     @staticmethod
     def _position(rules, rule) -> int:
+        if isinstance(rule, dict):
+            # A config dict: by name when it has one, else by equal contents.
+            rule = rule["name"] if rule.get("name") else Rule.from_config(rule).to_config()
         for i, r in enumerate(rules):
-            if r is rule or (isinstance(rule, str) and r.name == rule):
+            if r is rule or (isinstance(rule, str) and r.name == rule) or (
+                    isinstance(rule, dict) and r.to_config() == rule):
                 return i
-        raise KeyError(rule)
+        raise KeyError(str(rule))
 
     def _install(self, rules: tuple) -> None:
         rules_out = tuple(r for r in rules if r.direction == "out")
         rules_in = tuple(r for r in rules if r.direction == "in")
-        self._state = (rules, rules_out, rules_in, {}, {})
+        vpn = tuple((int(n.network_address), int(n.netmask)) for n in self._vpn)
+        self._state = (rules, rules_out, rules_in, {}, {}, vpn)
 
     # -- lookups --------------------------------------------------------------------------------------------
 
@@ -362,13 +369,14 @@ class SPD:
 
     def _miss(self, state, direction: str, key: bytes) -> Rule:
         rules, cache = (state[1], state[3]) if direction == "out" else (state[2], state[4])
-        rule = self._resolve(rules, direction, key)
+        rule = self._resolve(rules, state[5], direction, key)
         if len(cache) >= CACHE_LIMIT:
             cache.clear()
         cache[key] = rule
         return rule
 
-    def _resolve(self, rules, direction: str, key: bytes) -> Rule:
+    @staticmethod
+    def _resolve(rules, vpn_ranges, direction: str, key: bytes) -> Rule:
         next_header = key[0]
         src = int.from_bytes(key[2:18], "big")
         dst = int.from_bytes(key[18:34], "big")
@@ -376,7 +384,7 @@ class SPD:
         for rule in rules:
             if rule.selector.matches(src, dst, next_header, ports):
                 return rule
-        for net, mask in self._vpn_ranges:
+        for net, mask in vpn_ranges:
             if src & mask == net or dst & mask == net:
                 return _DEFAULT_DISCARD[direction]
         return _DEFAULT_BYPASS[direction]

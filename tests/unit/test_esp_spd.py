@@ -2,6 +2,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nodeapps.esp import SPD, ConfigError, Rule, Selector
 from nodeapps.esp.spd import flow_key
@@ -97,6 +99,16 @@ def test_cache_hit_returns_same_rule_and_changes_invalidate(spd):
     assert spd.lookup_packet("out", other).action == "bypass"
 
 
+def test_remove_by_config_dict(spd):
+    spd.remove(dict(CONFIG["rules"][1]))  # by name
+    unnamed = {"direction": "out", "dst": "2001:db8:5::/48", "action": "bypass"}
+    spd.insert(unnamed, 0)
+    spd.remove(dict(unnamed))  # by contents
+    assert [r.name for r in spd.rules] == ["ssh-clear", "to-site", "blocked", "from-site"]
+    with pytest.raises(KeyError):
+        spd.remove({"direction": "out", "dst": "2001:db8:6::/48", "action": "bypass"})
+
+
 def test_replace_is_all_or_nothing(spd):
     before = spd.rules
     with pytest.raises(ConfigError):
@@ -188,3 +200,18 @@ def test_lookup_by_values_uses_the_same_answers(spd):
     assert spd.lookup("out", pton("fd00:1::5"), pton("fd00:2::9"), 58).name == "to-site"
     with pytest.raises(ValueError):
         spd.lookup("up", pton("fd00:1::5"), pton("fd00:2::9"), 58)
+
+
+_VALUES = (st.none() | st.booleans() | st.integers(-5, 70000) | st.text(max_size=30)
+           | st.sampled_from(["fd00::/16", "::/0", "tcp", "udp", "80-90", "protect", "bypass", "out", "in", "any"])
+           | st.lists(st.integers(-1, 70000), max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["direction", "src", "dst", "proto", "sport", "dport", "action", "sa",
+                                        "name", "x"]), _VALUES, max_size=9))
+def test_any_rule_config_gives_rule_or_config_error(config):
+    try:
+        SPD.from_config({"vpn_prefixes": ["fd00::/16"], "rules": [config]})
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

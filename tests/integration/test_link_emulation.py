@@ -1,0 +1,138 @@
+"""EmulatedLink in Mininet: delay and rate hold, nothing is left behind, emulators die with their parent.
+
+Node names start with "le" (this suite's prefix); the hidden emulator nodes are named after them.
+"""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="needs root and Mininet")]
+
+mininet_net = pytest.importorskip("mininet.net")
+from mininet.log import setLogLevel  # noqa: E402
+
+from nodeapps.linkemu.netem import direction_commands  # noqa: E402
+from nodeapps.linkemu.params import LinkParams  # noqa: E402
+from topologies.links import EmulatedLink, emulation_metadata  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def two_hosts(prefix, **link_kwargs):
+    setLogLevel("warning")
+    net = mininet_net.Mininet(controller=None, build=False)
+    h1 = net.addHost(f"{prefix}1", ip="10.77.0.1/24")
+    h2 = net.addHost(f"{prefix}2", ip="10.77.0.2/24")
+    link = net.addLink(h1, h2, cls=EmulatedLink, **link_kwargs)
+    net.build()
+    return net, h1, h2, link
+
+
+def ping_rtts(host, count, interval="0.05"):
+    out = host.cmd(f"ping -n -q -c {count} -i {interval} 10.77.0.2")
+    match = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", out)
+    assert match, out
+    return [float(v) for v in match.groups()]
+
+
+def test_20ms_each_way_gives_40ms_rtt_and_clean_teardown():
+    net, h1, h2, link = two_hosts("le", delay="20ms")
+    try:
+        h1.cmd("ping -n -c 2 -i 0.2 10.77.0.2")  # ARP first (it is delayed too)
+        _, avg, _, _ = ping_rtts(h1, 40)
+        assert abs(avg - 40.0) <= 1.5, f"RTT {avg} ms"
+        report = link.report()
+        assert report["backend"] in ("userspace", "netem") and report["backend_reason"]
+        emulator_pid = link.process.pid if link.process else None
+        hidden_pid = link.hidden.pid if link.hidden else None
+        workdir = link._workdir
+    finally:
+        net.stop()
+    if report["backend"] == "userspace":
+        assert not alive(emulator_pid) and not alive(hidden_pid)
+        assert workdir and not os.path.exists(workdir)
+        final = link.stats()
+        assert final["running"] is False and final["released"] >= 80
+        assert final["directions"]["forward"]["offered"] >= 40
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert "le1-eth0" not in links and "le2-eth0" not in links
+    metadata = emulation_metadata([link])
+    assert metadata["backends"] == {report["backend"]: 1} and metadata["faithful"] in (True, False)
+
+
+def test_rate_limit_holds_for_tcp():
+    net, h1, h2, link = two_hosts("ler", delay="5ms", rate="20mbit")
+    try:
+        h2.cmd("iperf3 -s -1 -D -p 5301 --logfile /dev/null")
+        time.sleep(0.3)
+        out = h1.cmd("iperf3 -c 10.77.0.2 -p 5301 -t 6 -O 1 -J")
+        import json
+        result = json.loads(out[out.index("{"):])
+        goodput = result["end"]["sum_received"]["bits_per_second"] / 1e6
+        expected = 20 * 1448 / 1514  # MSS over Ethernet frame
+        assert expected * 0.85 <= goodput <= expected * 1.05, f"goodput {goodput:.2f} Mbit/s"
+        stats = link.stats()
+        if stats:  # userspace: TCP reached the emulator as real frames, not GSO super-frames
+            assert stats["directions"]["forward"]["max_frame"] <= 1514
+    finally:
+        net.stop()
+
+
+def test_emulator_dies_with_its_parent():
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {ROOT!r})
+        from mininet.net import Mininet
+        from mininet.log import setLogLevel
+        from topologies.links import EmulatedLink
+        setLogLevel("warning")
+        net = Mininet(controller=None, build=False)
+        a, b = net.addHost("lep1"), net.addHost("lep2")
+        link = net.addLink(a, b, cls=EmulatedLink, delay="1ms", backend="userspace")
+        print(link.process.pid, link.hidden.pid, a.pid, b.pid, link._workdir, flush=True)
+        os.kill(os.getpid(), 9)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    fields = proc.stdout.split()
+    assert len(fields) == 5, proc.stderr
+    pids, workdir = [int(p) for p in fields[:4]], fields[4]
+    emulator = pids[0]
+    try:
+        deadline = time.monotonic() + 5
+        while alive(emulator) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(emulator)
+        assert not os.path.exists(workdir)  # an orphaned emulator removes its own stats directory
+    finally:
+        for pid in pids:  # the shells die on hang-up; make sure, by PID, nothing of ours survives
+            if alive(pid):
+                os.kill(pid, 9)
+
+
+def test_generated_tbf_commands_are_accepted_by_this_kernel():
+    setLogLevel("warning")
+    net = mininet_net.Mininet(controller=None, build=False)
+    try:
+        h1, h2 = net.addHost("let1"), net.addHost("let2")
+        net.addLink(h1, h2)
+        net.build()
+        for command in direction_commands("let1-eth0", LinkParams(rate_mbit=10, queue_bytes=100_000)):
+            out, err, code = h1.pexec(command)
+            assert code == 0, err
+        assert "tbf" in h1.cmd("tc qdisc show dev lt1-eth0")
+    finally:
+        net.stop()

@@ -10,7 +10,7 @@ Shared by the three cores (SG monitor, VCM, mobile agent). One :class:`ControlCh
   type + 1) arrives. A retransmission is re-encoded with a fresh counter, so a request overtaken by a
   later one (reordering) still gets through on its next attempt.
 * a request whose transaction id was already handled is not handed to the core again; the cached
-  response is sent once more with a fresh counter (idempotent duplicates).
+  response is sent once more with a fresh counter (idempotent handling of repeated requests).
 * a datagram must come over the path configured for its sender id: a node cannot speak for another
   node through its own SA.
 
@@ -154,7 +154,7 @@ class ControlChannel:
         self._pending.pop((peer_id, txid), None)
 
     def respond(self, request: p.Message, tlvs, flags: int = 0) -> None:
-        """Answer a request handed out by :meth:`receive`; the answer is remembered for duplicates."""
+        """Answer a request handed out by :meth:`receive`; the answer is remembered for repeated copies."""
         response = (request.type + 1, tuple(tlvs), flags)
         handled = self._peers[request.sender].handled
         handled[(request.type, request.txid)] = response

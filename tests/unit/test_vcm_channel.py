@@ -1,4 +1,4 @@
-"""Control channel: per-peer counters, replay drops, idempotent duplicates, retransmission with backoff."""
+"""Control channel: per-peer counters, replay drops, idempotent handling of repeated requests, retransmission with backoff."""
 from nodeapps.vcm import protocol as p
 from nodeapps.vcm.channel import ControlChannel, ControlDrop, ControlPath, RequestGaveUp
 

@@ -265,38 +265,32 @@ def main(argv: Optional[list[str]] = None) -> int:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != args.parent_pid:  # the parent died before the line above
             return 1
-    _prctl(PR_SET_TIMERSLACK, 1)
-    scheduling = "normal"
-    if args.priority > 0:
-        # A busy shared CPU otherwise delays our wake-ups by milliseconds; we sleep in select() between
-        # frames, and the kernel's real-time throttling keeps the rest of the machine alive under overload.
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.priority))
-            scheduling = f"fifo:{args.priority}"
-        except OSError:
-            pass
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)
-    emulator: Optional[Emulator] = None
-    early_stop: list[int] = []
-
-    def stop(signum: int, _frame: Any) -> None:
-        early_stop.append(signum)
-        if emulator is not None:
-            emulator.stopping = True
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, stop)
     try:
         emulator = Emulator(args.side_a, args.side_b, config, args.stats, args.parent_pid,
                             args.late_ms, args.late_fraction, args.early_us)
     except (OSError, LinkConfigError) as exc:
         print(f"linkemu: error: cannot start on {args.side_a}/{args.side_b}: {exc}", file=sys.stderr)
         return 1
-    emulator.stopping = bool(early_stop)
-    emulator.scheduling = scheduling
+    # Process-wide settings only once the sockets are open (a failed start changes nothing).
+    _prctl(PR_SET_TIMERSLACK, 1)
+    if args.priority > 0:
+        # A busy shared CPU otherwise delays our wake-ups by milliseconds; we sleep in select() between
+        # frames, and the kernel's real-time throttling keeps the rest of the machine alive under overload.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.priority))
+            emulator.scheduling = f"fifo:{args.priority}"
+        except OSError:
+            pass
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        emulator.stopping = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
     stats = emulator.run(read_fd)
     if emulator.interface_gone and args.parent_pid is not None:
         # Interfaces vanish early when our parent dies (its files close before we are re-parented).

@@ -358,3 +358,22 @@ def override_to_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
         kwargs["reverse"] = reverse
     make_config(**kwargs)  # validation only
     return kwargs
+
+
+def add_link_arguments(parser) -> None:
+    """``--link SELECTOR:key=value,...`` (repeatable) and ``--link-backend`` for an experiment's argparse."""
+    parser.add_argument("--link", action="append", default=[], metavar="LINK:key=value[,key=value]",
+                        help="override a link, e.g. mn1-ar1:profile=lte,delay=30ms,rev.rate=5mbit "
+                             "(repeatable; keys: profile, backend, seed, " + ", ".join(sorted(PARAM_KEYS))
+                        + "; fwd./rev. prefix for one direction)")
+    parser.add_argument("--link-backend", choices=BACKENDS, default=None,
+                        help="backend for links that do not name one (default: auto)")
+
+
+def link_overrides(texts) -> dict[str, dict[str, Any]]:
+    """``--link`` values -> {selector: keyword arguments for EmulatedLink}; later values win per key."""
+    merged: dict[str, dict[str, str]] = {}
+    for text in texts:
+        selector, values = parse_override(text)
+        merged.setdefault(selector, {}).update(values)
+    return {selector: override_to_kwargs(values) for selector, values in merged.items()}

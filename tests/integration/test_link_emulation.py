@@ -133,6 +133,6 @@ def test_generated_tbf_commands_are_accepted_by_this_kernel():
         for command in direction_commands("let1-eth0", LinkParams(rate_mbit=10, queue_bytes=100_000)):
             out, err, code = h1.pexec(command)
             assert code == 0, err
-        assert "tbf" in h1.cmd("tc qdisc show dev lt1-eth0")
+        assert "tbf" in h1.cmd("tc qdisc show dev let1-eth0")
     finally:
         net.stop()

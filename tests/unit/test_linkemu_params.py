@@ -145,3 +145,16 @@ def test_derived_properties():
     assert LinkParams(delay_ms=5).queue_limit == (None, None)
     assert LinkParams(delay_ms=5).acts_on_packets is False
     assert LinkParams(loss=1).acts_on_packets is True
+
+
+def test_argparse_helpers_collect_overrides_per_link():
+    import argparse
+    from nodeapps.linkemu.params import add_link_arguments, link_overrides
+    parser = argparse.ArgumentParser()
+    add_link_arguments(parser)
+    args = parser.parse_args(["--link", "mn1-ar1:profile=lte", "--link", "mn1-ar1:delay=30ms,fwd.loss=1",
+                              "--link", "sg-office:delay=60ms", "--link-backend", "userspace"])
+    overrides = link_overrides(args.link)
+    assert args.link_backend == "userspace"
+    assert overrides["mn1-ar1"] == {"profile": "lte", "delay": "30ms", "forward": {"loss": "1"}}
+    assert make_config(**overrides["sg-office"]).reverse.delay_ms == 60

@@ -140,3 +140,88 @@ def test_initial_counter_survives_restart():
     restarted = ControlChannel(1, {2: B_PATH}, initial_counter=1 << 20)
     restarted.send_request(2, p.REPORT, REPORT_TLVS, now=2.0)
     assert b.receive(only(restarted.datagrams_to_send()), A_PATH, 2.0) is not None
+
+
+# -- state machine against a reference model --------------------------------------------------------
+
+from hypothesis import settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule  # noqa: E402
+
+
+class ChannelOverLossyLink(RuleBasedStateMachine):
+    """Model: every request is handed to the receiving core at most once, and once the link turns
+    perfect, every request is handed over exactly once and answered (the sender's timers stop)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = pair(max_attempts=50, max_rto=1.0)
+        self.now = 0.0
+        self.in_flight = []       # (data, towards "a" or "b")
+        self.sent_txids = set()
+        self.processed = []       # txids the receiving core saw
+
+    def _collect(self):
+        self.in_flight += [(d, "b") for d, _ in self.a.datagrams_to_send()]
+        self.in_flight += [(d, "a") for d, _ in self.b.datagrams_to_send()]
+
+    def _deliver(self, index):
+        data, towards = self.in_flight.pop(index)
+        if towards == "b":
+            got = self.b.receive(data, A_PATH, self.now)
+            if got is not None:
+                self.processed.append(got[0].txid)
+                self.b.respond(got[0], [])
+        else:
+            self.a.receive(data, B_PATH, self.now)
+        self._collect()
+
+    @rule(node=st.integers(1, 2 ** 32 - 1))
+    def send(self, node):
+        txid = self.a.send_request(2, p.REPORT, [p.MnInfo(node, p.LOCATION_OUTSIDE)], self.now)
+        self.sent_txids.add(txid)
+        self._collect()
+
+    @precondition(lambda self: self.in_flight)
+    @rule(pick=st.integers(0, 1000))
+    def deliver_any(self, pick):          # any order: reordering
+        self._deliver(pick % len(self.in_flight))
+
+    @precondition(lambda self: self.in_flight)
+    @rule(pick=st.integers(0, 1000))
+    def duplicate(self, pick):
+        self.in_flight.append(self.in_flight[pick % len(self.in_flight)])
+
+    @precondition(lambda self: self.in_flight)
+    @rule(pick=st.integers(0, 1000))
+    def drop(self, pick):
+        self.in_flight.pop(pick % len(self.in_flight))
+
+    @rule(dt=st.floats(0.01, 2.0))
+    def advance(self, dt):
+        self.now += dt
+        self.a.handle_timer(self.now)
+        self._collect()
+
+    @invariant()
+    def at_most_once(self):
+        assert len(self.processed) == len(set(self.processed))
+        assert set(self.processed) <= self.sent_txids
+
+    def teardown(self):
+        # The link turns perfect: everything still pending gets through exactly once.
+        for _ in range(200):
+            while self.in_flight:
+                self._deliver(0)
+            timer = self.a.get_timer()
+            if timer is None:
+                break
+            self.now = max(self.now, timer)
+            self.a.handle_timer(self.now)
+            self._collect()
+        assert self.a.get_timer() is None
+        assert sorted(self.processed) == sorted(self.sent_txids)
+
+
+ChannelOverLossyLink.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+test_channel_over_lossy_link = ChannelOverLossyLink.TestCase

@@ -107,6 +107,7 @@ class MobileAgentConfig:
 
 @dataclass
 class _Generation:
+    session_id: int
     number: int
     in_sa: dict
     in_rule: dict
@@ -128,11 +129,11 @@ class _PeerLink:
     active_out: Optional[int] = None
     ready: set = field(default_factory=set)            # generations the peer has confirmed
     closed: bool = False                               # fallen back: this session gets no more keys
-    retiring: dict = field(default_factory=dict)        # inbound SAs of a superseded session
+    retiring: list = field(default_factory=list)        # inbound SAs of superseded sessions
 
 
 def _all_generations(link: _PeerLink) -> list:
-    return list(link.generations.values()) + list(link.retiring.values())
+    return list(link.generations.values()) + link.retiring
 
 
 def _host(address: str) -> str:
@@ -220,9 +221,9 @@ class MobileAgent:
         old = self._links.get(peer.node_id)
         if old is not None:
             self._fall_back(old, "replaced", now)   # a newer session supersedes the old one
-            leftovers = old.generations
+            leftovers = old.retiring + [g for g in old.generations.values() if g.inbound_up]
         else:
-            leftovers = {}
+            leftovers = []
         link = _PeerLink(peer.node_id, peer.external_hoa, now, session_id)
         link.retiring = leftovers
         self._links[peer.node_id] = link
@@ -306,7 +307,7 @@ class MobileAgent:
                     "sport": None, "dport": None, "action": "protect", "sa": out_sa["name"],
                     "name": out_sa["name"] + "-spd"}
         expires = now + min(sa_in.lifetime, sa_out.lifetime)
-        return _Generation(ref.generation, in_sa, in_rule, out_sa, out_rule, expires,
+        return _Generation(ref.session_id, ref.generation, in_sa, in_rule, out_sa, out_rule, expires,
                            expires + cfg.inbound_grace)
 
     def _switch_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
@@ -332,11 +333,12 @@ class MobileAgent:
 
     def _retire_inbound(self, link: _PeerLink, gen: _Generation) -> None:
         gen.inbound_up = False
-        self._events.append(RetireInbound(link.peer, link.session_id, gen.number,
+        self._events.append(RetireInbound(link.peer, gen.session_id, gen.number,
                                           (SaOp("del-spd", gen.in_rule), SaOp("del-sa", {"name": gen.in_sa["name"]}))))
-        for table in (link.generations, link.retiring):
-            if table.get(gen.number) is gen:
-                del table[gen.number]
+        if link.generations.get(gen.number) is gen:
+            del link.generations[gen.number]
+        else:
+            link.retiring = [old for old in link.retiring if old is not gen]
 
     def _fall_back(self, link: _PeerLink, reason: str, now: float) -> None:
         """Back to the SG path for one peer: outbound direct goes at once; inbound SAs stay for

@@ -149,3 +149,18 @@ def test_agent_drops_messages_not_from_its_vcm():
     mn.receive(keys_msg(Sender(2), 1), ControlPath("vcm-sa", "2001:db8::66"), 0.0)
     reasons = [e.reason for e in mn.pop_events() if isinstance(e, ControlDrop)]
     assert reasons == ["unknown-node", "wrong-path"] and mn.path_status() == {}
+
+
+def test_agent_retires_inbound_sas_of_every_superseded_session():
+    mn, vcm = agent(inbound_grace=5.0), Sender(2)
+    for session, txid in ((1, 1), (2, 3), (3, 5)):
+        mn.receive(keys_msg(vcm, txid, session=session, spi_out=1000 * session, spi_in=1000 * session + 1),
+                   VCM_PATH, float(session))
+        mn.receive(vcm(p.PEER_READY, txid + 1, p.SessionRef(session, 1), p.Peer(12)), VCM_PATH, session + 0.5)
+    replaced = [e for e in mn.pop_events() if isinstance(e, FallBackToSg)]
+    assert [(e.session_id, e.reason) for e in replaced] == [(1, "replaced"), (2, "replaced")]
+    while (timer := mn.get_timer()) is not None and timer < 50:
+        mn.handle_timer(timer)
+    retired = sorted(e.session_id for e in mn.pop_events() if isinstance(e, RetireInbound))
+    assert retired == [1, 2]
+    assert mn.path_status()[12].session_id == 3 and mn.path_status()[12].spi_in == 3001

@@ -88,8 +88,7 @@ def aad_for(esp: bytes, seq: int, esn: bool) -> bytes:
 def decrypt(aead, salt: bytes, esp: bytes, aad: bytes) -> bytes:
     """Plaintext (payload, padding, pad length, next header); IntegrityError if the ICV fails."""
     try:
-        return aead.decrypt(salt + esp[HEADER_LEN:HEADER_LEN + IV_LEN], memoryview(esp)[HEADER_LEN + IV_LEN:],
-                            aad)
+        return aead.decrypt(salt + esp[HEADER_LEN:HEADER_LEN + IV_LEN], esp[HEADER_LEN + IV_LEN:], aad)
     except InvalidTag:
         raise IntegrityError("ICV check failed") from None
 

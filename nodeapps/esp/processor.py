@@ -201,9 +201,10 @@ class IPsecProcessor:
         esp = packet[esp_offset:end]
         if len(esp) < MIN_LEN:
             return self._drop("in", "parse", None, packet, f"ESP packet of {len(esp)} octets is too short")
-        spi = int.from_bytes(esp[:4], "big")
-        sa = self.sad.inbound(spi, packet[24:40])
+        # SAD key: destination || SPI, a single slice when ESP follows the IPv6 header.
+        sa = self.sad.inbound_key(packet[24:44] if esp_offset == HEADER_LEN else packet[24:40] + esp[:4])
         if sa is None:
+            spi = int.from_bytes(esp[:4], "big")
             return self._drop("in", "unknown_spi", None, packet, f"no SA for SPI 0x{spi:08x}", spi)
         try:
             next_header, payload = sa.open(esp)

@@ -15,6 +15,9 @@ class SAD:
         self._by_name: dict[str, SecurityAssociation] = {}
         self._by_spi_dst: dict[tuple[int, bytes], SecurityAssociation] = {}
         self._inbound_by_spi: dict[int, list[SecurityAssociation]] = {}
+        # destination (16 octets) || SPI (4 octets): for an ESP packet right after the IPv6 header this is
+        # one slice of the packet, octets 24..44.
+        self._inbound_by_key: dict[bytes, SecurityAssociation] = {}
         for sa in sas:
             self.add(sa)
 
@@ -30,6 +33,7 @@ class SAD:
         self._by_spi_dst[key] = sa
         if not sa.outbound:
             self._inbound_by_spi.setdefault(sa.spi, []).append(sa)
+            self._inbound_by_key[sa.local_bytes + sa.spi.to_bytes(4, "big")] = sa
 
     def remove(self, sa_or_name) -> SecurityAssociation:
         """Remove an SA (object or name) and return it; KeyError if it is not here."""
@@ -37,6 +41,7 @@ class SAD:
         sa = self._by_name.pop(name)
         del self._by_spi_dst[(sa.spi, sa.destination_bytes)]
         if not sa.outbound:
+            del self._inbound_by_key[sa.local_bytes + sa.spi.to_bytes(4, "big")]
             same_spi = self._inbound_by_spi[sa.spi]
             same_spi.remove(sa)
             if not same_spi:
@@ -59,6 +64,16 @@ class SAD:
         same_spi = self._inbound_by_spi.get(spi)
         if same_spi is not None and len(same_spi) == 1:
             return same_spi[0]
+        return None
+
+    def inbound_key(self, key: bytes) -> SecurityAssociation | None:
+        """:meth:`inbound` for ``key`` = destination (16 octets) || SPI (4 octets)."""
+        sa = self._inbound_by_key.get(key)
+        if sa is not None:
+            return sa
+        same_spi = self._inbound_by_spi.get(int.from_bytes(key[16:20], "big"))
+        if same_spi is not None and len(same_spi) == 1:
+            return same_spi[0]  # RFC 4301 §4.1 fallback, as in inbound()
         return None
 
     def __iter__(self):

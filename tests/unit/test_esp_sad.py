@@ -32,6 +32,20 @@ def test_inbound_prefers_spi_and_destination():
     assert sad.inbound(0x4000, pton("2001:db8::a")) is None
 
 
+def test_inbound_key_agrees_with_inbound():
+    a = sa("in-a", "in", 0x3000, "2001:db8::a", "2001:db8::1")
+    b = sa("in-b", "in", 0x3000, "2001:db8::b", "2001:db8::1")
+    c = sa("in-c", "in", 0x3001, "2001:db8::a", "2001:db8::1")
+    sad = SAD([a, b, c])
+    for spi in (0x3000, 0x3001, 0x3002):
+        for dst in ("2001:db8::a", "2001:db8::b", "2001:db8::c"):
+            key = pton(dst) + spi.to_bytes(4, "big")
+            assert sad.inbound_key(key) is sad.inbound(spi, pton(dst))
+    assert sad.inbound_key(pton("2001:db8::c") + (0x3001).to_bytes(4, "big")) is c  # SPI-alone fallback
+    sad.remove(c)
+    assert sad.inbound_key(pton("2001:db8::a") + (0x3001).to_bytes(4, "big")) is None
+
+
 def test_inbound_falls_back_to_spi_alone():
     a = sa("in-a", "in", 0x3000, "2001:db8::a", "2001:db8::1")
     sad = SAD([a])

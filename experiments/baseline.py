@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     plans = ["private", "public"] if args.addressing == "both" else [args.addressing]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = os.path.join(args.results, f"baseline-{stamp}")
-    rows, events, complete, code = [], [], False, 0
+    rows, events, complete, interrupted, code = [], [], False, False, 0
 
     def on_term(_signum, _frame):
         raise KeyboardInterrupt
@@ -123,11 +123,11 @@ def main(argv=None) -> int:
         complete = True
     except KeyboardInterrupt:
         print("\ninterrupted: network torn down; keeping what was measured", file=sys.stderr)
-        code = 130
+        interrupted, code = True, 130
     except (PlanError, LabError, MeasurementError) as exc:
         print(f"baseline.py: {exc}", file=sys.stderr)
         code = 1
-    if rows or complete:
+    if rows or complete or interrupted:
         write_results(out_dir, args, rows, events, complete)
         print_table(rows)
         print(f"\nresults: {out_dir}" + ("" if complete else " (incomplete)"))

@@ -95,6 +95,7 @@ class SvpnLab:
             _terminate(proc)
         if self.net is not None:
             net, self.net = self.net, None
+            _release_busy_shells(net)
             net.stop()
         if self.run_dir and not self._run_dir_arg:
             shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -244,6 +245,21 @@ table inet svpnlab_gateway {{
                 with open(path, encoding="utf-8") as f:
                     records += [json.loads(line) for line in f if line.strip()]
         return sorted(records, key=lambda r: r["time"])
+
+
+def _release_busy_shells(net: Mininet, grace: float = 2.0) -> None:
+    """A measurement interrupted inside ``host.cmd`` leaves that shell busy; Mininet's own teardown
+    needs it idle. Interrupt the command and wait (bounded) for the shell's end-of-output marker."""
+    for node in net.hosts + net.switches:
+        if not getattr(node, "waiting", False) or node.shell is None:
+            continue
+        node.sendInt()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            ready = node.waitReadable(100)
+            if (ready or node.readbuf) and chr(127) in node.read(65536):
+                break
+        node.waiting = False
 
 
 def _terminate(proc: subprocess.Popen, grace: float = 3.0) -> None:

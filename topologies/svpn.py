@@ -29,8 +29,8 @@ from mininet.topo import Topo
 
 try:
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
-except ImportError:  # loaded by `mn --custom` as a bare file
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+except ImportError:  # `mn --custom` executes this file without a package (and without __file__)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename))))
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
 
 OFFICE_SWITCH = "soffice"

@@ -1,0 +1,73 @@
+import json
+import threading
+
+import pytest
+
+from nodeapps.cli import find_socket, render
+from nodeapps.runtime.control import ControlServer, request
+from nodeapps.runtime.events import EventLog
+
+
+def serve_once(server):
+    import select
+    ready, _, _ = select.select([server.sock], [], [], 5)
+    assert ready
+    server.on_readable()
+
+
+def test_control_socket_answers_status_and_reports_unknown_commands(tmp_path):
+    path = str(tmp_path / "n.sock")
+    server = ControlServer(path, lambda req: {"echo": req["cmd"]} if req["cmd"] == "status" else
+                           (_ for _ in ()).throw(ValueError(f"unknown command {req['cmd']!r}")))
+    try:
+        t = threading.Thread(target=serve_once, args=(server,))
+        t.start()
+        assert request(path, "status") == {"echo": "status"}
+        t.join()
+        t = threading.Thread(target=serve_once, args=(server,))
+        t.start()
+        with pytest.raises(OSError, match="unknown command"):
+            request(path, "reboot")
+        t.join()
+    finally:
+        server.close()
+
+
+def test_event_log_writes_json_lines_and_caps_floods(tmp_path):
+    path = tmp_path / "e.jsonl"
+    log = EventLog("sg", str(path), per_second=3)
+    for i in range(10):
+        log.emit(100.0 + i * 0.01, "esp_drop", reason="replay", seq=i)
+    log.emit(100.5, "sa_installed", name="x")
+    log.emit(101.5, "esp_drop", reason="replay", seq=99)
+    log.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    drops = [r for r in records if r["event"] == "esp_drop"]
+    assert [r["seq"] for r in drops] == [0, 1, 2, 99]
+    assert any(r["event"] == "sa_installed" for r in records)
+    suppressed = [r for r in records if r["event"] == "events_suppressed"]
+    assert suppressed and suppressed[0]["count"] == 7
+    assert all(r["node"] == "sg" and "time" in r for r in records)
+
+
+def test_status_renders_as_tables():
+    status = {"node": "mn1", "role": "mobile-node", "pid": 1, "uptime_s": 2.0,
+              "addresses": [{"interface": "svpn0", "address": "fdc0::1/128", "scope": "global"}],
+              "counters": {"tun_rx": 5},
+              "ipsec": {"sas": [{"name": "mn1->sg", "direction": "out", "spi": "0x00001000", "mode": "tunnel",
+                                 "local": "2001:db8::1", "remote": "2001:db8::2",
+                                 "counters": {"packets": 5, "bytes": 500, "replay_drops": 0, "icv_failures": 0}}],
+                        "spd": {"rules": [{"direction": "out", "src": "::/0", "dst": "fdc0::/48",
+                                           "action": "protect", "sa": "mn1->sg"}]},
+                        "counters": {"out_protect": 5}},
+              "recent_events": [{"time": 1.0, "node": "mn1", "event": "node_started", "pid": 1}]}
+    text = render(status)
+    assert "mn1->sg" in text and "0x00001000" in text and "protect" in text and "out_protect=5" in text
+    assert "node_started" in text
+
+
+def test_find_socket_says_which_node_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mn7"):
+        find_socket("mn7", str(tmp_path))
+    (tmp_path / "sg.sock").write_text("")
+    assert find_socket("sg", str(tmp_path)) == str(tmp_path / "sg.sock")

@@ -203,7 +203,10 @@ class BindingUpdateListEntry:
     requested_lifetime: float = 0.0               # seconds, of the latest BU
     sent_at: Optional[float] = None               # first transmission of the latest BU
     outstanding: bool = False                     # a BU waits for its BA
-    registered_care_of: Optional[bytes] = None    # CoA the peer has acknowledged
+    registered_care_of: Optional[bytes] = None    # CoA the peer has acknowledged (None once a BU for
+                                                  # another CoA is out: the peer may have taken either)
+    peer_has_binding: bool = False                # a BU of ours with a lifetime may be live at the peer
+    acked_sent_at: Optional[float] = None         # sent_at of the BU the last positive BA answered
     granted_lifetime: float = 0.0
     expires_at: Optional[float] = None            # when the peer's binding ends (counted from sent_at, §11.7.3)
     refresh_at: Optional[float] = None

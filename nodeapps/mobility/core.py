@@ -6,6 +6,7 @@ pulled with ``datagrams_to_send(now)``, ``get_timer()`` and ``next_event()`` / `
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter, deque
 from typing import Iterable, Optional
 
@@ -133,6 +134,16 @@ class BindingCacheNode(Core):
         home_address = parsed.home_address or parsed.src
         alternate = bu.option(m.AlternateCareOfAddress)
         return home_address, alternate.address if alternate is not None else parsed.src
+
+    def _usable_addresses(self, home_address: bytes, care_of: bytes) -> bool:
+        """RFC 6275 §9.5.1: the home address must be unicast routable and the care-of address must not be
+        multicast, loopback, link-local or unspecified; otherwise the BU is silently discarded."""
+        for address in (home_address, care_of):
+            parsed = ipaddress.IPv6Address(address)
+            if parsed.is_multicast or parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified:
+                self._drop("bad_binding_address", str(parsed))
+                return False
+        return True
 
     def _store_binding(self, home_address: bytes, care_of: bytes, sequence: int, lifetime: float, now: float,
                        home_registration: bool) -> None:

@@ -19,8 +19,8 @@ from nodeapps.mobility import rr
 from nodeapps.mobility.bindings import TokenBucket
 from nodeapps.mobility.constants import (
     BA_ACCEPTED, BA_EXPIRED_CARE_OF_NONCE_INDEX, BA_EXPIRED_HOME_NONCE_INDEX, BA_EXPIRED_NONCES,
-    BA_HOME_REGISTRATION_NOT_SUPPORTED, BA_SEQUENCE_OUT_OF_WINDOW, MAX_NONCE_LIFETIME, MAX_RR_BINDING_LIFETIME,
-    seconds_to_units, units_to_seconds,
+    BA_HOME_REGISTRATION_NOT_SUPPORTED, BA_INSUFFICIENT_RESOURCES, BA_SEQUENCE_OUT_OF_WINDOW, MAX_NONCE_LIFETIME,
+    MAX_RR_BINDING_LIFETIME, seconds_to_units, units_to_seconds,
 )
 from nodeapps.mobility.core import BindingCacheNode
 
@@ -82,8 +82,7 @@ class CorrespondentNode(BindingCacheNode):
         if indices is None or auth is None:
             self._drop("missing_rr_options", ipv6.ntop(home_address))  # silently discarded, §9.5.1
             return
-        if parsed.home_address is None and parsed.src != home_address:
-            self._drop("missing_home_address_option")
+        if not self._usable_addresses(home_address, care_of):
             return
         deregistration = bu.lifetime == 0 or care_of == home_address
         home_token = self.nonces.home_token(home_address, indices.home_nonce_index, now)
@@ -112,7 +111,7 @@ class CorrespondentNode(BindingCacheNode):
                 answer(BA_ACCEPTED, kbm=kbm)
             return
         if self.cache.full(home_address):
-            self._drop("binding_cache_full", ipv6.ntop(home_address))
+            answer(BA_INSUFFICIENT_RESOURCES, kbm=kbm)  # §9.5.4: answered even without the A flag
             return
         granted_units = max(1, seconds_to_units(min(bu.lifetime_seconds, self.max_lifetime)))
         self._store_binding(home_address, care_of, bu.sequence, units_to_seconds(granted_units), now, False)

@@ -22,11 +22,11 @@ from typing import Iterable, Optional
 from nodeapps import ipv6
 from nodeapps.mobility import messages as m
 from nodeapps.mobility.constants import (
-    BA_ACCEPTED, BA_NOT_HOME_AGENT_FOR_THIS_MN, BA_NOT_HOME_SUBNET, BA_REGISTRATION_TYPE_CHANGE_DISALLOWED,
-    BA_SEQUENCE_OUT_OF_WINDOW, seconds_to_units, units_to_seconds,
+    BA_ACCEPTED, BA_INSUFFICIENT_RESOURCES, BA_NOT_HOME_AGENT_FOR_THIS_MN, BA_NOT_HOME_SUBNET,
+    BA_REGISTRATION_TYPE_CHANGE_DISALLOWED, BA_SEQUENCE_OUT_OF_WINDOW, seconds_to_units, units_to_seconds,
 )
 from nodeapps.mobility.core import BindingCacheNode
-from nodeapps.mobility.events import Protection
+from nodeapps.mobility.events import Datagram, Protection
 
 
 class HomeAgent(BindingCacheNode):
@@ -57,6 +57,8 @@ class HomeAgent(BindingCacheNode):
             self._drop("unprotected_binding_update")  # RFC 3776 §3.1 / RFC 6275 §10.3.1
             return
         home_address, care_of = self._addresses_of(parsed, bu)
+        if not self._usable_addresses(home_address, care_of):
+            return
         if not bu.home_registration and not self.accept_secured_bindings:
             # Not a home registration and we do no route optimisation: RR options would be needed (§9.5.1).
             self._drop("not_home_registration", ipv6.ntop(home_address))
@@ -91,6 +93,9 @@ class HomeAgent(BindingCacheNode):
             self._delete_binding(home_address)
             answer(BA_ACCEPTED)
             return
+        if self.cache.full(home_address):
+            answer(BA_INSUFFICIENT_RESOURCES)
+            return
         granted_units = seconds_to_units(min(bu.lifetime_seconds, self.max_lifetime))
         if granted_units == 0:
             granted_units = 1
@@ -109,25 +114,40 @@ class HomeAgent(BindingCacheNode):
             return None
         return entry.care_of_address
 
-    def encapsulate_to_mobile(self, packet: bytes, now: float) -> Optional[bytes]:
+    def reverse_tunnel_allowed(self, outer_src: bytes, inner_src: bytes, now: float) -> bool:
+        """RFC 6275 §10.4.5: a packet reverse-tunnelled from an MN is accepted only if the outer source is the
+        registered care-of address of the inner source (the home address). Use directly after ESP tunnel-mode
+        processing, where the outer header is already gone."""
+        return self.tunnel_endpoint(inner_src, now) == outer_src
+
+    def encapsulate_to_mobile(self, packet: bytes, now: float) -> Optional[Datagram]:
         """A packet intercepted for a registered home address, tunnelled to its care-of address (RFC 6275
-        §10.4.1), or None if the destination has no home registration here."""
+        §10.4.1), or None if the destination has no home registration here. A tunnelled Mobility Header
+        (the HoT) is marked for the MN–HA tunnel-mode SA (RFC 3776 §3.1)."""
         if len(packet) < ipv6.HEADER_LEN:
             return None
-        care_of = self.tunnel_endpoint(packet[24:40], now)
+        home_address = packet[24:40]
+        care_of = self.tunnel_endpoint(home_address, now)
         if care_of is None:
             return None
-        return m.encapsulate(packet, self.address, care_of)
+        tunnelled = m.encapsulate(packet, self.address, care_of)
+        try:
+            mobility = m.packet_summary(packet)[2] == ipv6.NH_MOBILITY
+        except m.MobilityParseError:
+            mobility = False
+        if mobility:
+            return Datagram(tunnelled, Protection.ESP_TUNNEL, home_address, "tunnelled to MN (mobility)")
+        return Datagram(tunnelled, description="tunnelled to MN")
 
     def accept_reverse_tunnel(self, packet: bytes, now: float) -> Optional[bytes]:
-        """The inner packet of a reverse-tunnelled packet from an MN (RFC 6275 §10.4.5): the outer source must
-        be the registered care-of address of the inner source (the home address). Else None, counted."""
+        """The inner packet of a plain IPv6-in-IPv6 packet from an MN if ``reverse_tunnel_allowed``; else None,
+        counted."""
         try:
             outer_src, outer_dst, inner = m.decapsulate(packet)
         except m.MobilityParseError as exc:
             self._drop("malformed", str(exc))
             return None
-        if outer_dst != self.address or self.tunnel_endpoint(inner[8:24], now) != outer_src:
+        if outer_dst != self.address or not self.reverse_tunnel_allowed(outer_src, inner[8:24], now):
             self._drop("reverse_tunnel_mismatch", ipv6.ntop(inner[8:24]))
             return None
         return inner

@@ -499,8 +499,8 @@ def _destopts_home_address(packet: bytes, offset: int, length: int) -> Optional[
 def _type2_home_address(packet: bytes, offset: int, length: int) -> Optional[bytes]:
     if packet[offset + 2] != ROUTING_TYPE_2:
         return None
-    # RFC 6275 §6.4 / §9.3.2: exactly one address, Hdr Ext Len 2, Segments Left 1 before processing.
-    if length != 24 or packet[offset + 3] not in (0, 1):
+    # RFC 6275 §6.4: exactly one address, Hdr Ext Len 2, Segments Left 1.
+    if length != 24 or packet[offset + 3] != 1:
         raise MobilityParseError("malformed type 2 routing header")
     return packet[offset + 8:offset + 24]
 
@@ -703,8 +703,6 @@ def remove_routing_header(packet: bytes) -> tuple[bytes, bytes, bytes]:
         if nh == ipv6.NH_ROUTING:
             home_address = _type2_home_address(packet, offset, length)
             if home_address is not None:
-                if packet[offset + 3] != 1:
-                    raise MobilityParseError("type 2 routing header with segments left %d" % packet[offset + 3])
                 care_of = packet[24:40]
                 out = _cut(packet, nh_field, offset, length)
                 return out[:24] + home_address + out[40:], home_address, care_of

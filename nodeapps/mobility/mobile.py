@@ -19,6 +19,7 @@ the HA). ``incoming(packet, now)`` undoes the HA tunnel or the type 2 routing he
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Callable, Optional
 
 from nodeapps import ipv6
@@ -26,10 +27,11 @@ from nodeapps.mobility import messages as m
 from nodeapps.mobility import rr
 from nodeapps.mobility.bindings import BindingUpdateList, BindingUpdateListEntry, PeerKind, Retransmitter
 from nodeapps.mobility.constants import (
-    BA_EXPIRED_CARE_OF_NONCE_INDEX, BA_EXPIRED_HOME_NONCE_INDEX, BA_EXPIRED_NONCES, BA_SEQUENCE_OUT_OF_WINDOW,
+    BA_ACCEPTED, BA_EXPIRED_CARE_OF_NONCE_INDEX, BA_EXPIRED_HOME_NONCE_INDEX, BA_EXPIRED_NONCES,
+    BA_NOT_HOME_AGENT_FOR_THIS_MN, BA_SEQUENCE_OUT_OF_WINDOW,
     BE_UNKNOWN_BINDING_FOR_HAO, BE_UNRECOGNIZED_MH_TYPE, COOKIE_LENGTH, INITIAL_BINDACK_TIMEOUT,
-    INITIAL_BINDACK_TIMEOUT_FIRSTREG, MAX_BINDACK_TIMEOUT, MAX_RR_BINDING_LIFETIME, MAX_TOKEN_LIFETIME, MH_NAMES,
-    seconds_to_units, units_to_seconds,
+    INITIAL_BINDACK_TIMEOUT_FIRSTREG, LIFETIME_UNIT, MAX_BINDACK_TIMEOUT, MAX_RR_BINDING_LIFETIME,
+    MAX_TOKEN_LIFETIME, MH_NAMES, seconds_to_units, units_to_seconds,
 )
 from nodeapps.mobility.core import Core
 from nodeapps.mobility.events import (
@@ -43,7 +45,7 @@ _NONCE_STATUSES = (BA_EXPIRED_HOME_NONCE_INDEX, BA_EXPIRED_CARE_OF_NONCE_INDEX, 
 class _Correspondent:
     """Return routability state for one correspondent (RFC 6275 §11.6)."""
 
-    def __init__(self, address: bytes, max_timeout: float):
+    def __init__(self, address: bytes, max_timeout: float, keep_retrying: bool = False):
         self.address = address
         self.wanted = True          # the shell asked for route optimisation
         self.unsupported = False    # BE status 2: it does not speak Mobile IPv6
@@ -59,8 +61,8 @@ class _Correspondent:
         self.hoti_cookie: Optional[bytes] = None
         self.coti_cookie: Optional[bytes] = None
         self.coti_for: Optional[bytes] = None
-        self.hoti_retx = Retransmitter(max_timeout)
-        self.coti_retx = Retransmitter(max_timeout)
+        self.hoti_retx = Retransmitter(max_timeout, keep_retrying)
+        self.coti_retx = Retransmitter(max_timeout, keep_retrying)
 
 
 class MobileNode(Core):
@@ -83,6 +85,8 @@ class MobileNode(Core):
         super().__init__()
         if not 0 < refresh_fraction < 1:
             raise ValueError("refresh_fraction must be between 0 and 1")
+        if min(home_lifetime, correspondent_lifetime) < LIFETIME_UNIT:
+            raise ValueError("binding lifetimes must be at least %d s (0 would mean deregistration)" % LIFETIME_UNIT)
         self.home_address = bytes(home_address)
         self.home_agent = bytes(home_agent)
         self.care_of_address = bytes(care_of_address) if care_of_address else self.home_address
@@ -130,13 +134,13 @@ class MobileNode(Core):
             if entry.kind is PeerKind.CORRESPONDENT:
                 continue
             if self.at_home:
-                if entry.registered_care_of is not None or entry.outstanding:
+                if entry.peer_has_binding or entry.outstanding:
                     # RFC 6275 §11.5.4: deregister with lifetime 0 from the home address.
                     self._start_bu(entry, now, 0.0, self.initial_bindack_timeout)
                 else:
                     self._abandon(entry)
             else:
-                first = entry.kind is PeerKind.HOME_AGENT and entry.registered_care_of is None
+                first = entry.kind is PeerKind.HOME_AGENT and not entry.peer_has_binding
                 self._start_bu(entry, now, self.home_lifetime,
                                self.initial_bindack_timeout_first_reg if first else self.initial_bindack_timeout)
         for cs in self._correspondents.values():
@@ -145,7 +149,7 @@ class MobileNode(Core):
                 cs.optimised = False
                 self._emit(RouteOptimisationStopped(cs.address, "returned home" if self.at_home else "moved"))
             entry = self.bul.get(cs.address)
-            has_binding = entry is not None and (entry.registered_care_of is not None or entry.outstanding)
+            has_binding = entry is not None and (entry.peer_has_binding or entry.outstanding)
             if entry is not None:
                 self._abandon(entry)
             if (cs.wanted and not self.at_home) or (self.at_home and has_binding):
@@ -163,7 +167,8 @@ class MobileNode(Core):
         correspondent = bytes(correspondent)
         cs = self._correspondents.get(correspondent)
         if cs is None:
-            cs = self._correspondents[correspondent] = _Correspondent(correspondent, self.max_bindack_timeout)
+            cs = self._correspondents[correspondent] = _Correspondent(correspondent, self.max_bindack_timeout,
+                                                                      self.keep_retrying)
         cs.wanted, cs.unsupported = True, False
         if not self.at_home and not self.route_optimised(correspondent, now):
             cs.bu_wanted = True
@@ -180,7 +185,7 @@ class MobileNode(Core):
             cs.optimised = False
             self._emit(RouteOptimisationStopped(cs.address, "stopped"))
         entry = self.bul.get(cs.address)
-        if entry is not None and (entry.registered_care_of is not None or entry.outstanding):
+        if entry is not None and (entry.peer_has_binding or entry.outstanding):
             self._abandon(entry)
             cs.bu_wanted = True
             self._ensure_rr(cs, now)
@@ -213,6 +218,8 @@ class MobileNode(Core):
             if entry.expires_at is not None and now >= entry.expires_at:
                 entry.expires_at = entry.refresh_at = None
                 entry.registered_care_of = None
+                if entry.sent_at == entry.acked_sent_at:
+                    entry.peer_has_binding = False  # nothing newer was sent that the peer may hold
                 self._emit(BindingLost(entry.peer, entry.kind.value))
                 self._correspondent_lost(entry.peer, "binding expired")
         for cs in list(self._correspondents.values()):
@@ -262,6 +269,9 @@ class MobileNode(Core):
     def _start_bu(self, entry: BindingUpdateListEntry, now: float, lifetime: float, initial_timeout: float) -> None:
         """A new BU (new care-of address, lifetime or keys): sent now, or when MAX_UPDATE_RATE allows."""
         self._abandon(entry)
+        if entry.registered_care_of != self.care_of_address or lifetime == 0:
+            # Once this BU is out the peer may hold either binding: trust neither until the BA.
+            entry.registered_care_of = entry.expires_at = entry.refresh_at = None
         entry.care_of_address = self.care_of_address
         entry.requested_lifetime = lifetime
         entry.failed_status = None
@@ -315,6 +325,8 @@ class MobileNode(Core):
         entry.rate_limit.record(now)
         entry.sent_at = now
         entry.outstanding = True
+        if entry.requested_lifetime > 0:
+            entry.peer_has_binding = True
         return True
 
     # ------------------------------------------------------------------ return routability
@@ -464,6 +476,8 @@ class MobileNode(Core):
             cs.bu_wanted = True
             self._ensure_rr(cs, now)
             return
+        if entry.requested_lifetime == 0 and ack.status == BA_NOT_HOME_AGENT_FOR_THIS_MN:
+            ack = replace(ack, status=BA_ACCEPTED)  # RFC 6275 §10.3.2: the HA had no binding to delete
         if not ack.accepted:
             entry.failed_status = ack.status
             self._emit(BindingFailed(peer, entry.kind.value, ack.status))
@@ -474,10 +488,13 @@ class MobileNode(Core):
         if entry.requested_lifetime == 0:
             entry.registered_care_of = None
             entry.expires_at = entry.refresh_at = None
+            entry.peer_has_binding = False
             self._emit(BindingDeregistered(peer, entry.kind.value))
             return
         granted = units_to_seconds(ack.lifetime)
         entry.registered_care_of = entry.care_of_address
+        entry.peer_has_binding = True
+        entry.acked_sent_at = entry.sent_at
         entry.granted_lifetime = granted
         # RFC 6275 §11.7.3: the lifetime runs from when the BU was sent.
         entry.expires_at = entry.sent_at + granted
@@ -547,11 +564,13 @@ class MobileNode(Core):
             if entry is not None:
                 self._abandon(entry)
                 entry.registered_care_of = entry.expires_at = entry.refresh_at = None
+                entry.peer_has_binding = False
             self._correspondent_lost(peer, "correspondent does not support mobility")
         elif error.status == BE_UNKNOWN_BINDING_FOR_HAO and error.home_address == self.home_address:
             entry = self.bul.get(peer)
             if entry is not None and not entry.outstanding:
                 entry.registered_care_of = entry.expires_at = entry.refresh_at = None
+                entry.peer_has_binding = False
             self._correspondent_lost(peer, "binding error")
             if cs.wanted and not self.at_home and (entry is None or not entry.outstanding):
                 cs.bu_wanted = True

@@ -18,8 +18,8 @@ from nodeapps import ipv6
 from nodeapps.mobility import messages as m
 from nodeapps.mobility import events as ev
 from nodeapps.mobility.constants import (
-    BA_ACCEPTED, BA_EXPIRED_NONCES, BA_HOME_REGISTRATION_NOT_SUPPORTED, BA_NOT_HOME_AGENT_FOR_THIS_MN,
-    BA_NOT_HOME_SUBNET, BA_SEQUENCE_OUT_OF_WINDOW, BE_UNKNOWN_BINDING_FOR_HAO, BE_UNRECOGNIZED_MH_TYPE,
+    BA_ACCEPTED, BA_EXPIRED_NONCES, BA_HOME_REGISTRATION_NOT_SUPPORTED, BA_INSUFFICIENT_RESOURCES,
+    BA_NOT_HOME_AGENT_FOR_THIS_MN, BA_NOT_HOME_SUBNET, BA_SEQUENCE_OUT_OF_WINDOW, BE_UNKNOWN_BINDING_FOR_HAO, BE_UNRECOGNIZED_MH_TYPE,
 )
 from nodeapps.mobility.correspondent import CorrespondentNode
 from nodeapps.mobility.events import Datagram, Protection
@@ -124,7 +124,7 @@ class FakeNet:
         elif dst == HOA and not self.mn.at_home:
             tunnelled = self.ha.encapsulate_to_mobile(packet, now)
             if tunnelled is not None:
-                self.send(Datagram(tunnelled, description="tunnelled by HA"))
+                self.send(tunnelled)
         elif dst == self.mn.care_of_address:
             if is_mobility(packet):
                 self.mn.receive(packet, now, esp_protected=esp)
@@ -421,6 +421,18 @@ def test_home_agent_drops_unprotected_and_non_home_updates():
     assert [message_of(d.packet).status for d in sg.datagrams_to_send(0.0)] == [0, 139]
 
 
+def test_unusable_addresses_and_full_cache():
+    ha = HomeAgent(HA, [HOME_PREFIX], cache_capacity=1)
+    multicast = ipv6.pton("ff02::1")
+    bu = m.BindingUpdate(1, 10, ack=True, home_registration=True, options=(m.AlternateCareOfAddress(multicast),))
+    ha.receive(m.build_mobility_packet(COA1, HA, bu, home_address=HOA), 0.0, esp_protected=True)
+    assert ha.datagrams_to_send(0.0) == [] and ha.counters["dropped_bad_binding_address"] == 1
+    ha.receive(_bu_packet(), 0.0, esp_protected=True)
+    ha.receive(_bu_packet(home=OTHER), 0.0, esp_protected=True)
+    statuses = [message_of(d.packet).status for d in ha.datagrams_to_send(0.0)]
+    assert statuses == [BA_ACCEPTED, BA_INSUFFICIENT_RESOURCES] and len(ha.cache) == 1
+
+
 def test_mobile_node_registers_with_a_secured_peer():
     sg_address = ipv6.pton("2001:db8:1::2")
     sg = HomeAgent(sg_address, [HOME_PREFIX], accept_secured_bindings=True)
@@ -466,7 +478,9 @@ def test_reverse_tunnel_must_come_from_the_registered_care_of_address():
     assert net.ha.accept_reverse_tunnel(m.encapsulate(inner, COA1, HA), 1.0) == inner
     assert net.ha.accept_reverse_tunnel(m.encapsulate(inner, COA2, HA), 1.0) is None
     assert net.ha.counters["dropped_reverse_tunnel_mismatch"] == 1
-    assert net.ha.encapsulate_to_mobile(bytes(IPv6(src="2001:db8:3::5", dst="2001:db8:1::10")), 1.0)[24:40] == COA1
+    data = net.ha.encapsulate_to_mobile(bytes(IPv6(src="2001:db8:3::5", dst="2001:db8:1::10")), 1.0)
+    assert data.dst == COA1 and data.src == HA and data.protection is Protection.NONE
+    assert m.decapsulate(data.packet)[2] == bytes(IPv6(src="2001:db8:3::5", dst="2001:db8:1::10"))
     assert net.ha.encapsulate_to_mobile(bytes(IPv6(src="2001:db8:3::5", dst="2001:db8:1::11")), 1.0) is None
 
 
@@ -525,7 +539,8 @@ def test_return_routability_and_binding_with_independently_checked_crypto():
     (_, cot), = net.sent("CoT index")
     hot_msg, cot_msg = message_of(hot.packet), message_of(cot.packet)
     assert hot.dst == HOA and cot.dst == COA1   # HoT goes to the home address (the HA tunnels it)
-    assert net.sent("tunnelled by HA")
+    (_, tunnelled_hot), = net.sent("tunnelled to MN (mobility)")
+    assert tunnelled_hot.protection is Protection.ESP_TUNNEL and tunnelled_hot.esp_peer == HOA
 
     kcn = net.cn.nonces.kcn
     home_nonce = net.cn.nonces.lookup(hot_msg.nonce_index, 1.0)
@@ -601,6 +616,15 @@ def test_correspondent_binding_is_refreshed_with_new_tokens():
     # Refresh at 3/4 of 420 s needs new tokens (older than MAX_TOKEN_LIFETIME): HoTI/CoTI again each time.
     assert [round(t) for t, _ in net.sent("HoTI")] == [1, 316, 631, 946, 1261]
     assert len(net.sent("CoTI")) == 5
+
+
+def test_correspondent_with_full_cache_answers_130_with_authenticator():
+    net = optimised(make(cn=True, cn_kwargs={"cache_capacity": 0}))
+    (_, ba), = [x for x in net.sent("BA") if x[1].src == CN]
+    assert message_of(ba.packet).status == BA_INSUFFICIENT_RESOURCES
+    assert message_of(ba.packet).option(m.BindingAuthorizationData) is not None
+    assert of_type(net.events["mn"], ev.BindingFailed) == [ev.BindingFailed(CN, "correspondent", 130)]
+    assert not net.mn.route_optimised(CN, net.now)
 
 
 def test_correspondent_binding_expires():
@@ -726,3 +750,87 @@ def test_hoti_waits_for_home_registration_and_retransmits():
     net.run_until(2.0)
     assert [t for t, _ in net.sent("HoTI")] == [0.0, 1.0]
     assert net.mn.route_optimised(CN, net.now)
+
+
+# ============================================================================ random faults, invariants
+
+ACTIONS = st.lists(st.one_of(
+    st.tuples(st.just("move"), st.sampled_from([COA1, COA2, ipv6.pton("2001:db8:5::10"), HOA])),
+    st.tuples(st.just("advance"), st.floats(0.01, 400.0)),
+    st.tuples(st.just("loss"), st.floats(0.0, 0.9)),
+    st.tuples(st.just("dup"), st.floats(0.0, 0.5)),
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ACTIONS, st.integers(0, 2 ** 32))
+def test_random_moves_and_faults_keep_invariants_and_recover(actions, seed):
+    net = make(cn=True, mn_kwargs={"keep_retrying": True})
+    rnd = random.Random(seed)
+    faults = {"loss": 0.0, "dup": 0.0}
+
+    def fault(datagram):
+        roll = rnd.random()
+        if roll < faults["loss"]:
+            return "drop"
+        if roll < faults["loss"] + faults["dup"]:
+            return "dup"
+        return None
+    net.rules.append(fault)
+    net.mn.start_route_optimisation(CN, 0.0)
+
+    def check():
+        mn, now = net.mn, net.now
+        # The HA never tunnels to an address the MN has not registered from, and agrees when the MN thinks
+        # it is registered; the MN only sends with a HAO when the CN routes to its current care-of address.
+        if mn.home_registered():
+            assert net.ha.tunnel_endpoint(HOA, now) == mn.care_of_address
+        if mn.route_optimised(CN, now):
+            assert net.cn.route(HOA, now) == mn.care_of_address
+        if mn.at_home:
+            assert mn.outgoing(_udp(HOA, CN), now).packet == _udp(HOA, CN)
+
+    for action, value in actions:
+        if action == "move":
+            net.settle()
+            net.mn.move_to(value, net.now)
+            net.settle()
+        elif action == "advance":
+            net.run_until(net.now + value)
+        else:
+            faults[action] = value
+        check()
+    # Faults stop: everything converges within a few backoff periods.
+    faults.update(loss=0.0, dup=0.0)
+    net.mn.start_route_optimisation(CN, net.now)   # the shell's retry policy after a give-up
+    net.run_until(net.now + 100.0)
+    check()
+    if not net.mn.at_home:
+        assert net.mn.home_registered()
+        assert net.mn.route_optimised(CN, net.now)
+    else:
+        assert net.ha.tunnel_endpoint(HOA, net.now) is None
+
+
+def test_bad_configuration_is_refused():
+    with pytest.raises(ValueError, match="at least 4 s"):
+        MobileNode(HOA, HA, home_lifetime=3)
+    with pytest.raises(ValueError, match="refresh_fraction"):
+        MobileNode(HOA, HA, refresh_fraction=1.0)
+    with pytest.raises(ValueError):
+        HomeAgent(b"short", [HOME_PREFIX])
+
+
+def test_rapid_moves_respect_max_update_rate():
+    net = make()
+    net.rules.append(drop("BA"))
+    addresses = [COA1, COA2, ipv6.pton("2001:db8:5::10"), ipv6.pton("2001:db8:6::10"), ipv6.pton("2001:db8:7::10")]
+    for care_of in addresses:
+        net.mn.move_to(care_of, 0.0)
+    net.settle()
+    assert [t for t, _ in net.sent("BU")] == [0.0, 0.0, 0.0]   # MAX_UPDATE_RATE = 3 per second
+    assert net.mn.get_timer() == 1.0 and net.mn.counters["bu_rate_limited"] == 2
+    net.run_until(1.0)
+    (t, last), = net.sent("BU")[3:]
+    # The two pending moves collapse into one BU for the latest care-of address.
+    assert t == 1.0 and m.parse_mobility_packet(last.packet).src == addresses[-1]

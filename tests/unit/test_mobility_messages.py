@@ -240,6 +240,15 @@ def test_routing_header_after_hop_by_hop_and_hao_after_routing():
     assert layers[:3] == ["IPv6", "IPv6ExtHdrHopByHop", "IPv6ExtHdrRouting"]
 
 
+def test_type2_routing_header_must_have_segments_left_1():
+    with_rh = bytearray(m.insert_routing_header(_udp_packet(CN_T, HOA_T), COA))
+    with_rh[43] = 0
+    with pytest.raises(m.MobilityParseError, match="type 2"):
+        m.remove_routing_header(bytes(with_rh))
+    with pytest.raises(m.MobilityParseError, match="type 2"):
+        m.packet_summary(bytes(with_rh))
+
+
 def test_tunnel_round_trip():
     inner = _udp_packet(CN_T, HOA_T)
     outer = m.encapsulate(inner, HA, COA)

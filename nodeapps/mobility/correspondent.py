@@ -39,6 +39,7 @@ class CorrespondentNode(BindingCacheNode):
                                     nonce_lifetime=nonce_lifetime)
         self.max_lifetime = min(max_lifetime, MAX_RR_BINDING_LIFETIME)
         self._test_limit = TokenBucket(test_rate, test_burst)
+        self._test_limiting = False
 
     # ---- return routability: RFC 6275 §9.4 ----
     def _on_other_message(self, parsed, message, now: float, esp_protected: bool) -> None:
@@ -48,8 +49,10 @@ class CorrespondentNode(BindingCacheNode):
                 self._drop("test_init_with_mobility_header", message.name)
                 return
             if not self._test_limit.allow(now):
-                self._drop("rate_limited", message.name, event=False)
+                self._drop("rate_limited", "test init flood", event=not self._test_limiting)
+                self._test_limiting = True
                 return
+            self._test_limiting = False
             index, nonce = self.nonces.current(now)
             if isinstance(message, m.HomeTestInit):
                 token = rr.home_keygen_token(self.nonces.kcn, parsed.src, nonce)

@@ -834,3 +834,12 @@ def test_rapid_moves_respect_max_update_rate():
     (t, last), = net.sent("BU")[3:]
     # The two pending moves collapse into one BU for the latest care-of address.
     assert t == 1.0 and m.parse_mobility_packet(last.packet).src == addresses[-1]
+
+
+def test_test_init_flood_is_rate_limited_at_the_correspondent():
+    cn = CorrespondentNode([CN], random_bytes=seeded(2), test_rate=10, test_burst=5)
+    hoti = m.build_mobility_packet(HOA, CN, m.HomeTestInit(bytes(8)))
+    for _ in range(100):
+        cn.receive(hoti, 0.0)
+    assert len(cn.datagrams_to_send(0.0)) == 5 and cn.counters["dropped_rate_limited"] == 95
+    assert cn.pop_events() == [ev.MessageDropped("rate_limited", "test init flood")]

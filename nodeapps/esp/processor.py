@@ -146,6 +146,8 @@ class IPsecProcessor:
                 size = len(packet)
                 # Outer payload: the inner packet in ESP, padded per RFC 4303 §2.4.
                 esp_len = _ESP_OVERHEAD + size + ((-size - TRAILER_MIN) & 3)
+                if esp_len > 0xFFFF:
+                    raise ParseError("packet too large for ESP")  # no jumbograms (RFC 2675)
                 first_word = 0x60000000 | ((((packet[0] << 8) | packet[1]) & 0x0FF0) << 16)
                 outer = _OUTER.pack(first_word, esp_len, NH_ESP, OUTER_HOP_LIMIT, sa.local_bytes, sa.remote_bytes)
                 out = sa.seal(NH_IPV6, packet, outer)

@@ -146,6 +146,15 @@ def test_outbound_malformed_is_counted():
     assert sender.counters["parse"] == 1
 
 
+@pytest.mark.parametrize("mode", ["tunnel", "transport"])
+def test_outbound_too_large_for_esp_is_dropped(mode):
+    sender, _, _ = link(mode)
+    largest = udp_packet(body=bytes(65535 - 8))  # IPv6 payload length 65535
+    assert sender.outbound(largest)[0] == "discard"  # ESP would need a jumbogram
+    assert sender.counters["parse"] == 1
+    assert sender.outbound(udp_packet(body=bytes(65535 - 8 - 120)))[0] == "protect"
+
+
 def test_soft_limit_and_exhaustion_through_processor():
     sender, receiver, clock = link("tunnel", soft_limit=2 ** 32 - 2)
     sa = sender.sad.get("mn->sg")

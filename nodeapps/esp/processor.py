@@ -5,7 +5,7 @@
 
 * ``"protect"``: ``out_packet`` is a complete IPv6 packet for a raw socket with ``IPV6_HDRINCL``.
   Tunnel mode wraps the whole packet (ESP next header 41) in a new header from the SA's local to its remote
-  address, hop limit 64, traffic class copied from the inner header (RFC 4301 §5.1.2.1, RFC 6040 normal
+  address, hop limit 64, traffic class copied from the inner header (RFC 4301 §5.1.2.2, RFC 6040 normal
   mode). Transport mode inserts ESP after the headers that routers along the path must read
   (hop-by-hop, routing, fragment, AH, and a destination options header carrying a Home Address option),
   RFC 4303 §3.1.1, and fixes the next-header chain and payload length.

@@ -73,7 +73,7 @@ def test_tunnel_outbound_builds_outer_header_and_round_trips():
     verdict, sa, wire = sender.outbound(inner)
     assert (verdict, sa.name) == ("protect", "mn->sg")
     assert wire[0] >> 4 == 6
-    assert ((wire[0] & 0x0F) << 4 | wire[1] >> 4) == 0xB8  # traffic class copied, RFC 4301 §5.1.2.1
+    assert ((wire[0] & 0x0F) << 4 | wire[1] >> 4) == 0xB8  # traffic class copied, RFC 4301 §5.1.2.2
     assert struct.unpack("!H", wire[4:6])[0] == len(wire) - 40
     assert (wire[6], wire[7]) == (50, 64)
     assert (wire[8:24], wire[24:40]) == (pton(MN), pton(SG))

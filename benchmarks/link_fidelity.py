@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mininet.log import setLogLevel  # noqa: E402
 from mininet.net import Mininet  # noqa: E402
 
+from nodeapps.linkemu.netem import detect_netem  # noqa: E402
 from nodeapps.linkemu.traces import MarkovModel, markov_trace, mean_rate_mbit, trace_text  # noqa: E402
 from topologies.links import EmulatedLink  # noqa: E402
 
@@ -50,11 +51,14 @@ class Row:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+SEED: Optional[int] = None  # None: each link's default seed (a hash of its interface names)
+
+
 def run_case(backend: str, link_kwargs: dict[str, Any], action):
     net = Mininet(controller=None, build=False)
     h1 = net.addHost(H1, ip="10.78.0.1/24")
     h2 = net.addHost(H2, ip=f"{IP2}/24")
-    link = net.addLink(h1, h2, cls=EmulatedLink, backend=backend, **link_kwargs)
+    link = net.addLink(h1, h2, cls=EmulatedLink, backend=backend, seed=SEED, **link_kwargs)
     try:
         net.build()
         h1.cmd(f"ping -n -c 2 -i 0.2 -W 2 {IP2}")  # resolve ARP (delayed and maybe lost too)
@@ -115,7 +119,7 @@ def delay_rows(backend: str, quick: bool) -> list[Row]:
         mean = statistics.mean(times)
         tolerance = max(0.5, 0.03 * configured)
         rows.append(Row("RTT", f"delay {one_way} ms each way", configured, mean, "ms",
-                        f"|err| <= {tolerance:g} ms", abs(mean - configured) <= tolerance,
+                        f"error ≤ {tolerance:g} ms", abs(mean - configured) <= tolerance,
                         f"err {mean - configured:+.3f} ms, median {statistics.median(times):.3f}, "
                         f"n={len(times)}", late, {"backend": used}))
     return rows
@@ -220,13 +224,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--backend", default="userspace", choices=["auto", "netem", "userspace"])
     parser.add_argument("--quick", action="store_true", help="fewer samples, shorter transfers")
     parser.add_argument("--json", help="also write the rows as JSON to this file")
+    parser.add_argument("--seed", type=int, help="random seed of every link (default: per-link default)")
     parser.add_argument("--only", choices=["delay", "jitter", "loss", "rate", "trace"], action="append")
     args = parser.parse_args(argv)
+    global SEED
+    SEED = args.seed
     if os.geteuid() != 0:
         print("error: run as root (Mininet)", file=sys.stderr)
         return 2
     setLogLevel("warning")
     started = time.time()
+    load_before = os.getloadavg()
     parts = args.only or ["delay", "jitter", "loss", "rate", "trace"]
     rows: list[Row] = []
     if "delay" in parts:
@@ -240,10 +248,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows += rate_rows(args.backend, args.quick)
     if "trace" in parts:
         rows += trace_rows(args.backend, args.quick)
-    print(f"backend requested: {args.backend}; load average before/after: see below; "
-          f"took {time.time() - started:.0f} s")
+    used = sorted({r.extra.get("backend") for r in rows if r.extra.get("backend")})
+    netem = detect_netem()
+    print(f"backend requested: {args.backend}; used: {', '.join(used)}; netem: {netem.detail}; "
+          f"took {time.time() - started:.0f} s; load average (1/5/15 min) before "
+          f"{' '.join(f'{v:.2f}' for v in load_before)}, after {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(table(rows))
-    print(f"load average now: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump([vars(r) for r in rows], handle, indent=1)

@@ -6,6 +6,7 @@ Theory of operation
 :class:`~nodeapps.linkemu.params.LinkConfig` (profile, then overrides for both directions, then
 ``forward={...}`` for node1 → node2 and ``reverse={...}`` for node2 → node1) and picks a backend:
 
+- ``none``: a plain veth pair, when ``auto`` finds nothing to emulate (e.g. profile ``ideal``).
 - ``netem``: a plain veth pair; each sender's end gets ``netem`` (+ ``tbf`` for a rate). Chosen by ``auto``
   when the kernel has netem (probed once per process by really adding one in a throwaway namespace) and
   the parameters fit it (no trace; no jitter unless reordering is allowed).
@@ -55,9 +56,12 @@ def _random_mac() -> str:
     return ":".join(f"{b:02x}" for b in octets)
 
 
-def set_default_backend(backend: str) -> None:
-    """Backend for links that do not name one (e.g. from ``--link-backend``): auto, netem or userspace."""
+def set_default_backend(backend: Optional[str]) -> None:
+    """Backend for links that do not name one (e.g. from ``--link-backend``): auto, netem or userspace;
+    None leaves it unchanged."""
     global _default_backend
+    if backend is None:
+        return
     if backend not in BACKENDS:
         raise LinkConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     _default_backend = backend
@@ -116,7 +120,7 @@ class EmulatedLink(Link):
         self._deleted = False
         self.warnings: list[str] = []
 
-        if self.backend == "netem":
+        if self.backend in ("netem", "none"):
             Link.__init__(self, node1, node2, intfName1=intfName1, intfName2=intfName2, addr1=addr1,
                           addr2=addr2, intf=intf, cls1=cls1, cls2=cls2, params1=params1, params2=params2,
                           fast=fast, **params)
@@ -242,7 +246,9 @@ class EmulatedLink(Link):
         if self._deleted:
             return
         self._deleted = True
-        if self.backend == "netem":
+        if self.backend == "none":
+            Link.delete(self)
+        elif self.backend == "netem":
             self._tc_stats = {}
             for end in (self.intf1, self.intf2):
                 out, _, code = end.node.pexec(["tc", "-s", "qdisc", "show", "dev", end.name])

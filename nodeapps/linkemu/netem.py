@@ -72,8 +72,11 @@ def netem_limits(params: LinkParams) -> Optional[str]:
 
 
 def choose_backend(config: LinkConfig, netem: NetemSupport) -> tuple[str, str]:
-    """(backend, reason) for a link; an explicit ``netem`` the link cannot use is a LinkConfigError."""
+    """(backend, reason) for a link; an explicit ``netem`` the link cannot use is a LinkConfigError.
+    ``none`` (a plain veth pair) when ``auto`` finds nothing to emulate in either direction."""
     limits = [why for why in (netem_limits(config.forward), netem_limits(config.reverse)) if why]
+    if config.backend == "auto" and not config.forward.to_dict() and not config.reverse.to_dict():
+        return "none", "auto: nothing to emulate (plain veth pair)"
     if config.backend == "userspace":
         return "userspace", "asked for"
     if config.backend == "netem":

@@ -123,6 +123,18 @@ def test_emulator_dies_with_its_parent():
                 os.kill(pid, 9)
 
 
+def test_nothing_to_emulate_is_a_plain_veth_pair():
+    net, h1, h2, link = two_hosts("lei", profile="ideal")
+    try:
+        assert link.backend == "none" and link.hidden is None and link.process is None
+        h1.cmd("ping -n -c 1 10.77.0.2")
+        _, avg, _, _ = ping_rtts(h1, 5)
+        assert avg < 1.0
+    finally:
+        net.stop()
+    assert link.report()["backend"] == "none"
+
+
 def test_generated_tbf_commands_are_accepted_by_this_kernel():
     setLogLevel("warning")
     net = mininet_net.Mininet(controller=None, build=False)

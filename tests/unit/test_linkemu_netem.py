@@ -108,6 +108,9 @@ YES, NO = NetemSupport(True, "ok"), NetemSupport(False, "netem probe failed: unk
     ({"profile": "lte"}, YES, "userspace"),                   # traces
     ({"delay": 10, "backend": "userspace"}, YES, "userspace"),
     ({"delay": 10, "backend": "netem"}, YES, "netem"),
+    ({}, NO, "none"),                                         # nothing to emulate: plain veth
+    ({"profile": "ideal"}, YES, "none"),
+    ({"backend": "userspace"}, NO, "userspace"),              # unless asked for
 ])
 def test_backend_choice(kwargs, support, expected):
     backend, reason = choose_backend(make_config(**kwargs), support)

@@ -29,7 +29,8 @@ from topologies.addressing import AddressPlan, MobileNodePlan, PlanError
 from topologies.svpn import SvpnTopo
 
 TUN_NAME = "svpn0"
-TUN_MTU = 1420            # 1500 minus the worst-case ESP tunnel overhead (40 + 8 + 8 + 16 + 2 + 3 padding)
+# Worst-case ESP tunnel overhead: outer IPv6 40 + SPI/seq 8 + IV 8 + padding 3 + trailer 2 + ICV 16.
+TUN_OVERHEAD = 77
 ALGORITHM = "aes128gcm16"
 READY_TIMEOUT_S = 10.0
 
@@ -48,13 +49,11 @@ def _hex(n: int) -> str:
 
 class SvpnLab:
     def __init__(self, addressing: str = "private", mobile_nodes: int = 2, attachments=None,
-                 link_params: dict | None = None, plain_service: bool = False, run_dir: str | None = None,
-                 spi_base: int = 0x1000):
-        try:
-            self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
-                                 link_params=link_params, plain_service=plain_service)
-        except PlanError:
-            raise
+                 link_params: dict | None = None, plain_service: bool = False, mtu: int = 1500,
+                 run_dir: str | None = None, spi_base: int = 0x1000):
+        self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
+                             link_params=link_params, plain_service=plain_service, mtu=mtu)
+        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD)
         self.plan: AddressPlan = self.topo.plan
         self.spi_base = spi_base
         self._run_dir_arg = run_dir
@@ -80,6 +79,10 @@ class SvpnLab:
             self.net = Mininet(topo=self.topo, controller=None, build=False, autoSetMacs=True)
             self.net.build()
             self.net.start()
+            for switch in self.net.switches:  # the bridges' ports live in the root namespace
+                for intf in switch.intfNames():
+                    if intf != "lo":
+                        switch.cmd(f"ip link set dev {intf} mtu {self.topo.mtu}")
             self._configure_gateway()
             self._start_vpn_nodes()
         except BaseException:
@@ -208,7 +211,7 @@ table inet svpnlab_gateway {{
 
     def _node_config(self, node, role, *, addresses, routes, interfaces, sas, spd) -> dict:
         return {"node": node, "role": role,
-                "tun": {"name": TUN_NAME, "mtu": TUN_MTU, "addresses": addresses, "routes": routes},
+                "tun": {"name": TUN_NAME, "mtu": self.tun_mtu, "addresses": addresses, "routes": routes},
                 "outer_interfaces": interfaces, "sas": sas, "spd": spd,
                 "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
                 "control_socket": self.control_socket(node)}

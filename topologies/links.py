@@ -167,7 +167,8 @@ class EmulatedLink(Link):
         self.hidden_intfs = (Intf(SIDE_A, node=hidden, port=0, link=self, moveIntfFn=self._ignore),
                              Intf(SIDE_B, node=hidden, port=1, link=self, moveIntfFn=self._ignore))
         for name in (SIDE_A, SIDE_B):
-            hidden.cmd(f"ip link set dev {name} up")
+            # Largest MTU: the wire is transparent; the hosts' ends decide the link's MTU.
+            hidden.cmd(f"ip link set dev {name} mtu 65535 up")
         for end, params in ((self.intf1, self.config.forward), (self.intf2, self.config.reverse)):
             if params.acts_on_packets:
                 # The sender must hand over real frames: loss and rate act per frame, not per 64 KB GSO blob.

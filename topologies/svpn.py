@@ -48,11 +48,11 @@ class LabNode(Node):
         self.cmd("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 "
                  "net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0")
 
-    def config(self, addresses=(), routes=(), forwarding=False, **params):
+    def config(self, addresses=(), routes=(), forwarding=False, mtu=1500, **params):
         result = super().config(**params)
         self.cmd("ip link set lo up")
         for intf in self.intfNames():
-            self.cmd(f"ip link set dev {intf} up")
+            self.cmd(f"ip link set dev {intf} mtu {mtu} up")
         for intf, address in addresses:
             self.cmd(f"ip -6 addr add {address} dev {intf} nodad")
         self.cmd(f"sysctl -qw net.ipv6.conf.all.forwarding={1 if forwarding else 0}")
@@ -85,11 +85,16 @@ class SvpnTopo(Topo):
     Parameters: addressing ("private" = embodiment 1, "public" = embodiment 2), mobile_nodes (count),
     attachments (network per MN: office, wlan1, wlan2, cell), link_params ({link name: {delay_ms, ...}}),
     plain_service (also give the file server an address outside the VPN that the SG forwards in clear,
-    for comparing ESP with plain forwarding on the same path).
+    for comparing ESP with plain forwarding on the same path), mtu (of every link; 1500 like Ethernet).
     """
 
     def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
-              plain_service=False):
+              plain_service=False, mtu=1500):
+        if isinstance(mtu, str) and mtu.isdigit():
+            mtu = int(mtu)
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 1280 <= mtu <= 65000:
+            raise PlanError(f"mtu must be a whole number from 1280 (the IPv6 minimum) to 65000, not {mtu!r}")
+        self.mtu = mtu
         if isinstance(mobile_nodes, str):  # from `mn --topo svpn,mobile_nodes=3`
             mobile_nodes = int(mobile_nodes) if mobile_nodes.isdigit() else mobile_nodes
         if isinstance(attachments, str):
@@ -114,14 +119,14 @@ class SvpnTopo(Topo):
             addresses = [(f"{host}-eth0", f"{office[host]}/{plen}")]
             if host == "fs" and plain_service:
                 addresses.append(("fs-eth0", f"{plan.plain_prefix.network_address + 0x10}/64"))
-            self.addHost(host, cls=LabNode, ip=None, addresses=addresses,
+            self.addHost(host, cls=LabNode, ip=None, mtu=mtu, addresses=addresses,
                          routes=[f"default via {sg_office}"], forwarding=(host == "ha"))
             link(f"office-{host}", host, OFFICE_SWITCH, f"{host}-eth0")
 
         sg_addresses = [("sg-lan", f"{sg_office}/{plen}"), ("sg-wan", f"{plan.sg_public}/64")]
         if plain_service:
             sg_addresses.append(("sg-lan", f"{plan.plain_prefix.network_address + 1}/64"))
-        self.addHost("sg", cls=LabNode, ip=None, forwarding=True, addresses=sg_addresses,
+        self.addHost("sg", cls=LabNode, ip=None, mtu=mtu, forwarding=True, addresses=sg_addresses,
                      routes=[f"default via {plan.ir_sg_side}"])
         link("office-sg", "sg", OFFICE_SWITCH, "sg-lan")
 
@@ -136,7 +141,7 @@ class SvpnTopo(Topo):
             ar_side = access.uplink.network_address + 1
             ir_addresses.append((f"ir-{ar}", f"{ir_side}/64"))
             ir_routes.append(f"{access.prefix} via {ar_side}")
-            self.addHost(ar, cls=LabNode, ip=None, forwarding=True,
+            self.addHost(ar, cls=LabNode, ip=None, mtu=mtu, forwarding=True,
                          addresses=[(f"{ar}-up", f"{ar_side}/64"), (f"{ar}-lan", f"{access.router_address}/64")],
                          routes=[f"default via {ir_side}"])
             self.addSwitch(ACCESS_SWITCH[net_name], cls=LinuxBridge, dpid=f"{0x10 + len(self.switches()):x}")
@@ -146,11 +151,11 @@ class SvpnTopo(Topo):
             xha_side = plan.xha_uplink.network_address + 1
             ir_addresses.append(("ir-xha", f"{ir_side}/64"))
             ir_routes.append(f"{plan.external_home_prefix} via {xha_side}")
-            self.addHost("xha", cls=LabNode, ip=None, forwarding=True,
+            self.addHost("xha", cls=LabNode, ip=None, mtu=mtu, forwarding=True,
                          addresses=[("xha-up", f"{xha_side}/64"),
                                     ("xha-lan", f"{plan.xha_address}/{plan.external_home_prefix.prefixlen}")],
                          routes=[f"default via {ir_side}"])
-        self.addHost("ir", cls=LabNode, ip=None, forwarding=True, addresses=ir_addresses, routes=ir_routes)
+        self.addHost("ir", cls=LabNode, ip=None, mtu=mtu, forwarding=True, addresses=ir_addresses, routes=ir_routes)
         link("sg-ir", "sg", "ir", "sg-wan", "ir-sg")
         for net_name in plan.access:
             ar = ACCESS_ROUTER[net_name]
@@ -169,7 +174,7 @@ class SvpnTopo(Topo):
             else:
                 access = plan.access[mn.attachment]
                 prefixlen, gateway, switch = 64, access.router_address, ACCESS_SWITCH[mn.attachment]
-            self.addHost(mn.name, cls=LabNode, ip=None, addresses=[(intf, f"{address}/{prefixlen}")],
+            self.addHost(mn.name, cls=LabNode, ip=None, mtu=mtu, addresses=[(intf, f"{address}/{prefixlen}")],
                          routes=[f"default via {gateway}"])
             link(f"{mn.name}-access", mn.name, switch, intf)
 

@@ -26,6 +26,7 @@ class NodeConfig:
     tun_mtu: int
     tun_addresses: list
     tun_routes: list
+    tun_offload: bool
     outer_interfaces: list
     sas: list
     spd: dict
@@ -74,7 +75,8 @@ class NodeConfig:
         if not interfaces or not all(isinstance(i, str) and i for i in interfaces):
             raise ConfigError("config field outer_interfaces must name at least one interface")
         return cls(node=node, role=role, tun_name=need("name", str, tun, "tun."), tun_mtu=mtu,
-                   tun_addresses=addresses, tun_routes=routes, outer_interfaces=interfaces,
+                   tun_addresses=addresses, tun_routes=routes, tun_offload=bool(tun.get("offload", True)),
+                   outer_interfaces=interfaces,
                    sas=need("sas", list), spd=need("spd", dict),
                    event_log=data.get("event_log"), control_socket=need("control_socket", str))
 

@@ -27,6 +27,7 @@ from nodeapps.runtime import nft
 from nodeapps.runtime.config import ConfigError, NodeConfig, build_processor
 from nodeapps.runtime.control import ControlServer
 from nodeapps.runtime.events import EventLog
+from nodeapps.runtime.offload import VNET_HDR_LEN, Coalescer, OffloadError, from_tun
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
 from nodeapps.runtime.tun import configure_tun, open_tun
 
@@ -55,19 +56,21 @@ class NodeRuntime:
         self.started = time.time()
         self.stopping = False
         self.tun_fd = -1
+        self.offload = False
+        self.coalescer = Coalescer()
         self.sender = None
         self.captures = []
         self.control = None
         self.epoll = select.epoll()
         self.handlers = {}
         self.counters = {"tun_rx": 0, "tun_tx": 0, "net_rx": 0, "net_tx": 0, "send_errors": 0,
-                         "tun_ignored": 0, "bypass_from_tun": 0}
+                         "tun_ignored": 0, "bypass_from_tun": 0, "tun_super_packets": 0, "offload_errors": 0}
 
     # ---- set-up and tear-down -------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.config
         nft.install(OWNED_PROTOCOLS)
-        self.tun_fd = open_tun(cfg.tun_name)
+        self.tun_fd, self.offload = open_tun(cfg.tun_name, cfg.tun_offload)
         configure_tun(cfg.tun_name, cfg.tun_mtu, cfg.tun_addresses, cfg.tun_routes)
         self.sender = open_sender()
         for interface in cfg.outer_interfaces:
@@ -78,7 +81,8 @@ class NodeRuntime:
             self._watch(sock.fileno(), lambda now, s=sock: self.on_network(s, now))
         self._watch(self.control.fileno(), lambda now: self.control.on_readable())
         self.log.emit(time.time(), "node_started", role=cfg.role, pid=os.getpid(), tun=cfg.tun_name,
-                      inner_addresses=cfg.tun_addresses, outer_interfaces=cfg.outer_interfaces)
+                      inner_addresses=cfg.tun_addresses, outer_interfaces=cfg.outer_interfaces,
+                      tun_offload=self.offload)
         for sa in self.processor.status()["sas"]:
             self.log.emit(time.time(), "sa_installed", name=sa.get("name"), spi=sa.get("spi"),
                           direction=sa.get("direction"), mode=sa.get("mode"))
@@ -124,50 +128,74 @@ class NodeRuntime:
     # ---- per-packet paths -----------------------------------------------------------------------
     def on_tun(self, now: float) -> None:
         read, fd = os.read, self.tun_fd
-        outbound = self.processor.outbound
-        sendto = self.sender.sendto
+        offload = self.offload
         counters = self.counters
         for _ in range(BATCH):
             try:
-                packet = read(fd, 65535)
+                data = read(fd, 65535 + VNET_HDR_LEN)
             except BlockingIOError:
                 return
             counters["tun_rx"] += 1
-            # The kernel sends its own link-local and multicast chatter into a TUN: not ours to carry.
-            if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
-                    (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
-                counters["tun_ignored"] += 1
-                continue
-            verdict, sa, out = outbound(packet)
-            if out is None:
-                continue
-            if verdict != "protect":
-                # Bypass for a packet the routes steered into the TUN would loop straight back here.
-                counters["bypass_from_tun"] += 1
+            if not offload:
+                self._send_out(data)
                 continue
             try:
-                sendto(out, (sa.remote, 0))
-                counters["net_tx"] += 1
-            except OSError as exc:
-                counters["send_errors"] += 1
-                self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+                packets = from_tun(data)
+            except OffloadError as exc:
+                counters["offload_errors"] += 1
+                self.log.emit(time.time(), "offload_error", reason=str(exc))
+                continue
+            if len(packets) > 1:
+                counters["tun_super_packets"] += 1
+            for packet in packets:
+                self._send_out(packet)
+
+    def _send_out(self, packet: bytes) -> None:
+        counters = self.counters
+        # The kernel sends its own link-local and multicast chatter into a TUN: not ours to carry.
+        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
+                (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
+            counters["tun_ignored"] += 1
+            return
+        verdict, sa, out = self.processor.outbound(packet)
+        if out is None:
+            return
+        if verdict != "protect":
+            # Bypass for a packet the routes steered into the TUN would loop straight back here.
+            counters["bypass_from_tun"] += 1
+            return
+        try:
+            self.sender.sendto(out, (sa.remote, 0))
+            counters["net_tx"] += 1
+        except OSError as exc:
+            counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
 
     def on_network(self, sock, now: float) -> None:
         recv = sock.recv
         inbound = self.processor.inbound
-        write, fd = os.write, self.tun_fd
         counters = self.counters
+        coalescer = self.coalescer if self.offload else None
+        batch = []
         for _ in range(BATCH):
             try:
                 frame = recv(65535)
             except BlockingIOError:
-                return
+                break
             counters["net_rx"] += 1
-            verdict, _sa, inner = inbound(frame[ETH_HEADER_LEN:])
+            _verdict, _sa, inner = inbound(frame[ETH_HEADER_LEN:])
             if inner is None:
                 continue
+            if coalescer is not None:
+                coalescer.add(inner)
+            else:
+                batch.append(inner)
+        if coalescer is not None:
+            batch = coalescer.flush()
+        write, fd = os.write, self.tun_fd
+        for buf in batch:
             try:
-                write(fd, inner)
+                write(fd, buf)
                 counters["tun_tx"] += 1
             except OSError as exc:
                 counters["send_errors"] += 1
@@ -192,7 +220,7 @@ class NodeRuntime:
             "addresses": _addresses(),
             "tun": {"name": self.config.tun_name, "mtu": self.config.tun_mtu,
                     "routes": self.config.tun_routes},
-            "counters": dict(self.counters),
+            "counters": {**self.counters, "tun_segments_merged": self.coalescer.merged},
             "ipsec": self.processor.status(),
             "recent_events": list(self.log.recent)[-20:],
         }
@@ -216,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = NodeConfig.from_file(args.config)
-        processor = build_processor(config, now=time.monotonic())
+        processor = build_processor(config, now=time.time)
     except ConfigError as exc:
         print(f"svpnlab-node: {exc}", file=sys.stderr)
         return 2

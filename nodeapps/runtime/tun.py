@@ -9,19 +9,34 @@ import subprocess
 _TUNSETIFF = 0x400454CA
 _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
+_IFF_VNET_HDR = 0x4000
+_TUNSETOFFLOAD = 0x400454D0
+_TUN_F_CSUM = 0x01
+_TUN_F_TSO6 = 0x04
 
 
-def open_tun(name: str) -> int:
-    """Create (or attach to) TUN device ``name``; returns a non-blocking fd. Packets are bare IPv6."""
+def open_tun(name: str, offload: bool = True) -> tuple[int, bool]:
+    """Create (or attach to) TUN device ``name``: (non-blocking fd, offloads on).
+
+    With offloads every read and write starts with a virtio-net header and TCP may arrive as 64 KB
+    super-packets (see ``nodeapps.runtime.offload``); a kernel that refuses them gets bare IPv6.
+    """
     if not 0 < len(name) <= 15:
         raise ValueError(f"TUN name {name!r} must be 1 to 15 characters")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TUN | _IFF_NO_PI))
+        flags = _IFF_TUN | _IFF_NO_PI | (_IFF_VNET_HDR if offload else 0)
+        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        if offload:
+            try:
+                fcntl.ioctl(fd, _TUNSETOFFLOAD, _TUN_F_CSUM | _TUN_F_TSO6)
+            except OSError:
+                os.close(fd)
+                return open_tun(name, offload=False)
     except OSError:
         os.close(fd)
         raise
-    return fd
+    return fd, offload
 
 
 def ip(*args: str) -> None:

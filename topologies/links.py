@@ -124,7 +124,11 @@ class EmulatedLink(Link):
             Link.__init__(self, node1, node2, intfName1=intfName1, intfName2=intfName2, addr1=addr1,
                           addr2=addr2, intf=intf, cls1=cls1, cls2=cls2, params1=params1, params2=params2,
                           fast=fast, **params)
-            self._apply_netem()
+            try:
+                self._apply_netem()
+            except Exception:
+                Link.delete(self)
+                raise
         else:
             try:
                 self._build_userspace(node1, node2, intfName1, intfName2, addr1, addr2, intf, cls1, cls2,

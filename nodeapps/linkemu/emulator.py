@@ -215,7 +215,7 @@ class Emulator:
             else:
                 timeout = min(IDLE_WAIT_S, max(0.0, (release - self.early_ns - now) / 1e9))
             readable, _, _ = select.select(fds, [], [], timeout)
-            if not readable and release is not None and timeout < IDLE_WAIT_S:
+            if not readable and release is not None and 0 < timeout < IDLE_WAIT_S:
                 # Timer wake-up: learn how late select() returns and wake that much earlier next time.
                 overshoot = time.monotonic_ns() - (now + int(timeout * 1e9))
                 self.early_ns += (min(max(overshoot, 0), MAX_EARLY_NS) - self.early_ns) // 8

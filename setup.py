@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["nodeapps", "nodeapps.*", "topologies", "topologies.*"]),
+    packages=find_packages(include=["nodeapps", "nodeapps.*", "topologies", "topologies.*", "experiments", "experiments.*"]),
     install_requires=[
         "cryptography>=41",
         "scapy>=2.5",

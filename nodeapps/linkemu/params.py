@@ -158,6 +158,8 @@ class LinkConfig:
 def _check_range(name: str, value: Any, low: float, high: float, unit: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise LinkConfigError(f"{name} must be a number, not {value!r}")
+    if isinstance(value, int) and not -1e300 < value < 1e300:
+        raise LinkConfigError(f"{name} is outside {low:g}..{high:g} {unit}")
     if not low <= value <= high:
         raise LinkConfigError(f"{name} {value:g} {unit} is outside {low:g}..{high:g} {unit}")
 
@@ -175,12 +177,22 @@ _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "k": 1000, "kib": 1024, "mb": 1_000_00
 def _with_unit(name: str, value: Any, units: Mapping[str, float]) -> float:
     if isinstance(value, bool):
         raise LinkConfigError(f"{name} must be a number, not {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        match = re.fullmatch(_NUMBER + r"\s*([a-zA-Zµ/%]*)", value.strip())
-        if match and match.group(2).lower() in units:
-            return float(match.group(1)) * units[match.group(2).lower()]
+    try:
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            match = re.fullmatch(_NUMBER + r"\s*([a-zA-Zµ/%]*)", value.strip())
+            number = None
+            if match and match.group(2).lower() in units:
+                number = float(match.group(1)) * units[match.group(2).lower()]
+        else:
+            number = None
+    except OverflowError:
+        raise LinkConfigError(f"{name} {value!r:.30} is too large") from None
+    if number is not None:
+        if math.isinf(number):
+            raise LinkConfigError(f"{name} {value!r:.30} is too large")
+        return number
     raise LinkConfigError(f"{name} {value!r} is not understood (units: "
                           f"{', '.join(u for u in units if u) or 'none'})")
 
@@ -199,7 +211,7 @@ def parse_percent(name: str, value: Any) -> float:
 
 def parse_size(name: str, value: Any, units: Mapping[str, float] = _SIZE_UNITS) -> int:
     number = _with_unit(name, value, units)
-    if number != int(number):
+    if math.isnan(number) or number != int(number):
         raise LinkConfigError(f"{name} must be a whole number, not {value!r}")
     return int(number)
 
@@ -223,7 +235,7 @@ def _burst_loss(value: Any) -> dict[str, float]:
         mean_loss, burst = (float(v) for v in value)
     except (TypeError, ValueError):
         raise LinkConfigError(f"burst_loss must be (mean loss %, mean burst length), not {value!r}") from None
-    if not 0 < mean_loss < 100 or burst < 1:
+    if not 0 < mean_loss < 100 or not 1 <= burst < 1e9:
         raise LinkConfigError(f"burst_loss needs 0 < loss < 100 % and burst length >= 1, got {value!r}")
     r = 1 / burst
     p = r * (mean_loss / 100) / (1 - mean_loss / 100)

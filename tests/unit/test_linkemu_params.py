@@ -158,3 +158,12 @@ def test_argparse_helpers_collect_overrides_per_link():
     assert args.link_backend == "userspace"
     assert overrides["mn1-ar1"] == {"profile": "lte", "delay": "30ms", "forward": {"loss": "1"}}
     assert make_config(**overrides["sg-office"]).reverse.delay_ms == 60
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"queue_packets": float("inf")}, {"queue_bytes": float("nan")}, {"queue_bytes": "1e400"},
+    {"delay": 10 ** 400}, {"delay": float("inf")}, {"rate": "1e999mbit"}, {"burst_loss": (1, float("inf"))},
+    {"loss": float("nan")}, {"jitter": "nan"},
+])
+def test_non_finite_and_huge_numbers_are_one_line_errors(kwargs):
+    one_line_error(**kwargs)

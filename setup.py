@@ -9,6 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["nodeapps", "nodeapps.*", "topologies", "topologies.*", "experiments", "experiments.*"]),
+    package_data={"nodeapps.linkemu": ["traces/*.trace"]},
     install_requires=[
         "cryptography>=41",
         "scapy>=2.5",

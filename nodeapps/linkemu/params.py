@@ -250,7 +250,7 @@ _CONVERTERS = {
     "jitter_correlation": ("jitter_correlation", parse_percent),
     "distribution": ("distribution", lambda n, v: str(v)),
     "reorder": ("reorder", parse_bool),
-    "loss": ("loss", parse_percent),
+    "loss": ("loss", parse_percent), "loss_pct": ("loss", parse_percent),
     "ge_p": ("ge_p", parse_percent), "ge_r": ("ge_r", parse_percent),
     "ge_loss_bad": ("ge_loss_bad", parse_percent), "ge_loss_good": ("ge_loss_good", parse_percent),
     "rate": ("rate_mbit", parse_rate_mbit), "rate_mbit": ("rate_mbit", parse_rate_mbit),

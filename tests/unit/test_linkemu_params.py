@@ -167,3 +167,8 @@ def test_argparse_helpers_collect_overrides_per_link():
 ])
 def test_non_finite_and_huge_numbers_are_one_line_errors(kwargs):
     one_line_error(**kwargs)
+
+
+def test_canonical_field_names_work_as_keywords_too():
+    p = make_config(delay_ms=30, jitter_ms=2, loss_pct=1, rate_mbit=5).forward
+    assert (p.delay_ms, p.jitter_ms, p.loss, p.rate_mbit) == (30, 2, 1, 5)

@@ -26,6 +26,7 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 
 from topologies.addressing import AddressPlan, MobileNodePlan, PlanError
+from topologies.links import emulated_links, emulation_metadata
 from topologies.svpn import SvpnTopo
 
 TUN_NAME = "svpn0"
@@ -49,10 +50,11 @@ def _hex(n: int) -> str:
 
 class SvpnLab:
     def __init__(self, addressing: str = "private", mobile_nodes: int = 2, attachments=None,
-                 link_params: dict | None = None, plain_service: bool = False, mtu: int = 1500,
-                 run_dir: str | None = None, spi_base: int = 0x1000):
+                 link_params: dict | None = None, links: str = "default", plain_service: bool = False,
+                 mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000):
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
-                             link_params=link_params, plain_service=plain_service, mtu=mtu)
+                             link_params=link_params, links=links, plain_service=plain_service, mtu=mtu)
+        self._links: list = []
         self.tun_mtu = max(1280, mtu - TUN_OVERHEAD)
         self.plan: AddressPlan = self.topo.plan
         self.spi_base = spi_base
@@ -78,6 +80,7 @@ class SvpnLab:
         try:
             self.net = Mininet(topo=self.topo, controller=None, build=False, autoSetMacs=True)
             self.net.build()
+            self._links = emulated_links(self.net)
             self.net.start()
             for switch in self.net.switches:  # the bridges' ports live in the root namespace
                 for intf in switch.intfNames():
@@ -238,6 +241,10 @@ table inet svpnlab_gateway {{
                     raise LabError(f"node app on {node} did not become ready within {READY_TIMEOUT_S:.0f} s")
                 time.sleep(0.02)
         self.check_nodes()
+
+    def link_metadata(self) -> dict:
+        """Which emulation backend each link used, with its counters and faithfulness (also after stop)."""
+        return emulation_metadata(self._links)
 
     def events(self) -> list[dict]:
         """Every node's event log, merged in time order."""

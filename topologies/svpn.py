@@ -22,21 +22,35 @@ from __future__ import annotations
 import os
 import sys
 
-from mininet.link import Link
 from mininet.node import Node
 from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 
 try:
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
+    from topologies.links import EmulatedLink
+    from nodeapps.linkemu.errors import LinkConfigError
+    from nodeapps.linkemu.params import make_config
 except ImportError:  # `mn --custom` executes this file without a package (and without __file__)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename))))
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
+    from topologies.links import EmulatedLink
+    from nodeapps.linkemu.errors import LinkConfigError
+    from nodeapps.linkemu.params import make_config
 
 OFFICE_SWITCH = "soffice"
 ACCESS_SWITCH = {"wlan1": "swlan1", "wlan2": "swlan2", "cell": "scell"}
 ACCESS_ROUTER = {"wlan1": "ar1", "wlan2": "ar2", "cell": "ar3"}
-LINK_PARAM_KEYS = {"delay_ms", "jitter_ms", "loss_pct", "rate_mbit"}
+# Default link profile per kind of link (profiles and their sources: docs/links.md). The office is far
+# from the Internet core (long-haul WAN), the visited networks are close to each other (metro WAN), and
+# each access network's radio medium sits on its access router's LAN link, so a mobile node that moves
+# takes on the new network's characteristics. LAN cables stay ideal: their delay is below what
+# userspace emulation resolves, and each emulated link costs a process.
+DEFAULT_PROFILES = {
+    "office": "ideal", "sg-ir": "wan-longhaul", "ir-ar": "wan-metro", "ir-xha": "wan-metro",
+    "xha-home": "ideal", "wlan1": "wlan", "wlan2": "wlan", "cell": "lte", "access": "ideal",
+}
+LINK_PROFILE_SETS = ("default", "ideal")
 
 
 class LabNode(Node):
@@ -63,38 +77,38 @@ class LabNode(Node):
         return result
 
 
-def validate_link_params(name: str, params: dict) -> dict:
-    """Delay, jitter, loss and rate for one link; raises PlanError naming the link and the parameter."""
-    unknown = set(params) - LINK_PARAM_KEYS
-    if unknown:
-        raise PlanError(f"link {name}: unknown parameter(s) {', '.join(sorted(unknown))} "
-                        f"(known: {', '.join(sorted(LINK_PARAM_KEYS))})")
-    checked = {}
-    for key, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PlanError(f"link {name}: {key} must be a number, not {value!r}")
-        if value < 0 or (key == "loss_pct" and value > 100) or (key == "rate_mbit" and value == 0):
-            raise PlanError(f"link {name}: {key}={value} is impossible")
-        checked[key] = value
-    return checked
+def link_settings(name: str, profile: str, override: dict | None) -> dict:
+    """EmulatedLink keyword arguments for one link: its default profile, then the user's override
+    (e.g. {"delay": "50ms"} or {"profile": "3g"}). Raises PlanError naming the link."""
+    settings = {"profile": profile, **(override or {})}
+    try:
+        make_config(**settings)
+    except LinkConfigError as exc:
+        raise PlanError(f"link {name}: {exc}") from None
+    except TypeError as exc:
+        raise PlanError(f"link {name}: {exc}") from None
+    return settings
 
 
 class SvpnTopo(Topo):
     """Office, security gateway, Internet core, two WLAN hotspots, one cellular network, N mobile nodes.
 
     Parameters: addressing ("private" = embodiment 1, "public" = embodiment 2), mobile_nodes (count),
-    attachments (network per MN: office, wlan1, wlan2, cell), link_params ({link name: {delay_ms, ...}}),
+    attachments (network per MN: office, wlan1, wlan2, cell), links ("default" profiles or all "ideal"),
+    link_params ({link name: EmulatedLink settings, e.g. {"sg-ir": {"delay": "50ms"}}}),
     plain_service (also give the file server an address outside the VPN that the SG forwards in clear,
     for comparing ESP with plain forwarding on the same path), mtu (of every link; 1500 like Ethernet).
     """
 
     def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
-              plain_service=False, mtu=1500):
+              plain_service=False, mtu=1500, links="default"):
         if isinstance(mtu, str) and mtu.isdigit():
             mtu = int(mtu)
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 1280 <= mtu <= 65000:
             raise PlanError(f"mtu must be a whole number from 1280 (the IPv6 minimum) to 65000, not {mtu!r}")
         self.mtu = mtu
+        if links not in LINK_PROFILE_SETS:
+            raise PlanError(f"links must be one of {', '.join(LINK_PROFILE_SETS)}, not {links!r}")
         if isinstance(mobile_nodes, str):  # from `mn --topo svpn,mobile_nodes=3`
             mobile_nodes = int(mobile_nodes) if mobile_nodes.isdigit() else mobile_nodes
         if isinstance(attachments, str):
@@ -105,11 +119,13 @@ class SvpnTopo(Topo):
         link_params = dict(link_params or {})
         self.link_params: dict[str, dict] = {}
 
-        def link(name, a, b, intf_a=None, intf_b=None):
+        def link(name, kind, a, b, intf_a=None, intf_b=None):
+            """node a is the terminal side: its direction is the link's forward (uplink)."""
             self.link_names[name] = (a, b)
-            params = validate_link_params(name, link_params.pop(name, {}))
-            self.link_params[name] = params
-            self.addLink(a, b, intfName1=intf_a, intfName2=intf_b, cls=Link)
+            profile = DEFAULT_PROFILES[kind] if links == "default" else "ideal"
+            settings = link_settings(name, profile, link_params.pop(name, None))
+            self.link_params[name] = settings
+            self.addLink(a, b, intfName1=intf_a, intfName2=intf_b, cls=EmulatedLink, **settings)
 
         office = plan.office
         plen = plan.office_prefix.prefixlen
@@ -121,14 +137,14 @@ class SvpnTopo(Topo):
                 addresses.append(("fs-eth0", f"{plan.plain_prefix.network_address + 0x10}/64"))
             self.addHost(host, cls=LabNode, ip=None, mtu=mtu, addresses=addresses,
                          routes=[f"default via {sg_office}"], forwarding=(host == "ha"))
-            link(f"office-{host}", host, OFFICE_SWITCH, f"{host}-eth0")
+            link(f"office-{host}", "office", host, OFFICE_SWITCH, f"{host}-eth0")
 
         sg_addresses = [("sg-lan", f"{sg_office}/{plen}"), ("sg-wan", f"{plan.sg_public}/64")]
         if plain_service:
             sg_addresses.append(("sg-lan", f"{plan.plain_prefix.network_address + 1}/64"))
         self.addHost("sg", cls=LabNode, ip=None, mtu=mtu, forwarding=True, addresses=sg_addresses,
                      routes=[f"default via {plan.ir_sg_side}"])
-        link("office-sg", "sg", OFFICE_SWITCH, "sg-lan")
+        link("office-sg", "office", "sg", OFFICE_SWITCH, "sg-lan")
 
         ir_addresses = [("ir-sg", f"{plan.ir_sg_side}/64")]
         ir_routes = [f"{prefix} via {plan.sg_public}" for prefix in plan.vpn_prefixes
@@ -145,7 +161,7 @@ class SvpnTopo(Topo):
                          addresses=[(f"{ar}-up", f"{ar_side}/64"), (f"{ar}-lan", f"{access.router_address}/64")],
                          routes=[f"default via {ir_side}"])
             self.addSwitch(ACCESS_SWITCH[net_name], cls=LinuxBridge, dpid=f"{0x10 + len(self.switches()):x}")
-            link(f"{ar}-{net_name}", ar, ACCESS_SWITCH[net_name], f"{ar}-lan")
+            link(f"{ar}-{net_name}", net_name, ACCESS_SWITCH[net_name], ar, None, f"{ar}-lan")
         if plan.external_home_prefix is not None:
             ir_side = plan.xha_uplink.network_address + 2
             xha_side = plan.xha_uplink.network_address + 1
@@ -156,15 +172,15 @@ class SvpnTopo(Topo):
                                     ("xha-lan", f"{plan.xha_address}/{plan.external_home_prefix.prefixlen}")],
                          routes=[f"default via {ir_side}"])
         self.addHost("ir", cls=LabNode, ip=None, mtu=mtu, forwarding=True, addresses=ir_addresses, routes=ir_routes)
-        link("sg-ir", "sg", "ir", "sg-wan", "ir-sg")
+        link("sg-ir", "sg-ir", "sg", "ir", "sg-wan", "ir-sg")
         for net_name in plan.access:
             ar = ACCESS_ROUTER[net_name]
-            link(f"ir-{ar}", "ir", ar, f"ir-{ar}", f"{ar}-up")
+            link(f"ir-{ar}", "ir-ar", ar, "ir", f"{ar}-up", f"ir-{ar}")
         if plan.external_home_prefix is not None:
-            link("ir-xha", "ir", "xha", "ir-xha", "xha-up")
+            link("ir-xha", "ir-xha", "xha", "ir", "xha-up", "ir-xha")
             # The external home network itself: a bridge that MNs' external home addresses belong to.
             self.addSwitch("sxhome", cls=LinuxBridge, dpid="e0")
-            link("xha-home", "xha", "sxhome", "xha-lan")
+            link("xha-home", "xha-home", "xha", "sxhome", "xha-lan")
 
         for mn in plan.mobile_nodes:
             intf = f"{mn.name}-eth0"
@@ -176,7 +192,7 @@ class SvpnTopo(Topo):
                 prefixlen, gateway, switch = 64, access.router_address, ACCESS_SWITCH[mn.attachment]
             self.addHost(mn.name, cls=LabNode, ip=None, mtu=mtu, addresses=[(intf, f"{address}/{prefixlen}")],
                          routes=[f"default via {gateway}"])
-            link(f"{mn.name}-access", mn.name, switch, intf)
+            link(f"{mn.name}-access", "access", mn.name, switch, intf)
 
         if link_params:
             raise PlanError(f"link_params names unknown link(s): {', '.join(sorted(link_params))} "

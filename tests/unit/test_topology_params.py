@@ -2,7 +2,7 @@ import pytest
 
 pytest.importorskip("mininet.topo")
 from topologies.addressing import PlanError  # noqa: E402
-from topologies.svpn import SvpnTopo, validate_link_params  # noqa: E402
+from topologies.svpn import SvpnTopo  # noqa: E402
 
 
 def test_topology_has_the_reference_roles_and_one_link_per_name():
@@ -18,27 +18,55 @@ def test_public_plan_has_no_external_home_agent():
     assert "xha" not in SvpnTopo(addressing="public").hosts()
 
 
-def test_link_parameters_are_accepted_per_link():
-    topo = SvpnTopo(link_params={"sg-ir": {"delay_ms": 20, "rate_mbit": 100}, "ar3-cell": {"loss_pct": 1.5}})
-    assert topo.link_params["sg-ir"] == {"delay_ms": 20, "rate_mbit": 100}
-    assert topo.link_params["ar3-cell"] == {"loss_pct": 1.5}
-    assert topo.link_params["ir-ar1"] == {}
+def test_every_link_gets_a_profile_and_the_office_is_far_from_the_visited_networks():
+    topo = SvpnTopo(addressing="private", mobile_nodes=2)
+    assert topo.link_params["sg-ir"]["profile"] == "wan-longhaul"
+    assert topo.link_params["ir-ar1"]["profile"] == "wan-metro"
+    assert topo.link_params["ar3-cell"]["profile"] == "lte"
+    assert topo.link_params["ar1-wlan1"]["profile"] == "wlan"
+    assert all(cls_of(topo, name) == "EmulatedLink" for name in topo.link_names)
+
+
+def cls_of(topo, name):
+    a, b = topo.link_names[name]
+    for src, dst, info in topo.links(withInfo=True):
+        if {src, dst} == {a, b}:
+            return info["cls"].__name__
+    raise AssertionError(name)
+
+
+def test_all_ideal_links_on_request():
+    topo = SvpnTopo(links="ideal")
+    assert {p["profile"] for p in topo.link_params.values()} == {"ideal"}
+
+
+def test_link_parameters_are_overridden_per_link():
+    topo = SvpnTopo(link_params={"sg-ir": {"delay": "20ms", "rate": "100mbit"}, "ar3-cell": {"profile": "3g"}})
+    assert topo.link_params["sg-ir"] == {"profile": "wan-longhaul", "delay": "20ms", "rate": "100mbit"}
+    assert topo.link_params["ar3-cell"] == {"profile": "3g"}
+    assert topo.link_params["ir-ar1"] == {"profile": "wan-metro"}
 
 
 @pytest.mark.parametrize("params, named", [
-    ({"delay_ms": -1}, "delay_ms"),
-    ({"loss_pct": 101}, "loss_pct"),
-    ({"rate_mbit": 0}, "rate_mbit"),
-    ({"delay_ms": "10ms"}, "delay_ms"),
+    ({"delay": "-1ms"}, "delay"),
+    ({"loss": 101}, "loss"),
+    ({"profile": "carrier-pigeon"}, "carrier-pigeon"),
     ({"latency": 3}, "latency"),
 ])
 def test_impossible_link_parameters_are_refused_naming_link_and_parameter(params, named):
     with pytest.raises(PlanError) as info:
-        validate_link_params("sg-ir", params)
-    assert "sg-ir" in str(info.value) and named in str(info.value)
+        SvpnTopo(link_params={"sg-ir": params})
+    assert "sg-ir" in str(info.value) and named in str(info.value) and "\n" not in str(info.value)
 
 
 def test_unknown_link_name_is_refused_with_the_known_names():
     with pytest.raises(PlanError) as info:
-        SvpnTopo(link_params={"sg-moon": {"delay_ms": 1}})
+        SvpnTopo(link_params={"sg-moon": {"delay": "1ms"}})
     assert "sg-moon" in str(info.value) and "sg-ir" in str(info.value)
+
+
+def test_bad_link_profile_set_and_mtu_are_refused():
+    with pytest.raises(PlanError, match="links"):
+        SvpnTopo(links="fast")
+    with pytest.raises(PlanError, match="mtu"):
+        SvpnTopo(mtu=1000)

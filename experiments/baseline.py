@@ -20,7 +20,10 @@ import platform
 import signal
 import sys
 
+from nodeapps.linkemu.errors import LinkConfigError
+from nodeapps.linkemu.params import add_link_arguments, link_overrides
 from topologies.addressing import ACCESS_NETWORKS, PlanError
+from topologies.links import set_default_backend
 from topologies.lab import LabError, SvpnLab
 from topologies.measurements import MeasurementError, iperf3, ping
 
@@ -29,9 +32,14 @@ FIELDS = ["addressing", "flow", "path", "source", "destination", "rtt_median_ms"
           "ping_loss_pct", "tcp_mbit_s", "tcp_retransmits"]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--addressing", choices=["private", "public", "both"], default="private",
                         help="address plan: private = embodiment 1, public = embodiment 2 (default private)")
     parser.add_argument("--seconds", type=float, default=3.0, help="iperf3 duration per flow (default 3)")
@@ -39,7 +47,17 @@ def parse_args(argv):
     parser.add_argument("--attachments", default="wlan1,cell",
                         help=f"network of MN1,MN2 (from {', '.join(ACCESS_NETWORKS)}; default wlan1,cell)")
     parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
+    parser.add_argument("--ideal-links", action="store_true",
+                        help="no link emulation at all (default: every link gets its profile)")
+    add_link_arguments(parser)
     args = parser.parse_args(argv)
+    for text in args.link:
+        try:
+            link_overrides([text])
+        except LinkConfigError as exc:
+            parser.error(f"--link {text}: {exc}")
+    args.link_params = link_overrides(args.link)
+    set_default_backend(args.link_backend)
     if not 0.5 <= args.seconds <= 600:
         parser.error("--seconds must be between 0.5 and 600")
     if not 1 <= args.pings <= 100000:
@@ -70,7 +88,7 @@ def measure(lab: SvpnLab, rows: list, addressing: str, seconds: float, pings: in
                      "tcp_mbit_s": round(t["mbit_s"], 1), "tcp_retransmits": t["retransmits"]})
 
 
-def write_results(out_dir: str, args, rows: list, events: list, complete: bool) -> None:
+def write_results(out_dir: str, args, rows: list, events: list, complete: bool, links: dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "measurements.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -83,7 +101,8 @@ def write_results(out_dir: str, args, rows: list, events: list, complete: bool) 
         json.dump({"experiment": "baseline", "complete": complete, "argv": sys.argv,
                    "addressing": args.addressing, "seconds": args.seconds, "pings": args.pings,
                    "attachments": args.attachments, "python": platform.python_version(),
-                   "kernel": platform.release(), "link_delay_emulation": "none (see issue: link emulation)"},
+                   "kernel": platform.release(), "link_overrides": args.link_params,
+                   "ideal_links": args.ideal_links, "link_emulation": links},
                   f, indent=2)
 
 
@@ -104,6 +123,7 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = os.path.join(args.results, f"baseline-{stamp}")
     rows, events, complete, interrupted, code = [], [], False, False, 0
+    links = {}
 
     def on_term(_signum, _frame):
         raise KeyboardInterrupt
@@ -112,7 +132,8 @@ def main(argv=None) -> int:
     try:
         for addressing in plans:
             print(f"building the SVPN lab ({addressing} addressing) ...", flush=True)
-            lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=args.attachments)
+            lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=args.attachments,
+                          link_params=args.link_params, links="ideal" if args.ideal_links else "default")
             try:
                 lab.start()
                 print("network up; VPN nodes running: " + ", ".join(lab.vpn_nodes()), flush=True)
@@ -120,15 +141,16 @@ def main(argv=None) -> int:
                 events += lab.events()
             finally:
                 lab.stop()
+                links[addressing] = lab.link_metadata()
         complete = True
     except KeyboardInterrupt:
         print("\ninterrupted: network torn down; keeping what was measured", file=sys.stderr)
         interrupted, code = True, 130
-    except (PlanError, LabError, MeasurementError) as exc:
+    except (PlanError, LabError, MeasurementError, LinkConfigError) as exc:
         print(f"baseline.py: {exc}", file=sys.stderr)
         code = 1
     if rows or complete or interrupted:
-        write_results(out_dir, args, rows, events, complete)
+        write_results(out_dir, args, rows, events, complete, links)
         print_table(rows)
         print(f"\nresults: {out_dir}" + ("" if complete else " (incomplete)"))
     return code

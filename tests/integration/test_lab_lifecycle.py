@@ -53,13 +53,22 @@ def test_ctrl_c_during_the_baseline_experiment_tears_everything_down(tmp_path):
     (run,) = list(tmp_path.iterdir())
     config = json.loads((run / "config.json").read_text())
     assert config["complete"] is False
+    # the link emulation backend of the run is part of its metadata
+    assert config["link_emulation"]["private"]["backends"]
 
 
-def test_bad_arguments_give_one_line_and_build_nothing():
+@pytest.mark.parametrize("args, named", [
+    (["--attachments", "wlan1,moon"], "moon"),
+    (["--link", "sg-ir:delay=-3ms"], "sg-ir"),
+    (["--link", "sg-moon:delay=3ms"], "sg-moon"),
+    (["--link", "sg-ir:loss=150"], "loss"),
+    (["--seconds", "0"], "--seconds"),
+])
+def test_bad_arguments_give_one_line_and_build_nothing(args, named):
     before = our_leftovers()
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "baseline.py"),
-                             "--attachments", "wlan1,moon"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "baseline.py"), *args],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "moon" in lines[0]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr
     assert our_leftovers() == before

@@ -88,6 +88,13 @@ def measure(lab: SvpnLab, rows: list, addressing: str, seconds: float, pings: in
                      "tcp_mbit_s": round(t["mbit_s"], 1), "tcp_retransmits": t["retransmits"]})
 
 
+def describe_links(meta: dict) -> str:
+    """One line telling the user which emulation mechanism this run's links use, and why."""
+    backends = ", ".join(f"{count} {name}" for name, count in sorted(meta["backends"].items()))
+    netem = "kernel netem available" if meta["netem_available"] else "no kernel netem: delays emulated in userspace"
+    return f"links: {backends} ({netem})"
+
+
 def write_results(out_dir: str, args, rows: list, events: list, complete: bool, links: dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "measurements.csv"), "w", newline="") as f:
@@ -137,6 +144,7 @@ def main(argv=None) -> int:
             try:
                 lab.start()
                 print("network up; VPN nodes running: " + ", ".join(lab.vpn_nodes()), flush=True)
+                print("  " + describe_links(lab.link_metadata()), flush=True)
                 measure(lab, rows, addressing, args.seconds, args.pings)
                 events += lab.events()
             finally:

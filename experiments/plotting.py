@@ -1,0 +1,569 @@
+"""Figures drawn only from a results folder (see :mod:`experiments.records` for its files).
+
+No network is started and nothing here imports Mininet; matplotlib draws off-screen (``Figure`` objects
+with the Agg canvas, no pyplot state). Every ``*_figure`` function takes a :class:`Results` (``load(dir)``)
+and returns a ``matplotlib.figure.Figure``, so tests can inspect axes and series; :func:`draw_all` saves
+them all as PNG and SVG:
+
+=================  ==========================================================================================
+file               content
+=================  ==========================================================================================
+rtt-timeline       RTT of every probed pair over time, one panel per strategy; phases shaded and named,
+                   moves marked with dashed lines; lost probes as crosses along the top edge
+phase-bars         per phase and strategy: median RTT of the primary pair (whisker up to the 95th
+                   percentile) and mean throughput
+rtt-cdf            distribution of the primary pair's RTT per strategy, whole run
+handover-gaps      longest interval without a delivered probe around each move, per strategy
+costs              SG relayed bytes, signalling messages by kind and plaintext exposure per strategy
+sequence-<s>       message sequence chart of strategy <s> from events.jsonl: lanes MN1, MN2, SG, VCM, HA
+                   (plus any other node that sends or receives), one arrow per message event named in
+                   ``records.MESSAGE_KINDS``; events are spaced evenly (the time of each is written on the
+                   left), phases are separated by lines and moves are marked on the moving node's lane
+topology           nodes and links of the address plan in config.json, with prefixes, and the moves of
+                   the scenario
+=================  ==========================================================================================
+
+Colours: one per strategy everywhere (:data:`STRATEGY_COLORS`; others get further colours of the
+same colour-blind-safe palette in order of appearance).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from experiments import records  # noqa: E402
+
+# Okabe-Ito palette: distinguishable with the common colour-vision deficiencies.
+STRATEGY_COLORS = {"sg": "#D55E00", "vcm": "#0072B2", "insecure-ro": "#E69F00", "ha": "#009E73"}
+_SPARE_COLORS = ["#CC79A7", "#56B4E9", "#000000", "#F0E442", "#999999"]
+STRATEGY_LABELS = {"sg": "sg (via security gateway)", "vcm": "vcm (direct, keys from the VCM)",
+                   "insecure-ro": "insecure-ro (direct, no SA)", "ha": "ha (home agent tunnel)"}
+LANES = ["mn1", "mn2", "sg", "vcm", "ha"]
+PHASE_SHADES = ("#f2f2f2", "#ffffff")
+FORMATS = ("png", "svg")
+DPI = 130
+
+
+@dataclass
+class Results:
+    folder: str
+    config: dict
+    events: list
+    rtt: pd.DataFrame
+    throughput: pd.DataFrame
+    handovers: pd.DataFrame
+    counters: pd.DataFrame
+    summary: pd.DataFrame
+    spans: pd.DataFrame
+    moves: pd.DataFrame
+    strategies: list = field(default_factory=list)
+    pair: str = ""
+
+    def color(self, strategy: str) -> str:
+        if strategy in STRATEGY_COLORS:
+            return STRATEGY_COLORS[strategy]
+        others = [s for s in self.strategies if s not in STRATEGY_COLORS]
+        i = others.index(strategy) if strategy in others else len(others)
+        return _SPARE_COLORS[i % len(_SPARE_COLORS)]
+
+    def phases(self) -> list[str]:
+        scenario = (self.config.get("scenario") or {}).get("phase") or []
+        names = [p["name"] for p in scenario] or list(dict.fromkeys(self.spans.phase))
+        return names
+
+
+def load(folder: str) -> Results:
+    """Read everything the figures need; raises records.RecordsError for a folder that is not a result."""
+    config = records.read_config(folder)
+    events = records.read_events(folder)
+    rtt = records.read_table(folder, "rtt")
+    spans = records.phase_spans(folder, events)
+    summary = records.summarise(folder)
+    strategies = list(config.get("strategies") or [])
+    for df in (spans, rtt, summary):
+        for s in dict.fromkeys(df.strategy):
+            if s not in strategies:
+                strategies.append(s)
+    return Results(folder, config, events, rtt, records.read_table(folder, "throughput"),
+                   records.read_table(folder, "handovers"), records.read_table(folder, "counters"), summary,
+                   spans, records.moves(events), strategies, records.primary_pair(rtt, config))
+
+
+def _label(strategy: str) -> str:
+    return STRATEGY_LABELS.get(strategy, strategy)
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _shade_phases(ax, spans: pd.DataFrame, names: bool) -> None:
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for i, span in enumerate(spans.itertuples(index=False)):
+        ax.axvspan(span.t_start, span.t_end, color=PHASE_SHADES[i % 2], zorder=0, lw=0)
+        if names:
+            ax.text((span.t_start + span.t_end) / 2, 1.02, span.phase, transform=trans, ha="center",
+                    va="bottom", fontsize=8, rotation=0, color="#333333", clip_on=False)
+
+
+# ------------------------------------------------------------------------------------------------------
+# RTT over time
+
+
+def rtt_timeline_figure(res: Results) -> Figure:
+    strategies = [s for s in res.strategies if s in set(res.rtt.strategy)] or res.strategies[:1]
+    n = max(1, len(strategies))
+    fig = Figure(figsize=(11, 1.5 + 2.3 * n), dpi=DPI, layout="constrained")
+    axes = fig.subplots(n, 1, sharex=True, sharey=True, squeeze=False)[:, 0]
+    pairs = list(dict.fromkeys(res.rtt.pair))
+    markers = {p: m for p, m in zip(pairs, ["o", "s", "^", "D", "v"] * 4)}
+    answered = res.rtt[~res.rtt.lost].rtt_ms.dropna()
+    handles = {}
+    for i, (ax, strategy) in enumerate(zip(axes, strategies)):
+        spans = res.spans[res.spans.strategy == strategy]
+        _shade_phases(ax, spans, names=(i == 0))
+        data = res.rtt[res.rtt.strategy == strategy]
+        if data.empty:
+            _empty(ax, f"{strategy}: no RTT records")
+            continue
+        for pair in pairs:
+            d = data[(data.pair == pair) & ~data.lost]
+            primary = pair == res.pair
+            h = ax.scatter(d.t, d.rtt_ms, s=6 if primary else 4, marker=markers[pair], linewidths=0,
+                           color=res.color(strategy) if primary else "#7f7f7f", alpha=0.9 if primary else 0.6,
+                           label=f"{pair}" + (" (strategy colour)" if primary else ""), zorder=3)
+            handles.setdefault(h.get_label(), h)
+        lost = data[data.lost]
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        if not lost.empty:
+            h = ax.scatter(lost.t, np.full(len(lost), 0.95), transform=trans, marker="x", s=14, color="#c00000",
+                           linewidths=0.8, label="lost probe", zorder=4, clip_on=False)
+            handles.setdefault("lost probe", h)
+        for mv in res.moves[res.moves.strategy == strategy].itertuples(index=False):
+            ax.axvline(mv.t, color="#444444", ls="--", lw=0.9, zorder=2)
+            ax.text(mv.t, 0.88, f" {mv.node}\u2192{mv.to}", transform=trans, fontsize=7.5, va="top",
+                    ha="left", color="#222222", zorder=5)
+        ax.set_yscale("log")
+        ax.set_ylabel("RTT (ms)")
+        lost_note = f"  \u2014  {len(lost)} of {len(data)} probes lost" if len(data) else ""
+        ax.set_title(_label(strategy) + lost_note, loc="left", fontsize=9.5, color=res.color(strategy),
+                     pad=14 if i == 0 else 4)
+        ax.grid(axis="y", which="major", color="#dddddd", lw=0.6)
+    if not answered.empty:
+        # Headroom above the data for the move labels and the lost-probe crosses.
+        axes[0].set_ylim(answered.min() / 1.6, answered.max() * 6)
+    axes[-1].set_xlabel("time since the scenario started (s)")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles),
+                   fontsize=8, markerscale=2.5, frameon=False)
+    fig.suptitle("Round-trip time over the scenario (phases shaded, moves dashed)", fontsize=11)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+# Per-phase bars
+
+
+def _grouped(ax, res: Results, phases: list[str], values: dict, errors: dict | None = None,
+             annotate: str | None = None) -> None:
+    strategies = [s for s in res.strategies if s in values]
+    width = 0.8 / max(1, len(strategies))
+    x = np.arange(len(phases))
+    for j, s in enumerate(strategies):
+        ys = np.array(values[s], dtype=float)
+        offs = x - 0.4 + width * (j + 0.5)
+        yerr = None
+        if errors is not None:
+            upper = np.nan_to_num(np.array(errors[s], dtype=float) - ys, nan=0.0).clip(min=0)
+            yerr = np.vstack([np.zeros_like(upper), upper])
+        ax.bar(offs, np.nan_to_num(ys), width * 0.92, color=res.color(s), label=_label(s), yerr=yerr,
+               error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
+        if annotate:
+            tops = ys if errors is None else np.fmax(ys, np.array(errors[s], dtype=float))
+            for xo, y, top in zip(offs, ys, tops):
+                if not math.isnan(y):
+                    ax.text(xo, top, annotate.format(y), ha="center", va="bottom", fontsize=7,
+                            rotation=0 if len(strategies) <= 3 else 90)
+    crowded = len(phases) > 6
+    ax.set_xticks(x, phases, rotation=20 if crowded else 0, ha="right" if crowded else "center", fontsize=8.5)
+    ax.grid(axis="y", color="#dddddd", lw=0.6)
+    ax.set_axisbelow(True)
+
+
+def phase_bars_figure(res: Results) -> Figure:
+    phases = res.phases()
+    fig = Figure(figsize=(11, 7), dpi=DPI, layout="constrained")
+    ax_rtt, ax_thr = fig.subplots(2, 1)
+    med, p95, thr = {}, {}, {}
+    for s in res.strategies:
+        g = res.summary[res.summary.strategy == s].set_index("phase")
+        if g.empty:
+            continue
+        med[s] = [g.rtt_median_ms.get(p, math.nan) for p in phases]
+        p95[s] = [g.rtt_p95_ms.get(p, math.nan) for p in phases]
+        thr[s] = [g.throughput_mbit_s.get(p, math.nan) for p in phases]
+    if med:
+        _grouped(ax_rtt, res, phases, med, p95, annotate="{:.1f}")
+        ax_rtt.set_ylabel(f"median RTT {res.pair} (ms)")
+        ax_rtt.set_title("RTT per phase (bar: median, whisker: 95th percentile)", loc="left", fontsize=10)
+        ax_rtt.legend(fontsize=8, loc="upper left")
+        ax_rtt.margins(y=0.15)
+    else:
+        _empty(ax_rtt, "no RTT records")
+    if any(not all(math.isnan(v) for v in vals) for vals in thr.values()):
+        _grouped(ax_thr, res, phases, thr, annotate="{:.0f}")
+        ax_thr.set_ylabel("throughput (Mbit/s)")
+        ax_thr.set_title("Bulk transfer throughput per phase (mean of the phase's transfers)", loc="left",
+                         fontsize=10)
+        ax_thr.margins(y=0.15)
+    else:
+        _empty(ax_thr, "no throughput records")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+# RTT distribution
+
+
+def rtt_cdf_figure(res: Results) -> Figure:
+    fig = Figure(figsize=(7.5, 4.8), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    drawn = 0
+    for s in res.strategies:
+        d = res.rtt[(res.rtt.strategy == s) & (res.rtt.pair == res.pair) & ~res.rtt.lost].rtt_ms.dropna()
+        if d.empty:
+            continue
+        x = np.sort(d.to_numpy())
+        y = np.arange(1, len(x) + 1) / len(x)
+        ax.step(x, y, where="post", color=res.color(s), lw=1.6, label=f"{_label(s)} (n={len(x)})")
+        drawn += 1
+    if not drawn:
+        _empty(ax, "no RTT records")
+        return fig
+    ax.set_xscale("log")
+    ax.set_xlabel(f"RTT {res.pair} (ms, log scale)")
+    ax.set_ylabel("fraction of probes \u2264 x")
+    ax.set_ylim(0, 1.01)
+    ax.grid(color="#dddddd", lw=0.6, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"RTT distribution over the whole scenario, {res.pair}", loc="left", fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+# Handover gaps
+
+
+def handover_gaps_figure(res: Results) -> Figure:
+    fig = Figure(figsize=(9, 4.8), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    h = res.handovers
+    if h.empty:
+        _empty(ax, "no handovers recorded")
+        return fig
+    keys = list(dict.fromkeys(zip(h.phase, h.node, h["from"], h.to)))
+    labels = [f"{node}: {a}\u2192{b}\n({phase})" for phase, node, a, b in keys]
+    values = {}
+    for s in res.strategies:
+        g = h[h.strategy == s]
+        if g.empty:
+            continue
+        values[s] = [g[(g.phase == k[0]) & (g.node == k[1])].gap_ms.max() for k in keys]
+    _grouped(ax, res, labels, values, annotate="{:.0f}")
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=0, ha="center", fontsize=8)
+    ax.set_ylabel("longest interval without delivery (ms)")
+    ax.set_title("Handover gap per move (probe echoes)", loc="left", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.margins(y=0.18)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+# Costs: SG load, signalling, exposure
+
+
+def costs_figure(res: Results) -> Figure:
+    fig = Figure(figsize=(12, 4.2), dpi=DPI, layout="constrained")
+    ax_sg, ax_sig, ax_exp = fig.subplots(1, 3)
+    c = res.counters
+    strategies = res.strategies
+    x = np.arange(len(strategies))
+    colors = [res.color(s) for s in strategies]
+
+    relayed = [c[(c.strategy == s) & (c.metric == "sg_relayed_bytes")].value.sum() / 1e6 for s in strategies]
+    ax_sg.bar(x, relayed, color=colors)
+    for xi, v in zip(x, relayed):
+        ax_sg.text(xi, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    ax_sg.set_ylabel("bytes relayed by the SG (MB)")
+    ax_sg.set_title("Load on the security gateway", loc="left", fontsize=10)
+
+    sig = c[c.metric == "signalling_messages"]
+    known = list(records.MESSAGE_KINDS)
+    kinds = sorted(dict.fromkeys(sig.detail), key=lambda k: (known.index(k) if k in known else len(known), k))
+    bottom = np.zeros(len(strategies))
+    cmap = matplotlib.colormaps["tab20b"]   # avoids the strategy colours
+    for k, kind in enumerate(kinds):
+        counts = np.array([sig[(sig.strategy == s) & (sig.detail == kind)].value.sum() for s in strategies])
+        label = records.MESSAGE_KINDS.get(kind, (kind,))[0]
+        ax_sig.bar(x, counts, bottom=bottom, color=cmap(k % 20), label=label, edgecolor="white", lw=0.4)
+        bottom += counts
+    if kinds:
+        ax_sig.legend(fontsize=6.5, ncols=2, loc="upper left")
+        ax_sig.margins(y=0.45)
+    else:
+        _empty(ax_sig, "no signalling counted")
+    ax_sig.set_ylabel("messages sent")
+    ax_sig.set_title("Signalling messages by kind", loc="left", fontsize=10)
+
+    exposure = [c[(c.strategy == s) & (c.metric == "plaintext_exposure_bytes")].value.sum() for s in strategies]
+    ax_exp.bar(x, exposure, color=colors)
+    for xi, v in zip(x, exposure):
+        ax_exp.text(xi, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+    ax_exp.set_ylabel("payload marker bytes seen on public links")
+    ax_exp.set_title("Plaintext exposure to an eavesdropper", loc="left", fontsize=10)
+    for ax in (ax_sg, ax_sig, ax_exp):
+        ax.set_xticks(x, strategies)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
+        ax.grid(axis="y", color="#dddddd", lw=0.6)
+        ax.set_axisbelow(True)
+    ax_sg.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.1f}"))
+    ax_sg.margins(y=0.15)
+    ax_exp.margins(y=0.15)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+# Message sequence chart
+
+
+def message_arrows(res: Results, strategy: str) -> list[dict]:
+    """The strategy's message events as {t, src, dst, kind, label}, in time order (unknown lanes dropped)."""
+    per = records.events_by_strategy(res.events).get(strategy, [])
+    arrows = []
+    for e in per:
+        kind = records.MESSAGE_KINDS.get(e["event"])
+        if kind is None:
+            continue
+        label, default_src, default_dst, _meaning = kind
+        src = e.get("node") or default_src
+        dst = e.get("to") or default_dst
+        if not src or not dst or src == dst:
+            continue
+        arrows.append({"t": e["t"], "src": src, "dst": dst, "kind": e["event"],
+                       "label": e.get("label") or label})
+    return arrows
+
+
+def sequence_strategies(res: Results) -> list[str]:
+    return [s for s in res.strategies if message_arrows(res, s)]
+
+
+def sequence_figure(res: Results, strategy: str, max_messages: int = 80) -> Figure:
+    arrows = message_arrows(res, strategy)[:max_messages]
+    per = records.events_by_strategy(res.events).get(strategy, [])
+    moves = [e for e in per if e["event"] == "move"]
+    phases = [e for e in per if e["event"] == "phase_start"]
+    lanes = list(LANES)
+    for a in arrows:
+        for node in (a["src"], a["dst"]):
+            if node not in lanes:
+                lanes.append(node)
+    # Rows: phase headers, moves and messages, evenly spaced in time order.
+    items = [("phase", e["t"], e) for e in phases] + [("move", e["t"], e) for e in moves] + \
+            [("msg", a["t"], a) for a in arrows]
+    order = {"phase": 0, "move": 1, "msg": 2}
+    items.sort(key=lambda it: (it[1], order[it[0]]))
+    rows = max(1, len(items))
+    fig = Figure(figsize=(1.9 * len(lanes) + 1.6, 1.2 + 0.3 * rows), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    lane_x = {lane: i for i, lane in enumerate(lanes)}
+    ax.set_xlim(-0.9, len(lanes) - 0.4)
+    ax.set_ylim(rows + 0.2, -1.5)
+    for lane, x in lane_x.items():
+        ax.axvline(x, color="#888888", lw=1.0, zorder=1)
+        ax.text(x, -0.7, lane.upper(), ha="center", va="bottom", fontsize=10, fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.3", "fc": "#eef3f8", "ec": "#555555"}, zorder=3)
+    color = res.color(strategy)
+    for y, (what, t, item) in enumerate(items, start=0):
+        y = y + 0.5
+        ax.text(-0.85, y, f"{t:7.3f} s", ha="left", va="center", fontsize=7, family="monospace",
+                color="#555555")
+        if what == "phase":
+            ax.axhline(y - 0.3, color="#bbbbbb", lw=0.8, ls="-", zorder=0)
+            ax.text(len(lanes) - 0.45, y, f"phase {item['phase']}", ha="right", va="center", fontsize=8,
+                    style="italic", color="#333333", bbox={"fc": "white", "ec": "none", "pad": 0.5}, zorder=4)
+        elif what == "move":
+            x = lane_x.get(item.get("node"), None)
+            if x is not None:
+                ax.plot([x], [y], marker="D", color="#222222", ms=5, zorder=4)
+                ax.text(x + 0.08, y, f"moves {item.get('from')} \u2192 {item.get('to')}", ha="left",
+                        va="center", fontsize=7.5, color="#222222",
+                        bbox={"fc": "white", "ec": "none", "pad": 0.5}, zorder=4)
+        else:
+            x0, x1 = lane_x[item["src"]], lane_x[item["dst"]]
+            ax.annotate("", xy=(x1, y), xytext=(x0, y),
+                        arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2,
+                                    "shrinkA": 0, "shrinkB": 0}, zorder=3)
+            ax.text((x0 + x1) / 2, y - 0.08, item["label"], ha="center", va="bottom", fontsize=7.5,
+                    color="#111111", zorder=4, bbox={"fc": "white", "ec": "none", "pad": 0.4})
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    shown = f" (first {max_messages})" if len(message_arrows(res, strategy)) > max_messages else ""
+    fig.suptitle(f"Message sequence, strategy {strategy}{shown}: one row per event in time order "
+                 f"(time since the scenario started on the left)", fontsize=9.5, x=0.02, ha="left")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+# Topology
+
+
+def topology_figure(res: Results) -> Figure:
+    topo = res.config.get("topology") or {}
+    plan = topo.get("plan") or {}
+    fig = Figure(figsize=(12, 6.2), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    if not plan:
+        _empty(ax, "config.json has no topology.plan")
+        return fig
+    office = plan.get("office", {})
+    access = plan.get("access", {})
+    mns = plan.get("mobile_nodes", [])
+    pos: dict[str, tuple[float, float]] = {}
+    hosts = [h for h in office if h != "sg"]
+    for i, h in enumerate(hosts):
+        pos[h] = (0.0, 5.0 - i * (5.0 / max(1, len(hosts) - 1)))
+    pos["office LAN"] = (1.5, 2.5)
+    pos["sg"] = (3.0, 2.5)
+    pos["ir"] = (4.7, 2.5)
+    nets = list(access)
+    ext = plan.get("external_home_prefix")
+    rows = nets + (["xha"] if ext else [])
+    for i, n in enumerate(rows):
+        y = 5.0 - i * (5.0 / max(1, len(rows) - 1))
+        if n == "xha":
+            pos["xha"] = (6.3, y)
+        else:
+            pos[f"ar:{n}"] = (6.3, y)
+            pos[f"net:{n}"] = (7.9, y)
+
+    def box(name, label, sub, fc, ec="#444444"):
+        x, y = pos[name]
+        ax.add_patch(FancyBboxPatch((x - 0.5, y - 0.28), 1.0, 0.56, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    fc=fc, ec=ec, lw=1.0, zorder=3))
+        ax.text(x, y + 0.07, label, ha="center", va="center", fontsize=9, fontweight="bold", zorder=4)
+        if sub:
+            ax.text(x, y - 0.14, sub, ha="center", va="center", fontsize=6.2, family="monospace", zorder=4)
+
+    def line(a, b, label=None, style="-", color="#555555"):
+        (x0, y0), (x1, y1) = pos[a], pos[b]
+        ax.plot([x0, x1], [y0, y1], ls=style, color=color, lw=1.3, zorder=1)
+        if label:
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, label, ha="center", va="bottom", fontsize=6.5,
+                    family="monospace", color="#333333", zorder=2,
+                    bbox={"fc": "white", "ec": "none", "pad": 0.3, "alpha": 0.8})
+
+    ax.add_patch(Rectangle((-0.75, -0.6), 4.5, 6.2, fc="#e8f3e8", ec="#5a9a5a", lw=1.0, ls="--", zorder=0))
+    ax.text(-0.7, 5.5, f"internal portion (VPN {', '.join(plan.get('vpn_prefixes', []))})", fontsize=8,
+            color="#2d6a2d", va="top")
+    ax.add_patch(Rectangle((3.85, -0.6), 7.85, 6.2, fc="#f4f4f4", ec="#999999", lw=1.0, ls="--", zorder=0))
+    ax.text(3.9, 5.5, "external portion (Internet, visited networks)", fontsize=8, color="#555555", va="top")
+    params = topo.get("link_params") or {}
+
+    def delay(name):
+        p = params.get(name) or {}
+        return f" {p['delay_ms']:g} ms" if "delay_ms" in p else ""
+
+    for h in hosts:
+        box(h, h, office[h], "#ffffff")
+        line(h, "office LAN")
+    box("office LAN", "office LAN", plan.get("office_prefix", ""), "#d9ead3")
+    box("sg", "sg", plan.get("sg_public", ""), "#fde2c8", ec="#D55E00")
+    line("office LAN", "sg")
+    box("ir", "ir", "Internet core", "#eeeeee")
+    line("sg", "ir", "sg-ir" + delay("sg-ir"))
+    ar_names = {"wlan1": "ar1", "wlan2": "ar2", "cell": "ar3"}
+    for n, info in access.items():
+        ar = ar_names.get(n, f"ar-{n}")
+        box(f"ar:{n}", ar, info.get("router", ""), "#eeeeee")
+        box(f"net:{n}", n, info.get("prefix", ""), "#dde8f5" if info.get("kind") == "wlan" else "#f5e6dd")
+        line("ir", f"ar:{n}", f"ir-{ar}" + delay(f"ir-{ar}"))
+        line(f"ar:{n}", f"net:{n}", delay(f"{ar}-{n}").strip() or None)
+    if ext:
+        box("xha", "xha", ext, "#f0e6f5")
+        line("ir", "xha")
+    # Mobile nodes at their attachment in the plan.
+    stacked: dict[str, int] = {}
+    for mn in mns:
+        where = mn.get("attachment", "office")
+        k = stacked.get(where, 0)
+        stacked[where] = k + 1
+        if where == "office":
+            pos[mn["name"]] = (1.5 + 1.2 * (k % 2), 1.2 - 0.75 * (k // 2))
+            anchor = "office LAN"
+        else:
+            x, y = pos[f"net:{where}"]
+            pos[mn["name"]] = (9.4 + 1.15 * (k // 2), y - 0.7 * (k % 2))
+            anchor = f"net:{where}"
+        box(mn["name"], mn["name"], mn.get("home_address", ""), "#cfe2f3", ec="#0072B2")
+        line(anchor, mn["name"])
+    scenario = res.config.get("scenario") or {}
+    moves = []
+    for p in scenario.get("phase", []):
+        for m in (p.get("move") or []):
+            moves.append(f"{p['name']}: {m['node']} \u2192 {m['to']}")
+    if moves:
+        ax.text(8.9, -0.45, "moves in the scenario\n" + "\n".join(f"{i}. {m}" for i, m in enumerate(moves, 1)),
+                fontsize=7.5, va="bottom", ha="left", bbox={"fc": "white", "ec": "#999999", "pad": 4})
+    ax.set_xlim(-0.8, 11.8)
+    ax.set_ylim(-0.7, 5.7)
+    ax.set_title(f"Topology and address plan ({plan.get('addressing', '?')} addressing)", loc="left",
+                 fontsize=10)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+def figures(res: Results) -> dict[str, Figure]:
+    out = {"rtt-timeline": rtt_timeline_figure(res), "phase-bars": phase_bars_figure(res),
+           "rtt-cdf": rtt_cdf_figure(res), "handover-gaps": handover_gaps_figure(res),
+           "costs": costs_figure(res), "topology": topology_figure(res)}
+    for s in sequence_strategies(res):
+        out[f"sequence-{s}"] = sequence_figure(res, s)
+    return out
+
+
+def draw_all(folder: str, out_dir: str | None = None, formats=FORMATS, only=None) -> dict[str, list[str]]:
+    """Draw every figure of a results folder (or those named in ``only``) into ``out_dir`` (default
+    ``<folder>/plots``); returns figure name -> written paths."""
+    res = load(folder)
+    out_dir = out_dir or os.path.join(folder, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = {}
+    for name, fig in figures(res).items():
+        if only is not None and name not in only:
+            continue
+        paths = []
+        for fmt in formats:
+            path = os.path.join(out_dir, f"{name}.{fmt}")
+            fig.savefig(path, format=fmt)
+            paths.append(path)
+        written[name] = paths
+    return written

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
         print(f"plot.py: {exc}", file=sys.stderr)
         return 1
     for name, paths in written.items():
-        print(f"{name:18s} " + "  ".join(os.path.relpath(p) for p in paths))
+        shown = [os.path.relpath(p) if not os.path.relpath(p).startswith("..") else p for p in paths]
+        print(f"{name:20s} " + "  ".join(shown))
     return 0
 
 

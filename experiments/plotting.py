@@ -169,7 +169,8 @@ def rtt_timeline_figure(res: Results) -> Figure:
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles),
                    fontsize=8, markerscale=2.5, frameon=False)
-    fig.suptitle("Round-trip time over the scenario (phases shaded, moves dashed)", fontsize=11)
+    incomplete = "" if res.config.get("complete", True) else " \u2014 INCOMPLETE RUN (interrupted)"
+    fig.suptitle("Round-trip time over the scenario (phases shaded, moves dashed)" + incomplete, fontsize=11)
     return fig
 
 

@@ -381,7 +381,9 @@ def handover_rows(rtt: pd.DataFrame, move_table: pd.DataFrame, *, before_s: floa
                   after_s: float = 3.0) -> list[dict]:
     """One handovers.csv row per move and strategy: the longest interval without a probe delivery
     (echo arrival = t + rtt) in [t_move - before_s, min(t_move + after_s, next move of that strategy)] on
-    the first probed pair that includes the moving node; lost probes sent in that window are counted."""
+    the first probed pair that includes the moving node; lost probes sent in that window are counted.
+    ``ro_setup_ms``: from the move to the first answered probe sent on the direct path in that window
+    (empty when the pair never went direct)."""
     rows = []
     for strategy, group in move_table.groupby("strategy", sort=False):
         group = group.sort_values("t").to_dict("records")
@@ -397,9 +399,11 @@ def handover_rows(rtt: pd.DataFrame, move_table: pd.DataFrame, *, before_s: floa
             if pair:
                 gap, _a, _b = longest_gap(list(ok.t + ok.rtt_ms / 1000.0), mv["t"] - before_s, end)
                 gap_ms = gap * 1000.0
+            direct = ok[(ok.path == "direct") & (ok.t >= mv["t"])]
+            ro_setup_ms = (direct.t.min() - mv["t"]) * 1000.0 if not direct.empty else math.nan
             rows.append({"strategy": strategy, "node": mv["node"], "from": mv["from"], "to": mv["to"],
                          "phase": mv["phase"], "t_move": mv["t"], "pair": pair, "gap_ms": gap_ms,
-                         "lost_probes": int(window.lost.sum())})
+                         "lost_probes": int(window.lost.sum()), "ro_setup_ms": ro_setup_ms})
     return rows
 
 

@@ -241,6 +241,10 @@ def test_handover_gaps_measure_the_outage(results):
     assert vcm.lost_probes["mn1-out"] == 11
     assert h[h.strategy == "sg"].gap_ms.max() < h[h.strategy == "vcm"].gap_ms.max()
     assert set(h["from"]) == {"office", "wlan1"} and set(h.pair) == {"mn1-mn2"}
+    # Route optimisation: direct 350 ms (vcm) / 150 ms (insecure-ro) after MN1 left; never under sg.
+    ro = h[h.phase == "mn1-out"].set_index("strategy").ro_setup_ms
+    assert ro["vcm"] == pytest.approx(360, abs=15) and ro["insecure-ro"] == pytest.approx(160, abs=15)
+    assert math.isnan(ro["sg"]) and math.isnan(vcm.ro_setup_ms["mn2-out"])
 
 
 def test_summary_rows_and_markdown(results):
@@ -256,6 +260,19 @@ def test_summary_rows_and_markdown(results):
     assert s[s.phase == "mn2-out"].loss_pct.min() > 0
     md = open(os.path.join(results, "summary.md")).read()
     assert "| phase | sg | vcm | insecure-ro |" in md and "route-optimised" in md and "(direct)" in md
+
+
+def test_incomplete_run_is_marked(results, tmp_path):
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(results, copy)
+    config = records.read_config(copy)
+    records.write_config(copy, {**config, "complete": False})
+    records.write_summary(copy)
+    assert "Incomplete run" in open(os.path.join(copy, "summary.md")).read()
+    assert "Incomplete" not in open(os.path.join(results, "summary.md")).read()
+    fig = plotting.rtt_timeline_figure(plotting.load(copy))
+    assert "INCOMPLETE" in fig._suptitle.get_text()
 
 
 def test_message_event_names():

@@ -27,13 +27,18 @@ from mininet.net import Mininet
 
 from topologies.addressing import AddressPlan, MobileNodePlan, PlanError
 from topologies.links import emulated_links, emulation_metadata
-from topologies.svpn import SvpnTopo
+from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, OFFICE_SWITCH, SvpnTopo
 
 TUN_NAME = "svpn0"
 # Worst-case ESP tunnel overhead: outer IPv6 40 + SPI/seq 8 + IV 8 + padding 3 + trailer 2 + ICV 16.
 TUN_OVERHEAD = 77
 ALGORITHM = "aes128gcm16"
 READY_TIMEOUT_S = 10.0
+# Mobile nodes reverse-tunnel through their home agent: one more IPv6 header inside the ESP tunnel.
+MOBILITY_OVERHEAD = 40
+# RFC 6275 §7.5: MinRtrAdvInterval may go down to 0.03 s and MaxRtrAdvInterval to 0.07 s.
+FAST_RA_INTERVALS = (0.03, 0.07)
+MOVE_TIMEOUT_S = 5.0
 
 
 class LabError(RuntimeError):
@@ -51,11 +56,22 @@ def _hex(n: int) -> str:
 class SvpnLab:
     def __init__(self, addressing: str = "private", mobile_nodes: int = 2, attachments=None,
                  link_params: dict | None = None, links: str = "default", plain_service: bool = False,
-                 mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000):
+                 mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000,
+                 mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
+                 announcement_interval: float = 0.05, mobility_timers: dict | None = None):
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu)
         self._links: list = []
-        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD)
+        self.mobility = mobility
+        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (MOBILITY_OVERHEAD if mobility else 0))
+        low, high = ra_intervals
+        if not 0.03 <= low <= 0.75 * high or not 0.07 <= high <= 1800:
+            raise LabError(f"ra_intervals {ra_intervals!r}: need 0.03 <= min <= 0.75 * max and 0.07 <= max <= 1800 "
+                           "(RFC 6275 §7.5, RFC 4861 §6.2.1)")
+        self.ra_intervals = (low, high)
+        self.announcement_interval = announcement_interval
+        self.mobility_timers = dict(mobility_timers or {})
+        self.attachment = {mn.name: mn.attachment for mn in self.topo.plan.mobile_nodes}
         self.plan: AddressPlan = self.topo.plan
         self.spi_base = spi_base
         self._run_dir_arg = run_dir
@@ -64,6 +80,7 @@ class SvpnLab:
         self.apps: dict[str, subprocess.Popen] = {}
         self.node_configs: dict[str, dict] = {}
         self._helpers: list[subprocess.Popen] = []
+        self._radvd: list[subprocess.Popen] = []
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "SvpnLab":
@@ -87,6 +104,8 @@ class SvpnLab:
                     if intf != "lo":
                         switch.cmd(f"ip link set dev {intf} mtu {self.topo.mtu}")
             self._configure_gateway()
+            if self.mobility:
+                self._start_router_advertisements()
             self._start_vpn_nodes()
         except BaseException:
             self.stop()
@@ -111,10 +130,11 @@ class SvpnLab:
         return self.net.get(name)
 
     def external_mobile_nodes(self) -> list[MobileNodePlan]:
-        return [mn for mn in self.plan.mobile_nodes if mn.attachment != "office"]
+        """Mobile nodes that run the VPN node app: those outside the office, or all with mobility."""
+        return [mn for mn in self.plan.mobile_nodes if mn.attachment != "office" or self.mobility]
 
     def vpn_nodes(self) -> list[str]:
-        return ["sg"] + [mn.name for mn in self.external_mobile_nodes()]
+        return ["sg"] + (["ha"] if self.mobility else []) + [mn.name for mn in self.external_mobile_nodes()]
 
     def control_socket(self, node: str) -> str:
         return os.path.join(self.run_dir, f"{node}.sock")
@@ -155,7 +175,8 @@ class SvpnLab:
     def _configure_gateway(self) -> None:
         sg = self.host("sg")
         sg.cmd("sysctl -qw net.ipv6.conf.sg-lan.proxy_ndp=1 net.ipv6.neigh.sg-lan.proxy_delay=0")
-        for mn in self.external_mobile_nodes():
+        # With mobility the office home agent defends the home addresses of away nodes instead.
+        for mn in ([] if self.mobility else self.external_mobile_nodes()):
             out = sg.cmd(f"ip -6 neigh add proxy {mn.home_address} dev sg-lan")
             if out.strip():
                 raise LabError(f"sg: proxy ND for {mn.name}: {out.strip()}")
@@ -180,6 +201,8 @@ table inet svpnlab_gateway {{
             raise LabError(f"sg: nft: {out.decode().strip()}")
 
     def _make_configs(self) -> dict[str, dict]:
+        if self.mobility:
+            return self._make_mobility_configs()
         plan = self.plan
         vpn = list(plan.vpn_prefixes)
         sg_sas, sg_rules = [], []
@@ -212,12 +235,166 @@ table inet svpnlab_gateway {{
             interfaces=["sg-wan"], sas=sg_sas, spd={"vpn_prefixes": vpn, "rules": sg_rules})
         return configs
 
-    def _node_config(self, node, role, *, addresses, routes, interfaces, sas, spd) -> dict:
-        return {"node": node, "role": role,
-                "tun": {"name": TUN_NAME, "mtu": self.tun_mtu, "addresses": addresses, "routes": routes},
-                "outer_interfaces": interfaces, "sas": sas, "spd": spd,
-                "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
-                "control_socket": self.control_socket(node)}
+    def _node_config(self, node, role, *, addresses, routes, interfaces, sas, spd, mobility=None) -> dict:
+        config = {"node": node, "role": role,
+                  "tun": {"name": TUN_NAME, "mtu": self.tun_mtu, "addresses": addresses, "routes": routes},
+                  "outer_interfaces": interfaces, "sas": sas, "spd": spd,
+                  "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
+                  "control_socket": self.control_socket(node)}
+        if mobility is not None:
+            config["mobility"] = mobility
+        return config
+
+    def _make_mobility_configs(self) -> dict[str, dict]:
+        """Mobile IPv6 roles: every MN has its tunnel SA pair with the SG (as without mobility) plus ESP
+        transport SA pairs for BU/BA with the office home agent and with the SG (RFC 3776); the HA signs
+        its office announcements with a group SA that every MN holds. Keys are fresh per run."""
+        plan = self.plan
+        vpn = list(plan.vpn_prefixes)
+        ha = plan.office["ha"]
+        office_prefix = str(plan.office_prefix)
+
+        def sa(name, spi, direction, local, remote, key, salt, mode="transport"):
+            return {"name": name, "spi": spi, "algorithm": ALGORITHM, "key": key, "salt": salt, "mode": mode,
+                    "direction": direction, "local": local, "remote": remote}
+
+        announce_key, announce_salt = _hex(16), _hex(4)
+        announce_spi = self.spi_base + 0x200
+        sg_sas, sg_rules, sg_peers, ha_peers, configs = [], [], [], [], {}
+        for n, mn in enumerate(self.external_mobile_nodes()):
+            coa = plan.current_address(mn)
+            home = mn.home_address
+            up, down = f"{mn.name}->sg", f"sg->{mn.name}"
+            up_k, down_k = (_hex(16), _hex(4)), (_hex(16), _hex(4))
+            up_spi, down_spi = self.spi_base + 2 * n, self.spi_base + 2 * n + 1
+            mip = self.spi_base + 0x100 + 4 * n
+            keys = [(_hex(16), _hex(4)) for _ in range(4)]
+            to_ha, from_ha, to_sg, from_sg = (f"{mn.name}->ha mh", f"ha->{mn.name} mh",
+                                              f"{mn.name}->sg mh", f"sg->{mn.name} mh")
+            configs[mn.name] = self._node_config(
+                mn.name, "mobile-node", addresses=[f"{home}/128"], routes=vpn, interfaces=[f"{mn.name}-eth0"],
+                sas=[sa(up, up_spi, "out", coa, plan.sg_public, *up_k, mode="tunnel"),
+                     sa(down, down_spi, "in", coa, plan.sg_public, *down_k, mode="tunnel")],
+                spd={"vpn_prefixes": vpn, "rules": [
+                    {"direction": "out", "src": "::/0", "dst": p, "action": "protect", "sa": up} for p in vpn
+                ] + [
+                    {"direction": "in", "src": p, "dst": "::/0", "action": "protect", "sa": down} for p in vpn
+                ]},
+                mobility={
+                    "address": home, "home_agent": ha, "security_gateway": plan.sg_public,
+                    "home_prefix": office_prefix, "host_id": 0xA0000 + mn.index, "interface": f"{mn.name}-eth0",
+                    "vpn_prefixes": vpn, "tunnel_sas": [up, down], "timers": self.mobility_timers,
+                    "peers": [
+                        {"address": ha, "out": sa(to_ha, mip, "out", home, ha, *keys[0]),
+                         "in": sa(from_ha, mip + 1, "in", home, ha, *keys[1])},
+                        {"address": plan.sg_public, "out": sa(to_sg, mip + 2, "out", home, plan.sg_public, *keys[2]),
+                         "in": sa(from_sg, mip + 3, "in", home, plan.sg_public, *keys[3])}],
+                    "announcement": {"sa": sa("office-announcement", announce_spi, "in", "ff02::1", ha,
+                                              announce_key, announce_salt)}})
+            ha_peers.append({"address": home, "out": sa(from_ha, mip + 1, "out", ha, home, *keys[1]),
+                             "in": sa(to_ha, mip, "in", ha, home, *keys[0])})
+            sg_peers.append({"address": home, "name": mn.name, "tunnel_out": down, "tunnel_in": up,
+                             "out": sa(from_sg, mip + 3, "out", plan.sg_public, home, *keys[3]),
+                             "in": sa(to_sg, mip + 2, "in", plan.sg_public, home, *keys[2])})
+            sg_sas += [sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"),
+                       sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel")]
+        configs["sg"] = self._node_config(
+            "sg", "security-gateway", addresses=[], routes=[], interfaces=["sg-wan", "sg-lan"], sas=sg_sas,
+            spd={"vpn_prefixes": vpn, "rules": sg_rules},
+            mobility={"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": vpn,
+                      "peers": sg_peers})
+        configs["ha"] = self._node_config(
+            "ha", "home-agent", addresses=[], routes=[], interfaces=["ha-eth0"], sas=[],
+            spd={"vpn_prefixes": [], "rules": []},
+            mobility={"address": ha, "home_prefixes": [office_prefix], "interface": "ha-eth0", "peers": ha_peers,
+                      "announcement": {"interval": self.announcement_interval, "prefix": office_prefix,
+                                       "sa": sa("office-announcement", announce_spi, "out", ha, "ff02::1",
+                                                announce_key, announce_salt)}})
+        return configs
+
+    def _start_router_advertisements(self) -> None:
+        """radvd on every access router and on the SG's office interface, at ``ra_intervals``."""
+        low, high = self.ra_intervals
+        routers = [(ACCESS_ROUTER[name], f"{ACCESS_ROUTER[name]}-lan", str(access.prefix))
+                   for name, access in self.plan.access.items()]
+        routers.append(("sg", "sg-lan", str(self.plan.office_prefix)))
+        for node, interface, prefix in routers:
+            conf = os.path.join(self.run_dir, f"radvd-{node}.conf")
+            with open(conf, "w", encoding="ascii") as f:
+                f.write(radvd_config(interface, prefix, low, high))
+            proc = self.popen(node, ["radvd", "--nodaemon", "--config", conf, "--logmethod", "stderr",
+                                     "--pidfile", os.path.join(self.run_dir, f"radvd-{node}.pid")],
+                              f"radvd-{node}.log")
+            self._radvd.append(proc)
+        time.sleep(0.2)
+        for proc, (node, _i, _p) in zip(self._radvd, routers):
+            if proc.poll() is not None:
+                with open(os.path.join(self.run_dir, f"radvd-{node}.log"), encoding="utf-8", errors="replace") as f:
+                    raise LabError(f"radvd on {node} exited: {f.read().strip().splitlines()[-1:]}")
+
+    # ---- movement ---------------------------------------------------------------------------------
+    def move(self, mn: str, network: str, now: float | None = None, wait: bool = True) -> list[dict]:
+        """Move mobile node ``mn`` to ``network`` (office, wlan1, wlan2, cell): its access port changes
+        bridges and its link goes down and up (carrier loss, as when a radio re-associates). With ``wait``
+        the call returns once the node has registered there (or is home and deregistered), at most
+        MOVE_TIMEOUT_S. Returns the lab's and every node's events since the move, in time order, each with
+        a wall-clock "time". ``now`` (wall clock) only stamps the first event."""
+        if not self.mobility:
+            raise LabError("move needs SvpnLab(mobility=True)")
+        self.plan.mobile(mn)  # unknown name -> PlanError
+        bridge = OFFICE_SWITCH if network == "office" else ACCESS_SWITCH.get(network)
+        if bridge is None:
+            raise LabError(f"network {network!r} is not one of office, {', '.join(ACCESS_SWITCH)}")
+        host = self.host(mn)
+        intf = host.intf(f"{mn}-eth0")
+        port = intf.link.intf2.name if intf.link.intf1 is intf else intf.link.intf1.name
+        start = time.time()
+        events = [{"time": now if now is not None else start, "node": "lab", "event": "move_requested", "mn": mn,
+                   "from": self.attachment[mn], "to": network}]
+
+        def lab_event(name, **fields):
+            events.append({"time": time.time(), "node": "lab", "event": name, "mn": mn, **fields})
+
+        host.cmd(f"ip link set dev {mn}-eth0 down")
+        lab_event("link_down")
+        for command in (["ip", "link", "set", "dev", port, "nomaster"],
+                        ["ip", "link", "set", "dev", port, "master", bridge]):
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode:
+                raise LabError(f"move {mn}: {' '.join(command)}: {result.stderr.strip()}")
+        lab_event("port_moved", port=port, bridge=bridge)
+        host.cmd(f"ip link set dev {mn}-eth0 up")
+        lab_event("link_up")
+        self.attachment[mn] = network
+        if wait:
+            self._wait_registered(mn, network, start)
+        events += [e for e in self.events() if e["time"] >= start]
+        return sorted(events, key=lambda e: e["time"])
+
+    def _wait_registered(self, mn: str, network: str, since: float) -> None:
+        plan_mn = self.plan.mobile(mn)
+        if network == "office":
+            def done(e):
+                return e["event"] == "binding_deregistered" and e.get("kind") == "home-agent"
+        else:
+            coa = plan_mn.address_in(self.plan.access[network])
+
+            def done(e):
+                return (e["event"] == "binding_acknowledged" and e.get("kind") == "home-agent"
+                        and e.get("care_of_address") == coa)
+        deadline = time.monotonic() + MOVE_TIMEOUT_S
+        path = os.path.join(self.run_dir, f"{mn}.events.jsonl")
+        while time.monotonic() < deadline:
+            self.check_nodes()
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        record = json.loads(line)
+                        if record["time"] >= since and done(record):
+                            return
+            time.sleep(0.01)
+        raise LabError(f"move {mn} to {network}: no registration within {MOVE_TIMEOUT_S:.0f} s "
+                       f"(events in {path})")
 
     def _start_vpn_nodes(self) -> None:
         if not self.external_mobile_nodes():
@@ -255,6 +432,23 @@ table inet svpnlab_gateway {{
                 with open(path, encoding="utf-8") as f:
                     records += [json.loads(line) for line in f if line.strip()]
         return sorted(records, key=lambda r: r["time"])
+
+
+def radvd_config(interface: str, prefix: str, min_interval: float, max_interval: float) -> str:
+    """radvd.conf for one link. The Advertisement Interval option (RFC 6275 §7.3) lets radvd accept the
+    Mobile IPv6 interval minimums and tells movement detection how often to expect an RA."""
+    return f"""interface {interface} {{
+    AdvSendAdvert on;
+    MinRtrAdvInterval {min_interval:g};
+    MaxRtrAdvInterval {max_interval:g};
+    AdvIntervalOpt on;
+    AdvDefaultLifetime 1800;
+    prefix {prefix} {{
+        AdvOnLink on;
+        AdvAutonomous on;
+    }};
+}};
+"""
 
 
 def _release_busy_shells(net: Mininet, grace: float = 2.0) -> None:

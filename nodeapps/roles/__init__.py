@@ -1,0 +1,24 @@
+"""Node roles with Mobile IPv6: the shells around the sans-IO mobility cores (``nodeapps.mobility``).
+
+``mobile_node`` (movement detection, care-of addresses, registration with the home agent and the security
+gateway, reverse tunnelling), ``home_agent`` (office home agent: proxy ND, tunnelling, office
+announcements) and ``security_gateway`` (the SG as the MN's mobility peer: its tunnel follows the MN).
+Picked by ``nodeapps.runtime.daemon`` when a node config has a "mobility" section.
+"""
+
+
+class _Runtimes(dict):
+    def __missing__(self, role):
+        if role == "mobile-node":
+            from nodeapps.roles.mobile_node import MobileNodeRuntime as cls
+        elif role == "home-agent":
+            from nodeapps.roles.home_agent import HomeAgentRuntime as cls
+        elif role == "security-gateway":
+            from nodeapps.roles.security_gateway import GatewayRuntime as cls
+        else:
+            raise KeyError(role)
+        self[role] = cls
+        return cls
+
+
+RUNTIMES = _Runtimes()

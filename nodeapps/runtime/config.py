@@ -11,7 +11,7 @@ from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.esp.errors import ConfigError as EspConfigError
 
-ROLES = ("mobile-node", "security-gateway")
+ROLES = ("mobile-node", "security-gateway", "home-agent")
 
 
 class ConfigError(ValueError):
@@ -32,6 +32,7 @@ class NodeConfig:
     spd: dict
     event_log: str | None
     control_socket: str
+    mobility: dict | None = None
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -78,7 +79,27 @@ class NodeConfig:
                    tun_addresses=addresses, tun_routes=routes, tun_offload=bool(tun.get("offload", True)),
                    outer_interfaces=interfaces,
                    sas=need("sas", list), spd=need("spd", dict),
-                   event_log=data.get("event_log"), control_socket=need("control_socket", str))
+                   event_log=data.get("event_log"), control_socket=need("control_socket", str),
+                   mobility=_mobility(data.get("mobility"), role))
+
+
+def _mobility(section, role: str) -> dict | None:
+    """The optional "mobility" section (Mobile IPv6 roles, see nodeapps.roles); required for a home agent."""
+    if section is None:
+        if role == "home-agent":
+            raise ConfigError("config field mobility is missing (a home agent needs it)")
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError("config field mobility has the wrong type")
+    for key in ("address", "peers"):
+        if key not in section:
+            raise ConfigError(f"config field mobility.{key} is missing")
+    if not isinstance(section["peers"], list):
+        raise ConfigError("config field mobility.peers has the wrong type")
+    for i, peer in enumerate(section["peers"]):
+        if not isinstance(peer, dict) or not {"address", "out", "in"} <= set(peer):
+            raise ConfigError(f"config field mobility.peers[{i}] needs address, out and in")
+    return section
 
 
 def _check_prefix(value, field: str) -> None:

@@ -49,6 +49,10 @@ def _die_with_parent() -> None:
 
 
 class NodeRuntime:
+    # Next headers (first after the IPv6 header) this node's AF_PACKET sockets take from the kernel.
+    owned_protocols = OWNED_PROTOCOLS
+    mobility = False
+
     def __init__(self, config: NodeConfig, processor: IPsecProcessor):
         self.config = config
         self.processor = processor
@@ -69,17 +73,18 @@ class NodeRuntime:
     # ---- set-up and tear-down -------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.config
-        nft.install(OWNED_PROTOCOLS)
+        nft.install(self.owned_protocols, self.mobility)
         self.tun_fd, self.offload = open_tun(cfg.tun_name, cfg.tun_offload)
         configure_tun(cfg.tun_name, cfg.tun_mtu, cfg.tun_addresses, cfg.tun_routes)
         self.sender = open_sender()
         for interface in cfg.outer_interfaces:
-            self.captures.append(open_capture(interface, OWNED_PROTOCOLS))
+            self.captures.append(open_capture(interface, self.owned_protocols))
         self.control = ControlServer(cfg.control_socket, self.on_control)
         self._watch(self.tun_fd, self.on_tun)
         for sock in self.captures:
             self._watch(sock.fileno(), lambda now, s=sock: self.on_network(s, now))
         self._watch(self.control.fileno(), lambda now: self.control.on_readable())
+        self.setup_role()
         self.log.emit(time.time(), "node_started", role=cfg.role, pid=os.getpid(), tun=cfg.tun_name,
                       inner_addresses=cfg.tun_addresses, outer_interfaces=cfg.outer_interfaces,
                       tun_offload=self.offload)
@@ -87,6 +92,16 @@ class NodeRuntime:
             self.log.emit(time.time(), "sa_installed", name=sa.get("name"), spi=sa.get("spi"),
                           direction=sa.get("direction"), mode=sa.get("mode"))
         self._drain_core_events()
+
+    def setup_role(self) -> None:
+        """Role-specific sockets and state (mobility roles override)."""
+
+    def next_timer(self) -> float | None:
+        """Monotonic time the role wants ``on_timer`` called, or None."""
+        return None
+
+    def on_timer(self, now: float) -> None:
+        pass
 
     def _watch(self, fd: int, handler) -> None:
         self.epoll.register(fd, select.EPOLLIN)
@@ -109,14 +124,21 @@ class NodeRuntime:
     def run(self) -> None:
         poll = self.epoll.poll
         handlers = self.handlers
+        next_timer = self.next_timer
         while not self.stopping:
+            deadline = next_timer()
+            timeout = 1.0
+            if deadline is not None:
+                timeout = min(1.0, max(0.0, deadline - time.monotonic()))
             try:
-                ready = poll(1.0)
+                ready = poll(timeout)
             except InterruptedError:
                 continue
             now = time.monotonic()
             for fd, _mask in ready:
                 handlers[fd](now)
+            if deadline is not None and now >= deadline:
+                self.on_timer(now)
             self._drain_core_events()
 
     def _drain_core_events(self) -> None:
@@ -134,6 +156,8 @@ class NodeRuntime:
             try:
                 data = read(fd, 65535 + VNET_HDR_LEN)
             except BlockingIOError:
+                return
+            except OSError:  # e.g. ENETDOWN while the link is down (a move)
                 return
             counters["tun_rx"] += 1
             if not offload:
@@ -181,6 +205,8 @@ class NodeRuntime:
             try:
                 frame = recv(65535)
             except BlockingIOError:
+                break
+            except OSError:  # e.g. ENETDOWN while the link is down (a move)
                 break
             counters["net_rx"] += 1
             _verdict, _sa, inner = inbound(frame[ETH_HEADER_LEN:])
@@ -238,6 +264,14 @@ def _addresses() -> list[dict]:
     return result
 
 
+def runtime_class(config: NodeConfig):
+    """The runtime for a node's role; mobility roles live in nodeapps.roles."""
+    if config.mobility is None:
+        return NodeRuntime
+    from nodeapps.roles import RUNTIMES
+    return RUNTIMES[config.role]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="svpnlab-node", description="Run one svpnlab VPN node.")
     parser.add_argument("config", help="node configuration (JSON)")
@@ -249,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"svpnlab-node: {exc}", file=sys.stderr)
         return 2
     _die_with_parent()
-    runtime = NodeRuntime(config, processor)
+    runtime = runtime_class(config)(config, processor)
 
     def stop(_signum, _frame):
         runtime.stopping = True

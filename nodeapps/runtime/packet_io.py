@@ -20,6 +20,7 @@ _SO_SNDBUFFORCE = 32
 _IPV6_HDRINCL = 36
 _SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE
 _PACKET_HOST = 0
+_PACKET_OUTGOING = 4
 
 # BPF opcodes
 _LD_H_ABS = 0x28
@@ -28,12 +29,13 @@ _JEQ_K = 0x15
 _RET_K = 0x06
 
 
-def _bpf_program(next_headers: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
-    """Accept frames to this host, EtherType IPv6, whose first next header is one of ``next_headers``."""
+def _bpf_program(next_headers: tuple[int, ...], host_only: bool = True) -> list[tuple[int, int, int, int]]:
+    """Accept frames to this host (or, without ``host_only``, also multicast), EtherType IPv6, whose first
+    next header is one of ``next_headers``."""
     n = len(next_headers)
     program = [
         (_LD_B_ABS, 0, 0, _SKF_AD_PKTTYPE),
-        (_JEQ_K, 0, n + 3, _PACKET_HOST),          # not for us -> drop
+        (_JEQ_K, 0, n + 3, _PACKET_HOST) if host_only else (_JEQ_K, n + 3, 0, _PACKET_OUTGOING),
         (_LD_H_ABS, 0, 0, 12),
         (_JEQ_K, 0, n + 1, ETH_P_IPV6),            # not IPv6 -> drop
         (_LD_B_ABS, 0, 0, ETH_HEADER_LEN + 6),     # IPv6 next header
@@ -52,11 +54,12 @@ def _attach_filter(sock: socket.socket, program) -> None:
     sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
 
 
-def open_capture(interface: str, next_headers: tuple[int, ...], rcvbuf: int = 8 << 20) -> socket.socket:
+def open_capture(interface: str, next_headers: tuple[int, ...], rcvbuf: int = 8 << 20,
+                 host_only: bool = True) -> socket.socket:
     """Non-blocking AF_PACKET socket on ``interface`` that sees only incoming matching frames."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
     try:
-        _attach_filter(sock, _bpf_program(next_headers))
+        _attach_filter(sock, _bpf_program(next_headers, host_only))
         sock.setsockopt(_SOL_PACKET, _PACKET_IGNORE_OUTGOING, 1)
         sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
         sock.bind((interface, ETH_P_IPV6))

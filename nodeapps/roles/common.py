@@ -1,0 +1,144 @@
+"""What every mobility role's shell does the same way: per-peer ESP for Mobility Header messages, sending
+the cores' datagrams, writing to the TUN, and logging core events with readable addresses."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+
+from nodeapps import ipv6
+from nodeapps.mobility.events import Protection
+from nodeapps.runtime.daemon import NodeRuntime
+from nodeapps.runtime.mobility import TransportPeer, esp_spi, run_ip
+from nodeapps.runtime.offload import PLAIN_VNET_HDR
+
+
+def event_fields(event) -> tuple[str, dict]:
+    """(snake_case name, JSON-able fields) of a core event dataclass; 16-byte values become addresses."""
+    name = "".join("_" + c.lower() if c.isupper() else c for c in type(event).__name__).lstrip("_")
+    fields = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, bytes) and len(value) == 16:
+            value = ipv6.ntop(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, bytes):
+            value = value.hex()
+        fields[f.name] = value
+    return name, fields
+
+
+class MobilityRuntime(NodeRuntime):
+    mobility = True
+
+    def __init__(self, config, processor):
+        super().__init__(config, processor)
+        section = config.mobility
+        self.section = section
+        self.address = ipv6.pton(section["address"])
+        self.peers: dict[bytes, TransportPeer] = {}
+        self.peers_by_spi: dict[int, TransportPeer] = {}
+        for peer in section["peers"]:
+            tp = TransportPeer(peer["address"], peer["out"], peer["in"])
+            self.peers[tp.address] = tp
+            self.peers_by_spi[tp.in_sa.spi] = tp
+        self.core = None
+        self.counters.update({"mh_rx": 0, "mh_tx": 0, "mh_esp_failures": 0, "not_for_us": 0,
+                              "unprotectable": 0})
+
+    # ---- helpers ----
+    def write_tun(self, packet: bytes) -> None:
+        try:
+            self.tun_write(PLAIN_VNET_HDR + packet if self.offload else packet)
+            self.counters["tun_tx"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.log.emit(time.time(), "tun_write_error", reason=exc.strerror)
+
+    def tun_write(self, buf: bytes) -> None:
+        import os
+        os.write(self.tun_fd, buf)
+
+    def send_raw(self, packet: bytes, description: str = "") -> None:
+        try:
+            self.sender.sendto(packet, (ipv6.ntop(packet[24:40]), 0))
+            self.counters["net_tx"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, what=description)
+
+    def open_mobility(self, packet: bytes, now: float) -> bool:
+        """ESP transport packet from a mobility peer -> core; False if no peer SA has this SPI."""
+        spi = esp_spi(packet)
+        peer = self.peers_by_spi.get(spi) if spi is not None else None
+        if peer is None:
+            return False
+        inner = peer.open(packet)
+        self._drain_peer_events(peer)
+        if inner is None:
+            self.counters["mh_esp_failures"] += 1
+            return True
+        self.counters["mh_rx"] += 1
+        self.core.receive(inner, now, esp_protected=True)
+        return True
+
+    def seal_for(self, datagram) -> bytes | None:
+        """The datagram's packet with its RFC 3776 protection applied, or None if we have no SA for it."""
+        if datagram.protection is Protection.NONE:
+            return datagram.packet
+        peer = self.peers.get(datagram.esp_peer)
+        if datagram.protection is not Protection.ESP_TRANSPORT or peer is None:
+            self.counters["unprotectable"] += 1
+            self.log.emit(time.time(), "mobility_unprotectable", what=datagram.description,
+                          protection=datagram.protection.value)
+            return None
+        out = peer.seal(datagram.packet)
+        self._drain_peer_events(peer)
+        return out
+
+    def _drain_peer_events(self, peer: TransportPeer) -> None:
+        for event in peer.processor.pop_events():
+            fields = dict(event)
+            self.log.emit(time.time(), fields.pop("event", "esp_event"), peer=ipv6.ntop(peer.address), **fields)
+
+    def flush_core(self, now: float) -> None:
+        """Apply the core's events (routes, proxy ND, tunnels), then send what it queued: a BA must leave
+        by the routes that match the binding it acknowledges."""
+        for event in self.core.pop_events():
+            name, fields = event_fields(event)
+            self.log.emit(time.time(), name, **fields)
+            self.on_core_event(event, now)
+        for datagram in self.core.datagrams_to_send(now):  # events may have queued more
+            self.send_datagram(datagram, now)
+
+    def send_datagram(self, datagram, now: float) -> None:
+        packet = self.seal_for(datagram)
+        if packet is None:
+            return
+        self.counters["mh_tx"] += 1
+        self.log.emit(time.time(), "mobility_sent", what=datagram.description,
+                      dst=ipv6.ntop(datagram.dst), protection=datagram.protection.value)
+        self.send_raw(packet, datagram.description)
+
+    def on_core_event(self, event, now: float) -> None:
+        pass
+
+    # ---- timers ----
+    def next_timer(self):
+        return self.core.get_timer() if self.core is not None else None
+
+    def on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self.flush_core(now)
+
+    def status(self) -> dict:
+        out = super().status()
+        out["mobility"] = {"counters": dict(self.core.counters) if self.core else {},
+                           "peers": {ipv6.ntop(a): {"out": p.out_sa.status(), "in": p.in_sa.status()}
+                                     for a, p in self.peers.items()}}
+        return out
+
+
+def ip_quiet(*args: str) -> str:
+    return run_ip(*args)

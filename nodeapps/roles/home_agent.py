@@ -1,0 +1,119 @@
+"""Home agent on the office LAN (RFC 6275 §10) around ``nodeapps.mobility.HomeAgent``.
+
+While a mobile node is away: proxy ND for its home address on the office LAN (plus an unsolicited NA so
+neighbours switch to us at once), a /128 route for the home address into our TUN, and every packet read
+from the TUN leaves IPv6-in-IPv6 to the care-of address. Reverse-tunnelled packets (next header 41) from
+the registered care-of address are unwrapped and written into the TUN, from where the kernel forwards
+them. BU/BA travel in ESP transport mode with the node's SA pair (RFC 3776). Every ``interval`` seconds
+the HA multicasts an ESP-protected office announcement on the LAN: the proof a mobile node needs to
+believe it is inside (``nodeapps.mobility.location``).
+"""
+from __future__ import annotations
+
+import socket
+import time
+
+from nodeapps import ipv6
+from nodeapps.esp.sa import SecurityAssociation
+from nodeapps.mobility import HomeAgent
+from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
+from nodeapps.roles.common import MobilityRuntime
+from nodeapps.runtime.mobility import build_announcement, interface_mac, run_ip, send_unsolicited_na
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN
+
+
+class HomeAgentRuntime(MobilityRuntime):
+    owned_protocols = (ipv6.NH_IPV6, ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING)
+
+    def setup_role(self) -> None:
+        s = self.section
+        self.interface = s["interface"]
+        self.core = HomeAgent(self.address, s["home_prefixes"],
+                              served_home_addresses=[p for p in self.peers],
+                              max_lifetime=float(s.get("max_lifetime", 3600)),
+                              refresh_advice=s.get("refresh_advice"))
+        for key in (f"net.ipv6.conf.{self.interface}.proxy_ndp=1", f"net.ipv6.neigh.{self.interface}.proxy_delay=0"):
+            with open("/proc/sys/" + key.split("=")[0].replace(".", "/"), "w") as f:
+                f.write(key.split("=")[1])
+        self.mac = interface_mac(self.interface)
+        self.ifindex = socket.if_nametoindex(self.interface)
+        announcement = s.get("announcement")
+        self.announce_sa = SecurityAssociation.from_config(announcement["sa"]) if announcement else None
+        self.announce_interval = float(announcement.get("interval", 0.05)) if announcement else None
+        self.announce_prefix = announcement.get("prefix") if announcement else None
+        self.next_announcement = time.monotonic()
+        self.counters.update({"reverse_tunnelled": 0, "tunnelled_to_mn": 0, "no_binding": 0, "announcements": 0})
+
+    # ---- data plane ----
+    def _send_out(self, packet: bytes) -> None:
+        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF:
+            self.counters["tun_ignored"] += 1
+            return
+        now = time.monotonic()
+        datagram = self.core.encapsulate_to_mobile(packet, now)
+        if datagram is None:
+            self.counters["no_binding"] += 1
+            return
+        self.counters["tunnelled_to_mn"] += 1
+        packet = self.seal_for(datagram)
+        if packet is not None:
+            self.send_raw(packet, "tunnelled to MN")
+
+    def on_network(self, sock, now: float) -> None:
+        for _ in range(64):
+            try:
+                frame = sock.recv(65535)
+            except BlockingIOError:
+                break
+            except OSError:  # e.g. ENETDOWN while the link is down (a move)
+                break
+            self.counters["net_rx"] += 1
+            packet = frame[ETH_HEADER_LEN:]
+            if len(packet) < 40 or packet[24:40] != self.address:
+                self.counters["not_for_us"] += 1
+                continue
+            if packet[6] == ipv6.NH_IPV6:
+                inner = self.core.accept_reverse_tunnel(packet, now)
+                if inner is not None:
+                    self.counters["reverse_tunnelled"] += 1
+                    self.write_tun(inner)
+            elif not self.open_mobility(packet, now):
+                self.counters["not_for_us"] += 1
+        self.flush_core(now)
+
+    # ---- bindings -> proxy ND, routes ----
+    def on_core_event(self, event, now: float) -> None:
+        if isinstance(event, (BindingAdded, BindingUpdated)) and event.home_registration:
+            home = ipv6.ntop(event.home_address)
+            run_ip("-6", "neigh", "replace", "proxy", home, "dev", self.interface)
+            run_ip("-6", "route", "replace", f"{home}/128", "dev", self.config.tun_name)
+            if isinstance(event, BindingAdded):
+                # RFC 6275 §10.4.1: take over the home address on the link at once.
+                send_unsolicited_na(self.interface, home, self.mac)
+            self.log.emit(time.time(), "intercepting", home_address=home,
+                          care_of_address=ipv6.ntop(event.care_of_address))
+        elif isinstance(event, BindingRemoved) and event.home_registration:
+            home = ipv6.ntop(event.home_address)
+            run_ip("-6", "neigh", "del", "proxy", home, "dev", self.interface)
+            run_ip("-6", "route", "del", f"{home}/128", "dev", self.config.tun_name)
+            self.log.emit(time.time(), "intercept_stopped", home_address=home, reason=event.reason)
+
+    # ---- timers: core + announcements ----
+    def next_timer(self):
+        core = self.core.get_timer()
+        if self.announce_sa is None:
+            return core
+        return self.next_announcement if core is None else min(core, self.next_announcement)
+
+    def on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self.flush_core(now)
+        if self.announce_sa is not None and now >= self.next_announcement:
+            self.next_announcement = now + self.announce_interval
+            packet = build_announcement(self.announce_sa, ipv6.ntop(self.address), self.announce_prefix, time.time())
+            try:
+                self.sender.sendto(packet, ("ff02::1", 0, 0, self.ifindex))
+                self.counters["announcements"] += 1
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                self.log.emit(time.time(), "send_error", reason=exc.strerror, what="office announcement")

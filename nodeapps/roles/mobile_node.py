@@ -1,0 +1,314 @@
+"""Mobile node shell (RFC 6275 §11) around ``nodeapps.mobility.MobileNode`` and ``PresenceDetector``.
+
+Movement: router advertisements arrive on a raw ICMPv6 socket. A new (router, prefix) pair is a new link:
+the node forms its care-of address in the prefix with its fixed host id (no DAD: ``nodad``), replaces its
+default route and tells the core ``move_to(care_of)``; the core sends BUs to the security gateway (first:
+the SG must move the tunnel before anything else can pass it) and to the home agent. Inside or outside:
+only an ESP-authenticated office announcement on the current link makes the node internal; then it puts
+its home address on the interface, removes the VPN routes into the TUN (plain traffic), announces itself
+with an unsolicited NA and deregisters (``move_to(home_address)``). A network that only copies the office
+prefix gets no address and no traffic from us.
+
+Data: packets from the home address read from the TUN go to ``core.outgoing`` (reverse tunnel to the HA)
+and then through the SPD (the MN–SG tunnel SA, whose local end follows the care-of address). ESP from
+the SG is opened, and what comes out is either a mobility message (ESP transport from the HA, for the
+core) or the HA's IPv6-in-IPv6 tunnel (``core.incoming``, then into the TUN).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import subprocess
+import time
+
+from nodeapps import ipv6
+from nodeapps.esp.sa import SecurityAssociation
+from nodeapps.mobility import MobileNode, PresenceDetector
+from nodeapps.mobility import messages as mh
+from nodeapps.mobility.location import Location
+from nodeapps.roles.common import MobilityRuntime
+from nodeapps.runtime.mobility import (
+    RouterAdvertisementError, care_of_address, interface_mac, move_sa, open_router_advertisement_socket,
+    parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
+)
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
+
+
+class MobileNodeRuntime(MobilityRuntime):
+    owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING, ipv6.NH_IPV6)
+
+    def setup_role(self) -> None:
+        s = self.section
+        self.interface = s["interface"]
+        self.ifindex = socket.if_nametoindex(self.interface)
+        self.mac = interface_mac(self.interface)
+        self.home_text = s["address"]
+        self.home_prefix = ipaddress.IPv6Network(s["home_prefix"])
+        self.host_id = int(s["host_id"])
+        self.sg = ipv6.pton(s["security_gateway"])
+        self.vpn_prefixes = list(s["vpn_prefixes"])
+        self.tunnel_sas = list(s["tunnel_sas"])
+        timers = s.get("timers", {})
+        self.core = MobileNode(self.address, ipv6.pton(s["home_agent"]), keep_retrying=True,
+                               home_lifetime=float(timers.get("home_lifetime", 420)),
+                               initial_bindack_timeout=float(timers.get("initial_bindack_timeout", 1.0)),
+                               initial_bindack_timeout_first_reg=float(timers.get("initial_bindack_timeout_first_reg",
+                                                                                  1.5)))
+        self.presence = PresenceDetector(announcement_lifetime=s.get("announcement_lifetime"))
+        announcement = s.get("announcement")
+        self.announce_sa = SecurityAssociation.from_config(announcement["sa"]) if announcement else None
+        self.counters.update({"ra_rx": 0, "ra_bad": 0, "announcements_ok": 0, "announcements_bad": 0,
+                              "reverse_tunnelled": 0, "from_tunnel": 0})
+        self.link = None          # (router, prefix) we are attached to
+        self.prefix = None
+        self.router = None
+        self.care_of = None       # text, configured on the interface
+        self.state = "starting"
+        self.ra_sock = open_router_advertisement_socket()
+        self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
+        self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
+        self._watch(self.beacon.fileno(), self.on_beacon)
+        now = time.monotonic()
+        self.core.register_with(self.sg, now)
+        # Where the lab put us: an address in a visited prefix means we are away already.
+        for address in _global_addresses(self.interface):
+            prefix = ipaddress.IPv6Network(f"{address}/64", strict=False)
+            if ipaddress.IPv6Address(address) != ipaddress.IPv6Address(self.home_text):
+                self.link = ("initial", str(prefix))
+                self.presence.link_up(self.link, now)
+                self.prefix, self.router = str(prefix), _default_router(self.interface)
+                self._go_away(now)
+                break
+        else:
+            self.state = "home-unproven"
+        self.flush_core(now)
+
+    def close(self) -> None:
+        for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None)):
+            if sock is not None:
+                sock.close()
+        super().close()
+
+    # ---- movement ----
+    def on_router_advertisement(self, now: float) -> None:
+        for _ in range(16):
+            try:
+                message, source, ifindex = receive_router_advertisement(self.ra_sock)
+            except BlockingIOError:
+                return
+            except OSError:  # e.g. ENETDOWN while the link is down (a move)
+                return
+            if ifindex != self.ifindex:
+                continue
+            self.counters["ra_rx"] += 1
+            try:
+                ra = parse_router_advertisement(message, source)
+            except RouterAdvertisementError as exc:
+                self.counters["ra_bad"] += 1
+                self.log.emit(time.time(), "ra_dropped", reason=str(exc))
+                continue
+            prefixes = [p for p, autonomous in ra.prefixes if autonomous] or [p for p, _ in ra.prefixes]
+            if not prefixes or ra.router_lifetime == 0:
+                continue
+            link = (ra.router, prefixes[0])
+            if link == self.link:
+                continue
+            self.log.emit(time.time(), "new_link", router=ra.router, prefix=prefixes[0],
+                          previous=self.prefix, adv_interval_ms=ra.interval_ms)
+            self.link, self.prefix, self.router = link, prefixes[0], ra.router
+            self.presence.link_up(link, now)
+            self._apply_location(now)
+            self.flush_core(now)
+
+    def on_beacon(self, now: float) -> None:
+        for _ in range(16):
+            try:
+                frame = self.beacon.recv(2048)
+            except BlockingIOError:
+                return
+            except OSError:  # e.g. ENETDOWN while the link is down (a move)
+                return
+            packet = frame[ETH_HEADER_LEN:]
+            if len(packet) < 40 or packet[24] != 0xFF:
+                continue
+            prefix = verify_announcement(self.announce_sa, packet) if self.announce_sa else None
+            authentic = prefix is not None and prefix == self.home_prefix.network_address.packed
+            self.counters["announcements_ok" if authentic else "announcements_bad"] += 1
+            if self.link is None:
+                continue
+            before = self.presence.location
+            self.presence.office_announcement(self.link, authentic, now)
+            if self.presence.location is not before:
+                self._apply_location(now)
+                self.flush_core(now)
+
+    def _apply_location(self, now: float) -> None:
+        for change in self.presence.pop_events():
+            self.log.emit(time.time(), "location", location=change.location.value, reason=change.reason)
+        if self.presence.location is Location.INTERNAL:
+            self._go_home(now)
+        elif ipaddress.IPv6Network(self.prefix) == self.home_prefix:
+            self._go_dark(now)
+        else:
+            self._go_away(now)
+
+    def _go_away(self, now: float) -> None:
+        coa = care_of_address(self.prefix, self.host_id)
+        if self.state in ("home", "home-unproven"):
+            run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface)
+        if self.care_of and self.care_of != coa:
+            run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
+        error = run_ip("-6", "addr", "replace", f"{coa}/64", "dev", self.interface, "nodad")
+        if self.router:
+            error = error or run_ip("-6", "route", "replace", "default", "via", self.router, "dev", self.interface)
+        for prefix in self.vpn_prefixes:
+            run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
+        for name in self.tunnel_sas:
+            sa = self.processor.sad.get(name)
+            if sa is not None:
+                move_sa(self.processor.sad, name, local=coa)
+        self.care_of, self.state = coa, "away"
+        self.log.emit(time.time(), "care_of_address", address=coa, error=error or None)
+        self.core.move_to(ipv6.pton(coa), now)
+
+    def _go_home(self, now: float) -> None:
+        if self.care_of:
+            run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
+        for prefix in self.vpn_prefixes:
+            run_ip("-6", "route", "del", prefix, "dev", self.config.tun_name)
+        run_ip("-6", "addr", "replace", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface,
+               "nodad")
+        if self.router:
+            run_ip("-6", "route", "replace", "default", "via", self.router, "dev", self.interface)
+        send_unsolicited_na(self.interface, self.home_text, self.mac)  # RFC 6275 §11.5.4
+        self.care_of, self.state = None, "home"
+        self.log.emit(time.time(), "home", address=self.home_text)
+        self.core.move_to(self.address, now)
+
+    def _go_dark(self, now: float) -> None:
+        """An office prefix without proof: no address, so nothing can leave in clear; VPN routes stay in
+        the TUN, where the SPD would send them only under ESP."""
+        if self.care_of:
+            run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
+        if self.state in ("home", "home-unproven"):
+            run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface)
+        for prefix in self.vpn_prefixes:
+            run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
+        self.care_of, self.state = None, "unproven"
+        self.log.emit(time.time(), "office_prefix_unproven", prefix=self.prefix)
+
+    # ---- data plane ----
+    def _send_out(self, packet: bytes) -> None:
+        counters = self.counters
+        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
+                (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
+            counters["tun_ignored"] += 1
+            return
+        if self.state != "away":
+            counters["bypass_from_tun"] += 1  # home: plain routes; unproven: nothing leaves
+            return
+        datagram = self.core.outgoing(packet, time.monotonic())
+        counters["reverse_tunnelled"] += 1
+        self._protect_and_send(datagram.packet, datagram.description)
+
+    def _protect_and_send(self, packet: bytes, description: str) -> None:
+        verdict, sa, out = self.processor.outbound(packet)
+        if out is None:
+            return
+        if verdict == "protect":
+            try:
+                self.sender.sendto(out, (sa.remote, 0))
+                self.counters["net_tx"] += 1
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+        else:
+            self.send_raw(out, description)
+
+    def send_datagram(self, datagram, now: float) -> None:
+        packet = self.seal_for(datagram)
+        if packet is None:
+            return
+        self.counters["mh_tx"] += 1
+        self.log.emit(time.time(), "mobility_sent", what=datagram.description, dst=ipv6.ntop(datagram.dst),
+                      protection=datagram.protection.value)
+        if self.state == "away":
+            self._protect_and_send(packet, datagram.description)  # to the HA: inside the SG tunnel
+        elif self.state == "home":
+            self.send_raw(packet, datagram.description)
+
+    def flush_core(self, now: float) -> None:
+        # The SG first: until it has moved the tunnel, the BU to the HA cannot pass it.
+        datagrams = sorted(self.core.datagrams_to_send(now), key=lambda d: d.dst != self.sg)
+        for datagram in datagrams:
+            self.send_datagram(datagram, now)
+        for event in self.core.pop_events():
+            from nodeapps.roles.common import event_fields
+            name, fields = event_fields(event)
+            self.log.emit(time.time(), name, **fields)
+        for datagram in self.core.datagrams_to_send(now):
+            self.send_datagram(datagram, now)
+
+    def on_network(self, sock, now: float) -> None:
+        processor = self.processor
+        for _ in range(64):
+            try:
+                frame = sock.recv(65535)
+            except BlockingIOError:
+                break
+            except OSError:  # e.g. ENETDOWN while the link is down (a move)
+                break
+            self.counters["net_rx"] += 1
+            packet = frame[ETH_HEADER_LEN:]
+            if self.open_mobility(packet, now):
+                continue
+            _verdict, _sa, inner = processor.inbound(packet)
+            if inner is None:
+                continue
+            if self.open_mobility(inner, now):
+                continue
+            try:
+                upper = mh.packet_summary(inner)[2]
+            except mh.MobilityParseError:
+                upper = None
+            if upper == ipv6.NH_IPV6:
+                delivered = self.core.incoming(inner, now)
+                if delivered is not None:
+                    self.counters["from_tunnel"] += 1
+                    self.write_tun(delivered)
+            else:
+                self.write_tun(inner)
+        self.flush_core(now)
+
+    def next_timer(self):
+        times = [t for t in (self.core.get_timer(), self.presence.get_timer()) if t is not None]
+        return min(times, default=None)
+
+    def on_timer(self, now: float) -> None:
+        before = self.presence.location
+        self.presence.handle_timer(now)
+        if self.presence.location is not before:
+            self._apply_location(now)
+        self.core.handle_timer(now)
+        self.flush_core(now)
+
+    def status(self) -> dict:
+        out = super().status()
+        out["mobility"].update({"state": self.state, "care_of_address": self.care_of, "prefix": self.prefix,
+                                "location": self.presence.location.value,
+                                "home_registered": self.core.home_registered()})
+        return out
+
+
+def _global_addresses(interface: str) -> list[str]:
+    out = subprocess.run(["ip", "-j", "-6", "addr", "show", "dev", interface, "scope", "global"],
+                         capture_output=True, text=True).stdout
+    return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", []) if a.get("local")]
+
+
+def _default_router(interface: str) -> str | None:
+    out = subprocess.run(["ip", "-j", "-6", "route", "show", "default", "dev", interface],
+                         capture_output=True, text=True).stdout
+    routes = json.loads(out or "[]")
+    return routes[0].get("gateway") if routes else None

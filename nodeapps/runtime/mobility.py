@@ -1,0 +1,218 @@
+"""Runtime pieces the mobility roles share: router advertisements, neighbour advertisements, per-peer
+ESP transport processors for Mobility Header messages, SA endpoint moves, and the office announcement.
+
+Parsers here are pure functions (tested without root); the socket helpers are thin.
+"""
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+
+from nodeapps import ipv6
+from nodeapps.esp.errors import EspError
+from nodeapps.esp.processor import IPsecProcessor
+from nodeapps.esp.sa import SecurityAssociation
+from nodeapps.esp.sad import SAD
+from nodeapps.esp.spd import SPD
+from nodeapps.mobility import messages as mh
+
+ICMPV6_RA = 134
+ICMPV6_NA = 136
+_ICMP6_FILTER = 1
+_IPV6_RECVPKTINFO = 49
+_IPV6_PKTINFO = 50
+_IPV6_UNICAST_HOPS = 16
+_IPV6_MULTICAST_HOPS = 18
+_IPV6_MULTICAST_IF = 17
+RA_FIXED_LEN = 16
+OPT_PREFIX_INFO = 3
+OPT_ADV_INTERVAL = 7
+# Office announcement payload: the SA proves who sent it; the next header value is one of the two that
+# RFC 3692 leaves for experiments, so nothing else on the link mistakes it for its own traffic.
+ANNOUNCEMENT_NEXT_HEADER = 253
+ANNOUNCEMENT_MAGIC = b"svpn-office\0"
+
+
+class RouterAdvertisementError(ValueError):
+    """An ICMPv6 message that is not a usable router advertisement."""
+
+
+@dataclass(frozen=True)
+class RouterAdvertisement:
+    router: str                      # source (link-local) address
+    router_lifetime: int             # seconds
+    prefixes: tuple                  # ((prefix text "2001:db8:21::/64", autonomous flag), ...)
+    interval_ms: int | None          # Advertisement Interval option (RFC 6275 §7.3)
+
+
+def parse_router_advertisement(message: bytes, source: str) -> RouterAdvertisement:
+    """RFC 4861 §4.2 / §4.6.2 (prefix information) and RFC 6275 §7.3 (advertisement interval)."""
+    if len(message) < RA_FIXED_LEN or message[0] != ICMPV6_RA or message[1] != 0:
+        raise RouterAdvertisementError("not a router advertisement")
+    lifetime = struct.unpack_from("!H", message, 6)[0]
+    prefixes, interval = [], None
+    pos = RA_FIXED_LEN
+    while pos < len(message):
+        if pos + 2 > len(message):
+            raise RouterAdvertisementError("truncated option")
+        kind, units = message[pos], message[pos + 1]
+        if units == 0:  # RFC 4861 §4.6: length 0 is invalid, the whole message is dropped
+            raise RouterAdvertisementError("option of length 0")
+        end = pos + 8 * units
+        if end > len(message):
+            raise RouterAdvertisementError("option runs past the message")
+        if kind == OPT_PREFIX_INFO and units == 4:
+            plen, flags = message[pos + 2], message[pos + 3]
+            if plen <= 128:
+                network = ipaddress.IPv6Network((message[pos + 16:pos + 32], plen), strict=False)
+                prefixes.append((str(network), bool(flags & 0x40)))
+        elif kind == OPT_ADV_INTERVAL and units == 1:
+            interval = struct.unpack_from("!I", message, pos + 4)[0]
+        pos = end
+    return RouterAdvertisement(source, lifetime, tuple(prefixes), interval)
+
+
+def care_of_address(prefix: str, host_id: int) -> str:
+    """The node's address in ``prefix``: the same host id in every network (no DAD needed: the lab
+    guarantees ids are unique; RFC 4862 §5.4 allows skipping DAD when DupAddrDetectTransmits is 0)."""
+    network = ipaddress.IPv6Network(prefix)
+    return str(network.network_address + host_id)
+
+
+def open_router_advertisement_socket() -> socket.socket:
+    """Raw ICMPv6 socket that receives only router advertisements (the kernel copies them to raw
+    sockets even with accept_ra=0), with the receiving interface in IPV6_PKTINFO."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    words = [0xFFFFFFFF] * 8
+    words[ICMPV6_RA >> 5] &= ~(1 << (ICMPV6_RA & 31))  # RFC 3542 §3.2: a set bit blocks the type
+    sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *words))
+    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def receive_router_advertisement(sock: socket.socket):
+    """(message, source address, interface index, hop limit ok) for one waiting message."""
+    data, ancdata, _flags, address = sock.recvmsg(2048, 256)
+    ifindex = 0
+    for level, kind, value in ancdata:
+        if level == socket.IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= 20:
+            ifindex = struct.unpack_from("I", value, 16)[0]
+    return data, address[0].split("%")[0], ifindex
+
+
+def neighbour_advertisement(target: str, mac: str) -> bytes:
+    """Unsolicited NA (RFC 4861 §4.4, §7.2.6) with the Override flag, target ``target``, our link-layer
+    address: what a home agent sends when it starts defending an away node's home address (RFC 6275
+    §10.4.1) and what the node sends when it is back (§11.5.4). Checksum left 0: the kernel fills it."""
+    flags = 0x20000000  # Override
+    option = bytes((2, 1)) + bytes.fromhex(mac.replace(":", ""))
+    return struct.pack("!BBHI", ICMPV6_NA, 0, 0, flags) + ipv6.pton(target) + option
+
+
+def send_unsolicited_na(interface: str, target: str, mac: str, count: int = 2) -> str:
+    """Send it ``count`` times; the error text, or "" when sent."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        ifindex = socket.if_nametoindex(interface)
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_HOPS, 255)  # RFC 4861 §7.1.2
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_IF, ifindex)
+        message = neighbour_advertisement(target, mac)
+        for _ in range(count):
+            sock.sendto(message, ("ff02::1", 0, 0, ifindex))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        sock.close()
+    return ""
+
+
+def interface_mac(interface: str) -> str:
+    with open(f"/sys/class/net/{interface}/address", encoding="ascii") as f:
+        return f.read().strip()
+
+
+def run_ip(*args: str) -> str:
+    """One `ip` command; the error text (empty on success)."""
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    return result.stderr.strip() if result.returncode else ""
+
+
+# ---- ESP for Mobility Header messages (RFC 3776) -------------------------------------------------------
+
+class TransportPeer:
+    """The ESP transport-mode SA pair with one mobility peer, as its own small processor: everything to the
+    peer that the shell marks ESP_TRANSPORT is sealed with ``out``, everything in with ``in`` is opened.
+    Which peer a packet belongs to is decided by the caller (by address or SPI), so the SPD is one rule."""
+
+    def __init__(self, address: str, out_config: dict, in_config: dict):
+        self.address = ipv6.pton(address)
+        self.out_sa = SecurityAssociation.from_config(out_config)
+        self.in_sa = SecurityAssociation.from_config(in_config)
+        spd = SPD([{"direction": "out", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.out_sa.name},
+                   {"direction": "in", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.in_sa.name}])
+        self.processor = IPsecProcessor(spd, SAD([self.out_sa, self.in_sa]))
+
+    def seal(self, packet: bytes) -> bytes | None:
+        verdict, _sa, out = self.processor.outbound(packet)
+        return out if verdict == "protect" else None
+
+    def open(self, packet: bytes) -> bytes | None:
+        verdict, _sa, inner = self.processor.inbound(packet)
+        return inner if verdict == "accept" else None
+
+
+def esp_spi(packet: bytes) -> int | None:
+    """SPI of the ESP header of a packet (after any extension headers), or None without ESP."""
+    try:
+        _hao, _rh2, upper, offset = mh.packet_summary(packet)
+    except mh.MobilityParseError:
+        return None
+    if upper != ipv6.NH_ESP or offset + 8 > len(packet):
+        return None
+    return int.from_bytes(packet[offset:offset + 4], "big")
+
+
+def move_sa(sad: SAD, name: str, *, local: str | None = None, remote: str | None = None) -> bool:
+    """Change an installed SA's endpoint addresses, keeping its keys, sequence number and replay window
+    (the MN–SG tunnel follows the node, issue item 5). Re-indexed in the SAD. False if not installed."""
+    sa = sad.get(name)
+    if sa is None:
+        return False
+    sad.remove(sa)
+    if local is not None:
+        sa.local_bytes = ipv6.pton(local)
+        sa.local = str(ipaddress.IPv6Address(sa.local_bytes))
+    if remote is not None:
+        sa.remote_bytes = ipv6.pton(remote)
+        sa.remote = str(ipaddress.IPv6Address(sa.remote_bytes))
+    sad.add(sa)
+    return True
+
+
+# ---- office announcement --------------------------------------------------------------------------------
+
+def build_announcement(sa: SecurityAssociation, source: str, prefix: str, now: float) -> bytes:
+    """ESP-protected multicast packet (source -> ff02::1) naming the office prefix; only holders of the
+    office SA can make one, so a network that copies the prefix cannot."""
+    body = ANNOUNCEMENT_MAGIC + ipaddress.IPv6Network(prefix).network_address.packed + struct.pack("!d", now)
+    esp = sa.seal(ANNOUNCEMENT_NEXT_HEADER, body)
+    return ipv6.build_header(ipv6.pton(source), ipv6.pton("ff02::1"), ipv6.NH_ESP, len(esp), hop_limit=255) + esp
+
+
+def verify_announcement(sa: SecurityAssociation, packet: bytes) -> bytes | None:
+    """The announced prefix address (16 bytes) if ``packet`` is an authentic announcement under ``sa``."""
+    if len(packet) < ipv6.HEADER_LEN + 8 or packet[6] != ipv6.NH_ESP or packet[7] != 255:
+        return None
+    if int.from_bytes(packet[40:44], "big") != sa.spi:
+        return None
+    try:
+        next_header, body = sa.open(packet[40:ipv6.HEADER_LEN + ((packet[4] << 8) | packet[5])])
+    except EspError:  # any ESP failure (ICV, replay, format) means "not authenticated"
+        return None
+    if next_header != ANNOUNCEMENT_NEXT_HEADER or not body.startswith(ANNOUNCEMENT_MAGIC):
+        return None
+    return body[len(ANNOUNCEMENT_MAGIC):len(ANNOUNCEMENT_MAGIC) + 16]

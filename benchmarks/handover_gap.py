@@ -1,0 +1,91 @@
+"""Handover gap per move type: the file server pings the mobile node's home address at 50 Hz while the
+node cycles wlan1 -> wlan2 -> cell -> office -> wlan1 ...; the gap of a move is the silence between the
+last echo reply over the old path and the first over the new one (``topologies.handover``).
+
+Run as root:  .venv/bin/python benchmarks/handover_gap.py [--rounds 10] [--addressing public]
+              [--links ideal|default] [--json FILE]
+
+RA intervals are at their RFC 6275 §7.5 fast setting (0.03-0.07 s). Goal: <= 150 ms. This is a benchmark,
+not a test: the 2 CPUs are shared, so numbers vary from run to run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from topologies.handover import handover_gap, reply_times, summarise  # noqa: E402
+from topologies.lab import SvpnLab  # noqa: E402
+
+CYCLE = ("wlan2", "cell", "office", "wlan1")
+KIND = {"wlan": "WLAN", "cell": "cellular", "office": "office"}
+
+
+def kind(network: str) -> str:
+    return KIND["wlan" if network.startswith("wlan") else network]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="cycles of 4 moves (default 10)")
+    parser.add_argument("--addressing", choices=("public", "private"), default="public")
+    parser.add_argument("--links", choices=("ideal", "default"), default="ideal")
+    parser.add_argument("--dwell", type=float, default=1.2, help="seconds between moves (default 1.2)")
+    parser.add_argument("--json", help="write the per-move results here")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    lab = SvpnLab(addressing=args.addressing, mobile_nodes=1, attachments=["wlan1"], links=args.links,
+                  mobility=True)
+    moves = []
+    try:
+        lab.start()
+        time.sleep(1.0)
+        hoa = lab.plan.mobile("mn1").home_address
+        ping = lab.popen("fs", ["ping", "-6", "-n", "-D", "-i", "0.02", hoa], "probe.txt")
+        time.sleep(1.0)
+        where = "wlan1"
+        for _ in range(args.rounds):
+            for network in CYCLE:
+                start = time.time()
+                events = lab.move("mn1", network)
+                registered = max(e["time"] for e in events)
+                moves.append({"from": where, "to": network, "start": start, "registered_s": registered - start})
+                where = network
+                time.sleep(args.dwell)
+        lab.stop_helper(ping)
+        times = reply_times(open(os.path.join(lab.run_dir, "probe.txt")).read())
+    finally:
+        lab.stop()
+    by_type: dict[str, list[float]] = {}
+    lost = 0
+    for move in moves:
+        gap = handover_gap(times, move["start"], window=args.dwell)
+        move["gap_s"] = gap["gap_s"] if gap else None
+        if gap is None:
+            lost += 1
+            continue
+        by_type.setdefault(f"{kind(move['from'])} -> {kind(move['to'])}", []).append(gap["gap_s"])
+    print(f"handover gap, {args.addressing} addressing, links {args.links}, 50 Hz probe, "
+          f"{len(moves)} moves ({lost} without recovery inside {args.dwell} s)")
+    print("| move | moves | median | max |")
+    print("|---|---|---|---|")
+    everything = []
+    for name, gaps in sorted(by_type.items()):
+        everything += gaps
+        s = summarise(gaps)
+        print(f"| {name} | {s['moves']} | {s['median_ms']} ms | {s['max_ms']} ms |")
+    s = summarise(everything)
+    print(f"| all | {s['moves']} | {s['median_ms']} ms | {s['max_ms']} ms |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"args": vars(args), "moves": moves}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,7 +27,7 @@ from mininet.net import Mininet
 
 from topologies.addressing import AddressPlan, MobileNodePlan, PlanError
 from topologies.links import emulated_links, emulation_metadata
-from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, OFFICE_SWITCH, SvpnTopo
+from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, CORRESPONDENT_ADDRESS, OFFICE_SWITCH, SvpnTopo
 
 TUN_NAME = "svpn0"
 # Worst-case ESP tunnel overhead: outer IPv6 40 + SPI/seq 8 + IV 8 + padding 3 + trailer 2 + ICV 16.
@@ -58,9 +58,12 @@ class SvpnLab:
                  link_params: dict | None = None, links: str = "default", plain_service: bool = False,
                  mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000,
                  mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
-                 announcement_interval: float = 0.05, mobility_timers: dict | None = None):
+                 announcement_interval: float = 0.05, mobility_timers: dict | None = None,
+                 correspondent: bool = False):
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
-                             link_params=link_params, links=links, plain_service=plain_service, mtu=mtu)
+                             link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
+                             correspondent=correspondent)
+        self.correspondent = correspondent
         self._links: list = []
         self.mobility = mobility
         self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (MOBILITY_OVERHEAD if mobility else 0))
@@ -134,7 +137,8 @@ class SvpnLab:
         return [mn for mn in self.plan.mobile_nodes if mn.attachment != "office" or self.mobility]
 
     def vpn_nodes(self) -> list[str]:
-        return ["sg"] + (["ha"] if self.mobility else []) + [mn.name for mn in self.external_mobile_nodes()]
+        extra = (["ha"] if self.mobility else []) + (["xha", "cn"] if "xha" in self.node_configs else [])
+        return ["sg"] + extra + [mn.name for mn in self.external_mobile_nodes()]
 
     def control_socket(self, node: str) -> str:
         return os.path.join(self.run_dir, f"{node}.sock")
@@ -298,6 +302,8 @@ table inet svpnlab_gateway {{
                              "in": sa(to_sg, mip + 2, "in", plan.sg_public, home, *keys[2])})
             sg_sas += [sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"),
                        sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel")]
+        if self.correspondent and plan.external_home_prefix is not None:
+            self._add_external_configs(configs)
         configs["sg"] = self._node_config(
             "sg", "security-gateway", addresses=[], routes=[], interfaces=["sg-wan", "sg-lan"], sas=sg_sas,
             spd={"vpn_prefixes": vpn, "rules": sg_rules},
@@ -311,6 +317,48 @@ table inet svpnlab_gateway {{
                                        "sa": sa("office-announcement", announce_spi, "out", ha, "ff02::1",
                                                 announce_key, announce_salt)}})
         return configs
+
+    def _add_external_configs(self, configs: dict) -> None:
+        """Embodiment 1 with a public correspondent: each MN also registers its external home address
+        with the external home agent ``xha`` (ESP transport SAs for BU/BA, tunnel-mode SAs for HoTI/HoT,
+        RFC 3776) and does route optimisation with ``cn``."""
+        plan = self.plan
+        xha = plan.xha_address
+        ext_prefix = str(plan.external_home_prefix)
+        xha_peers, xha_tunnels = [], []
+
+        def sa(name, spi, direction, local, remote, key, salt, mode="transport"):
+            return {"name": name, "spi": spi, "algorithm": ALGORITHM, "key": key, "salt": salt, "mode": mode,
+                    "direction": direction, "local": local, "remote": remote}
+
+        for n, mn in enumerate(self.external_mobile_nodes()):
+            ehoa, coa = mn.external_home_address, plan.current_address(mn)
+            spi = self.spi_base + 0x300 + 4 * n
+            keys = [(_hex(16), _hex(4)) for _ in range(4)]
+            names = (f"{mn.name}->xha mh", f"xha->{mn.name} mh", f"{mn.name}->xha tunnel", f"xha->{mn.name} tunnel")
+            config = configs[mn.name]
+            config["tun"]["addresses"].append(f"{ehoa}/128")
+            config["mobility"]["external"] = {
+                "address": ehoa, "home_agent": xha, "correspondents": [CORRESPONDENT_ADDRESS],
+                "peers": [{"address": xha, "out": sa(names[0], spi, "out", ehoa, xha, *keys[0]),
+                           "in": sa(names[1], spi + 1, "in", ehoa, xha, *keys[1])}],
+                "tunnel_peer": {"address": xha,
+                                "out": sa(names[2], spi + 2, "out", coa, xha, *keys[2], mode="tunnel"),
+                                "in": sa(names[3], spi + 3, "in", coa, xha, *keys[3], mode="tunnel")}}
+            xha_peers.append({"address": ehoa, "out": sa(names[1], spi + 1, "out", xha, ehoa, *keys[1]),
+                              "in": sa(names[0], spi, "in", xha, ehoa, *keys[0])})
+            xha_tunnels.append({"address": ehoa,
+                                "out": sa(names[3], spi + 3, "out", xha, coa, *keys[3], mode="tunnel"),
+                                "in": sa(names[2], spi + 2, "in", xha, coa, *keys[2], mode="tunnel")})
+        configs["xha"] = self._node_config(
+            "xha", "home-agent", addresses=[], routes=[], interfaces=["xha-up"], sas=[],
+            spd={"vpn_prefixes": [], "rules": []},
+            mobility={"address": xha, "home_prefixes": [ext_prefix], "interface": "xha-lan", "peers": xha_peers,
+                      "tunnel_peers": xha_tunnels})
+        configs["cn"] = self._node_config(
+            "cn", "correspondent", addresses=[], routes=[ext_prefix], interfaces=["cn-eth0"], sas=[],
+            spd={"vpn_prefixes": [], "rules": []},
+            mobility={"address": CORRESPONDENT_ADDRESS, "interface": "cn-eth0", "peers": []})
 
     def _start_router_advertisements(self) -> None:
         """radvd on every access router and on the SG's office interface, at ``ra_intervals``."""

@@ -51,6 +51,10 @@ DEFAULT_PROFILES = {
     "xha-home": "ideal", "wlan1": "wlan", "wlan2": "wlan", "cell": "lte", "access": "ideal",
 }
 LINK_PROFILE_SETS = ("default", "ideal")
+# Optional correspondent host on the public side (route optimisation experiments): its own /64 off ir.
+CORRESPONDENT_PREFIX = "2001:db8:0:c0::/64"
+CORRESPONDENT_ADDRESS = "2001:db8:0:c0::2"
+CORRESPONDENT_GATEWAY = "2001:db8:0:c0::1"
 
 
 class LabNode(Node):
@@ -97,11 +101,12 @@ class SvpnTopo(Topo):
     attachments (network per MN: office, wlan1, wlan2, cell), links ("default" profiles or all "ideal"),
     link_params ({link name: EmulatedLink settings, e.g. {"sg-ir": {"delay": "50ms"}}}),
     plain_service (also give the file server an address outside the VPN that the SG forwards in clear,
-    for comparing ESP with plain forwarding on the same path), mtu (of every link; 1500 like Ethernet).
+    for comparing ESP with plain forwarding on the same path), mtu (of every link; 1500 like Ethernet),
+    correspondent (add host "cn" on its own public /64 behind ir, link "ir-cn").
     """
 
     def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
-              plain_service=False, mtu=1500, links="default"):
+              plain_service=False, mtu=1500, links="default", correspondent=False):
         if isinstance(mtu, str) and mtu.isdigit():
             mtu = int(mtu)
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 1280 <= mtu <= 65000:
@@ -171,11 +176,17 @@ class SvpnTopo(Topo):
                          addresses=[("xha-up", f"{xha_side}/64"),
                                     ("xha-lan", f"{plan.xha_address}/{plan.external_home_prefix.prefixlen}")],
                          routes=[f"default via {ir_side}"])
+        if correspondent:
+            ir_addresses.append(("ir-cn", f"{CORRESPONDENT_GATEWAY}/64"))
+            self.addHost("cn", cls=LabNode, ip=None, mtu=mtu, addresses=[("cn-eth0", f"{CORRESPONDENT_ADDRESS}/64")],
+                         routes=[f"default via {CORRESPONDENT_GATEWAY}"])
         self.addHost("ir", cls=LabNode, ip=None, mtu=mtu, forwarding=True, addresses=ir_addresses, routes=ir_routes)
         link("sg-ir", "sg-ir", "sg", "ir", "sg-wan", "ir-sg")
         for net_name in plan.access:
             ar = ACCESS_ROUTER[net_name]
             link(f"ir-{ar}", "ir-ar", ar, "ir", f"{ar}-up", f"ir-{ar}")
+        if correspondent:
+            link("ir-cn", "ir-ar", "cn", "ir", "cn-eth0", "ir-cn")
         if plan.external_home_prefix is not None:
             link("ir-xha", "ir-xha", "xha", "ir", "xha-up", "ir-xha")
             # The external home network itself: a bridge that MNs' external home addresses belong to.

@@ -9,7 +9,8 @@ import time
 from nodeapps import ipv6
 from nodeapps.mobility.events import Protection
 from nodeapps.runtime.daemon import NodeRuntime
-from nodeapps.runtime.mobility import TransportPeer, esp_spi, run_ip
+from nodeapps.mobility import messages as mh
+from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi, run_ip
 from nodeapps.runtime.offload import PLAIN_VNET_HDR
 
 
@@ -43,9 +44,27 @@ class MobilityRuntime(NodeRuntime):
             tp = TransportPeer(peer["address"], peer["out"], peer["in"])
             self.peers[tp.address] = tp
             self.peers_by_spi[tp.in_sa.spi] = tp
+        self.tunnel_peers: dict[bytes, TunnelPeer] = {}
+        self.tunnel_by_spi: dict[int, TunnelPeer] = {}
+        for peer in section.get("tunnel_peers", []):
+            self.add_tunnel_peer(peer)
         self.core = None
         self.counters.update({"mh_rx": 0, "mh_tx": 0, "mh_esp_failures": 0, "not_for_us": 0,
                               "unprotectable": 0})
+
+    def add_tunnel_peer(self, peer: dict, core=None) -> TunnelPeer:
+        tp = TunnelPeer(peer["address"], peer["out"], peer["in"])
+        tp.core = core
+        self.tunnel_peers[tp.address] = tp
+        self.tunnel_by_spi[tp.in_sa.spi] = tp
+        return tp
+
+    def add_transport_peer(self, peer: dict, core=None) -> TransportPeer:
+        tp = TransportPeer(peer["address"], peer["out"], peer["in"])
+        tp.core = core
+        self.peers[tp.address] = tp
+        self.peers_by_spi[tp.in_sa.spi] = tp
+        return tp
 
     # ---- helpers ----
     def write_tun(self, packet: bytes) -> None:
@@ -80,13 +99,22 @@ class MobilityRuntime(NodeRuntime):
             self.counters["mh_esp_failures"] += 1
             return True
         self.counters["mh_rx"] += 1
-        self.core.receive(inner, now, esp_protected=True)
+        (getattr(peer, "core", None) or self.core).receive(inner, now, esp_protected=True)
         return True
 
     def seal_for(self, datagram) -> bytes | None:
         """The datagram's packet with its RFC 3776 protection applied, or None if we have no SA for it."""
         if datagram.protection is Protection.NONE:
             return datagram.packet
+        if datagram.protection is Protection.ESP_TUNNEL and datagram.esp_peer in self.tunnel_peers:
+            # RFC 3776 §3.1: the inner packet (HoTI/HoT) goes in the MN–HA tunnel-mode SA.
+            tunnel = self.tunnel_peers[datagram.esp_peer]
+            try:
+                inner = mh.decapsulate(datagram.packet)[2]
+            except mh.MobilityParseError:
+                self.counters["unprotectable"] += 1
+                return None
+            return tunnel.seal(inner)
         peer = self.peers.get(datagram.esp_peer)
         if datagram.protection is not Protection.ESP_TRANSPORT or peer is None:
             self.counters["unprotectable"] += 1

@@ -77,6 +77,14 @@ class HomeAgentRuntime(MobilityRuntime):
                 if inner is not None:
                     self.counters["reverse_tunnelled"] += 1
                     self.write_tun(inner)
+            elif packet[6] == ipv6.NH_ESP and int.from_bytes(packet[40:44], "big") in self.tunnel_by_spi:
+                # A HoTI in the MN–HA tunnel-mode SA: forward it if it came from the registered CoA.
+                inner = self.tunnel_by_spi[int.from_bytes(packet[40:44], "big")].open(packet)
+                if inner is not None and self.core.reverse_tunnel_allowed(packet[8:24], inner[8:24], now):
+                    self.counters["reverse_tunnelled"] += 1
+                    self.write_tun(inner)
+                else:
+                    self.counters["mh_esp_failures"] += 1
             elif not self.open_mobility(packet, now):
                 self.counters["not_for_us"] += 1
         self.flush_core(now)
@@ -87,6 +95,9 @@ class HomeAgentRuntime(MobilityRuntime):
             home = ipv6.ntop(event.home_address)
             run_ip("-6", "neigh", "replace", "proxy", home, "dev", self.interface)
             run_ip("-6", "route", "replace", f"{home}/128", "dev", self.config.tun_name)
+            tunnel = self.tunnel_peers.get(event.home_address)
+            if tunnel is not None:
+                tunnel.move(local=ipv6.ntop(self.address), remote=ipv6.ntop(event.care_of_address))
             if isinstance(event, BindingAdded):
                 # RFC 6275 §10.4.1: take over the home address on the link at once.
                 send_unsolicited_na(self.interface, home, self.mac)

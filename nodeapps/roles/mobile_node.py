@@ -27,16 +27,17 @@ from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import MobileNode, PresenceDetector
 from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
-from nodeapps.roles.common import MobilityRuntime
+from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, care_of_address, interface_mac, move_sa, open_router_advertisement_socket,
+    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa, open_router_advertisement_socket,
     parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
 
 
 class MobileNodeRuntime(MobilityRuntime):
-    owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING, ipv6.NH_IPV6)
+    owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING, ipv6.NH_IPV6, ipv6.NH_MOBILITY)
+    EXTERNAL_TABLE = "200"
 
     def setup_role(self) -> None:
         s = self.section
@@ -59,7 +60,8 @@ class MobileNodeRuntime(MobilityRuntime):
         announcement = s.get("announcement")
         self.announce_sa = SecurityAssociation.from_config(announcement["sa"]) if announcement else None
         self.counters.update({"ra_rx": 0, "ra_bad": 0, "announcements_ok": 0, "announcements_bad": 0,
-                              "reverse_tunnelled": 0, "from_tunnel": 0})
+                              "reverse_tunnelled": 0, "from_tunnel": 0, "route_optimised": 0,
+                              "route_optimised_in": 0})
         self.link = None          # (router, prefix) we are attached to
         self.prefix = None
         self.router = None
@@ -70,6 +72,11 @@ class MobileNodeRuntime(MobilityRuntime):
         self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
         self._watch(self.beacon.fileno(), self.on_beacon)
         now = time.monotonic()
+        self.ext_core = None
+        self.ext_home = None
+        external = s.get("external")
+        if external:
+            self._setup_external(external, timers, now)
         self.core.register_with(self.sg, now)
         # Where the lab put us: an address in a visited prefix means we are away already.
         for address in _global_addresses(self.interface):
@@ -83,6 +90,23 @@ class MobileNodeRuntime(MobilityRuntime):
         else:
             self.state = "home-unproven"
         self.flush_core(now)
+
+    def _setup_external(self, external: dict, timers: dict, now: float) -> None:
+        """Embodiment 1: the external home address, served by a home agent on the public side, and route
+        optimisation with public correspondents. Traffic from that address goes into the TUN by a
+        source rule, so the core can tunnel it or give it a Home Address option."""
+        self.ext_home = ipv6.pton(external["address"])
+        self.ext_core = MobileNode(self.ext_home, ipv6.pton(external["home_agent"]), keep_retrying=True,
+                                   home_lifetime=float(timers.get("home_lifetime", 420)),
+                                   initial_bindack_timeout=float(timers.get("initial_bindack_timeout", 1.0)))
+        for peer in external.get("peers", []):
+            self.add_transport_peer(peer, self.ext_core)
+        if external.get("tunnel_peer"):
+            self.add_tunnel_peer(external["tunnel_peer"], self.ext_core)
+        run_ip("-6", "rule", "add", "from", external["address"], "lookup", self.EXTERNAL_TABLE, "priority", "100")
+        run_ip("-6", "route", "replace", "default", "dev", self.config.tun_name, "table", self.EXTERNAL_TABLE)
+        for correspondent in external.get("correspondents", []):
+            self.ext_core.start_route_optimisation(ipv6.pton(correspondent), now)
 
     def close(self) -> None:
         for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None)):
@@ -168,9 +192,13 @@ class MobileNodeRuntime(MobilityRuntime):
             sa = self.processor.sad.get(name)
             if sa is not None:
                 move_sa(self.processor.sad, name, local=coa)
+        for tunnel in self.tunnel_peers.values():
+            tunnel.move(local=coa, remote=ipv6.ntop(tunnel.address))
         self.care_of, self.state = coa, "away"
         self.log.emit(time.time(), "care_of_address", address=coa, error=error or None)
         self.core.move_to(ipv6.pton(coa), now)
+        if self.ext_core is not None:
+            self.ext_core.move_to(ipv6.pton(coa), now)
 
     def _go_home(self, now: float) -> None:
         if self.care_of:
@@ -208,8 +236,9 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.state != "away":
             counters["bypass_from_tun"] += 1  # home: plain routes; unproven: nothing leaves
             return
-        datagram = self.core.outgoing(packet, time.monotonic())
-        counters["reverse_tunnelled"] += 1
+        core = self.ext_core if self.ext_core is not None and packet[8:24] == self.ext_home else self.core
+        datagram = core.outgoing(packet, time.monotonic())
+        counters["reverse_tunnelled" if datagram.packet[6] == ipv6.NH_IPV6 else "route_optimised"] += 1
         self._protect_and_send(datagram.packet, datagram.description)
 
     def _protect_and_send(self, packet: bytes, description: str) -> None:
@@ -239,16 +268,19 @@ class MobileNodeRuntime(MobilityRuntime):
             self.send_raw(packet, datagram.description)
 
     def flush_core(self, now: float) -> None:
-        # The SG first: until it has moved the tunnel, the BU to the HA cannot pass it.
-        datagrams = sorted(self.core.datagrams_to_send(now), key=lambda d: d.dst != self.sg)
-        for datagram in datagrams:
-            self.send_datagram(datagram, now)
-        for event in self.core.pop_events():
-            from nodeapps.roles.common import event_fields
-            name, fields = event_fields(event)
-            self.log.emit(time.time(), name, **fields)
-        for datagram in self.core.datagrams_to_send(now):
-            self.send_datagram(datagram, now)
+        cores = [self.core] + ([self.ext_core] if self.ext_core is not None else [])
+        for core in cores:
+            # The SG first: until it has moved the tunnel, the BU to the HA cannot pass it.
+            datagrams = sorted(core.datagrams_to_send(now), key=lambda d: d.dst != self.sg)
+            for datagram in datagrams:
+                self.send_datagram(datagram, now)
+            for event in core.pop_events():
+                name, fields = event_fields(event)
+                if core is self.ext_core:
+                    fields["home"] = "external"
+                self.log.emit(time.time(), name, **fields)
+            for datagram in core.datagrams_to_send(now):
+                self.send_datagram(datagram, now)
 
     def on_network(self, sock, now: float) -> None:
         processor = self.processor
@@ -262,6 +294,17 @@ class MobileNodeRuntime(MobilityRuntime):
             self.counters["net_rx"] += 1
             packet = frame[ETH_HEADER_LEN:]
             if self.open_mobility(packet, now):
+                continue
+            spi = esp_spi(packet)
+            if spi is not None and spi in self.tunnel_by_spi:
+                inner = self.tunnel_by_spi[spi].open(packet)  # HoT from the external HA
+                if inner is not None:
+                    self.counters["mh_rx"] += 1
+                    self.ext_core.receive(inner, now, esp_protected=True)
+                continue
+            if spi is None:
+                if self.ext_core is not None:
+                    self._external_clear(packet, now)
                 continue
             _verdict, _sa, inner = processor.inbound(packet)
             if inner is None:
@@ -281,8 +324,27 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.write_tun(inner)
         self.flush_core(now)
 
+    def _external_clear(self, packet: bytes, now: float) -> None:
+        """Without ESP: CoT / BA from a correspondent, data with a type 2 routing header from it, or data
+        tunnelled by the external HA."""
+        try:
+            _hao, routing, upper, _offset = mh.packet_summary(packet)
+        except mh.MobilityParseError:
+            self.counters["not_for_us"] += 1
+            return
+        if upper == ipv6.NH_MOBILITY:
+            self.ext_core.receive(packet, now)
+        elif routing is not None or upper == ipv6.NH_IPV6:
+            delivered = self.ext_core.incoming(packet, now)
+            if delivered is not None:
+                self.counters["from_tunnel" if upper == ipv6.NH_IPV6 else "route_optimised_in"] += 1
+                self.write_tun(delivered)
+
     def next_timer(self):
-        times = [t for t in (self.core.get_timer(), self.presence.get_timer()) if t is not None]
+        cores = [self.core.get_timer(), self.presence.get_timer()]
+        if self.ext_core is not None:
+            cores.append(self.ext_core.get_timer())
+        times = [t for t in cores if t is not None]
         return min(times, default=None)
 
     def on_timer(self, now: float) -> None:
@@ -291,6 +353,8 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.presence.location is not before:
             self._apply_location(now)
         self.core.handle_timer(now)
+        if self.ext_core is not None:
+            self.ext_core.handle_timer(now)
         self.flush_core(now)
 
     def status(self) -> dict:
@@ -298,6 +362,9 @@ class MobileNodeRuntime(MobilityRuntime):
         out["mobility"].update({"state": self.state, "care_of_address": self.care_of, "prefix": self.prefix,
                                 "location": self.presence.location.value,
                                 "home_registered": self.core.home_registered()})
+        if self.ext_core is not None:
+            out["mobility"]["external"] = {"home_registered": self.ext_core.home_registered(),
+                                           "counters": dict(self.ext_core.counters)}
         return out
 
 

@@ -11,7 +11,7 @@ from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.esp.errors import ConfigError as EspConfigError
 
-ROLES = ("mobile-node", "security-gateway", "home-agent")
+ROLES = ("mobile-node", "security-gateway", "home-agent", "correspondent")
 
 
 class ConfigError(ValueError):
@@ -86,8 +86,8 @@ class NodeConfig:
 def _mobility(section, role: str) -> dict | None:
     """The optional "mobility" section (Mobile IPv6 roles, see nodeapps.roles); required for a home agent."""
     if section is None:
-        if role == "home-agent":
-            raise ConfigError("config field mobility is missing (a home agent needs it)")
+        if role in ("home-agent", "correspondent"):
+            raise ConfigError(f"config field mobility is missing (a {role} needs it)")
         return None
     if not isinstance(section, dict):
         raise ConfigError("config field mobility has the wrong type")

@@ -1,0 +1,69 @@
+"""Correspondent node shell (RFC 6275 §9) around ``nodeapps.mobility.CorrespondentNode``: a public host that
+answers return routability and keeps route-optimisation bindings.
+
+Its own traffic to mobile nodes' home addresses is routed into the TUN; ``add_routing_header`` sends it
+straight to the care-of address under a binding (else unchanged, via the home agent). Incoming Mobility
+Header messages (HoTI via the HA, CoTI, BU) go to the core; data with a Home Address option is checked
+against the binding cache and delivered with the home address as its source.
+"""
+from __future__ import annotations
+
+import socket
+import time
+
+from nodeapps import ipv6
+from nodeapps.mobility import CorrespondentNode
+from nodeapps.mobility import messages as mh
+from nodeapps.roles.common import MobilityRuntime
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN
+
+_SO_BINDTODEVICE = 25
+
+
+class CorrespondentRuntime(MobilityRuntime):
+    owned_protocols = (ipv6.NH_MOBILITY, ipv6.NH_DSTOPTS)
+
+    def setup_role(self) -> None:
+        self.core = CorrespondentNode([self.address])
+        # Our raw packets must leave by the interface, not by the routes that lead into our own TUN.
+        self.interface = self.section["interface"]
+        self.sender.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, self.interface.encode())
+        self.counters.update({"with_routing_header": 0, "home_address_option_in": 0})
+
+    def _send_out(self, packet: bytes) -> None:
+        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] in (0xFF, 0xFE):
+            self.counters["tun_ignored"] += 1
+            return
+        out = self.core.add_routing_header(packet, time.monotonic())
+        if out is not packet and out != packet:
+            self.counters["with_routing_header"] += 1
+        self.send_raw(out, "data")
+        self.flush_core(time.monotonic())
+
+    def on_network(self, sock, now: float) -> None:
+        for _ in range(64):
+            try:
+                frame = sock.recv(65535)
+            except BlockingIOError:
+                break
+            except OSError:  # e.g. ENETDOWN
+                break
+            self.counters["net_rx"] += 1
+            packet = frame[ETH_HEADER_LEN:]
+            if len(packet) < 40 or packet[24:40] != self.address:
+                self.counters["not_for_us"] += 1
+                continue
+            try:
+                hao, _routing, upper, _offset = mh.packet_summary(packet)
+            except mh.MobilityParseError:
+                self.counters["not_for_us"] += 1
+                continue
+            if upper == ipv6.NH_MOBILITY:
+                self.counters["mh_rx"] += 1
+                self.core.receive(packet, now)
+            elif hao is not None:
+                inner = self.core.accept_home_address_option(packet, now)
+                if inner is not None:
+                    self.counters["home_address_option_in"] += 1
+                    self.write_tun(inner)
+        self.flush_core(now)

@@ -1,0 +1,83 @@
+"""Route optimisation in Mininet (private plan, embodiment 1): the MN's external home address is served by
+the external home agent xha; after return routability the correspondent cn and the MN talk directly with
+HAO / type 2 routing header, and still after the MN moves: the HA's link sees no data any more."""
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.integration.test_mobility_moves import start_capture, wait_for
+from topologies.measurements import ping
+
+
+def events_of(lab, node, name, since=0.0, **fields):
+    path = os.path.join(lab.run_dir, f"{node}.events.jsonl")
+    import json
+    out = []
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if record["event"] == name and record["time"] >= since and \
+                    all(record.get(k) == v for k, v in fields.items()):
+                out.append(record)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lab():
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="private", mobile_nodes=1, attachments=["office"], links="ideal", mobility=True,
+                  correspondent=True)
+    try:
+        lab.start()
+        wait_for(lambda: lab.status("mn1")["mobility"]["state"] == "home", what="mn1 proven home")
+        yield lab
+    finally:
+        lab.stop()
+
+
+def test_route_optimised_path_skips_the_external_home_agent_and_survives_a_move(lab):
+    from scapy.all import IPv6, rdpcap, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt, HAO
+    from nodeapps import ipv6
+    from nodeapps.mobility import messages as mh
+    from topologies.svpn import CORRESPONDENT_ADDRESS
+    ehoa = lab.plan.mobile("mn1").external_home_address
+    cn_cap, cn_path = start_capture(lab, "cn", "cn-eth0", "cn.pcap")
+    start = time.time()
+    lab.move("mn1", "wlan1")
+    wait_for(lambda: events_of(lab, "mn1", "route_optimisation_started", start,
+                               correspondent=CORRESPONDENT_ADDRESS), what="route optimisation")
+    xha_cap, xha_path = start_capture(lab, "xha", "xha-up", "xha.pcap")
+    rr_done = time.time()
+    first = ping(lab.host("cn"), ehoa, count=30, interval=0.05)
+    moved = time.time()
+    lab.move("mn1", "cell")
+    wait_for(lambda: events_of(lab, "mn1", "route_optimisation_started", moved,
+                               correspondent=CORRESPONDENT_ADDRESS), what="route optimisation after the move")
+    second = ping(lab.host("cn"), ehoa, count=30, interval=0.05)
+    time.sleep(0.3)
+    lab.stop_helper(xha_cap)
+    lab.stop_helper(cn_cap)
+    assert first["received"] >= 28 and second["received"] >= 28, (first["received"], second["received"])
+
+    # The HA's link after RR: the re-registration of the new care-of address (ESP), and no data.
+    xha = [bytes(p[IPv6]) for p in rdpcap(xha_path) if IPv6 in p and p.time >= rr_done]
+    assert xha, "the move's BU/BA should pass the external HA's link"
+    upper = [mh.packet_summary(r)[2] for r in xha]
+    assert ipv6.NH_IPV6 not in upper and ipv6.NH_ICMPV6 not in upper, upper
+    assert set(upper) <= {ipv6.NH_ESP}
+
+    # On the correspondent's link: RH2 data out, HAO data in, from both care-of addresses.
+    cn = [p for p in rdpcap(cn_path) if IPv6 in p]
+    coas = {lab.plan.mobile("mn1").address_in(lab.plan.access[n]) for n in ("wlan1", "cell")}
+    rh2 = {p[IPv6].dst for p in cn if IPv6ExtHdrRouting in p and p[IPv6ExtHdrRouting].type == 2}
+    hao = {p[IPv6].src for p in cn if HAO in p and p[HAO].hoa == ehoa}
+    assert coas <= rh2 and coas <= hao
+
+    # tshark reads the RR messages and the HAO/RH2 data packets without errors.
+    out = subprocess.run(["tshark", "-r", cn_path, "-V"], capture_output=True, text=True, timeout=60).stdout
+    for name in ("Home Test Init", "Care-of Test Init", "Home Test (", "Care-of Test (", "Binding Update",
+                 "Binding Acknowledgement", "MIPv6 Home Address: " + ehoa, "Type: Type 2 Routing (2)"):
+        assert name in out, name
+    assert "Malformed" not in out and "Expert Info (Error" not in out

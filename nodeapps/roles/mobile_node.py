@@ -67,6 +67,13 @@ class MobileNodeRuntime(MobilityRuntime):
         self.router = None
         self.care_of = None       # text, configured on the interface
         self.state = "starting"
+        # RFC 4301 policies for the two verdicts: outside, VPN traffic only through the SG tunnel (the
+        # configured rules); inside, plain. Switched in one SPD step on each decision.
+        self.external_rules = list(self.processor.spd.rules)
+        self.internal_rules = [{"name": f"internal-{d}-{i}", "direction": d, "src": "::/0" if d == "out" else p,
+                                "dst": p if d == "out" else "::/0", "action": "bypass"}
+                               for i, p in enumerate(self.vpn_prefixes) for d in ("out", "in")]
+        self.policy_internal = False
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
         self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
@@ -194,6 +201,7 @@ class MobileNodeRuntime(MobilityRuntime):
                 move_sa(self.processor.sad, name, local=coa)
         for tunnel in self.tunnel_peers.values():
             tunnel.move(local=coa, remote=ipv6.ntop(tunnel.address))
+        self._switch_policy(internal=False)
         self.care_of, self.state = coa, "away"
         self.log.emit(time.time(), "care_of_address", address=coa, error=error or None)
         self.core.move_to(ipv6.pton(coa), now)
@@ -209,6 +217,7 @@ class MobileNodeRuntime(MobilityRuntime):
                "nodad")
         if self.router:
             run_ip("-6", "route", "replace", "default", "via", self.router, "dev", self.interface)
+        self._switch_policy(internal=True)
         send_unsolicited_na(self.interface, self.home_text, self.mac)  # RFC 6275 §11.5.4
         self.care_of, self.state = None, "home"
         self.log.emit(time.time(), "home", address=self.home_text)
@@ -223,8 +232,16 @@ class MobileNodeRuntime(MobilityRuntime):
             run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface)
         for prefix in self.vpn_prefixes:
             run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
+        self._switch_policy(internal=False)
         self.care_of, self.state = None, "unproven"
         self.log.emit(time.time(), "office_prefix_unproven", prefix=self.prefix)
+
+    def _switch_policy(self, *, internal: bool) -> None:
+        if internal == self.policy_internal:
+            return
+        self.processor.spd.set_rules(self.internal_rules if internal else self.external_rules)  # one step
+        self.policy_internal = internal
+        self.log.emit(time.time(), "spd_switched", policy="internal" if internal else "external")
 
     # ---- data plane ----
     def _send_out(self, packet: bytes) -> None:

@@ -90,6 +90,9 @@ def test_moves_keep_the_home_address_reachable(lab):
     for network, start, events in moves:
         names = [e["event"] for e in events]
         assert "link_up" in names and "new_link" in names, names
+        if network in ("wlan1", "office"):  # leaving and entering the office switch the MN's SPD
+            policy = "internal" if network == "office" else "external"
+            assert any(e["event"] == "spd_switched" and e.get("policy") == policy for e in events), names
         gap = handover_gap(times, start, window=1.4)
         assert gap is not None, f"no reply after the move to {network}"
         assert gap["gap_s"] < GAP_BOUND_S, f"move to {network}: {gap}"

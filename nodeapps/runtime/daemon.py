@@ -135,10 +135,15 @@ class NodeRuntime:
             except InterruptedError:
                 continue
             now = time.monotonic()
-            for fd, _mask in ready:
-                handlers[fd](now)
-            if deadline is not None and now >= deadline:
-                self.on_timer(now)
+            try:
+                for fd, _mask in ready:
+                    handlers[fd](now)
+                if deadline is not None and now >= deadline:
+                    self.on_timer(now)
+            except (ValueError, IndexError, KeyError, TypeError) as exc:
+                # A packet no parser anticipated must cost that packet, not the node.
+                self.counters["handler_errors"] = self.counters.get("handler_errors", 0) + 1
+                self.log.emit(time.time(), "handler_error", reason=f"{type(exc).__name__}: {exc}")
             self._drain_core_events()
 
     def _drain_core_events(self) -> None:

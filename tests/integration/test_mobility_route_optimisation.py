@@ -81,3 +81,43 @@ def test_route_optimised_path_skips_the_external_home_agent_and_survives_a_move(
                  "Binding Acknowledgement", "MIPv6 Home Address: " + ehoa, "Type: Type 2 Routing (2)"):
         assert name in out, name
     assert "Malformed" not in out and "Expert Info (Error" not in out
+
+
+def test_malformed_and_unprotected_mobility_packets_are_counted_not_fatal(lab):
+    """From the Internet core: a BU flood without ESP, a truncated IPv6-in-IPv6 packet and ESP garbage with
+    a real SPI to the external HA; a broken Mobility Header and a HAO without binding to the correspondent."""
+    import sys
+    from scapy.all import HAO, IPv6, IPv6ExtHdrDestOpt, MIP6MH_BU, Raw, ICMPv6EchoRequest
+    from topologies.svpn import CORRESPONDENT_ADDRESS
+    xha, cn = lab.plan.xha_address, CORRESPONDENT_ADDRESS
+    ehoa = lab.plan.mobile("mn1").external_home_address
+    xha_spi = lab.node_configs["xha"]["mobility"]["peers"][0]["in"]["spi"]
+    bu = bytes(IPv6(src="2001:db8:0:e0::2", dst=xha) / IPv6ExtHdrDestOpt(options=[HAO(hoa=ehoa)])
+               / MIP6MH_BU(seq=1, flags="AH", mhtime=10))
+    packets = [bu] * 100 + [
+        bytes(IPv6(src="2001:db8:0:e0::2", dst=xha, nh=41) / Raw(b"\x60" + bytes(9))),
+        bytes(IPv6(src="2001:db8:0:e0::2", dst=xha, nh=50) / Raw(xha_spi.to_bytes(4, "big") + bytes(60))),
+        bytes(IPv6(src="2001:db8:0:e0::2", dst=cn, nh=135) / Raw(bytes([59, 9, 5, 0]) + bytes(8))),
+        bytes(IPv6(src="2001:db8:0:e0::2", dst=cn) / IPv6ExtHdrDestOpt(options=[HAO(hoa=ehoa)])
+              / ICMPv6EchoRequest()),
+    ]
+    script = os.path.join(lab.run_dir, "bad-input.py")
+    with open(script, "w") as f:
+        f.write("import sys\nsys.path.insert(0, %r)\n" % os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))))
+        f.write("from nodeapps.runtime.packet_io import open_sender\nfrom nodeapps import ipv6\ns = open_sender()\n")
+        f.write("for h in %r:\n    p = bytes.fromhex(h)\n    s.sendto(p, (ipv6.ntop(p[24:40]), 0))\n"
+                % [p.hex() for p in packets])
+    before_xha = lab.status("xha")
+    out = lab.host("ir").cmd(f"{sys.executable} {script}")
+    assert "Error" not in out, out
+    time.sleep(0.5)
+    lab.check_nodes()  # nobody died
+    after_xha, after_cn = lab.status("xha"), lab.status("cn")
+    assert after_xha["counters"]["not_for_us"] >= before_xha["counters"]["not_for_us"] + 100  # no ESP: no core
+    assert after_xha["counters"]["mh_esp_failures"] > before_xha["counters"]["mh_esp_failures"]
+    assert after_xha["mobility"]["counters"]["dropped_malformed"] >= 1
+    cn_core = after_cn["mobility"]["counters"]
+    assert cn_core["dropped_malformed"] >= 1 and cn_core["dropped_hao_without_binding"] >= 1
+    names = {e["event"] for e in after_cn["recent_events"]}
+    assert "message_dropped" in names

@@ -29,8 +29,8 @@ from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa, open_router_advertisement_socket,
-    parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
+    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
+    open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
 
@@ -76,6 +76,8 @@ class MobileNodeRuntime(MobilityRuntime):
         self.policy_internal = False
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
+        self.link_monitor = open_link_monitor()
+        self._watch(self.link_monitor.fileno(), self.on_link_change)
         self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
         self._watch(self.beacon.fileno(), self.on_beacon)
         now = time.monotonic()
@@ -116,7 +118,8 @@ class MobileNodeRuntime(MobilityRuntime):
             self.ext_core.start_route_optimisation(ipv6.pton(correspondent), now)
 
     def close(self) -> None:
-        for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None)):
+        for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None),
+                     getattr(self, "link_monitor", None)):
             if sock is not None:
                 sock.close()
         super().close()
@@ -151,6 +154,32 @@ class MobileNodeRuntime(MobilityRuntime):
             self.presence.link_up(link, now)
             self._apply_location(now)
             self.flush_core(now)
+
+    def on_link_change(self, now: float) -> None:
+        """Carrier lost: whatever network comes next is unproven until its RA (and announcement) say
+        otherwise, so drop the internal verdict and the plain policy at once."""
+        for _ in range(16):
+            try:
+                data = self.link_monitor.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            for index, up in parse_link_messages(data):
+                if index != self.ifindex or up or self.link is None:
+                    continue
+                self.log.emit(time.time(), "carrier_lost", interface=self.interface)
+                self.link = None
+                self.presence.link_down(now)
+                for change in self.presence.pop_events():
+                    self.log.emit(time.time(), "location", location=change.location.value, reason=change.reason)
+                if self.state == "home":
+                    run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev",
+                           self.interface)
+                    for prefix in self.vpn_prefixes:
+                        run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
+                    self._switch_policy(internal=False)
+                    self.state = "detached"
 
     def on_beacon(self, now: float) -> None:
         for _ in range(16):

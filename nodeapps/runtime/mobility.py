@@ -75,6 +75,37 @@ def parse_router_advertisement(message: bytes, source: str) -> RouterAdvertiseme
     return RouterAdvertisement(source, lifetime, tuple(prefixes), interval)
 
 
+_NLMSG = struct.Struct("=IHHII")
+_IFINFO = struct.Struct("=BxHiII")
+RTM_NEWLINK = 16
+RTMGRP_LINK = 1
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+
+def parse_link_messages(data: bytes) -> list[tuple[int, bool]]:
+    """(interface index, carrier up) for each RTM_NEWLINK in a netlink datagram (rtnetlink(7));
+    anything else, or a truncated message, is skipped."""
+    out, pos = [], 0
+    while pos + _NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
+        if length < _NLMSG.size or pos + length > len(data):
+            break
+        if kind == RTM_NEWLINK and length >= _NLMSG.size + _IFINFO.size:
+            _family, _type, index, flags, _change = _IFINFO.unpack_from(data, pos + _NLMSG.size)
+            out.append((index, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
+        pos += (length + 3) & ~3  # NLMSG_ALIGN
+    return out
+
+
+def open_link_monitor() -> socket.socket:
+    """Netlink socket that hears link (carrier) changes of this namespace."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    sock.bind((0, RTMGRP_LINK))
+    sock.setblocking(False)
+    return sock
+
+
 def care_of_address(prefix: str, host_id: int) -> str:
     """The node's address in ``prefix``: the same host id in every network (no DAD needed: the lab
     guarantees ids are unique; RFC 4862 §5.4 allows skipping DAD when DupAddrDetectTransmits is 0)."""

@@ -89,7 +89,7 @@ def test_moves_keep_the_home_address_reachable(lab):
     assert times, "no echo replies at all"
     for network, start, events in moves:
         names = [e["event"] for e in events]
-        assert "link_up" in names and "new_link" in names, names
+        assert "link_up" in names and "carrier_lost" in names and "new_link" in names, names
         if network in ("wlan1", "office"):  # leaving and entering the office switch the MN's SPD
             policy = "internal" if network == "office" else "external"
             assert any(e["event"] == "spd_switched" and e.get("policy") == policy for e in events), names

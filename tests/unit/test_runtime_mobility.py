@@ -128,3 +128,15 @@ def test_home_agent_config_needs_a_mobility_section_with_peers():
         NodeConfig.from_dict(_node(mobility={"address": "2001:db8::2", "peers": [{"address": "x"}]}))
     config = NodeConfig.from_dict(_node(mobility={"address": "2001:db8::2", "peers": []}))
     assert config.mobility["address"] == "2001:db8::2"
+
+
+def _newlink(index, flags, kind=rt.RTM_NEWLINK):
+    body = struct.pack("=BxHiII", 10, 1, index, flags, 0xFFFFFFFF)
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_link_messages_report_carrier_per_interface_and_skip_the_rest():
+    data = _newlink(3, rt.IFF_UP | rt.IFF_LOWER_UP) + _newlink(4, rt.IFF_UP) + _newlink(5, 0x1, kind=17)
+    assert rt.parse_link_messages(data) == [(3, True), (4, False)]
+    assert rt.parse_link_messages(data[:-3]) == [(3, True), (4, False)]  # truncated last message skipped
+    assert rt.parse_link_messages(struct.pack("=IHHII", 4, 16, 0, 0, 0)) == []  # impossible length

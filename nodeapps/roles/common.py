@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import time
 
 from nodeapps import ipv6
 from nodeapps.mobility.events import Protection
 from nodeapps.runtime.daemon import NodeRuntime
 from nodeapps.mobility import messages as mh
-from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi, run_ip
+from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.runtime.offload import PLAIN_VNET_HDR
 
 
@@ -68,16 +69,13 @@ class MobilityRuntime(NodeRuntime):
 
     # ---- helpers ----
     def write_tun(self, packet: bytes) -> None:
+        """One packet into the TUN (with an empty virtio-net header when offloads are on)."""
         try:
-            self.tun_write(PLAIN_VNET_HDR + packet if self.offload else packet)
+            os.write(self.tun_fd, PLAIN_VNET_HDR + packet if self.offload else packet)
             self.counters["tun_tx"] += 1
         except OSError as exc:
             self.counters["send_errors"] += 1
             self.log.emit(time.time(), "tun_write_error", reason=exc.strerror)
-
-    def tun_write(self, buf: bytes) -> None:
-        import os
-        os.write(self.tun_fd, buf)
 
     def send_raw(self, packet: bytes, description: str = "") -> None:
         try:
@@ -167,6 +165,3 @@ class MobilityRuntime(NodeRuntime):
                                      for a, p in self.peers.items()}}
         return out
 
-
-def ip_quiet(*args: str) -> str:
-    return run_ip(*args)

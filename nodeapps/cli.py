@@ -55,6 +55,19 @@ def render(status: dict) -> str:
     out.append(table(["#", "dir", "src", "dst", "proto", "action", "sa"],
                      [[i, r.get("direction"), r.get("src"), r.get("dst"), r.get("proto") or "any",
                        r.get("action"), r.get("sa") or ""] for i, r in enumerate(rules, 1)]))
+    paths = status.get("vcm", {}).get("paths", [])
+    if paths:
+        out += ["", "vcm paths (per peer: via the SG or direct)"]
+        out.append(table(["peer", "home", "path", "since", "session", "gen", "spi out", "spi in", "pending"],
+                         [[r.get("peer"), r.get("peer_home"), r.get("path"), _clock(r.get("since")),
+                           r.get("session"), r.get("generation"), _spi(r.get("spi_out")), _spi(r.get("spi_in")),
+                           "yes" if r.get("pending") else ""] for r in paths]))
+    sessions = status.get("vcm", {}).get("sessions", [])
+    if sessions:
+        out += ["", "vcm sessions"]
+        out.append(table(["session", "a", "b", "state", "gen"],
+                         [[s.get("session"), s.get("a"), s.get("b"), s.get("state"), s.get("generation")]
+                          for s in sessions]))
     counters = {**status.get("counters", {}), **ipsec.get("counters", {})}
     out += ["", "counters: " + ", ".join(f"{k}={v}" for k, v in counters.items() if v)]
     events = status.get("recent_events", [])[-8:]
@@ -64,6 +77,17 @@ def render(status: dict) -> str:
             fields = {k: v for k, v in e.items() if k not in ("time", "node", "event")}
             out.append(f"  {e['time']:.3f} {e['event']} {json.dumps(fields, default=str)}")
     return "\n".join(out)
+
+
+def _spi(value) -> str:
+    return "" if value is None else f"0x{value:08x}"
+
+
+def _clock(wall) -> str:
+    if wall is None:
+        return ""
+    import datetime
+    return datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,7 +59,13 @@ class SvpnLab:
                  mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000,
                  mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
-                 correspondent: bool = False):
+                 correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600):
+        if vcm not in (None, "in-sg"):
+            raise LabError(f"vcm {vcm!r}: only 'in-sg' (the VCM built into the SG) is available")
+        if vcm is not None and not mobility:
+            raise LabError("vcm needs SvpnLab(mobility=True)")
+        self.vcm = vcm
+        self.vcm_lifetime = vcm_lifetime
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
                              correspondent=correspondent)
@@ -304,11 +310,13 @@ table inet svpnlab_gateway {{
                        sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel")]
         if self.correspondent and plan.external_home_prefix is not None:
             self._add_external_configs(configs)
+        sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": vpn,
+                       "peers": sg_peers}
+        if self.vcm:
+            sg_rules += self._add_vcm_configs(configs, sg_mobility)
         configs["sg"] = self._node_config(
             "sg", "security-gateway", addresses=[], routes=[], interfaces=["sg-wan", "sg-lan"], sas=sg_sas,
-            spd={"vpn_prefixes": vpn, "rules": sg_rules},
-            mobility={"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": vpn,
-                      "peers": sg_peers})
+            spd={"vpn_prefixes": vpn, "rules": sg_rules}, mobility=sg_mobility)
         configs["ha"] = self._node_config(
             "ha", "home-agent", addresses=[], routes=[], interfaces=["ha-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},
@@ -317,6 +325,31 @@ table inet svpnlab_gateway {{
                                        "sa": sa("office-announcement", announce_spi, "out", ha, "ff02::1",
                                                 announce_key, announce_salt)}})
         return configs
+
+    def _add_vcm_configs(self, configs: dict, sg_mobility: dict) -> list[dict]:
+        """VCM built into the SG (docs/vcm-runtime.md): the SG's ``vcm`` section, each MN's agent section,
+        and the SG's SPD rules that tie each MN's control datagrams (UDP between its home address and the
+        SG's office address) to that MN's tunnel SA pair."""
+        from nodeapps.roles.vcm_shell import mn_node_id
+        vcm_address = self.plan.office["sg"]
+        mns = self.external_mobile_nodes()
+        names = {mn_node_id(mn.index): mn.name for mn in mns}
+        entries, rules = [], []
+        for mn in mns:
+            external = mn.external_home_address or mn.home_address
+            internal = mn.home_address if mn.external_home_address else None
+            entries.append({"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address,
+                            "external": external, "internal": internal})
+            configs[mn.name]["mobility"]["vcm"] = {"node_id": mn_node_id(mn.index), "address": vcm_address,
+                                                   "external": external, "internal": internal, "names": names}
+            rules += [{"name": f"{mn.name}-vcm-in", "direction": "in", "src": f"{mn.home_address}/128",
+                       "dst": f"{vcm_address}/128", "proto": 17, "action": "protect", "sa": f"{mn.name}->sg"},
+                      {"name": f"{mn.name}-vcm-out", "direction": "out", "src": f"{vcm_address}/128",
+                       "dst": f"{mn.home_address}/128", "proto": 17, "action": "protect", "sa": f"sg->{mn.name}"}]
+        sg_mobility["vcm"] = {"variant": self.vcm, "address": vcm_address, "mns": entries,
+                              "lifetime": self.vcm_lifetime,
+                              "reserved_spis": list(range(self.spi_base, self.spi_base + 0x400))}
+        return rules
 
     def _add_external_configs(self, configs: dict) -> None:
         """Embodiment 1 with a public correspondent: each MN also registers its external home address

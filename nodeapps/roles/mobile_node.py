@@ -13,6 +13,14 @@ Data: packets from the home address read from the TUN go to ``core.outgoing`` (r
 and then through the SPD (the MN–SG tunnel SA, whose local end follows the care-of address). ESP from
 the SG is opened, and what comes out is either a mobility message (ESP transport from the HA, for the
 core) or the HA's IPv6-in-IPv6 tunnel (``core.incoming``, then into the TUN).
+
+VCM (``vcm`` section, see ``docs/vcm-runtime.md``): a ``MobileAgent`` receives KEYS / PEER_READY /
+FALLBACK as UDP from the SG inside the SG tunnel SA and answers the same way. The shell applies the SA and
+SPD operations of every agent event before it sends what the agent queued (inbound installed before the
+ACK; outbound switched only on the peer's relayed ACK). The direct SAs are tunnel-mode SAs between the two
+care-of addresses protecting home-address traffic; their local end follows our care-of address on a move,
+their remote end the care-of notices the SG sends. Home-address packets for a peer with a direct outbound
+rule skip the reverse tunnel and go straight through the SPD.
 """
 from __future__ import annotations
 
@@ -33,6 +41,10 @@ from nodeapps.runtime.mobility import (
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
+from nodeapps.roles import vcm_shell
+from nodeapps.vcm import protocol as vp
+from nodeapps.vcm.channel import vcm_control_path
+from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
 
 
 class MobileNodeRuntime(MobilityRuntime):
@@ -74,6 +86,14 @@ class MobileNodeRuntime(MobilityRuntime):
                                 "dst": p if d == "out" else "::/0", "action": "bypass"}
                                for i, p in enumerate(self.vpn_prefixes) for d in ("out", "in")]
         self.policy_internal = False
+        self.agent = None
+        self.direct_rules: list[dict] = []     # VCM peer-specific rules, ahead of the external policy
+        self.direct_sa_peer: dict[str, int] = {}
+        self.direct_out: set[bytes] = set()    # peer home addresses with a direct outbound rule
+        self.peer_care_of: dict[int, str] = {}
+        self.first_direct_logged: set[bytes] = set()
+        if s.get("vcm"):
+            self._setup_vcm(s["vcm"])
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
         self.link_monitor = open_link_monitor()
@@ -116,6 +136,104 @@ class MobileNodeRuntime(MobilityRuntime):
         run_ip("-6", "route", "replace", "default", "dev", self.config.tun_name, "table", self.EXTERNAL_TABLE)
         for correspondent in external.get("correspondents", []):
             self.ext_core.start_route_optimisation(ipv6.pton(correspondent), now)
+
+    # ---- VCM agent ----
+    def _setup_vcm(self, vcm: dict) -> None:
+        self.vcm_address = vcm["address"]
+        self.vcm_address_bytes = ipv6.pton(vcm["address"])
+        self.vcm_node_id = int(vcm["node_id"])
+        self.vcm_names = {vcm_shell.VCM_NODE_ID: "vcm", vcm_shell.SG_NODE_ID: "sg"}
+        self.vcm_names.update({int(k): v for k, v in vcm.get("names", {}).items()})
+        self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=True)
+        self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
+                                                   vcm["external"], vcm.get("internal")),
+                                 initial_counter=int(time.time()) << 20)
+        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
+                              "vcm_op_errors": 0})
+
+    def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
+        """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""
+        if inner[6] != ipv6.NH_UDP or inner[8:24] != self.vcm_address_bytes or sa is None \
+                or sa.name not in self.tunnel_sas:
+            return False
+        udp = vcm_shell.parse_udp(inner)
+        if udp is None:
+            self.counters["vcm_bad"] += 1
+            return True
+        if udp[3] == vcm_shell.VCM_PORT:
+            self.counters["vcm_rx"] += 1
+            self.agent.receive(udp[4], self.vcm_path, now)
+        elif udp[3] == vcm_shell.CARE_OF_PORT:
+            try:
+                node, _home, care_of = vcm_shell.decode_care_of(udp[4])
+            except vcm_shell.CareOfParseError as exc:
+                self.counters["vcm_bad"] += 1
+                self.log.emit(time.time(), "care_of_notice_dropped", reason=str(exc))
+                return True
+            self.counters["care_of_notices"] += 1
+            if care_of is not None and self.peer_care_of.get(node) != care_of:
+                self.peer_care_of[node] = care_of
+                moved = [name for name, peer in self.direct_sa_peer.items() if peer == node]
+                for name in moved:
+                    move_sa(self.processor.sad, name, remote=care_of)
+                self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node),
+                              care_of_address=care_of, direct_sas_moved=len(moved))
+        else:
+            self.counters["vcm_bad"] += 1
+        self._vcm_flush(now)
+        return True
+
+    def _vcm_flush(self, now: float) -> None:
+        """Shell contract of the agent: apply every event's SA/SPD operations, then send its datagrams."""
+        if self.agent is None:
+            return
+        for event in self.agent.pop_events():
+            name, fields = event_fields(event)
+            ops = fields.pop("ops", ())
+            peer = fields.get("peer")
+            for op in getattr(event, "ops", ()):
+                self._apply_op(op, peer)
+            self.log.emit(time.time(), name, peer_name=self.vcm_names.get(peer), ops=len(ops) if ops else 0,
+                          **{k: v for k, v in fields.items() if k != "ops"})
+            if isinstance(event, (SwitchOutbound, FallBackToSg)):
+                self.direct_out = {ipv6.pton(r["dst"].split("/")[0]) for r in self.direct_rules
+                                   if r["direction"] == "out"}
+                self.first_direct_logged &= self.direct_out
+        for data, _path in self.agent.datagrams_to_send(now):
+            kind = vcm_shell.chart_event(vcm_shell.message_type(data), self.config.node, "vcm")
+            self.log.emit(time.time(), kind, to="vcm", bytes=len(data),
+                          type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
+            packet = vcm_shell.build_udp(self.address, self.vcm_address_bytes, vcm_shell.VCM_PORT,
+                                         vcm_shell.VCM_PORT, data)
+            if self.state == "away":
+                self.counters["vcm_tx"] += 1
+                self._protect_and_send(packet, "vcm control")
+
+    def _apply_op(self, op, peer) -> None:
+        cfg = dict(op.config)
+        sad, spd = self.processor.sad, self.processor.spd
+        try:
+            if op.action == "add-sa":
+                # Outer ends: the two care-of addresses (docs/vcm-runtime.md); inner: home addresses.
+                cfg["mode"] = "tunnel"
+                cfg["local"] = self.care_of or cfg["local"]
+                cfg["remote"] = self.peer_care_of.get(peer, cfg["remote"])
+                sad.add(SecurityAssociation.from_config(cfg))
+                self.direct_sa_peer[cfg["name"]] = peer
+            elif op.action == "del-sa":
+                self.direct_sa_peer.pop(cfg["name"], None)
+                sad.remove(cfg["name"])
+            elif op.action == "add-spd":
+                self.direct_rules.insert(0, cfg)
+                if not self.policy_internal:
+                    spd.insert(cfg, 0)   # peer-specific: ahead of the broad rule via the SG
+            elif op.action == "del-spd":
+                self.direct_rules = [r for r in self.direct_rules if r["name"] != cfg["name"]]
+                if any(r.name == cfg["name"] for r in spd.rules):
+                    spd.remove(cfg["name"])
+        except (KeyError, ValueError) as exc:
+            self.counters["vcm_op_errors"] += 1
+            self.log.emit(time.time(), "vcm_op_error", action=op.action, name=cfg.get("name"), reason=str(exc))
 
     def close(self) -> None:
         for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None),
@@ -230,6 +348,10 @@ class MobileNodeRuntime(MobilityRuntime):
                 move_sa(self.processor.sad, name, local=coa)
         for tunnel in self.tunnel_peers.values():
             tunnel.move(local=coa, remote=ipv6.ntop(tunnel.address))
+        for name in self.direct_sa_peer:
+            move_sa(self.processor.sad, name, local=coa)  # the peer learns it from the SG's notice
+        if self.agent is not None:
+            self.agent.left_office(now)
         self._switch_policy(internal=False)
         self.care_of, self.state = coa, "away"
         self.log.emit(time.time(), "care_of_address", address=coa, error=error or None)
@@ -238,6 +360,9 @@ class MobileNodeRuntime(MobilityRuntime):
             self.ext_core.move_to(ipv6.pton(coa), now)
 
     def _go_home(self, now: float) -> None:
+        if self.agent is not None:
+            self.agent.returned_inside(now)  # direct outbound goes before anything leaves in clear
+            self._vcm_flush(now)
         if self.care_of:
             run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
         for prefix in self.vpn_prefixes:
@@ -268,7 +393,8 @@ class MobileNodeRuntime(MobilityRuntime):
     def _switch_policy(self, *, internal: bool) -> None:
         if internal == self.policy_internal:
             return
-        self.processor.spd.set_rules(self.internal_rules if internal else self.external_rules)  # one step
+        rules = self.internal_rules if internal else self.direct_rules + self.external_rules
+        self.processor.spd.set_rules(rules)  # one step
         self.policy_internal = internal
         self.log.emit(time.time(), "spd_switched", policy="internal" if internal else "external")
 
@@ -281,6 +407,13 @@ class MobileNodeRuntime(MobilityRuntime):
             return
         if self.state != "away":
             counters["bypass_from_tun"] += 1  # home: plain routes; unproven: nothing leaves
+            return
+        if self.direct_out and packet[24:40] in self.direct_out:
+            counters["direct_out"] += 1   # VCM direct SA: no reverse tunnel, the SPD picks the /128 rule
+            if packet[24:40] not in self.first_direct_logged:
+                self.first_direct_logged.add(packet[24:40])
+                self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(packet[24:40]))
+            self._protect_and_send(packet, "direct")
             return
         core = self.ext_core if self.ext_core is not None and packet[8:24] == self.ext_home else self.core
         datagram = core.outgoing(packet, time.monotonic())
@@ -352,8 +485,10 @@ class MobileNodeRuntime(MobilityRuntime):
                 if self.ext_core is not None:
                     self._external_clear(packet, now)
                 continue
-            _verdict, _sa, inner = processor.inbound(packet)
+            _verdict, sa, inner = processor.inbound(packet)
             if inner is None:
+                continue
+            if self.agent is not None and self._vcm_receive(sa, inner, now):
                 continue
             if self.open_mobility(inner, now):
                 continue
@@ -388,6 +523,8 @@ class MobileNodeRuntime(MobilityRuntime):
 
     def next_timer(self):
         cores = [self.core.get_timer(), self.presence.get_timer()]
+        if self.agent is not None:
+            cores.append(self.agent.get_timer())
         if self.ext_core is not None:
             cores.append(self.ext_core.get_timer())
         times = [t for t in cores if t is not None]
@@ -402,6 +539,11 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.ext_core is not None:
             self.ext_core.handle_timer(now)
         self.flush_core(now)
+        if self.agent is not None:
+            deadline = self.agent.get_timer()
+            if deadline is not None and deadline <= now:
+                self.agent.handle_timer(now)
+            self._vcm_flush(now)
 
     def status(self) -> dict:
         out = super().status()
@@ -411,6 +553,14 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.ext_core is not None:
             out["mobility"]["external"] = {"home_registered": self.ext_core.home_registered(),
                                            "counters": dict(self.ext_core.counters)}
+        if self.agent is not None:
+            out["vcm"] = {"node_id": self.vcm_node_id, "peer_care_of": {
+                self.vcm_names.get(k, str(k)): v for k, v in self.peer_care_of.items()},
+                "paths": [{"peer": self.vcm_names.get(row.peer, str(row.peer)), "peer_home": row.peer_external_hoa,
+                           "path": row.path, "since": round(time.time() - (time.monotonic() - row.since), 3), "session": row.session_id,
+                           "generation": row.generation, "spi_out": row.spi_out, "spi_in": row.spi_in,
+                           "pending": row.pending} for row in self.agent.path_status().values()],
+                "stats": dict(self.agent.channel.stats)}
         return out
 
 

@@ -5,6 +5,12 @@ A mobile node registers its care-of address with the SG by a BU without the H fl
 to the new care-of address (keys, sequence numbers and replay windows kept), replaces the node's SPD rules
 for traffic to and from the care-of address (one atomic SPD step), and routes the care-of address into its
 TUN, so the office's packets to the node (from its home agent) follow it under ESP.
+
+With a ``vcm`` section (``SvpnLab(vcm="in-sg")``) the SG also runs the VCM built in: ``SgMonitor`` sees the
+home addresses inside every packet it relays for an MN (one dict lookup per packet once a flow is known),
+``VcmManager`` hands two external MNs their direct SA pair, and the control datagrams travel as UDP in the
+MNs' tunnel SAs (``roles/vcm_shell.py``). After every binding change the SG sends the other MNs a care-of
+notice so the outer ends of their direct SAs follow the moving node.
 """
 from __future__ import annotations
 
@@ -16,6 +22,12 @@ from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdate
 from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import move_sa, run_ip
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN
+from nodeapps.roles import vcm_shell
+from nodeapps.roles.common import event_fields
+from nodeapps.vcm import protocol as vp
+from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
+from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
+from nodeapps.vcm.sg_monitor import MnBinding, MonitorConfig, SgMonitor
 
 
 class GatewayRuntime(MobilityRuntime):
@@ -33,6 +45,122 @@ class GatewayRuntime(MobilityRuntime):
         self.table = str(s.get("route_table", 100))
         self.lan = s.get("lan_interface", "sg-lan")
         run_ip("-6", "rule", "add", "iif", self.lan, "lookup", self.table, "priority", "100")
+        self.monitor = self.manager = None
+        if s.get("vcm"):
+            self._setup_vcm(s["vcm"])
+
+    # ---- VCM built into the SG ----
+    def _setup_vcm(self, vcm: dict) -> None:
+        self.vcm_address = vcm["address"]
+        self.vcm_address_bytes = ipv6.pton(vcm["address"])
+        self.vcm_mns = {int(m["node_id"]): m for m in vcm["mns"]}
+        self.vcm_names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
+        self.vcm_names.update({i: m["name"] for i, m in self.vcm_mns.items()})
+        self.mn_by_home = {ipv6.pton(m["home"]): i for i, m in self.vcm_mns.items()}
+        self.mn_by_sa = {}
+        for i, m in self.vcm_mns.items():
+            _name, tunnel_out, tunnel_in = self.tunnels[ipv6.pton(m["home"])]
+            self.mn_by_sa[tunnel_out] = self.mn_by_sa[tunnel_in] = i
+        counter = int(time.time()) << 20  # grows across restarts (docs/vcm-protocol.md)
+        self.monitor = SgMonitor(MonitorConfig(
+            vcm_shell.SG_NODE_ID, vcm_shell.VCM_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=True),
+            tuple(MnBinding(i, m["external"], m.get("internal")) for i, m in self.vcm_mns.items())),
+            initial_counter=counter)
+        # fallback_both=False: an MN that returns drops its direct SAs itself on proving the office, and a
+        # FALLBACK to it would only reach its last care-of address.
+        self.manager = VcmManager(ManagerConfig(
+            vcm_shell.VCM_NODE_ID, vcm_shell.SG_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=True),
+            tuple(MnEntry(i, mn_control_path(m["home"], vcm_in_sg=True), m["external"], m.get("internal"))
+                  for i, m in self.vcm_mns.items()),
+            mode="tunnel", lifetime=int(vcm.get("lifetime", 3600)), vcm_in_sg=True, fallback_both=False,
+            reserved_spis=frozenset(int(x) for x in vcm.get("reserved_spis", []))), initial_counter=counter)
+        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "care_of_notices": 0})
+
+    def _vcm_flush(self, now: float) -> None:
+        """Events first (logged), then datagrams: monitor <-> manager in process, manager -> MNs in ESP."""
+        if self.monitor is None:
+            return
+        for _ in range(8):
+            moved = False
+            for core, who in ((self.monitor, "sg"), (self.manager, "vcm")):
+                for event in core.pop_events():
+                    name, fields = event_fields(event)
+                    self.log.emit(time.time(), name, role=who, **fields)
+            for data, _path in self.monitor.datagrams_to_send(now):
+                moved = True
+                self._chart(data, "sg", "vcm")
+                self.manager.receive(data, self.manager.config.sg_path, now)
+            for data, path in self.manager.datagrams_to_send(now):
+                moved = True
+                if path == self.manager.config.sg_path:
+                    self._chart(data, "vcm", "sg")
+                    self.monitor.receive(data, self.monitor.config.vcm_path, now)
+                    continue
+                node = self.mn_by_home.get(ipv6.pton(path.address))
+                if node is None:
+                    continue
+                if vcm_shell.message_type(data) == vp.KEYS:
+                    self._announce_peer_of(data, node)  # the direct SA's outer end must be known first
+                self._chart(data, "vcm", self.vcm_names[node])
+                self._send_control(path.address, vcm_shell.VCM_PORT, data)
+            if not moved:
+                break
+
+    def _chart(self, data: bytes, sender: str, receiver: str) -> None:
+        kind = vcm_shell.chart_event(vcm_shell.message_type(data), sender, receiver)
+        self.log.emit(time.time(), kind, node=sender, to=receiver, bytes=len(data),
+                      type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
+
+    def _announce_peer_of(self, data: bytes, receiver: int) -> None:
+        try:
+            peer = vp.decode(data).one(vp.Peer)
+        except vp.VcmParseError:
+            return
+        if peer is not None and peer.node_id in self.vcm_mns:
+            self._send_care_of(receiver, peer.node_id)
+
+    def _send_care_of(self, receiver: int, about: int) -> None:
+        home = self.vcm_mns[about]["home"]
+        notice = vcm_shell.encode_care_of(about, home, self.care_of.get(ipv6.pton(home)))
+        self.counters["care_of_notices"] += 1
+        self._send_control(self.vcm_mns[receiver]["home"], vcm_shell.CARE_OF_PORT, notice)
+
+    def _send_control(self, home: str, port: int, payload: bytes) -> None:
+        packet = vcm_shell.build_udp(self.vcm_address_bytes, ipv6.pton(home), port, port, payload)
+        verdict, sa, out = self.processor.outbound(packet)  # the SPD's per-MN control rule: its tunnel SA
+        if out is None or verdict != "protect":
+            self.counters["vcm_bad"] += 1
+            return
+        try:
+            self.sender.sendto(out, (sa.remote, 0))
+            self.counters["vcm_tx"] += 1
+            self.counters["net_tx"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+
+    def _vcm_inbound(self, sa, inner: bytes, now: float) -> bool:
+        """Observe a packet an MN's tunnel SA carried; True if it was a control datagram for us."""
+        node = self.mn_by_sa.get(sa.name)
+        if node is None:
+            return False
+        if inner[6] == ipv6.NH_UDP and inner[24:40] == self.vcm_address_bytes:
+            udp = vcm_shell.parse_udp(inner)
+            if udp is None or udp[3] != vcm_shell.VCM_PORT:
+                self.counters["vcm_bad"] += 1
+                return True
+            self.counters["vcm_rx"] += 1
+            src = ipv6.ntop(udp[0])
+            try:
+                kind = vcm_shell.chart_event(vcm_shell.message_type(udp[4]), self.vcm_names[node], "vcm")
+                self.log.emit(time.time(), kind, node=self.vcm_names[node], to="vcm", bytes=len(udp[4]))
+            except KeyError:
+                pass
+            self.manager.receive(udp[4], mn_control_path(src, vcm_in_sg=True), now)
+            return True
+        src, dst = vcm_shell.innermost_addresses(inner)
+        self.monitor.observe(now, src, dst, "in", node)
+        return False
 
     def on_network(self, sock, now: float) -> None:
         processor, counters = self.processor, self.counters
@@ -51,10 +179,70 @@ class GatewayRuntime(MobilityRuntime):
             if self.open_mobility(packet, now):
                 self.flush_core(now)  # a moved tunnel must be in place for the very next packet
                 continue
-            _verdict, _sa, inner = processor.inbound(packet)
+            _verdict, sa, inner = processor.inbound(packet)
             if inner is not None:
+                if self.monitor is not None and self._vcm_inbound(sa, inner, now):
+                    continue
                 self.write_tun(inner)
         self.flush_core(now)
+        self._vcm_flush(now)
+
+    def _send_out(self, packet: bytes) -> None:
+        counters = self.counters
+        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
+                (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
+            counters["tun_ignored"] += 1
+            return
+        verdict, sa, out = self.processor.outbound(packet)
+        if out is None:
+            return
+        if verdict != "protect":
+            counters["bypass_from_tun"] += 1
+            return
+        if self.monitor is not None:
+            node = self.mn_by_sa.get(sa.name)
+            if node is not None:
+                src, dst = vcm_shell.innermost_addresses(packet)
+                self.monitor.observe(time.monotonic(), src, dst, "out", node)
+        try:
+            self.sender.sendto(out, (sa.remote, 0))
+            counters["net_tx"] += 1
+        except OSError as exc:
+            counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+
+    def on_tun(self, now: float) -> None:
+        super().on_tun(now)
+        self._vcm_flush(now)
+
+    def next_timer(self):
+        times = [self.core.get_timer()]
+        if self.monitor is not None:
+            times += [self.monitor.get_timer(), self.manager.get_timer()]
+        return min((t for t in times if t is not None), default=None)
+
+    def on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self.flush_core(now)
+        if self.monitor is not None:
+            for core in (self.monitor, self.manager):
+                deadline = core.get_timer()
+                if deadline is not None and deadline <= now:
+                    core.handle_timer(now)
+            self._vcm_flush(now)
+
+    def status(self) -> dict:
+        out = super().status()
+        if self.monitor is not None:
+            out["vcm"] = {
+                "variant": "in-sg", "flows": self.monitor.flow_count(),
+                "locations": {self.vcm_names[i]: self.monitor.location(i) for i in self.vcm_mns},
+                "sessions": [{"session": sess.session_id, "a": self.vcm_names.get(sess.node_a),
+                              "b": self.vcm_names.get(sess.node_b), "state": sess.state,
+                              "generation": sess.current, "established_at": sess.established_at}
+                             for sess in self.manager.sessions.values()],
+                "monitor_stats": dict(self.monitor.stats), "manager_stats": dict(self.manager.stats)}
+        return out
 
     def close(self) -> None:
         if getattr(self, "lan", None):
@@ -66,6 +254,18 @@ class GatewayRuntime(MobilityRuntime):
             self._follow(event.home_address, ipv6.ntop(event.care_of_address))
         elif isinstance(event, BindingRemoved):
             self._follow(event.home_address, None)
+        else:
+            return
+        node = self.mn_by_home.get(event.home_address) if self.monitor is not None else None
+        if node is not None:
+            self.monitor.update_binding(now, node, self.care_of.get(event.home_address))
+            # Every other MN learns where this one is now (outer end of their direct SAs with it).
+            for other in self.vcm_mns:
+                if other != node and ipv6.pton(self.vcm_mns[other]["home"]) in self.care_of:
+                    self._send_care_of(other, node)
+                    if event.home_address in self.care_of:
+                        self._send_care_of(node, other)
+            self._vcm_flush(now)
 
     def _follow(self, home: bytes, care_of: str | None) -> None:
         """Point the node's tunnel, SPD rules and TUN route at ``care_of`` (None: the node is home)."""

@@ -1,0 +1,78 @@
+"""VCM built into the SG: route-optimisation setup time in the running lab, several fresh labs in a row.
+
+Per run: two external MNs (wlan1, wlan2), mn1 pings mn2's home address at 50 Hz; from the node event
+logs: session detected at the SG -> KEYS sent -> mn1 switches outbound -> mn1's first direct ESP packet
+(``data_first_direct``); then mn2 returns to the office and we time mn2's move -> mn1 falls back.
+
+    sudo .venv/bin/python benchmarks/vcm_setup_time.py --runs 5 --links default --addressing public
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from topologies.lab import SvpnLab  # noqa: E402
+
+
+def first(events, name, node=None, after=0.0):
+    return next((e["time"] for e in events if e["event"] == name and (node is None or e["node"] == node)
+                 and e["time"] >= after), None)
+
+
+def one_run(addressing: str, links: str) -> dict:
+    lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links=links,
+                  mobility=True, vcm="in-sg")
+    try:
+        lab.start()
+        h2 = lab.plan.mobile("mn2").home_address
+        lab.popen("mn1", ["ping", "-6", "-n", "-i", "0.02", h2], "ping.log")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = lab.status("mn1").get("vcm", {}).get("paths", [])
+            if any(r["path"] == "direct" for r in rows):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        move_at = time.time()
+        lab.move("mn2", "office")
+        time.sleep(1.0)
+        events = lab.events()
+    finally:
+        lab.stop()
+    detect = first(events, "session_detected", "sg")
+    out = {"detect": detect, "keys": first(events, "keys_210", "vcm"),
+           "switch": first(events, "switch_outbound", "mn1"),
+           "first_direct": first(events, "data_first_direct", "mn1"),
+           "fallback": first(events, "fall_back_to_sg", "mn1", after=move_at), "move": move_at}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--links", default="default", choices=["default", "ideal"])
+    parser.add_argument("--addressing", default="public", choices=["public", "private"])
+    args = parser.parse_args()
+    rows = []
+    for i in range(args.runs):
+        r = one_run(args.addressing, args.links)
+        ms = lambda a, b: None if r[a] is None or r[b] is None else 1000 * (r[b] - r[a])  # noqa: E731
+        row = {"run": i + 1, "detect->keys": ms("detect", "keys"), "detect->switch": ms("detect", "switch"),
+               "detect->first_direct": ms("detect", "first_direct"), "move->fallback": ms("move", "fallback")}
+        rows.append(row)
+        print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    for key in ("detect->keys", "detect->switch", "detect->first_direct", "move->fallback"):
+        values = [r[key] for r in rows if r[key] is not None]
+        if values:
+            print(f"{key}: median {statistics.median(values):.1f} ms, min {min(values):.1f}, max {max(values):.1f}, "
+                  f"n={len(values)}/{len(rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""VCM built into the SG, in the running lab: two external MNs pinging each other's home address at 50 Hz
+go direct (new SA pair between their care-of addresses), stay direct when MN1 moves, and fall back to the
+SG path when MN2 returns to the office, with the pings continuing throughout."""
+import os
+import re
+import time
+
+import pytest
+
+DIRECT_WITHIN_S = 10.0
+
+
+def _paths(lab, node):
+    return {row["peer"]: row for row in lab.status(node).get("vcm", {}).get("paths", [])}
+
+
+def _wait(what, predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def _sa_packets(lab, node):
+    return {s["name"]: s["counters"]["packets"] for s in lab.status(node)["ipsec"]["sas"]}
+
+
+def _drops(lab, node):
+    counters = lab.status(node)["ipsec"]["counters"]
+    return counters.get("unknown_spi", 0) + counters.get("icv", 0)
+
+
+def _start_capture(lab, node, interface):
+    path = os.path.join(lab.run_dir, f"{interface}.pcap")
+    lab.popen(node, ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", interface, "-w", path, "ip6"],
+              f"{interface}.log")
+    _wait(f"tcpdump on {interface}",
+          lambda: b"listening on" in open(os.path.join(lab.run_dir, f"{interface}.log"), "rb").read(), 5.0)
+    return path
+
+
+def _esp_spis(path):
+    from scapy.layers.inet6 import IPv6
+    from scapy.utils import rdpcap
+    spis = {}
+    for frame in rdpcap(path):
+        if IPv6 in frame and frame[IPv6].nh == 50:
+            spi = int.from_bytes(bytes(frame[IPv6].payload)[:4], "big")
+            spis[spi] = spis.get(spi, 0) + 1
+    return spis
+
+
+def _replies(path):
+    with open(path, encoding="utf-8") as f:
+        return [float(m[1]) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", f.read(), re.M)]
+
+
+@pytest.mark.parametrize("addressing", ["public", "private"])
+def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing):
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
+                  mobility=True, vcm="in-sg")
+    try:
+        lab.start()
+        h2 = lab.plan.mobile("mn2").home_address
+        drops_before = {n: _drops(lab, n) for n in ("mn1", "mn2")}
+        captures = {name: _start_capture(lab, node, name)
+                    for node, name in (("sg", "sg-wan"), ("ar1", "ar1-up"), ("ar2", "ar2-up"))}
+        marker = "5a5a0ff1ce5a5a"
+        lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", "-p", marker, h2], "ping.log")
+        ping_log = os.path.join(lab.run_dir, "ping.log")
+
+        # 1. Direct within a bounded time, on both ends.
+        _wait("mn1 direct to mn2", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+              DIRECT_WITHIN_S)
+        _wait("mn2 direct to mn1", lambda: _paths(lab, "mn2").get("mn1", {}).get("path") == "direct", 3.0)
+        row = _paths(lab, "mn1")["mn2"]
+        spi_out, spi_in = row["spi_out"], row["spi_in"]
+        assert spi_out and spi_in and spi_out != spi_in
+        time.sleep(0.3)
+        sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        time.sleep(1.0)
+        sg_after, mn2_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        relayed = (sg_after["mn1->sg"] - sg_before["mn1->sg"]) + (sg_after["sg->mn2"] - sg_before["sg->mn2"])
+        assert relayed <= 4, f"SG still relays mn1->mn2 traffic: {relayed} packets in 1 s"
+        direct_in = [n for n in mn2_after if n.endswith("-in") and n.startswith("vcm-")]
+        grown = sum(mn2_after[n] - mn2_before.get(n, 0) for n in direct_in)
+        assert grown >= 30, f"mn2 direct inbound SA carried {grown} packets in 1 s"
+        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        # ESP with the new SPIs on both access links, never on the SG's WAN link; no marker in clear.
+        time.sleep(0.2)
+        seen = {name: _esp_spis(path) for name, path in captures.items()}
+        for link in ("ar1-up", "ar2-up"):
+            assert seen[link].get(spi_out, 0) >= 30 and seen[link].get(spi_in, 0) >= 30, (link, seen[link])
+        assert spi_out not in seen["sg-wan"] and spi_in not in seen["sg-wan"]
+        for path in captures.values():
+            with open(path, "rb") as f:
+                assert bytes.fromhex(marker) not in f.read(), f"payload marker in clear on {path}"
+
+        # 2. MN1 moves: the direct path recovers (both ends' SAs follow the care-of address).
+        lab.move("mn1", "cell")
+        _wait("mn1 still direct after its move", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+              3.0)
+        coa1 = lab.status("mn1")["mobility"]["care_of_address"]
+        _wait("mn2 learnt mn1's new care-of address",
+              lambda: lab.status("mn2")["vcm"]["peer_care_of"].get("mn1") == coa1, 3.0)
+        time.sleep(0.5)
+        sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        replies_before = len(_replies(ping_log))
+        time.sleep(1.0)
+        sg_after, mn2_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        relayed = (sg_after["mn1->sg"] - sg_before["mn1->sg"]) + (sg_after["sg->mn2"] - sg_before["sg->mn2"])
+        assert relayed <= 4, f"after the move the SG relays {relayed} packets in 1 s"
+        assert len(_replies(ping_log)) - replies_before >= 30
+        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+
+        # 3. MN2 returns to the office: MN1 falls back to the SG path, pings continue.
+        lab.move("mn2", "office")
+        _wait("mn1 back on the SG path", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "via-sg", 5.0)
+        time.sleep(0.5)
+        sg_before = _sa_packets(lab, "sg")
+        replies_before = len(_replies(ping_log))
+        time.sleep(1.0)
+        sg_after = _sa_packets(lab, "sg")
+        assert sg_after["mn1->sg"] - sg_before["mn1->sg"] >= 30
+        assert len(_replies(ping_log)) - replies_before >= 30
+
+        # Signalling was logged under the chart's names.
+        kinds = {e["event"] for e in lab.events()}
+        assert {"report_202", "ack_204", "keys_206", "keys_210", "ack_208", "ack_212", "fallback"} <= kinds
+    finally:
+        lab.stop()

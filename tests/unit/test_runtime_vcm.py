@@ -1,0 +1,113 @@
+"""VCM glue of the node shells: UDP framing (scapy as oracle), care-of notices, chart event names."""
+import pytest
+from scapy.layers.inet import UDP
+from scapy.layers.inet6 import IPv6
+
+from nodeapps import ipv6
+from nodeapps.cli import render
+from nodeapps.roles import vcm_shell
+from nodeapps.vcm import protocol as p
+
+HOME = "2001:db8:0:1::a:1"
+VCM = "2001:db8:0:1::1"
+
+
+def test_udp_datagram_is_what_scapy_builds():
+    payload = b"\x01\x03control"
+    ours = vcm_shell.build_udp(ipv6.pton(VCM), ipv6.pton(HOME), 7420, 7420, payload)
+    oracle = bytes(IPv6(src=VCM, dst=HOME, hlim=64) / UDP(sport=7420, dport=7420) / payload)
+    assert ours == oracle
+    assert vcm_shell.parse_udp(ours) == (ipv6.pton(VCM), ipv6.pton(HOME), 7420, 7420, payload)
+
+
+@pytest.mark.parametrize("packet", [
+    b"",
+    bytes(IPv6(src=VCM, dst=HOME) / (b"x" * 20)),                       # not UDP
+    bytes(IPv6(src=VCM, dst=HOME) / UDP(sport=1, dport=2, len=400) / b"x"),   # length past the end
+    bytes(IPv6(src=VCM, dst=HOME) / UDP(sport=1, dport=2, len=3)),          # shorter than its header
+])
+def test_parse_udp_refuses_what_is_not_one_udp_datagram(packet):
+    assert vcm_shell.parse_udp(packet) is None
+
+
+def test_innermost_addresses_look_inside_the_home_agent_tunnel():
+    inner = IPv6(src="2001:db8::a:1", dst="2001:db8::a:2") / UDP()
+    tunnelled = bytes(IPv6(src="2001:db8:a::1", dst="2001:db8:1::2") / inner)
+    assert vcm_shell.innermost_addresses(tunnelled) == (ipv6.pton("2001:db8::a:1"), ipv6.pton("2001:db8::a:2"))
+    assert vcm_shell.innermost_addresses(bytes(inner)) == (ipv6.pton("2001:db8::a:1"), ipv6.pton("2001:db8::a:2"))
+
+
+def test_care_of_notice_round_trip_and_absent_address():
+    data = vcm_shell.encode_care_of(11, HOME, "2001:db8:a::a:1")
+    assert vcm_shell.decode_care_of(data) == (11, HOME, "2001:db8:a::a:1")
+    assert vcm_shell.decode_care_of(vcm_shell.encode_care_of(12, HOME, None)) == (12, HOME, None)
+
+
+@pytest.mark.parametrize("data", [b"", b"SVCO" + bytes(36), b"XXXX" + bytes(37)])
+def test_malformed_care_of_notice_is_one_parse_error(data):
+    with pytest.raises(vcm_shell.CareOfParseError):
+        vcm_shell.decode_care_of(data)
+
+
+@pytest.mark.parametrize("msg_type, sender, receiver, name", [
+    (p.REPORT, "sg", "vcm", "report_202"), (p.REPORT_ACK, "vcm", "sg", "ack_204"),
+    (p.KEYS, "vcm", "mn2", "keys_206"), (p.KEYS, "vcm", "mn1", "keys_210"),
+    (p.KEYS_ACK, "mn2", "vcm", "ack_208"), (p.KEYS_ACK, "mn1", "vcm", "ack_212"),
+    (p.PEER_READY, "vcm", "mn1", "ack_208"), (p.PEER_READY, "vcm", "mn2", "ack_212"),
+    (p.PEER_READY_ACK, "mn1", "vcm", "peer_ready_ack"), (p.FALLBACK, "vcm", "mn1", "fallback"),
+    (p.FALLBACK_ACK, "mn2", "vcm", "fallback_ack"), (p.KEYS, "vcm", "mn3", "keys"),
+])
+def test_chart_event_names_follow_the_sequence_chart(msg_type, sender, receiver, name):
+    assert vcm_shell.chart_event(msg_type, sender, receiver) == name
+
+
+def test_chart_names_exist_in_the_experiment_records():
+    from experiments.records import MESSAGE_KINDS, message_event
+    for msg_type, name in p.TYPE_NAMES.items():
+        for sender, receiver in (("vcm", "mn1"), ("mn2", "vcm"), ("sg", "vcm")):
+            ours = vcm_shell.chart_event(msg_type, sender, receiver)
+            assert ours in MESSAGE_KINDS
+            assert ours == message_event(name, sender, receiver)
+
+
+def test_status_renders_the_vcm_path_table():
+    status = {"node": "mn1", "role": "mobile-node", "pid": 1, "uptime_s": 1.0, "addresses": [],
+              "ipsec": {"sas": [], "spd": {"rules": []}, "counters": {}}, "counters": {},
+              "vcm": {"paths": [{"peer": "mn2", "peer_home": HOME, "path": "direct", "since": 1700000000.0,
+                                 "session": 1, "generation": 1, "spi_out": 4660, "spi_in": 22136,
+                                 "pending": False}]}}
+    text = render(status)
+    assert "vcm paths" in text
+    line = next(line for line in text.splitlines() if line.startswith("mn2"))
+    assert "direct" in line and "0x00001234" in line and "0x00005678" in line
+
+
+def test_lab_configs_tie_each_mns_control_datagrams_to_its_own_sa(tmp_path):
+    from nodeapps.esp.spd import SPD
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="private", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True, vcm="in-sg")
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    sg_vcm = configs["sg"]["mobility"]["vcm"]
+    assert [m["node_id"] for m in sg_vcm["mns"]] == [11, 12]
+    spd = SPD.from_config(configs["sg"]["spd"])
+    vcm = ipv6.pton(sg_vcm["address"])
+    for mn in ("mn1", "mn2"):
+        home = ipv6.pton(lab.plan.mobile(mn).home_address)
+        assert spd.lookup("in", home, vcm, 17).sa == f"{mn}->sg"
+        assert spd.lookup("out", vcm, home, 17).sa == f"sg->{mn}"
+        section = configs[mn]["mobility"]["vcm"]
+        assert section["internal"] == lab.plan.mobile(mn).home_address   # embodiment 1: inner = internal
+        assert section["external"] == lab.plan.mobile(mn).external_home_address
+    other = ipv6.pton(lab.plan.mobile("mn2").home_address)
+    assert spd.lookup("in", other, vcm, 17).sa != "mn1->sg"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"vcm": "in-sg"}, r"needs SvpnLab\(mobility=True\)"),
+    ({"vcm": "separate", "mobility": True}, "only 'in-sg'"),
+])
+def test_lab_refuses_unsupported_vcm_settings(kwargs, message):
+    from topologies.lab import LabError, SvpnLab
+    with pytest.raises(LabError, match=message):
+        SvpnLab(**kwargs)

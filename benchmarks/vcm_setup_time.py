@@ -1,10 +1,11 @@
-"""VCM built into the SG: route-optimisation setup time in the running lab, several fresh labs in a row.
+"""VCM (built into the SG or its own host): route-optimisation setup time in the running lab, several fresh
+labs in a row.
 
 Per run: two external MNs (wlan1, wlan2), mn1 pings mn2's home address at 50 Hz; from the node event
 logs: session detected at the SG -> KEYS sent -> mn1 switches outbound -> mn1's first direct ESP packet
 (``data_first_direct``); then mn2 returns to the office and we time mn2's move -> mn1 falls back.
 
-    sudo .venv/bin/python benchmarks/vcm_setup_time.py --runs 5 --links default --addressing public
+    sudo .venv/bin/python benchmarks/vcm_setup_time.py --runs 5 --links default --addressing public --vcm in-sg
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ def first(events, name, node=None, after=0.0):
                  and e["time"] >= after), None)
 
 
-def one_run(addressing: str, links: str) -> dict:
+def one_run(addressing: str, links: str, vcm: str) -> dict:
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links=links,
-                  mobility=True, vcm="in-sg")
+                  mobility=True, vcm=vcm)
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
@@ -57,10 +58,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--links", default="default", choices=["default", "ideal"])
     parser.add_argument("--addressing", default="public", choices=["public", "private"])
+    parser.add_argument("--vcm", default="in-sg", choices=["in-sg", "host"])
     args = parser.parse_args()
     rows = []
     for i in range(args.runs):
-        r = one_run(args.addressing, args.links)
+        r = one_run(args.addressing, args.links, args.vcm)
         ms = lambda a, b: None if r[a] is None or r[b] is None else 1000 * (r[b] - r[a])  # noqa: E731
         row = {"run": i + 1, "detect->keys": ms("detect", "keys"), "detect->switch": ms("detect", "switch"),
                "detect->first_direct": ms("detect", "first_direct"), "move->fallback": ms("move", "fallback")}

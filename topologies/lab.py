@@ -60,8 +60,8 @@ class SvpnLab:
                  mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600):
-        if vcm not in (None, "in-sg"):
-            raise LabError(f"vcm {vcm!r}: only 'in-sg' (the VCM built into the SG) is available")
+        if vcm not in (None, "in-sg", "host"):
+            raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
         if vcm is not None and not mobility:
             raise LabError("vcm needs SvpnLab(mobility=True)")
         self.vcm = vcm
@@ -144,6 +144,7 @@ class SvpnLab:
 
     def vpn_nodes(self) -> list[str]:
         extra = (["ha"] if self.mobility else []) + (["xha", "cn"] if "xha" in self.node_configs else [])
+        extra += ["vcm"] if "vcm" in self.node_configs else []
         return ["sg"] + extra + [mn.name for mn in self.external_mobile_nodes()]
 
     def control_socket(self, node: str) -> str:
@@ -331,24 +332,53 @@ table inet svpnlab_gateway {{
         and the SG's SPD rules that tie each MN's control datagrams (UDP between its home address and the
         SG's office address) to that MN's tunnel SA pair."""
         from nodeapps.roles.vcm_shell import mn_node_id
-        vcm_address = self.plan.office["sg"]
+        host = self.vcm == "host"
+        sg_address = self.plan.office["sg"]
+        vcm_address = self.plan.office["vcm"] if host else sg_address
         mns = self.external_mobile_nodes()
         names = {mn_node_id(mn.index): mn.name for mn in mns}
+        reserved = list(range(self.spi_base, self.spi_base + 0x400))
+
+        def pair(name_out, name_in, spi, local, remote):
+            keys = [(_hex(16), _hex(4)) for _ in range(2)]
+            mk = lambda name, s, d, k: {"name": name, "spi": s, "algorithm": ALGORITHM, "key": k[0],  # noqa: E731
+                                        "salt": k[1], "mode": "transport", "direction": d, "local": local,
+                                        "remote": remote}
+            ours = {"out": mk(name_out, spi, "out", keys[0]), "in": mk(name_in, spi + 1, "in", keys[1])}
+            theirs = {"out": dict(ours["in"], direction="out", local=remote, remote=local),
+                      "in": dict(ours["out"], direction="in", local=remote, remote=local)}
+            return ours, theirs
+
         entries, rules = [], []
         for mn in mns:
             external = mn.external_home_address or mn.home_address
             internal = mn.home_address if mn.external_home_address else None
-            entries.append({"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address,
-                            "external": external, "internal": internal})
-            configs[mn.name]["mobility"]["vcm"] = {"node_id": mn_node_id(mn.index), "address": vcm_address,
-                                                   "external": external, "internal": internal, "names": names}
+            entry = {"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address,
+                     "external": external, "internal": internal}
+            section = {"node_id": mn_node_id(mn.index), "variant": self.vcm, "address": vcm_address,
+                       "sg_address": sg_address, "external": external, "internal": internal, "names": names}
+            if host:   # MN–VCM SA (vcm-sa-in-sg-sa): ESP transport between home address and VCM
+                section["sa"], entry["sa"] = pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
+                                                  self.spi_base + 0x310 + 2 * mn.index, mn.home_address, vcm_address)
+            entries.append(entry)   # MN–VCM keys only in the VCM's config, not the SG's
+            configs[mn.name]["mobility"]["vcm"] = section
+            # Care-of notices (and, VCM in the SG, control) between the SG and the MN's home address.
             rules += [{"name": f"{mn.name}-vcm-in", "direction": "in", "src": f"{mn.home_address}/128",
-                       "dst": f"{vcm_address}/128", "proto": 17, "action": "protect", "sa": f"{mn.name}->sg"},
-                      {"name": f"{mn.name}-vcm-out", "direction": "out", "src": f"{vcm_address}/128",
+                       "dst": f"{vcm_address}/128", "proto": None if host else 17, "action": "protect",
+                       "sa": f"{mn.name}->sg"},
+                      {"name": f"{mn.name}-vcm-out", "direction": "out", "src": f"{sg_address}/128",
                        "dst": f"{mn.home_address}/128", "proto": 17, "action": "protect", "sa": f"sg->{mn.name}"}]
-        sg_mobility["vcm"] = {"variant": self.vcm, "address": vcm_address, "mns": entries,
-                              "lifetime": self.vcm_lifetime,
-                              "reserved_spis": list(range(self.spi_base, self.spi_base + 0x400))}
+        sg_mobility["vcm"] = {"variant": self.vcm, "address": vcm_address, "sg_address": sg_address,
+                              "mns": [{k: v for k, v in e.items() if k != "sa"} for e in entries], "lifetime": self.vcm_lifetime, "reserved_spis": reserved}
+        if host:   # SG–VCM SA (sg-vcm-sa) on the office LAN
+            sg_side, vcm_side = pair("sg->vcm", "vcm->sg", self.spi_base + 0x300, sg_address, vcm_address)
+            sg_mobility["vcm"]["sa"] = sg_side
+            configs["vcm"] = self._node_config(
+                "vcm", "vcm", addresses=[], routes=[], interfaces=["vcm-eth0"], sas=[],
+                spd={"vpn_prefixes": [], "rules": []},
+                mobility={"address": vcm_address, "peers": [], "vcm": {
+                    "sg_address": sg_address, "sg_sa": vcm_side, "lifetime": self.vcm_lifetime,
+                    "reserved_spis": reserved, "mns": entries}})
         return rules
 
     def _add_external_configs(self, configs: dict) -> None:

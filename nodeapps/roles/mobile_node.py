@@ -37,7 +37,7 @@ from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
+    RouterAdvertisementError, TransportPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
@@ -86,7 +86,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                 "dst": p if d == "out" else "::/0", "action": "bypass"}
                                for i, p in enumerate(self.vpn_prefixes) for d in ("out", "in")]
         self.policy_internal = False
-        self.agent = None
+        self.agent = self.vcm_peer = None
         self.direct_rules: list[dict] = []     # VCM peer-specific rules, ahead of the external policy
         self.direct_sa_peer: dict[str, int] = {}
         self.direct_out: set[bytes] = set()    # peer home addresses with a direct outbound rule
@@ -141,10 +141,14 @@ class MobileNodeRuntime(MobilityRuntime):
     def _setup_vcm(self, vcm: dict) -> None:
         self.vcm_address = vcm["address"]
         self.vcm_address_bytes = ipv6.pton(vcm["address"])
+        self.sg_inner = ipv6.pton(vcm.get("sg_address", vcm["address"]))   # source of care-of notices
         self.vcm_node_id = int(vcm["node_id"])
         self.vcm_names = {vcm_shell.VCM_NODE_ID: "vcm", vcm_shell.SG_NODE_ID: "sg"}
         self.vcm_names.update({int(k): v for k, v in vcm.get("names", {}).items()})
-        self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=True)
+        in_sg = vcm.get("variant", "in-sg") == "in-sg"
+        # Separate VCM host: our own ESP transport SA pair with it, nested in the SG tunnel on the way out.
+        self.vcm_peer = None if in_sg else TransportPeer(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
+        self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=True)
         self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
                                                    vcm["external"], vcm.get("internal")),
                                  initial_counter=int(time.time()) << 20)
@@ -153,14 +157,14 @@ class MobileNodeRuntime(MobilityRuntime):
 
     def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
         """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""
-        if inner[6] != ipv6.NH_UDP or inner[8:24] != self.vcm_address_bytes or sa is None \
+        if inner[6] != ipv6.NH_UDP or inner[8:24] != self.sg_inner or sa is None \
                 or sa.name not in self.tunnel_sas:
             return False
         udp = vcm_shell.parse_udp(inner)
         if udp is None:
             self.counters["vcm_bad"] += 1
             return True
-        if udp[3] == vcm_shell.VCM_PORT:
+        if udp[3] == vcm_shell.VCM_PORT and self.vcm_peer is None:
             self.counters["vcm_rx"] += 1
             self.agent.receive(udp[4], self.vcm_path, now)
         elif udp[3] == vcm_shell.CARE_OF_PORT:
@@ -180,6 +184,21 @@ class MobileNodeRuntime(MobilityRuntime):
                               care_of_address=care_of, direct_sas_moved=len(moved))
         else:
             self.counters["vcm_bad"] += 1
+        self._vcm_flush(now)
+        return True
+
+    def _from_vcm_host(self, packet: bytes, now: float) -> bool:
+        """A packet the home agent tunnelled to us: ESP from the VCM host in our SA with it?"""
+        if packet[6] != ipv6.NH_ESP or packet[8:24] != self.vcm_address_bytes \
+                or esp_spi(packet) != self.vcm_peer.in_sa.spi:
+            return False
+        inner = self.vcm_peer.open(packet)
+        udp = vcm_shell.parse_udp(inner) if inner is not None else None
+        if udp is None or udp[3] != vcm_shell.VCM_PORT:
+            self.counters["vcm_bad"] += 1
+            return True
+        self.counters["vcm_rx"] += 1
+        self.agent.receive(udp[4], self.vcm_path, now)
         self._vcm_flush(now)
         return True
 
@@ -205,7 +224,9 @@ class MobileNodeRuntime(MobilityRuntime):
                           type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
             packet = vcm_shell.build_udp(self.address, self.vcm_address_bytes, vcm_shell.VCM_PORT,
                                          vcm_shell.VCM_PORT, data)
-            if self.state == "away":
+            if self.vcm_peer is not None:
+                packet = self.vcm_peer.seal(packet)   # MN–VCM SA, then (SPD) the MN–SG tunnel around it
+            if packet is not None and self.state == "away":
                 self.counters["vcm_tx"] += 1
                 self._protect_and_send(packet, "vcm control")
 
@@ -500,6 +521,8 @@ class MobileNodeRuntime(MobilityRuntime):
                 delivered = self.core.incoming(inner, now)
                 if delivered is not None:
                     self.counters["from_tunnel"] += 1
+                    if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
+                        continue
                     self.write_tun(delivered)
             else:
                 self.write_tun(inner)

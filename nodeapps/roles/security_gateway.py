@@ -20,7 +20,7 @@ from nodeapps import ipv6
 from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
-from nodeapps.runtime.mobility import move_sa, run_ip
+from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa, run_ip
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import event_fields
@@ -45,7 +45,7 @@ class GatewayRuntime(MobilityRuntime):
         self.table = str(s.get("route_table", 100))
         self.lan = s.get("lan_interface", "sg-lan")
         run_ip("-6", "rule", "add", "iif", self.lan, "lookup", self.table, "priority", "100")
-        self.monitor = self.manager = None
+        self.monitor = self.manager = self.vcm_peer = None
         if s.get("vcm"):
             self._setup_vcm(s["vcm"])
 
@@ -53,6 +53,9 @@ class GatewayRuntime(MobilityRuntime):
     def _setup_vcm(self, vcm: dict) -> None:
         self.vcm_address = vcm["address"]
         self.vcm_address_bytes = ipv6.pton(vcm["address"])
+        self.sg_inner = ipv6.pton(vcm.get("sg_address", vcm["address"]))   # source of care-of notices
+        in_sg = vcm.get("variant", "in-sg") == "in-sg"
+        self.vcm_peer = None if in_sg else TransportPeer(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
         self.vcm_mns = {int(m["node_id"]): m for m in vcm["mns"]}
         self.vcm_names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
         self.vcm_names.update({i: m["name"] for i, m in self.vcm_mns.items()})
@@ -63,9 +66,12 @@ class GatewayRuntime(MobilityRuntime):
             self.mn_by_sa[tunnel_out] = self.mn_by_sa[tunnel_in] = i
         counter = int(time.time()) << 20  # grows across restarts (docs/vcm-protocol.md)
         self.monitor = SgMonitor(MonitorConfig(
-            vcm_shell.SG_NODE_ID, vcm_shell.VCM_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=True),
+            vcm_shell.SG_NODE_ID, vcm_shell.VCM_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=in_sg),
             tuple(MnBinding(i, m["external"], m.get("internal")) for i, m in self.vcm_mns.items())),
             initial_counter=counter)
+        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "care_of_notices": 0})
+        if not in_sg:
+            return   # the VCM host runs the manager; REPORTs go to it in the SG–VCM SA
         # fallback_both=False: an MN that returns drops its direct SAs itself on proving the office, and a
         # FALLBACK to it would only reach its last care-of address.
         self.manager = VcmManager(ManagerConfig(
@@ -74,7 +80,6 @@ class GatewayRuntime(MobilityRuntime):
                   for i, m in self.vcm_mns.items()),
             mode="tunnel", lifetime=int(vcm.get("lifetime", 3600)), vcm_in_sg=True, fallback_both=False,
             reserved_spis=frozenset(int(x) for x in vcm.get("reserved_spis", []))), initial_counter=counter)
-        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "care_of_notices": 0})
 
     def _vcm_flush(self, now: float) -> None:
         """Events first (logged), then datagrams: monitor <-> manager in process, manager -> MNs in ESP."""
@@ -83,13 +88,18 @@ class GatewayRuntime(MobilityRuntime):
         for _ in range(8):
             moved = False
             for core, who in ((self.monitor, "sg"), (self.manager, "vcm")):
-                for event in core.pop_events():
+                for event in core.pop_events() if core is not None else ():
                     name, fields = event_fields(event)
                     self.log.emit(time.time(), name, role=who, **fields)
             for data, _path in self.monitor.datagrams_to_send(now):
                 moved = True
                 self._chart(data, "sg", "vcm")
+                if self.manager is None:
+                    self._send_to_vcm_host(data)
+                    continue
                 self.manager.receive(data, self.manager.config.sg_path, now)
+            if self.manager is None:
+                break
             for data, path in self.manager.datagrams_to_send(now):
                 moved = True
                 if path == self.manager.config.sg_path:
@@ -105,6 +115,30 @@ class GatewayRuntime(MobilityRuntime):
                 self._send_control(path.address, vcm_shell.VCM_PORT, data)
             if not moved:
                 break
+
+    def _send_to_vcm_host(self, data: bytes) -> None:
+        packet = vcm_shell.build_udp(self.sg_inner, self.vcm_address_bytes, vcm_shell.VCM_PORT, vcm_shell.VCM_PORT,
+                                     data)
+        sealed = self.vcm_peer.seal(packet)
+        if sealed is None:
+            self.counters["vcm_bad"] += 1
+            return
+        self.counters["vcm_tx"] += 1
+        self.send_raw(sealed, "report to the VCM")
+
+    def _from_vcm_host(self, packet: bytes, now: float) -> bool:
+        """ESP from the VCM host in the SG–VCM SA; True if it was (opened or dropped)."""
+        spi = esp_spi(packet)
+        if spi is None or spi != self.vcm_peer.in_sa.spi:
+            return False
+        inner = self.vcm_peer.open(packet)
+        udp = vcm_shell.parse_udp(inner) if inner is not None else None
+        if udp is None or udp[3] != vcm_shell.VCM_PORT:
+            self.counters["vcm_bad"] += 1
+            return True
+        self.counters["vcm_rx"] += 1
+        self.monitor.receive(udp[4], self.monitor.config.vcm_path, now)
+        return True
 
     def _chart(self, data: bytes, sender: str, receiver: str) -> None:
         kind = vcm_shell.chart_event(vcm_shell.message_type(data), sender, receiver)
@@ -126,7 +160,7 @@ class GatewayRuntime(MobilityRuntime):
         self._send_control(self.vcm_mns[receiver]["home"], vcm_shell.CARE_OF_PORT, notice)
 
     def _send_control(self, home: str, port: int, payload: bytes) -> None:
-        packet = vcm_shell.build_udp(self.vcm_address_bytes, ipv6.pton(home), port, port, payload)
+        packet = vcm_shell.build_udp(self.sg_inner, ipv6.pton(home), port, port, payload)
         verdict, sa, out = self.processor.outbound(packet)  # the SPD's per-MN control rule: its tunnel SA
         if out is None or verdict != "protect":
             self.counters["vcm_bad"] += 1
@@ -144,7 +178,7 @@ class GatewayRuntime(MobilityRuntime):
         node = self.mn_by_sa.get(sa.name)
         if node is None:
             return False
-        if inner[6] == ipv6.NH_UDP and inner[24:40] == self.vcm_address_bytes:
+        if self.manager is not None and inner[6] == ipv6.NH_UDP and inner[24:40] == self.vcm_address_bytes:
             udp = vcm_shell.parse_udp(inner)
             if udp is None or udp[3] != vcm_shell.VCM_PORT:
                 self.counters["vcm_bad"] += 1
@@ -175,6 +209,8 @@ class GatewayRuntime(MobilityRuntime):
             packet = frame[ETH_HEADER_LEN:]
             if len(packet) < 40 or packet[24:40] not in self.local_addresses:
                 counters["not_for_us"] += 1  # forwarded traffic the kernel handles
+                continue
+            if self.vcm_peer is not None and self._from_vcm_host(packet, now):
                 continue
             if self.open_mobility(packet, now):
                 self.flush_core(now)  # a moved tunnel must be in place for the very next packet
@@ -218,7 +254,7 @@ class GatewayRuntime(MobilityRuntime):
     def next_timer(self):
         times = [self.core.get_timer()]
         if self.monitor is not None:
-            times += [self.monitor.get_timer(), self.manager.get_timer()]
+            times += [self.monitor.get_timer()] + ([self.manager.get_timer()] if self.manager else [])
         return min((t for t in times if t is not None), default=None)
 
     def on_timer(self, now: float) -> None:
@@ -226,6 +262,8 @@ class GatewayRuntime(MobilityRuntime):
         self.flush_core(now)
         if self.monitor is not None:
             for core in (self.monitor, self.manager):
+                if core is None:
+                    continue
                 deadline = core.get_timer()
                 if deadline is not None and deadline <= now:
                     core.handle_timer(now)
@@ -235,13 +273,14 @@ class GatewayRuntime(MobilityRuntime):
         out = super().status()
         if self.monitor is not None:
             out["vcm"] = {
-                "variant": "in-sg", "flows": self.monitor.flow_count(),
+                "variant": "in-sg" if self.manager else "host", "flows": self.monitor.flow_count(),
                 "locations": {self.vcm_names[i]: self.monitor.location(i) for i in self.vcm_mns},
                 "sessions": [{"session": sess.session_id, "a": self.vcm_names.get(sess.node_a),
                               "b": self.vcm_names.get(sess.node_b), "state": sess.state,
                               "generation": sess.current, "established_at": sess.established_at}
-                             for sess in self.manager.sessions.values()],
-                "monitor_stats": dict(self.monitor.stats), "manager_stats": dict(self.manager.stats)}
+                             for sess in (self.manager.sessions.values() if self.manager else ())],
+                "monitor_stats": dict(self.monitor.stats),
+                "manager_stats": dict(self.manager.stats) if self.manager else {}}
         return out
 
     def close(self) -> None:

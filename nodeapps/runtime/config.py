@@ -11,7 +11,7 @@ from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.esp.errors import ConfigError as EspConfigError
 
-ROLES = ("mobile-node", "security-gateway", "home-agent", "correspondent")
+ROLES = ("mobile-node", "security-gateway", "home-agent", "correspondent", "vcm")
 
 
 class ConfigError(ValueError):

@@ -60,9 +60,13 @@ def _replies(path):
 
 @pytest.mark.parametrize("addressing", ["public", "private"])
 def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing):
+    run_direct_path_scenario(addressing, "in-sg")
+
+
+def run_direct_path_scenario(addressing, variant):
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm="in-sg")
+                  mobility=True, vcm=variant)
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address

@@ -105,9 +105,31 @@ def test_lab_configs_tie_each_mns_control_datagrams_to_its_own_sa(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"vcm": "in-sg"}, r"needs SvpnLab\(mobility=True\)"),
-    ({"vcm": "separate", "mobility": True}, "only 'in-sg'"),
+    ({"vcm": "separate", "mobility": True}, "'in-sg' .* or 'host'"),
 ])
 def test_lab_refuses_unsupported_vcm_settings(kwargs, message):
     from topologies.lab import LabError, SvpnLab
     with pytest.raises(LabError, match=message):
         SvpnLab(**kwargs)
+
+
+def test_lab_configs_for_a_separate_vcm_host_mirror_the_sa_pairs_and_keep_mn_keys_from_the_sg(tmp_path):
+    from nodeapps.esp.spd import SPD
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True, vcm="host")
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    vcm = configs["vcm"]["mobility"]["vcm"]
+    assert configs["vcm"]["role"] == "vcm"
+    sg_side = configs["sg"]["mobility"]["vcm"]["sa"]
+    assert (sg_side["out"]["spi"], sg_side["out"]["key"]) == (vcm["sg_sa"]["in"]["spi"], vcm["sg_sa"]["in"]["key"])
+    assert (sg_side["in"]["spi"], sg_side["in"]["key"]) == (vcm["sg_sa"]["out"]["spi"], vcm["sg_sa"]["out"]["key"])
+    for entry in vcm["mns"]:
+        mn_side = configs[entry["name"]]["mobility"]["vcm"]["sa"]
+        assert mn_side["out"]["key"] == entry["sa"]["in"]["key"] and mn_side["in"]["key"] == entry["sa"]["out"]["key"]
+        assert mn_side["out"]["remote"] == lab.plan.office["vcm"]
+    assert all("sa" not in entry for entry in configs["sg"]["mobility"]["vcm"]["mns"])
+    # The SG lets each MN's nested ESP to the VCM pass only on that MN's tunnel SA.
+    spd = SPD.from_config(configs["sg"]["spd"])
+    home = ipv6.pton(lab.plan.mobile("mn2").home_address)
+    assert spd.lookup("in", home, ipv6.pton(lab.plan.office["vcm"]), 50).sa == "mn2->sg"

@@ -1,0 +1,117 @@
+"""The VCM as its own office host (``SvpnLab(vcm="host")``) around ``nodeapps.vcm.VcmManager``.
+
+Every control datagram is UDP (port 7420) in an ESP transport-mode SA the VCM shares with one peer: the SG
+(``sg-vcm-sa``, on the office LAN) or an MN (``vcm-sa-in-sg-sa``: between the MN's home address and the
+VCM, so on its way it also travels inside the MN–SG tunnel SA and, towards the MN, inside the home agent's
+tunnel). Which peer sent a datagram is decided by the SA it arrived on, never by its addresses: the
+control channel then drops a message whose sender id belongs to another peer's path.
+"""
+from __future__ import annotations
+
+import time
+
+from nodeapps import ipv6
+from nodeapps.roles import vcm_shell
+from nodeapps.roles.common import MobilityRuntime, event_fields
+from nodeapps.runtime.mobility import TransportPeer, esp_spi
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN
+from nodeapps.vcm import protocol as vp
+from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
+from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
+
+
+class VcmHostRuntime(MobilityRuntime):
+    owned_protocols = (ipv6.NH_ESP,)
+
+    def setup_role(self) -> None:
+        s = self.section["vcm"]
+        self.names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
+        self.sg_path = sg_vcm_path(s["sg_address"], vcm_in_sg=False)
+        # SPI -> (control path, peer): the path a datagram arrived on is that of the SA's owner.
+        self.by_spi: dict[int, tuple] = {}
+        self.by_path: dict = {}
+        sg = TransportPeer(s["sg_address"], s["sg_sa"]["out"], s["sg_sa"]["in"])
+        self.by_spi[sg.in_sa.spi] = (self.sg_path, sg)
+        self.by_path[self.sg_path] = sg
+        entries = []
+        for m in s["mns"]:
+            node = int(m["node_id"])
+            self.names[node] = m["name"]
+            path = mn_control_path(m["home"], vcm_in_sg=False, encapsulate=True)
+            peer = TransportPeer(m["home"], m["sa"]["out"], m["sa"]["in"])
+            self.by_spi[peer.in_sa.spi] = (path, peer)
+            self.by_path[path] = peer
+            entries.append(MnEntry(node, path, m["external"], m.get("internal")))
+        self.manager = VcmManager(ManagerConfig(
+            vcm_shell.VCM_NODE_ID, vcm_shell.SG_NODE_ID, self.sg_path, tuple(entries), mode="tunnel",
+            lifetime=int(s.get("lifetime", 3600)), fallback_both=False,
+            reserved_spis=frozenset(int(x) for x in s.get("reserved_spis", []))),
+            initial_counter=int(time.time()) << 20)
+        self.path_names = {path: self.names[node] for node, path in
+                           [(vcm_shell.SG_NODE_ID, self.sg_path)] + [(e.node_id, e.path) for e in entries]}
+        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0})
+
+    def on_network(self, sock, now: float) -> None:
+        for _ in range(64):
+            try:
+                frame = sock.recv(65535)
+            except (BlockingIOError, OSError):
+                break
+            self.counters["net_rx"] += 1
+            packet = frame[ETH_HEADER_LEN:]
+            if len(packet) < 40 or packet[24:40] != self.address:
+                self.counters["not_for_us"] += 1
+                continue
+            spi = esp_spi(packet)
+            known = self.by_spi.get(spi) if spi is not None else None
+            if known is None:
+                self.counters["vcm_bad"] += 1
+                continue
+            path, peer = known
+            inner = peer.open(packet)
+            udp = vcm_shell.parse_udp(inner) if inner is not None else None
+            if udp is None or udp[3] != vcm_shell.VCM_PORT:
+                self.counters["vcm_bad"] += 1
+                continue
+            self.counters["vcm_rx"] += 1
+            self.manager.receive(udp[4], path, now)
+        self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        for event in self.manager.pop_events():
+            name, fields = event_fields(event)
+            self.log.emit(time.time(), name, **fields)
+        for data, path in self.manager.datagrams_to_send(now):
+            peer = self.by_path.get(path)
+            if peer is None:
+                continue
+            receiver = self.path_names[path]
+            kind = vcm_shell.chart_event(vcm_shell.message_type(data), "vcm", receiver)
+            self.log.emit(time.time(), kind, to=receiver, bytes=len(data),
+                          type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
+            packet = vcm_shell.build_udp(self.address, peer.address, vcm_shell.VCM_PORT, vcm_shell.VCM_PORT, data)
+            sealed = peer.seal(packet)
+            if sealed is not None:
+                self.counters["vcm_tx"] += 1
+                self.send_raw(sealed, kind)
+
+    def next_timer(self):
+        return self.manager.get_timer()
+
+    def on_timer(self, now: float) -> None:
+        self.manager.handle_timer(now)
+        self._flush(now)
+
+    def on_tun(self, now: float) -> None:
+        super().on_tun(now)
+
+    def _send_out(self, packet: bytes) -> None:
+        self.counters["tun_ignored"] += 1   # nothing of ours goes through the TUN
+
+    def status(self) -> dict:
+        out = super().status()
+        out["vcm"] = {"variant": "host", "sessions": [
+            {"session": sess.session_id, "a": self.names.get(sess.node_a), "b": self.names.get(sess.node_b),
+             "state": sess.state, "generation": sess.current, "established_at": sess.established_at}
+            for sess in self.manager.sessions.values()], "manager_stats": dict(self.manager.stats)}
+        return out

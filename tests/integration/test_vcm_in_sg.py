@@ -137,3 +137,35 @@ def run_direct_path_scenario(addressing, variant):
         assert {"report_202", "ack_204", "keys_206", "keys_210", "ack_208", "ack_212", "fallback"} <= kinds
     finally:
         lab.stop()
+
+
+def test_vcm_rekey_in_the_running_lab_keeps_the_path_direct_without_drops():
+    """Lifetime 8 s: the VCM rekeys at 6 s (make-before-break); the pings never fall back to the SG."""
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
+                  mobility=True, vcm="in-sg", vcm_lifetime=8)
+    try:
+        lab.start()
+        h2 = lab.plan.mobile("mn2").home_address
+        drops_before = {n: _drops(lab, n) for n in ("mn1", "mn2")}
+        lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", h2], "ping.log")
+        _wait("mn1 direct to mn2", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+              DIRECT_WITHIN_S)
+        first = _paths(lab, "mn1")["mn2"]
+        sg_before = _sa_packets(lab, "sg")
+        _wait("second generation on both ends",
+              lambda: all(_paths(lab, n).get(p, {}).get("generation") == 2 for n, p in (("mn1", "mn2"), ("mn2", "mn1"))),
+              12.0)
+        second = _paths(lab, "mn1")["mn2"]
+        assert second["path"] == "direct" and second["spi_out"] != first["spi_out"]
+        time.sleep(0.5)
+        replies_before = len(_replies(os.path.join(lab.run_dir, "ping.log")))
+        time.sleep(1.0)
+        assert len(_replies(os.path.join(lab.run_dir, "ping.log"))) - replies_before >= 30
+        sg_after = _sa_packets(lab, "sg")
+        assert sg_after["mn1->sg"] - sg_before["mn1->sg"] <= 10   # control only, never the pings
+        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        mn1_events = [e["event"] for e in lab.events() if e["node"] == "mn1"]
+        assert "fall_back_to_sg" not in mn1_events
+    finally:
+        lab.stop()

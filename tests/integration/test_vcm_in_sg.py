@@ -72,7 +72,7 @@ def run_direct_path_scenario(addressing, variant):
         h2 = lab.plan.mobile("mn2").home_address
         drops_before = {n: _drops(lab, n) for n in ("mn1", "mn2")}
         captures = {name: _start_capture(lab, node, name)
-                    for node, name in (("sg", "sg-wan"), ("ar1", "ar1-up"), ("ar2", "ar2-up"))}
+                    for node, name in (("sg", "sg-wan"), ("ar1", "ar1-up"), ("ar2", "ar2-up"), ("ar3", "ar3-up"))}
         marker = "5a5a0ff1ce5a5a"
         lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", "-p", marker, h2], "ping.log")
         ping_log = os.path.join(lab.run_dir, "ping.log")
@@ -131,6 +131,12 @@ def run_direct_path_scenario(addressing, variant):
         sg_after = _sa_packets(lab, "sg")
         assert sg_after["mn1->sg"] - sg_before["mn1->sg"] >= 30
         assert len(_replies(ping_log)) - replies_before >= 30
+
+        # No plaintext of the pings on any public link at any time (captures ran throughout).
+        time.sleep(0.2)
+        for path in captures.values():
+            with open(path, "rb") as f:
+                assert bytes.fromhex(marker) not in f.read(), f"payload marker in clear on {path}"
 
         # Signalling was logged under the chart's names.
         kinds = {e["event"] for e in lab.events()}

@@ -175,3 +175,33 @@ def test_vcm_rekey_in_the_running_lab_keeps_the_path_direct_without_drops():
         assert "fall_back_to_sg" not in mn1_events
     finally:
         lab.stop()
+
+
+def test_vcm_one_way_traffic_goes_direct():
+    """UDP from mn1 to mn2 only (mn2 listens and never answers): detected at the SG and switched direct."""
+    import sys
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
+                  mobility=True, vcm="in-sg")
+    try:
+        lab.start()
+        h2 = lab.plan.mobile("mn2").home_address
+        lab.popen("mn2", [sys.executable, "-c", "import socket\n"
+                          "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+                          f"s.bind(('{h2}', 9009))\n"
+                          "while True: s.recv(2048)\n"], "sink.log")
+        lab.popen("mn1", [sys.executable, "-c", "import socket, time\n"
+                          "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+                          f"while True: s.sendto(b'x' * 100, ('{h2}', 9009)); time.sleep(0.02)\n"], "source.log")
+        _wait("mn1 direct to mn2", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+              DIRECT_WITHIN_S)
+        time.sleep(0.3)
+        sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        time.sleep(1.0)
+        sg_after, mn2_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        assert sg_after["mn1->sg"] - sg_before["mn1->sg"] <= 4
+        grown = sum(mn2_after[n] - mn2_before.get(n, 0) for n in mn2_after if n.startswith("vcm-") and n.endswith("-in"))
+        assert grown >= 30
+        assert lab.status("mn1")["counters"]["direct_out"] >= 30
+    finally:
+        lab.stop()

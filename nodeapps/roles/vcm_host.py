@@ -102,9 +102,6 @@ class VcmHostRuntime(MobilityRuntime):
         self.manager.handle_timer(now)
         self._flush(now)
 
-    def on_tun(self, now: float) -> None:
-        super().on_tun(now)
-
     def _send_out(self, packet: bytes) -> None:
         self.counters["tun_ignored"] += 1   # nothing of ours goes through the TUN
 

@@ -223,29 +223,12 @@ class GatewayRuntime(MobilityRuntime):
         self.flush_core(now)
         self._vcm_flush(now)
 
-    def _send_out(self, packet: bytes) -> None:
-        counters = self.counters
-        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
-                (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
-            counters["tun_ignored"] += 1
-            return
-        verdict, sa, out = self.processor.outbound(packet)
-        if out is None:
-            return
-        if verdict != "protect":
-            counters["bypass_from_tun"] += 1
-            return
+    def on_protected(self, inner: bytes, sa) -> None:
         if self.monitor is not None:
             node = self.mn_by_sa.get(sa.name)
             if node is not None:
-                src, dst = vcm_shell.innermost_addresses(packet)
+                src, dst = vcm_shell.innermost_addresses(inner)
                 self.monitor.observe(time.monotonic(), src, dst, "out", node)
-        try:
-            self.sender.sendto(out, (sa.remote, 0))
-            counters["net_tx"] += 1
-        except OSError as exc:
-            counters["send_errors"] += 1
-            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
 
     def on_tun(self, now: float) -> None:
         super().on_tun(now)

@@ -193,12 +193,16 @@ class NodeRuntime:
             # Bypass for a packet the routes steered into the TUN would loop straight back here.
             counters["bypass_from_tun"] += 1
             return
+        self.on_protected(packet, sa)
         try:
             self.sender.sendto(out, (sa.remote, 0))
             counters["net_tx"] += 1
         except OSError as exc:
             counters["send_errors"] += 1
             self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+
+    def on_protected(self, inner: bytes, sa) -> None:
+        """Hook for roles that watch what they send into an SA (the SG's VCM monitor); default: nothing."""
 
     def on_network(self, sock, now: float) -> None:
         recv = sock.recv

@@ -15,7 +15,6 @@ from nodeapps import ipv6
 from nodeapps.mobility import CorrespondentNode
 from nodeapps.mobility import messages as mh
 from nodeapps.roles.common import MobilityRuntime
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN
 
 _SO_BINDTODEVICE = 25
 
@@ -41,15 +40,7 @@ class CorrespondentRuntime(MobilityRuntime):
         self.flush_core(time.monotonic())
 
     def on_network(self, sock, now: float) -> None:
-        for _ in range(64):
-            try:
-                frame = sock.recv(65535)
-            except BlockingIOError:
-                break
-            except OSError:  # e.g. ENETDOWN
-                break
-            self.counters["net_rx"] += 1
-            packet = frame[ETH_HEADER_LEN:]
+        for packet in self.received_packets(sock):
             if len(packet) < 40 or packet[24:40] != self.address:
                 self.counters["not_for_us"] += 1
                 continue

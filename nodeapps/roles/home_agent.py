@@ -19,7 +19,6 @@ from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import build_announcement, interface_mac, run_ip, send_unsolicited_na
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN
 
 
 class HomeAgentRuntime(MobilityRuntime):
@@ -60,15 +59,7 @@ class HomeAgentRuntime(MobilityRuntime):
             self.send_raw(packet, "tunnelled to MN")
 
     def on_network(self, sock, now: float) -> None:
-        for _ in range(64):
-            try:
-                frame = sock.recv(65535)
-            except BlockingIOError:
-                break
-            except OSError:  # e.g. ENETDOWN while the link is down (a move)
-                break
-            self.counters["net_rx"] += 1
-            packet = frame[ETH_HEADER_LEN:]
+        for packet in self.received_packets(sock):
             if len(packet) < 40 or packet[24:40] != self.address:
                 self.counters["not_for_us"] += 1
                 continue

@@ -484,15 +484,7 @@ class MobileNodeRuntime(MobilityRuntime):
 
     def on_network(self, sock, now: float) -> None:
         processor = self.processor
-        for _ in range(64):
-            try:
-                frame = sock.recv(65535)
-            except BlockingIOError:
-                break
-            except OSError:  # e.g. ENETDOWN while the link is down (a move)
-                break
-            self.counters["net_rx"] += 1
-            packet = frame[ETH_HEADER_LEN:]
+        for packet in self.received_packets(sock):
             if self.open_mobility(packet, now):
                 continue
             spi = esp_spi(packet)

@@ -21,7 +21,6 @@ from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa, run_ip
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import event_fields
 from nodeapps.vcm import protocol as vp
@@ -198,15 +197,7 @@ class GatewayRuntime(MobilityRuntime):
 
     def on_network(self, sock, now: float) -> None:
         processor, counters = self.processor, self.counters
-        for _ in range(64):
-            try:
-                frame = sock.recv(65535)
-            except BlockingIOError:
-                break
-            except OSError:  # e.g. ENETDOWN while the link is down (a move)
-                break
-            counters["net_rx"] += 1
-            packet = frame[ETH_HEADER_LEN:]
+        for packet in self.received_packets(sock):
             if len(packet) < 40 or packet[24:40] not in self.local_addresses:
                 counters["not_for_us"] += 1  # forwarded traffic the kernel handles
                 continue

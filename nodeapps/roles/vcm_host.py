@@ -14,7 +14,6 @@ from nodeapps import ipv6
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import TransportPeer, esp_spi
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN
 from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
 from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
@@ -52,13 +51,7 @@ class VcmHostRuntime(MobilityRuntime):
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0})
 
     def on_network(self, sock, now: float) -> None:
-        for _ in range(64):
-            try:
-                frame = sock.recv(65535)
-            except (BlockingIOError, OSError):
-                break
-            self.counters["net_rx"] += 1
-            packet = frame[ETH_HEADER_LEN:]
+        for packet in self.received_packets(sock):
             if len(packet) < 40 or packet[24:40] != self.address:
                 self.counters["not_for_us"] += 1
                 continue

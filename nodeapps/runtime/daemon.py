@@ -201,24 +201,27 @@ class NodeRuntime:
             counters["send_errors"] += 1
             self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
 
+    def received_packets(self, sock, batch: int = BATCH):
+        """IPv6 packets waiting on a packet socket, at most ``batch``; a link that is down (ENETDOWN
+        during a move) just ends the batch."""
+        for _ in range(batch):
+            try:
+                frame = sock.recv(65535)
+            except OSError:  # BlockingIOError included: nothing more waiting
+                return
+            self.counters["net_rx"] += 1
+            yield frame[ETH_HEADER_LEN:]
+
     def on_protected(self, inner: bytes, sa) -> None:
         """Hook for roles that watch what they send into an SA (the SG's VCM monitor); default: nothing."""
 
     def on_network(self, sock, now: float) -> None:
-        recv = sock.recv
         inbound = self.processor.inbound
         counters = self.counters
         coalescer = self.coalescer if self.offload else None
         batch = []
-        for _ in range(BATCH):
-            try:
-                frame = recv(65535)
-            except BlockingIOError:
-                break
-            except OSError:  # e.g. ENETDOWN while the link is down (a move)
-                break
-            counters["net_rx"] += 1
-            _verdict, _sa, inner = inbound(frame[ETH_HEADER_LEN:])
+        for packet in self.received_packets(sock):
+            _verdict, _sa, inner = inbound(packet)
             if inner is None:
                 continue
             if coalescer is not None:

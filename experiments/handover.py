@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""Handover experiment: one scripted scenario of moves, run once per strategy on the same topology, with
+RTT probes, bulk transfers, SG counters, signalling events and eavesdropper captures; writes a results
+folder (experiments/records.py) and its figures (experiments/plotting.py).
+
+Strategies:
+  sg    today's VPN: external mobile nodes always talk through the security gateway
+  vcm   route optimisation handed out by the VPN connectivity manager (direct ESP SA pair between the MNs)
+
+Not implemented: insecure-ro (MIPv6 route optimisation without an SA between the MNs); the lab has no
+node app mode that sends MN-to-MN traffic directly in clear, so this experiment does not offer it.
+
+    sudo python3 experiments/handover.py [--quick] [--strategies sg,vcm] [--scenario FILE]
+"""
+import _venv  # noqa: F401  (re-executes inside .venv)
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import pandas as pd
+
+from experiments import records
+from experiments.scenario import ScenarioError, load, load_default
+from nodeapps.linkemu.errors import LinkConfigError
+from nodeapps.linkemu.params import add_link_arguments, link_overrides
+from topologies.addressing import PlanError
+from topologies.lab import LabError, SvpnLab
+from topologies.links import set_default_backend
+from topologies.measurements import MeasurementError, iperf3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRATEGIES = ("sg", "vcm")
+MARKER = "SVPNLAB-PROBE-PLAINTEXT"
+CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),
+            ("ar3", "ar3-lan", "ar3-lan"))
+PROBE_PORT_BASE = 7777
+MAX_SEED = 2 ** 31 - 1
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def parse_args(argv):
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", help="scenario file (TOML; default experiments/scenarios/default.toml)")
+    parser.add_argument("--quick", action="store_true", help="short phases (the scenario's quick form, for CI)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help=f"comma-separated, run in this order (from {', '.join(STRATEGIES)}; default all)")
+    parser.add_argument("--addressing", choices=["private", "public"], default="private",
+                        help="address plan (default private)")
+    parser.add_argument("--vcm-host", action="store_true",
+                        help="vcm strategy: the VCM on its own office host (default: built into the SG)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed, the same for every strategy (default 1)")
+    parser.add_argument("--cli", metavar="PHASE", help="open the Mininet CLI at the start of this phase")
+    parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
+    parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    add_link_arguments(parser)
+    args = parser.parse_args(argv)
+    for text in args.link:
+        try:
+            link_overrides([text])
+        except LinkConfigError as exc:
+            parser.error(f"--link {text}: {exc}")
+    args.link_params = link_overrides(args.link)
+    set_default_backend(args.link_backend)
+    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    for s in args.strategies:
+        if s not in STRATEGIES:
+            parser.error(f"--strategies: unknown strategy {s!r} (available: {', '.join(STRATEGIES)}; "
+                         "insecure-ro is not implemented)")
+    if not args.strategies:
+        parser.error("--strategies: name at least one strategy")
+    if len(set(args.strategies)) != len(args.strategies):
+        parser.error("--strategies: a strategy is named twice")
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be between 0 and {MAX_SEED}")
+    try:
+        scenario = load(args.scenario) if args.scenario else load_default()
+    except ScenarioError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    if args.quick:
+        scenario = scenario.quick()
+    if args.cli and args.cli not in [p.name for p in scenario.phases]:
+        parser.error(f"--cli: no phase named {args.cli!r} (phases: {', '.join(p.name for p in scenario.phases)})")
+    args.scenario_obj = scenario
+    return args
+
+
+def endpoint_address(lab: SvpnLab, name: str) -> str:
+    if name.startswith("mn"):
+        return lab.plan.mobile(name).home_address
+    return lab.plan.office[name]
+
+
+def _wait_for(path: str, text: bytes, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                if text in f.read():
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return False
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    out = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except OSError:
+        pass
+    return out
+
+
+def sg_tunnel_packets(lab: SvpnLab) -> dict:
+    """Packets and bytes on the SG's SAs with the mobile nodes, inbound (decrypted from an MN)."""
+    packets = octets = 0
+    for sa in lab.status("sg")["ipsec"]["sas"]:
+        name = sa.get("name", "")
+        if name.startswith("mn") and "->sg" in name:
+            packets += sa["counters"].get("packets", 0)
+            octets += sa["counters"].get("bytes", 0)
+    return {"packets": packets, "bytes": octets}
+
+
+def path_function(scenario, t_moves: list[tuple[float, str, str]], node_events: list[dict], t0: float, pair):
+    """path_of(t) for a probed pair: office when both ends are inside, direct while the MN1 side has sent
+    on a direct SA (data_first_direct .. fall_back_to_sg), else via-sg."""
+    a, b = pair
+    switches = []   # (t, direct?)
+    for e in node_events:
+        if e.get("node") not in (a, b) or not b.startswith("mn"):
+            continue
+        if e["event"] == "data_first_direct":
+            switches.append((e["time"] - t0, True))
+        elif e["event"] == "fall_back_to_sg":
+            switches.append((e["time"] - t0, False))
+    switches.sort()
+
+    def where(node, t):
+        if not node.startswith("mn"):
+            return "office"
+        place = scenario.start.get(node, "office")
+        for tm, n, to in t_moves:
+            if n == node and tm <= t:
+                place = to
+        return place
+
+    def path_of(t):
+        if where(a, t) == "office" and where(b, t) == "office":
+            return "office"
+        direct = False
+        for ts, d in switches:
+            if ts <= t:
+                direct = d
+        for tm, n, to in t_moves:   # a move home ends route optimisation
+            if tm <= t and to == "office" and n in (a, b):
+                last = max((ts for ts, d in switches if d and ts <= t), default=-1)
+                if tm > last:
+                    direct = False
+        if direct and "office" not in (where(a, t), where(b, t)):
+            return "direct"
+        return "via-sg"
+    return path_of
+
+
+def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -> bool:
+    """Run the scenario under one strategy; append its rows and events to the folder. True if complete."""
+    scenario = args.scenario_obj
+    vcm = None
+    if strategy == "vcm":
+        vcm = "host" if args.vcm_host else "in-sg"
+    run_dir = tempfile.mkdtemp(prefix="svpnlab-handover-", dir="/tmp")
+    lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
+                  attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
+                  link_params=args.link_params, links="ideal" if args.ideal_links else "default", run_dir=run_dir)
+    exp_events: list[dict] = []
+    snapshots: list[tuple[str, dict]] = []
+    throughput: list[dict] = []
+    threads: list[threading.Thread] = []
+    complete = False
+    t0 = None
+    probe_files = []
+    node_events: list[dict] = []
+    link_meta = {}
+    try:
+        print(f"[{strategy}] building the lab ({args.addressing} addressing, vcm={vcm}) ...", flush=True)
+        lab.start()
+        rng = random.Random(args.seed)
+        for i, probe in enumerate(scenario.probes):
+            a, b = probe.between
+            port = PROBE_PORT_BASE + i
+            echo_log = f"echo-{i}.log"
+            lab.popen(b, [sys.executable, "-m", "nodeapps.probe", "echo", "--bind", endpoint_address(lab, b),
+                          "--port", str(port)], echo_log)
+        for node, intf, label in CAPTURES:
+            lab.popen(node, ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", intf, "-w",
+                             os.path.join(run_dir, f"{label}.pcap"), "ip6"], f"tcpdump-{label}.log")
+        for node, intf, label in CAPTURES:
+            if not _wait_for(os.path.join(run_dir, f"tcpdump-{label}.log"), b"listening on", 5.0):
+                raise LabError(f"tcpdump on {node} {intf} did not start")
+        time.sleep(0.2)   # echo servers bound
+        t0 = time.time()
+        exp_events.append({"time": t0, "node": "experiment", "event": "strategy_start", "strategy": strategy})
+        senders = []
+        for i, probe in enumerate(scenario.probes):
+            a, b = probe.between
+            out = os.path.join(run_dir, f"probe-{i}.jsonl")
+            probe_files.append((probe.pair, out))
+            senders.append(lab.popen(a, [sys.executable, "-m", "nodeapps.probe", "send", "--to",
+                                         endpoint_address(lab, b), "--bind", endpoint_address(lab, a),
+                                         "--rate", str(probe.rate_hz), "--port", str(PROBE_PORT_BASE + i),
+                                         "--session", str(rng.randrange(1, 2 ** 31)), "--marker", MARKER,
+                                         "--timeout", "1", "--out", out], f"probe-{i}.log"))
+        phase_start = t0
+        for phase in scenario.phases:
+            if stop_flag.is_set():
+                raise Interrupted
+            now = time.time()
+            snapshots.append((phase.name, sg_tunnel_packets(lab)))
+            exp_events.append({"time": now, "node": "experiment", "event": "phase_start", "strategy": strategy,
+                               "phase": phase.name})
+            print(f"[{strategy}] phase {phase.name} ({phase.duration_s:g} s)", flush=True)
+            if args.cli == phase.name:
+                from mininet.cli import CLI
+                print(f"[{strategy}] Mininet CLI at phase {phase.name}; 'exit' resumes the scenario", flush=True)
+                CLI(lab.net)
+                phase_start = time.time() - (now - phase_start)
+            actions = [(m.at_s, "move", m) for m in phase.moves] + [(tr.start_s, "traffic", tr) for tr in phase.traffic]
+            actions.sort(key=lambda x: x[0])
+            for at, kind, item in actions:
+                delay = phase_start + at - time.time()
+                if delay > 0 and stop_flag.wait(delay):
+                    raise Interrupted
+                if kind == "move":
+                    stamp = time.time()
+                    exp_events.append({"time": stamp, "node": "experiment", "event": "move", "strategy": strategy,
+                                       "phase": phase.name, "mn": item.node, "from": item.origin, "to": item.to})
+                    exp_events[-1]["node"] = item.node
+                    lab.move(item.node, item.to, now=stamp, wait=False)
+                    print(f"[{strategy}]   move {item.node} {item.origin} -> {item.to}", flush=True)
+                else:
+                    length = item.duration_s if item.duration_s is not None else phase.duration_s - item.start_s
+                    # iperf3 runs whole seconds and needs ~0.5 s to connect: keep it inside the phase
+                    seconds = int(length - 0.5)
+                    if seconds < 1:
+                        print(f"[{strategy}]   tcp {item.flow}: skipped ({length:g} s is too short for iperf3)",
+                              flush=True)
+                        continue
+                    th = threading.Thread(target=_bulk, daemon=True,
+                                          args=(lab, item, seconds, strategy, phase.name, time.time() - t0,
+                                                throughput, 5201 + len(threads) % 50))
+                    th.start()
+                    threads.append(th)
+            delay = phase_start + phase.duration_s - time.time()
+            if delay > 0 and stop_flag.wait(delay):
+                raise Interrupted
+            phase_start += phase.duration_s
+        snapshots.append(("", sg_tunnel_packets(lab)))
+        for th in threads:
+            th.join(timeout=15)
+        for proc in senders:
+            lab.stop_helper(proc)
+        complete = True
+    except Interrupted:
+        print(f"[{strategy}] interrupted: keeping what was measured", flush=True)
+    finally:
+        try:
+            if lab.net is not None:
+                try:
+                    if len(snapshots) and snapshots[-1][0] != "":
+                        snapshots.append(("", sg_tunnel_packets(lab)))
+                except Exception:   # noqa: BLE001  (the SG may be gone while tearing down)
+                    pass
+                node_events = lab.events()
+        finally:
+            lab.stop()
+            link_meta = lab.link_metadata()
+    end = time.time()
+    if t0 is not None:
+        exp_events.append({"time": end, "node": "experiment", "event": "strategy_end", "strategy": strategy,
+                           "complete": complete})
+        records.append_events(folder, sorted(exp_events + node_events, key=lambda e: e["time"]))
+        collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, snapshots, throughput,
+                probe_files)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with open(os.path.join(folder, f"links-{strategy}.json"), "w", encoding="utf-8") as f:
+        json.dump(link_meta, f, indent=1, default=str)
+    return complete
+
+
+def _bulk(lab, traffic, seconds, strategy, phase, t_start, out, port):
+    try:
+        report = iperf3(lab.host(traffic.src), lab.host(traffic.dst), endpoint_address(lab, traffic.dst),
+                        seconds=seconds, port=port)
+    except (MeasurementError, OSError, ValueError) as exc:
+        print(f"[{strategy}]   iperf3 {traffic.flow}: {exc}", flush=True)
+        return
+    except Exception as exc:   # noqa: BLE001  (the lab was torn down under it)
+        print(f"[{strategy}]   iperf3 {traffic.flow}: stopped ({exc.__class__.__name__})", flush=True)
+        return
+    out.append({"strategy": strategy, "phase": phase, "flow": traffic.flow, "protocol": report["protocol"],
+                "t_start": t_start, "duration_s": report["seconds"], "mbit_s": report["mbit_s"],
+                "retransmits": report.get("retransmits")})
+
+
+def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, snapshots, throughput, probe_files):
+    all_events = sorted(exp_events + node_events, key=lambda e: e["time"])
+    spans = records.phase_spans(folder, [e for e in records.read_events(folder)])
+    spans = spans[spans.strategy == strategy]
+    t_moves = [(e["time"] - t0, e["mn"], e["to"]) for e in exp_events if e["event"] == "move"]
+    rtt_rows = []
+    for pair, path in probe_files:
+        ends = tuple(pair.split("-"))
+        path_of = path_function(scenario, t_moves, node_events, t0, ends)
+        rows = records.probe_rows(_read_jsonl(path), strategy=strategy, pair=pair, t0=t0, spans=spans,
+                                  path_of=path_of)
+        rtt_rows += rows
+    records.append_rows(folder, "rtt", rtt_rows)
+    for row in throughput:
+        paths = [r["path"] for r in rtt_rows if r["pair"] == row["flow"].replace("->", "-")
+                 and row["t_start"] <= r["t"] <= row["t_start"] + row["duration_s"]]
+        row["path"] = max(set(paths), key=paths.count) if paths else ""
+    records.append_rows(folder, "throughput", throughput)
+
+    rtt = pd.DataFrame(rtt_rows, columns=[c for c, _ in records.SCHEMAS["rtt"]])
+    if not rtt.empty:
+        rtt["lost"] = rtt["lost"].astype(bool)
+        rtt["rtt_ms"] = pd.to_numeric(rtt["rtt_ms"], errors="coerce")
+    move_events = [{**e, "node": e["mn"]} for e in exp_events if e["event"] == "move"]
+    move_table = records.moves(move_events and ([{"time": t0, "event": "strategy_start", "strategy": strategy}]
+                                                + move_events))
+    records.append_rows(folder, "handovers", records.handover_rows(rtt, move_table) if not rtt.empty else [])
+
+    counters = []
+    for i in range(len(snapshots) - 1):
+        phase, before = snapshots[i]
+        after = snapshots[i + 1][1]
+        counters.append({"strategy": strategy, "phase": phase, "metric": "sg_relayed_packets",
+                         "detail": "from MN tunnels", "value": after["packets"] - before["packets"]})
+        counters.append({"strategy": strategy, "phase": phase, "metric": "sg_relayed_bytes",
+                         "detail": "from MN tunnels", "value": after["bytes"] - before["bytes"]})
+    by_kind: dict = {}
+    for e in node_events:
+        kind = e["event"]
+        if kind == "mobility_sent":   # Mobile IPv6 messages: "BU seq 7", "BA status 0 seq 7", ...
+            try:
+                kind = records.message_event(str(e.get("what", "")).split(" ")[0], e.get("node", ""), "")
+            except records.RecordsError:
+                continue
+        if kind in records.MESSAGE_KINDS and kind != "data_first_direct":
+            phase = records.phase_at(spans, strategy, e["time"] - t0) if not spans.empty else ""
+            count, size = by_kind.get((phase, kind), (0, 0))
+            by_kind[(phase, kind)] = (count + 1, size + int(e.get("bytes") or 0))
+    for (phase, kind), (count, size) in sorted(by_kind.items()):
+        counters.append({"strategy": strategy, "phase": phase, "metric": "signalling_messages", "detail": kind,
+                         "value": count})
+        counters.append({"strategy": strategy, "phase": phase, "metric": "signalling_bytes", "detail": kind,
+                         "value": size})
+    marker = MARKER.encode()
+    captures = os.path.join(folder, "captures", strategy)
+    os.makedirs(captures, exist_ok=True)
+    for _node, _intf, label in CAPTURES:
+        path = os.path.join(run_dir, f"{label}.pcap")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        shutil.copy(path, captures) if os.path.exists(path) else None
+        counters.append({"strategy": strategy, "phase": "", "metric": "plaintext_exposure_bytes", "detail": label,
+                         "value": data.count(marker) * len(marker)})
+    records.append_rows(folder, "counters", counters)
+    del all_events
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("handover.py: needs root (Mininet); run with sudo", file=sys.stderr)
+        return 2
+    scenario = args.scenario_obj
+    os.makedirs(args.results, exist_ok=True)
+    folder = records.new_folder(args.results, f"handover-{scenario.name}")
+    stop_flag = threading.Event()
+
+    def on_signal(_signum, _frame):
+        stop_flag.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    config = {"experiment": "handover", "complete": False, "argv": sys.argv, "seed": args.seed,
+              "strategies": args.strategies, "quick": args.quick, "addressing": args.addressing,
+              "vcm": "host" if args.vcm_host else "in-sg", "scenario": scenario.to_dict(),
+              "topology": {"links": "ideal" if args.ideal_links else "default", "link_params": args.link_params},
+              "versions": records.versions()}
+    records.write_config(folder, config)
+    print(f"handover: scenario {scenario.name} ({scenario.duration_s:g} s per strategy), strategies "
+          f"{', '.join(args.strategies)}; results in {folder}", flush=True)
+    started = time.monotonic()
+    complete = True
+    code = 0
+    try:
+        for strategy in args.strategies:
+            if stop_flag.is_set():
+                complete = False
+                break
+            if not run_strategy(strategy, args, folder, stop_flag):
+                complete = False
+                break
+            lab_links = os.path.join(folder, f"links-{strategy}.json")
+            with open(lab_links, encoding="utf-8") as f:
+                config["topology"].setdefault("link_backend", {})[strategy] = json.load(f)
+            os.remove(lab_links)
+    except (LabError, PlanError, LinkConfigError, ScenarioError, MeasurementError) as exc:
+        print(f"handover.py: {exc}", file=sys.stderr)
+        complete, code = False, 1
+    config["complete"] = complete
+    records.write_config(folder, config)
+    records.write_summary(folder)
+    if not args.no_plots:
+        from experiments.plotting import draw_all
+        draw_all(folder)
+    print(f"handover: {'complete' if complete else 'INCOMPLETE'} in {time.monotonic() - started:.1f} s; "
+          f"{folder}", flush=True)
+    with open(os.path.join(folder, "summary.md"), encoding="utf-8") as f:
+        print(f.read())
+    return code if complete or code else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,7 +24,7 @@ $(VENV)/.installed: setup.py
 	@touch $@
 
 run: install
-	$(PYTHON) experiments/baseline.py
+	$(PYTHON) experiments/handover.py
 
 test: install
 	$(PYTHON) -m pytest

@@ -20,21 +20,15 @@ import platform
 import signal
 import sys
 
+from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options
 from nodeapps.linkemu.errors import LinkConfigError
-from nodeapps.linkemu.params import add_link_arguments, link_overrides
 from topologies.addressing import ACCESS_NETWORKS, PlanError
-from topologies.links import set_default_backend
 from topologies.lab import LabError, SvpnLab
 from topologies.measurements import MeasurementError, iperf3, ping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["addressing", "flow", "path", "source", "destination", "rtt_median_ms", "rtt_min_ms", "rtt_max_ms",
           "ping_loss_pct", "tcp_mbit_s", "tcp_retransmits"]
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: {message}\n")
 
 
 def parse_args(argv):
@@ -49,15 +43,9 @@ def parse_args(argv):
     parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
     parser.add_argument("--ideal-links", action="store_true",
                         help="no link emulation at all (default: every link gets its profile)")
-    add_link_arguments(parser)
+    add_link_options(parser)
     args = parser.parse_args(argv)
-    for text in args.link:
-        try:
-            link_overrides([text])
-        except LinkConfigError as exc:
-            parser.error(f"--link {text}: {exc}")
-    args.link_params = link_overrides(args.link)
-    set_default_backend(args.link_backend)
+    apply_link_options(parser, args)
     if not 0.5 <= args.seconds <= 600:
         parser.error("--seconds must be between 0.5 and 600")
     if not 1 <= args.pings <= 100000:

@@ -16,7 +16,6 @@ import _venv  # noqa: F401  (re-executes inside .venv)
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -30,11 +29,11 @@ import pandas as pd
 
 from experiments import records
 from experiments.scenario import ScenarioError, load, load_default
+from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options
 from nodeapps.linkemu.errors import LinkConfigError
-from nodeapps.linkemu.params import add_link_arguments, link_overrides
 from topologies.addressing import PlanError
 from topologies.lab import LabError, SvpnLab
-from topologies.links import set_default_backend
+from topologies.svpn import SvpnTopo
 from topologies.measurements import MeasurementError, iperf3
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,11 +43,6 @@ CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan
             ("ar3", "ar3-lan", "ar3-lan"))
 PROBE_PORT_BASE = 7777
 MAX_SEED = 2 ** 31 - 1
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: {message}\n")
 
 
 class Interrupted(Exception):
@@ -71,15 +65,9 @@ def parse_args(argv):
     parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
     parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
-    add_link_arguments(parser)
+    add_link_options(parser)
     args = parser.parse_args(argv)
-    for text in args.link:
-        try:
-            link_overrides([text])
-        except LinkConfigError as exc:
-            parser.error(f"--link {text}: {exc}")
-    args.link_params = link_overrides(args.link)
-    set_default_backend(args.link_backend)
+    apply_link_options(parser, args)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in args.strategies:
         if s not in STRATEGIES:
@@ -391,7 +379,8 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
                 data = f.read()
         except OSError:
             data = b""
-        shutil.copy(path, captures) if os.path.exists(path) else None
+        if os.path.exists(path):
+            shutil.copy(path, captures)
         counters.append({"strategy": strategy, "phase": "", "metric": "plaintext_exposure_bytes", "detail": label,
                          "value": data.count(marker) * len(marker)})
     records.append_rows(folder, "counters", counters)
@@ -404,6 +393,12 @@ def main(argv=None) -> int:
         print("handover.py: needs root (Mininet); run with sudo", file=sys.stderr)
         return 2
     scenario = args.scenario_obj
+    try:  # topology parameters (e.g. a --link naming no link) fail here, before any results folder exists
+        SvpnTopo(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes, link_params=args.link_params,
+                 links="ideal" if args.ideal_links else "default")
+    except (PlanError, LinkConfigError) as exc:
+        print(f"handover.py: {exc}", file=sys.stderr)
+        return 2
     os.makedirs(args.results, exist_ok=True)
     folder = records.new_folder(args.results, f"handover-{scenario.name}")
     stop_flag = threading.Event()

@@ -72,3 +72,19 @@ def test_bad_arguments_give_one_line_and_build_nothing(args, named):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr
     assert our_leftovers() == before
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--link", "sg-moon:delay=3ms"], "sg-moon"),
+    (["--strategies", "sg,nope"], "nope"),
+    (["--scenario", "/nonexistent.toml"], "nonexistent"),
+])
+def test_handover_bad_arguments_give_one_line_and_leave_no_results_folder(tmp_path, args, named):
+    before = our_leftovers()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "handover.py"), *args,
+                             "--results", str(tmp_path / "out")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert our_leftovers() == before

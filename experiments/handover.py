@@ -183,9 +183,14 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
     if strategy == "vcm":
         vcm = "host" if args.vcm_host else "in-sg"
     run_dir = tempfile.mkdtemp(prefix="svpnlab-handover-", dir="/tmp")
-    lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
-                  attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
-                  link_params=args.link_params, links="ideal" if args.ideal_links else "default", run_dir=run_dir)
+    try:
+        lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
+                      attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
+                      link_params=args.link_params, links="ideal" if args.ideal_links else "default",
+                      run_dir=run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     exp_events: list[dict] = []
     snapshots: list[tuple[str, dict]] = []
     throughput: list[dict] = []

@@ -59,12 +59,19 @@ class SvpnLab:
                  mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000,
                  mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
-                 correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600):
+                 correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
+                 vcm_control: str = "encapsulated"):
         if vcm not in (None, "in-sg", "host"):
             raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
         if vcm is not None and not mobility:
             raise LabError("vcm needs SvpnLab(mobility=True)")
+        if vcm_control not in ("encapsulated", "direct"):
+            raise LabError(f"vcm_control {vcm_control!r}: 'encapsulated' (MN–VCM SA inside the MN–SG SA) or 'direct'")
+        if vcm_control == "direct" and (vcm != "host" or addressing != "public"):
+            raise LabError("vcm_control='direct' needs vcm='host' and addressing='public' (with private addresses "
+                           "the MN–VCM SA always travels inside the MN–SG SA)")
         self.vcm = vcm
+        self.vcm_control = vcm_control
         self.vcm_lifetime = vcm_lifetime
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
@@ -200,6 +207,7 @@ table inet svpnlab_gateway {{
         type filter hook forward priority filter; policy accept;
         ip6 daddr {plain} accept
         ip6 saddr {plain} accept
+{self._vcm_direct_forwarding()}
         iifname "sg-wan" oifname "sg-lan" counter drop
         iifname "sg-lan" oifname "sg-wan" counter drop
     }}
@@ -210,6 +218,21 @@ table inet svpnlab_gateway {{
         out, _ = result.communicate(ruleset.encode(), timeout=10)
         if result.returncode != 0:
             raise LabError(f"sg: nft: {out.decode().strip()}")
+        if self.vcm_control == "direct":
+            # The VCM's ESP to a care-of address leaves by the main table, not by the table that pulls
+            # office traffic for away nodes into the SG tunnel (roles/security_gateway.py).
+            out = sg.cmd(f"ip -6 rule add from {self.plan.office['vcm']} ipproto esp iif sg-lan lookup main "
+                         "priority 90")
+            if out.strip():
+                raise LabError(f"sg: ip rule for the direct MN–VCM SAs: {out.strip()}")
+
+    def _vcm_direct_forwarding(self) -> str:
+        """Embodiment 2, direct MN–VCM SAs: the SG lets ESP to and from the VCM cross unopened."""
+        if self.vcm_control != "direct":
+            return ""
+        vcm = self.plan.office["vcm"]
+        return (f"        ip6 daddr {vcm} meta l4proto esp iifname \"sg-wan\" accept\n"
+                f"        ip6 saddr {vcm} meta l4proto esp oifname \"sg-wan\" accept")
 
     def _make_configs(self) -> dict[str, dict]:
         if self.mobility:
@@ -339,10 +362,10 @@ table inet svpnlab_gateway {{
         names = {mn_node_id(mn.index): mn.name for mn in mns}
         reserved = list(range(self.spi_base, self.spi_base + 0x400))
 
-        def pair(name_out, name_in, spi, local, remote):
+        def pair(name_out, name_in, spi, local, remote, mode="transport"):
             keys = [(_hex(16), _hex(4)) for _ in range(2)]
             mk = lambda name, s, d, k: {"name": name, "spi": s, "algorithm": ALGORITHM, "key": k[0],  # noqa: E731
-                                        "salt": k[1], "mode": "transport", "direction": d, "local": local,
+                                        "salt": k[1], "mode": mode, "direction": d, "local": local,
                                         "remote": remote}
             ours = {"out": mk(name_out, spi, "out", keys[0]), "in": mk(name_in, spi + 1, "in", keys[1])}
             theirs = {"out": dict(ours["in"], direction="out", local=remote, remote=local),
@@ -357,7 +380,14 @@ table inet svpnlab_gateway {{
                      "external": external, "internal": internal}
             section = {"node_id": mn_node_id(mn.index), "variant": self.vcm, "address": vcm_address,
                        "sg_address": sg_address, "external": external, "internal": internal, "names": names}
-            if host:   # MN–VCM SA (vcm-sa-in-sg-sa): ESP transport between home address and VCM
+            if host and self.vcm_control == "direct":
+                # MN–VCM SA sent directly (vcm-sa): tunnel mode, outer ends the care-of address (moved by
+                # both ends) and the VCM, inner the home address (docs/vcm-runtime.md)
+                section["sa"], entry["sa"] = pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
+                                                  self.spi_base + 0x310 + 2 * mn.index,
+                                                  self.plan.current_address(mn), vcm_address, mode="tunnel")
+                section["control"] = entry["control"] = "direct"
+            elif host:   # MN–VCM SA (vcm-sa-in-sg-sa): ESP transport between home address and VCM
                 section["sa"], entry["sa"] = pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
                                                   self.spi_base + 0x310 + 2 * mn.index, mn.home_address, vcm_address)
             entries.append(entry)   # MN–VCM keys only in the VCM's config, not the SG's

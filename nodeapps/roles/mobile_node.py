@@ -37,10 +37,10 @@ from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, TransportPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
+    RouterAdvertisementError, TransportPeer, TunnelPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
 from nodeapps.roles import vcm_shell
 from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import vcm_control_path
@@ -87,6 +87,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                for i, p in enumerate(self.vpn_prefixes) for d in ("out", "in")]
         self.policy_internal = False
         self.agent = self.vcm_peer = None
+        self.vcm_direct = False
         self.direct_rules: list[dict] = []     # VCM peer-specific rules, ahead of the external policy
         self.direct_sa_peer: dict[str, int] = {}
         self.direct_out: set[bytes] = set()    # peer home addresses with a direct outbound rule
@@ -146,9 +147,17 @@ class MobileNodeRuntime(MobilityRuntime):
         self.vcm_names = {vcm_shell.VCM_NODE_ID: "vcm", vcm_shell.SG_NODE_ID: "sg"}
         self.vcm_names.update({int(k): v for k, v in vcm.get("names", {}).items()})
         in_sg = vcm.get("variant", "in-sg") == "in-sg"
-        # Separate VCM host: our own ESP transport SA pair with it, nested in the SG tunnel on the way out.
-        self.vcm_peer = None if in_sg else TransportPeer(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
-        self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=True)
+        # Separate VCM host: our own ESP SA pair with it, either a transport pair nested in the SG tunnel
+        # on the way out, or (embodiment 2, "direct") a tunnel pair from the care-of address to the VCM.
+        self.vcm_direct = not in_sg and vcm.get("control") == "direct"
+        peer_class = TunnelPeer if self.vcm_direct else TransportPeer
+        self.vcm_peer = None if in_sg else peer_class(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
+        self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=not self.vcm_direct)
+        if self.vcm_direct:
+            # The VCM's address is in the VPN prefix, routed into our TUN; pinned to the access interface the
+            # direct ESP takes the default route instead of the SG tunnel.
+            self.vcm_sender = open_sender()
+            self.vcm_sender.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
         self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
                                                    vcm["external"], vcm.get("internal")),
                                  initial_counter=int(time.time()) << 20)
@@ -188,7 +197,8 @@ class MobileNodeRuntime(MobilityRuntime):
         return True
 
     def _from_vcm_host(self, packet: bytes, now: float) -> bool:
-        """A packet the home agent tunnelled to us: ESP from the VCM host in our SA with it?"""
+        """ESP from the VCM host in our SA with it: tunnelled to us by the home agent, or sent straight to
+        the care-of address (direct SAs)?"""
         if packet[6] != ipv6.NH_ESP or packet[8:24] != self.vcm_address_bytes \
                 or esp_spi(packet) != self.vcm_peer.in_sa.spi:
             return False
@@ -228,7 +238,18 @@ class MobileNodeRuntime(MobilityRuntime):
                 packet = self.vcm_peer.seal(packet)   # MN–VCM SA, then (SPD) the MN–SG tunnel around it
             if packet is not None and self.state == "away":
                 self.counters["vcm_tx"] += 1
-                self._protect_and_send(packet, "vcm control")
+                if self.vcm_direct:
+                    self._send_direct_to_vcm(packet)   # outer: care-of address -> VCM, no SG tunnel
+                else:
+                    self._protect_and_send(packet, "vcm control")
+
+    def _send_direct_to_vcm(self, packet: bytes) -> None:
+        try:
+            self.vcm_sender.sendto(packet, (self.vcm_address, 0))
+            self.counters["net_tx"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, what="vcm control")
 
     def _apply_op(self, op, peer) -> None:
         cfg = dict(op.config)
@@ -258,7 +279,7 @@ class MobileNodeRuntime(MobilityRuntime):
 
     def close(self) -> None:
         for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None),
-                     getattr(self, "link_monitor", None)):
+                     getattr(self, "link_monitor", None), getattr(self, "vcm_sender", None)):
             if sock is not None:
                 sock.close()
         super().close()
@@ -371,6 +392,8 @@ class MobileNodeRuntime(MobilityRuntime):
             tunnel.move(local=coa, remote=ipv6.ntop(tunnel.address))
         for name in self.direct_sa_peer:
             move_sa(self.processor.sad, name, local=coa)  # the peer learns it from the SG's notice
+        if self.vcm_direct:
+            self.vcm_peer.move(local=coa, remote=self.vcm_address)   # the VCM learns it from the SG's report
         if self.agent is not None:
             self.agent.left_office(now)
         self._switch_policy(internal=False)
@@ -497,6 +520,8 @@ class MobileNodeRuntime(MobilityRuntime):
             if spi is None:
                 if self.ext_core is not None:
                     self._external_clear(packet, now)
+                continue
+            if self.vcm_direct and self._from_vcm_host(packet, now):
                 continue
             _verdict, sa, inner = processor.inbound(packet)
             if inner is None:

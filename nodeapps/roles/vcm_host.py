@@ -13,7 +13,7 @@ import time
 from nodeapps import ipv6
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import MobilityRuntime, event_fields
-from nodeapps.runtime.mobility import TransportPeer, esp_spi
+from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
 from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
@@ -30,14 +30,21 @@ class VcmHostRuntime(MobilityRuntime):
         self.by_spi: dict[int, tuple] = {}
         self.by_path: dict = {}
         sg = TransportPeer(s["sg_address"], s["sg_sa"]["out"], s["sg_sa"]["in"])
+        sg.node = vcm_shell.SG_NODE_ID
         self.by_spi[sg.in_sa.spi] = (self.sg_path, sg)
         self.by_path[self.sg_path] = sg
         entries = []
+        self.direct: dict[int, TunnelPeer] = {}   # node -> SA pair sent straight to its care-of address
         for m in s["mns"]:
             node = int(m["node_id"])
             self.names[node] = m["name"]
-            path = mn_control_path(m["home"], vcm_in_sg=False, encapsulate=True)
-            peer = TransportPeer(m["home"], m["sa"]["out"], m["sa"]["in"])
+            direct = m.get("control") == "direct"
+            path = mn_control_path(m["home"], vcm_in_sg=False, encapsulate=not direct)
+            if direct:
+                peer = self.direct[node] = TunnelPeer(m["home"], m["sa"]["out"], m["sa"]["in"])
+            else:
+                peer = TransportPeer(m["home"], m["sa"]["out"], m["sa"]["in"])
+            peer.node = node
             self.by_spi[peer.in_sa.spi] = (path, peer)
             self.by_path[path] = peer
             entries.append(MnEntry(node, path, m["external"], m.get("internal")))
@@ -66,6 +73,9 @@ class VcmHostRuntime(MobilityRuntime):
             if udp is None or udp[3] != vcm_shell.VCM_PORT:
                 self.counters["vcm_bad"] += 1
                 continue
+            if peer.node in self.direct:
+                # Authenticated by the SA: its outer source is where the MN is now.
+                self._follow(peer.node, ipv6.ntop(packet[8:24]), "datagram")
             self.counters["vcm_rx"] += 1
             self.manager.receive(udp[4], path, now)
         self._flush(now)
@@ -79,6 +89,10 @@ class VcmHostRuntime(MobilityRuntime):
             if peer is None:
                 continue
             receiver = self.path_names[path]
+            if peer.node in self.direct:
+                care_of = self.manager.contexts[peer.node].care_of   # from the SG's latest REPORT
+                if care_of is not None:
+                    self._follow(peer.node, care_of, "report")
             kind = vcm_shell.chart_event(vcm_shell.message_type(data), "vcm", receiver)
             self.log.emit(time.time(), kind, to=receiver, bytes=len(data),
                           type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
@@ -87,6 +101,13 @@ class VcmHostRuntime(MobilityRuntime):
             if sealed is not None:
                 self.counters["vcm_tx"] += 1
                 self.send_raw(sealed, kind)
+
+    def _follow(self, node: int, address: str, source: str) -> None:
+        """Point the direct SA pair with ``node`` at the address it is reachable at now."""
+        peer = self.direct[node]
+        if peer.out_sa.remote != address:
+            peer.move(remote=address)
+            self.log.emit(time.time(), "vcm_peer_moved", peer=self.names[node], address=address, learnt_from=source)
 
     def next_timer(self):
         return self.manager.get_timer()

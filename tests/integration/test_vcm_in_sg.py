@@ -63,10 +63,10 @@ def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing):
     run_direct_path_scenario(addressing, "in-sg")
 
 
-def run_direct_path_scenario(addressing, variant):
+def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated"):
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm=variant)
+                  mobility=True, vcm=variant, vcm_control=vcm_control)
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
@@ -137,6 +137,19 @@ def run_direct_path_scenario(addressing, variant):
         for path in captures.values():
             with open(path, "rb") as f:
                 assert bytes.fromhex(marker) not in f.read(), f"payload marker in clear on {path}"
+
+        if variant == "host":
+            # Where the MN–VCM SAs travel: straight between care-of address and VCM ("direct"), or only
+            # inside the MN–SG tunnel, never as outer ESP on a public link ("encapsulated").
+            vcm_spis = {sa["spi"]: name for name in ("mn1", "mn2")
+                        for sa in lab.node_configs[name]["mobility"]["vcm"]["sa"].values()}
+            outer = {name: {spi: n for spi, n in seen.items() if spi in vcm_spis}
+                     for name, seen in ((name, _esp_spis(path)) for name, path in captures.items())}
+            if vcm_control == "direct":
+                assert len(outer["sg-wan"]) == 4, outer   # both MNs' pairs, both directions
+                assert outer["ar3-up"], "the fall-back never reached mn1 at its cellular care-of address"
+            else:
+                assert not any(outer.values()), outer
 
         # Signalling was logged under the chart's names.
         kinds = {e["event"] for e in lab.events()}

@@ -106,6 +106,11 @@ def test_lab_configs_tie_each_mns_control_datagrams_to_its_own_sa(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"vcm": "in-sg"}, r"needs SvpnLab\(mobility=True\)"),
     ({"vcm": "separate", "mobility": True}, "'in-sg' .* or 'host'"),
+    ({"vcm": "host", "mobility": True, "vcm_control": "sideways"}, "vcm_control 'sideways'"),
+    ({"vcm": "host", "mobility": True, "addressing": "private", "vcm_control": "direct"},
+     "needs vcm='host' and addressing='public'"),
+    ({"vcm": "in-sg", "mobility": True, "addressing": "public", "vcm_control": "direct"},
+     "needs vcm='host' and addressing='public'"),
 ])
 def test_lab_refuses_unsupported_vcm_settings(kwargs, message):
     from topologies.lab import LabError, SvpnLab
@@ -133,3 +138,26 @@ def test_lab_configs_for_a_separate_vcm_host_mirror_the_sa_pairs_and_keep_mn_key
     spd = SPD.from_config(configs["sg"]["spd"])
     home = ipv6.pton(lab.plan.mobile("mn2").home_address)
     assert spd.lookup("in", home, ipv6.pton(lab.plan.office["vcm"]), 50).sa == "mn2->sg"
+
+
+def test_direct_mn_vcm_sas_are_tunnel_pairs_from_the_care_of_address_and_the_sg_lets_only_their_esp_through(tmp_path):
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "cell"], mobility=True, vcm="host",
+                  vcm_control="direct")
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    vcm_address = lab.plan.office["vcm"]
+    for entry in configs["vcm"]["mobility"]["vcm"]["mns"]:
+        section = configs[entry["name"]]["mobility"]["vcm"]
+        assert section["control"] == entry["control"] == "direct"
+        coa = lab.plan.current_address(lab.plan.mobile(entry["name"]))
+        assert coa != lab.plan.mobile(entry["name"]).home_address
+        for side, local, remote in ((section["sa"], coa, vcm_address), (entry["sa"], vcm_address, coa)):
+            assert {side["out"]["mode"], side["in"]["mode"]} == {"tunnel"}
+            assert (side["out"]["local"], side["out"]["remote"]) == (local, remote)
+        assert section["sa"]["out"]["spi"] == entry["sa"]["in"]["spi"]
+    rules = lab._vcm_direct_forwarding()
+    assert f"ip6 daddr {vcm_address} meta l4proto esp" in rules and f"ip6 saddr {vcm_address} meta l4proto esp" in rules
+    encapsulated = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "cell"], mobility=True,
+                           vcm="host")
+    assert encapsulated._vcm_direct_forwarding() == ""

@@ -232,16 +232,29 @@ class MobileNodeRuntime(MobilityRuntime):
             kind = vcm_shell.chart_event(vcm_shell.message_type(data), self.config.node, "vcm")
             self.log.emit(time.time(), kind, to="vcm", bytes=len(data),
                           type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
-            packet = vcm_shell.build_udp(self.address, self.vcm_address_bytes, vcm_shell.VCM_PORT,
-                                         vcm_shell.VCM_PORT, data)
-            if self.vcm_peer is not None:
-                packet = self.vcm_peer.seal(packet)   # MN–VCM SA, then (SPD) the MN–SG tunnel around it
-            if packet is not None and self.state == "away":
-                self.counters["vcm_tx"] += 1
-                if self.vcm_direct:
-                    self._send_direct_to_vcm(packet)   # outer: care-of address -> VCM, no SG tunnel
-                else:
-                    self._protect_and_send(packet, "vcm control")
+            self._send_to_vcm(data)
+
+    def _send_to_vcm(self, data: bytes) -> None:
+        packet = vcm_shell.build_udp(self.address, self.vcm_address_bytes, vcm_shell.VCM_PORT,
+                                     vcm_shell.VCM_PORT, data)
+        if self.vcm_peer is not None:
+            packet = self.vcm_peer.seal(packet)   # MN–VCM SA, then (SPD) the MN–SG tunnel around it
+        if packet is not None and self.state == "away":
+            self.counters["vcm_tx"] += 1
+            if self.vcm_direct:
+                self._send_direct_to_vcm(packet)   # outer: care-of address -> VCM, no SG tunnel
+            else:
+                self._protect_and_send(packet, "vcm control")
+
+    def on_control(self, request: dict) -> dict:
+        if request.get("cmd") == "vcm-inject" and self.agent is not None:
+            # Fault injection for experiments and tests: arbitrary bytes as a control datagram, sent the way
+            # the agent's own messages go (the receiver's checks are what is under test).
+            data = bytes.fromhex(str(request.get("data", "")))
+            self.log.emit(time.time(), "vcm_injected", bytes=len(data))
+            self._send_to_vcm(data)
+            return {"sent": len(data), "state": self.state}
+        return super().on_control(request)
 
     def _send_direct_to_vcm(self, packet: bytes) -> None:
         try:

@@ -60,7 +60,7 @@ class SvpnLab:
                  mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
-                 vcm_control: str = "encapsulated"):
+                 vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0):
         if vcm not in (None, "in-sg", "host"):
             raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
         if vcm is not None and not mobility:
@@ -70,8 +70,11 @@ class SvpnLab:
         if vcm_control == "direct" and (vcm != "host" or addressing != "public"):
             raise LabError("vcm_control='direct' needs vcm='host' and addressing='public' (with private addresses "
                            "the MN–VCM SA always travels inside the MN–SG SA)")
+        if not 0 < vcm_inbound_grace <= 3600:
+            raise LabError(f"vcm_inbound_grace {vcm_inbound_grace!r}: seconds, more than 0 and at most 3600")
         self.vcm = vcm
         self.vcm_control = vcm_control
+        self.vcm_inbound_grace = float(vcm_inbound_grace)
         self.vcm_lifetime = vcm_lifetime
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
@@ -379,7 +382,8 @@ table inet svpnlab_gateway {{
             entry = {"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address,
                      "external": external, "internal": internal}
             section = {"node_id": mn_node_id(mn.index), "variant": self.vcm, "address": vcm_address,
-                       "sg_address": sg_address, "external": external, "internal": internal, "names": names}
+                       "sg_address": sg_address, "external": external, "internal": internal, "names": names,
+                       "inbound_grace": self.vcm_inbound_grace}
             if host and self.vcm_control == "direct":
                 # MN–VCM SA sent directly (vcm-sa): tunnel mode, outer ends the care-of address (moved by
                 # both ends) and the VCM, inner the home address (docs/vcm-runtime.md)

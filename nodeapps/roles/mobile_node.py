@@ -159,7 +159,8 @@ class MobileNodeRuntime(MobilityRuntime):
             self.vcm_sender = open_sender()
             self.vcm_sender.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
         self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
-                                                   vcm["external"], vcm.get("internal")),
+                                                   vcm["external"], vcm.get("internal"),
+                                                   inbound_grace=float(vcm.get("inbound_grace", 45.0))),
                                  initial_counter=int(time.time()) << 20)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
                               "vcm_op_errors": 0})

@@ -8,6 +8,7 @@ import time
 import pytest
 
 DIRECT_WITHIN_S = 10.0
+INBOUND_GRACE_S = 2.0
 
 
 def _paths(lab, node):
@@ -66,7 +67,7 @@ def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing):
 def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated"):
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm=variant, vcm_control=vcm_control)
+                  mobility=True, vcm=variant, vcm_control=vcm_control, vcm_inbound_grace=INBOUND_GRACE_S)
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
@@ -131,6 +132,12 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated"):
         sg_after = _sa_packets(lab, "sg")
         assert sg_after["mn1->sg"] - sg_before["mn1->sg"] >= 30
         assert len(_replies(ping_log)) - replies_before >= 30
+
+        # Stale direct SAs go: outbound at the fall-back, inbound once the grace has passed, on both MNs.
+        assert not [n for n in _sa_packets(lab, "mn1") if n.startswith("vcm-") and n.endswith("-out")]
+        _wait("direct SAs removed after the grace",
+              lambda: not [n for node in ("mn1", "mn2") for n in _sa_packets(lab, node) if n.startswith("vcm-")],
+              INBOUND_GRACE_S + 3.0)
 
         # No plaintext of the pings on any public link at any time (captures ran throughout).
         time.sleep(0.2)

@@ -99,6 +99,7 @@ def test_lab_configs_tie_each_mns_control_datagrams_to_its_own_sa(tmp_path):
         section = configs[mn]["mobility"]["vcm"]
         assert section["internal"] == lab.plan.mobile(mn).home_address   # embodiment 1: inner = internal
         assert section["external"] == lab.plan.mobile(mn).external_home_address
+        assert section["inbound_grace"] == 45.0
     other = ipv6.pton(lab.plan.mobile("mn2").home_address)
     assert spd.lookup("in", other, vcm, 17).sa != "mn1->sg"
 
@@ -111,6 +112,7 @@ def test_lab_configs_tie_each_mns_control_datagrams_to_its_own_sa(tmp_path):
      "needs vcm='host' and addressing='public'"),
     ({"vcm": "in-sg", "mobility": True, "addressing": "public", "vcm_control": "direct"},
      "needs vcm='host' and addressing='public'"),
+    ({"vcm": "in-sg", "mobility": True, "vcm_inbound_grace": 0}, "vcm_inbound_grace 0"),
 ])
 def test_lab_refuses_unsupported_vcm_settings(kwargs, message):
     from topologies.lab import LabError, SvpnLab

@@ -40,6 +40,7 @@ from nodeapps.runtime.mobility import (
     RouterAdvertisementError, TransportPeer, TunnelPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
+from nodeapps.runtime.mobility import address_hint, parse_address_messages, send_router_solicitation
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
 from nodeapps.roles import vcm_shell
 from nodeapps.vcm import protocol as vp
@@ -97,7 +98,10 @@ class MobileNodeRuntime(MobilityRuntime):
             self._setup_vcm(s["vcm"])
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
-        self.link_monitor = open_link_monitor()
+        self.link_monitor = open_link_monitor(addresses=True)
+        self.counters.update({"rs_tx": 0, "address_hints": 0})
+        self.rs_pending = False   # carrier back, RS not sent yet (no source address yet)
+        self.carrier = True
         self._watch(self.link_monitor.fileno(), self.on_link_change)
         self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
         self._watch(self.beacon.fileno(), self.on_beacon)
@@ -322,6 +326,9 @@ class MobileNodeRuntime(MobilityRuntime):
             link = (ra.router, prefixes[0])
             if link == self.link:
                 continue
+            if self.link == ("address", prefixes[0]):
+                self._adopt_router(link, now)
+                continue
             self.log.emit(time.time(), "new_link", router=ra.router, prefix=prefixes[0],
                           previous=self.prefix, adv_interval_ms=ra.interval_ms)
             self.link, self.prefix, self.router = link, prefixes[0], ra.router
@@ -330,8 +337,7 @@ class MobileNodeRuntime(MobilityRuntime):
             self.flush_core(now)
 
     def on_link_change(self, now: float) -> None:
-        """Carrier lost: whatever network comes next is unproven until its RA (and announcement) say
-        otherwise, so drop the internal verdict and the plain policy at once."""
+        """Netlink: carrier changes and IPv6 address changes of this namespace."""
         for _ in range(16):
             try:
                 data = self.link_monitor.recv(65536)
@@ -340,20 +346,93 @@ class MobileNodeRuntime(MobilityRuntime):
             except OSError:
                 return
             for index, up in parse_link_messages(data):
-                if index != self.ifindex or up or self.link is None:
-                    continue
-                self.log.emit(time.time(), "carrier_lost", interface=self.interface)
-                self.link = None
-                self.presence.link_down(now)
-                for change in self.presence.pop_events():
-                    self.log.emit(time.time(), "location", location=change.location.value, reason=change.reason)
-                if self.state == "home":
-                    run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev",
-                           self.interface)
-                    for prefix in self.vpn_prefixes:
-                        run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
-                    self._switch_policy(internal=False)
-                    self.state = "detached"
+                if index == self.ifindex:
+                    self._carrier(up, now)
+            for change in parse_address_messages(data):
+                self._address_changed(change, now)
+
+    def _carrier(self, up: bool, now: float) -> None:
+        """Carrier lost: whatever network comes next is unproven until its RA (and announcement) say
+        otherwise, so drop the internal verdict and the plain policy at once. Carrier back: solicit an RA
+        instead of waiting up to MaxRtrAdvInterval (RFC 6275 §11.5.1: a link-layer event may start movement
+        detection; the RFC 4861 §6.3.7 random delay spreads many hosts' RSs, there is one host per event)."""
+        if up:
+            if not self.carrier:
+                self.carrier = True
+                self.rs_pending = True
+                self._solicit()
+            return
+        if not self.carrier:
+            return
+        self.carrier = False
+        self.log.emit(time.time(), "carrier_lost", interface=self.interface)
+        if self.link is not None:
+            self.link = None
+            self.presence.link_down(now)
+            for change in self.presence.pop_events():
+                self.log.emit(time.time(), "location", location=change.location.value, reason=change.reason)
+        if self.state == "home":
+            run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev",
+                   self.interface)
+            for prefix in self.vpn_prefixes:
+                run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
+            self._switch_policy(internal=False)
+            self.state = "detached"
+
+    def _solicit(self) -> None:
+        if not self.rs_pending:
+            return
+        error = send_router_solicitation(self.interface)
+        if not error:
+            self.rs_pending = False
+            self.counters["rs_tx"] += 1
+        self.log.emit(time.time(), "router_solicitation", error=error or None)
+
+    def _address_changed(self, change, now: float) -> None:
+        """RTM_NEWADDR / RTM_DELADDR (``runtime.mobility.address_hint`` decides; our own addresses never
+        count, so what we do here cannot trigger us again)."""
+        if change.added and change.ifindex == self.ifindex and self.rs_pending:
+            self._solicit()   # the link-local address is back: the RS can leave now
+        verdict, prefix = address_hint(change, ifindex=self.ifindex, host_id=self.host_id, home=self.home_text,
+                                       care_of=self.care_of, prefix=self.prefix)
+        if verdict == "ignore":
+            return
+        self.counters["address_hints"] += 1
+        self.log.emit(time.time(), "address_hint", verdict=verdict, address=change.address, prefix=prefix,
+                      current_prefix=self.prefix)
+        if verdict == "lost":
+            if not _carrier_up(self.interface):
+                return   # the kernel drops addresses with the carrier; the carrier event handles that
+            # Our care-of address is gone (not by us): detect again from the next RA, which we ask for.
+            self.link = None
+            self.presence.link_down(now)
+            self.presence.pop_events()
+            self.rs_pending = True
+            self._solicit()
+            return
+        if self.state == "home" or ipaddress.IPv6Network(prefix) == self.home_prefix:
+            # The office verdict rests on announcements only: a second prefix there is no reason to leave,
+            # and an office-prefix address is no proof. Ask the routers what this link is.
+            self.rs_pending = True
+            self._solicit()
+            return
+        # A prefix no router announced to us (DHCPv6, an operator, renumbering): our care-of address moves
+        # into it. With a known link (router) it is that link, and its RAs of the older prefix do not move
+        # us back; without one it is a link of its own until an RA names the router.
+        if self.link is None:
+            self.link = ("address", prefix)
+            self.router = self.router or _default_router(self.interface)
+        self.prefix = prefix
+        self.presence.link_up(self.link, now)
+        self._apply_location(now)
+        self.flush_core(now)
+
+    def _adopt_router(self, link, now: float) -> None:
+        """The RA for a prefix we already use from an address hint: same link, now with its router."""
+        self.link, self.router = link, link[0]
+        self.presence.link_up(link, now)
+        self.presence.pop_events()
+        run_ip("-6", "route", "replace", "default", "via", self.router, "dev", self.interface)
 
     def on_beacon(self, now: float) -> None:
         for _ in range(16):
@@ -622,6 +701,14 @@ def _global_addresses(interface: str) -> list[str]:
     out = subprocess.run(["ip", "-j", "-6", "addr", "show", "dev", interface, "scope", "global"],
                          capture_output=True, text=True).stdout
     return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", []) if a.get("local")]
+
+
+def _carrier_up(interface: str) -> bool:
+    try:
+        with open(f"/sys/class/net/{interface}/carrier", encoding="ascii") as f:
+            return f.read().strip() == "1"
+    except OSError:  # EINVAL while the interface is administratively down
+        return False
 
 
 def _default_router(interface: str) -> str | None:

@@ -98,12 +98,117 @@ def parse_link_messages(data: bytes) -> list[tuple[int, bool]]:
     return out
 
 
-def open_link_monitor() -> socket.socket:
-    """Netlink socket that hears link (carrier) changes of this namespace."""
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTMGRP_IPV6_IFADDR = 0x100
+_IFADDR = struct.Struct("=BBBBI")
+_RTATTR = struct.Struct("=HH")
+IFA_ADDRESS = 1
+IFA_FLAGS = 8
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+RT_SCOPE_UNIVERSE = 0
+
+
+@dataclass(frozen=True)
+class AddressChange:
+    """One RTM_NEWADDR / RTM_DELADDR for an IPv6 address (rtnetlink(7), struct ifaddrmsg)."""
+    added: bool
+    ifindex: int
+    address: str
+    prefixlen: int
+    scope: int
+    flags: int
+
+    @property
+    def usable(self) -> bool:
+        """Not waiting for (or failed) duplicate address detection: the kernel announces it again when
+        DAD completes (RFC 4862 §5.4)."""
+        return not self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+
+
+def parse_address_messages(data: bytes) -> list[AddressChange]:
+    """The IPv6 address changes in a netlink datagram; other families, other messages, and truncated
+    messages or attributes are skipped."""
+    out, pos = [], 0
+    while pos + _NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
+        if length < _NLMSG.size or pos + length > len(data):
+            break
+        body = pos + _NLMSG.size
+        if kind in (RTM_NEWADDR, RTM_DELADDR) and length >= _NLMSG.size + _IFADDR.size:
+            family, prefixlen, flags, scope, index = _IFADDR.unpack_from(data, body)
+            address = None
+            attr, end = body + _IFADDR.size, pos + length
+            while attr + _RTATTR.size <= end:
+                alen, atype = _RTATTR.unpack_from(data, attr)
+                if alen < _RTATTR.size or attr + alen > end:
+                    break
+                value = data[attr + _RTATTR.size:attr + alen]
+                if atype == IFA_ADDRESS and len(value) == 16:
+                    address = str(ipaddress.IPv6Address(value))
+                elif atype == IFA_FLAGS and len(value) == 4:
+                    flags = struct.unpack("=I", value)[0]  # the full 32-bit flags (ifa_flags has 8)
+                attr += (alen + 3) & ~3  # RTA_ALIGN
+            if family == socket.AF_INET6 and address is not None:
+                out.append(AddressChange(kind == RTM_NEWADDR, index, address, prefixlen, scope, flags))
+        pos += (length + 3) & ~3
+    return out
+
+
+def address_hint(change: AddressChange, *, ifindex: int, host_id: int, home: str, care_of: str | None,
+                 prefix: str | None) -> tuple[str, str | None]:
+    """What an address change on the node's interfaces means for movement detection:
+    ("candidate", prefix) — a usable global address in a prefix other than the current one appeared (made by
+    the kernel's SLAAC, DHCPv6 or an operator): the link may have changed; ("lost", None) — our care-of
+    address was removed; ("ignore", None) otherwise. The addresses the node makes itself (its home address
+    and its host id in any prefix) are ignored, so its own changes cannot feed back into detection."""
+    if change.ifindex != ifindex or change.scope != RT_SCOPE_UNIVERSE:
+        return "ignore", None
+    address = ipaddress.IPv6Address(change.address)
+    if not change.added:
+        if care_of is not None and address == ipaddress.IPv6Address(care_of):
+            return "lost", None
+        return "ignore", None
+    if not change.usable or address == ipaddress.IPv6Address(home) or int(address) & ((1 << 64) - 1) == host_id:
+        return "ignore", None
+    network = ipaddress.IPv6Network((address, 64), strict=False)  # the lab's links are /64 (RFC 4291 §2.5.1)
+    if prefix is not None and network == ipaddress.IPv6Network(prefix):
+        return "ignore", None
+    return "candidate", str(network)
+
+
+def open_link_monitor(addresses: bool = False) -> socket.socket:
+    """Netlink socket that hears link (carrier) changes of this namespace, and with ``addresses`` also
+    IPv6 address changes."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    sock.bind((0, RTMGRP_LINK))
+    sock.bind((0, RTMGRP_LINK | (RTMGRP_IPV6_IFADDR if addresses else 0)))
     sock.setblocking(False)
     return sock
+
+
+ICMPV6_RS = 133
+
+
+def router_solicitation() -> bytes:
+    """RFC 4861 §4.1, without a source link-layer address option (allowed from any source, including the
+    unspecified one while the link-local address is not back yet). Checksum left 0: the kernel fills it."""
+    return struct.pack("!BBHI", ICMPV6_RS, 0, 0, 0)
+
+
+def send_router_solicitation(interface: str) -> str:
+    """One RS to all-routers on ``interface``; the error text, or "" when sent."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        ifindex = socket.if_nametoindex(interface)
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_HOPS, 255)  # RFC 4861 §6.1.1
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_IF, ifindex)
+        sock.sendto(router_solicitation(), ("ff02::2", 0, 0, ifindex))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        sock.close()
+    return ""
 
 
 def care_of_address(prefix: str, host_id: int) -> str:

@@ -140,3 +140,79 @@ def test_link_messages_report_carrier_per_interface_and_skip_the_rest():
     assert rt.parse_link_messages(data) == [(3, True), (4, False)]
     assert rt.parse_link_messages(data[:-3]) == [(3, True), (4, False)]  # truncated last message skipped
     assert rt.parse_link_messages(struct.pack("=IHHII", 4, 16, 0, 0, 0)) == []  # impossible length
+
+
+# RTM_NEWADDR captured from `ip -6 addr add 2001:db8:21:1::5/64 dev d0 nodad` (ifindex 3) in a fresh
+# namespace: ifaddrmsg, IFA_ADDRESS, IFA_CACHEINFO, IFA_FLAGS (permanent | nodad).
+CAPTURED_NEWADDR = bytes.fromhex(
+    "480000001400000000000000000000000a408200030000001400010020010db800210001000000000000000514000600"
+    "ffffffffffffffff54d3000054d300000800080082000000")
+
+
+def _addr_message(kind, index, address, prefixlen=64, scope=0, flags=0x80, family=10, extra=b""):
+    attr = struct.pack("=HH", 20, rt.IFA_ADDRESS) + ipv6.pton(address) + extra
+    body = struct.pack("=BBBBI", family, prefixlen, flags & 0xFF, scope, index) + attr
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
+
+
+def test_captured_newaddr_parses_to_the_added_address():
+    assert rt.parse_address_messages(CAPTURED_NEWADDR) == [
+        rt.AddressChange(True, 3, "2001:db8:21:1::5", 64, 0, 0x82)]
+    deleted = CAPTURED_NEWADDR[:4] + struct.pack("=H", rt.RTM_DELADDR) + CAPTURED_NEWADDR[6:]
+    assert rt.parse_address_messages(deleted)[0].added is False
+
+
+def test_address_messages_skip_other_families_kinds_and_truncation():
+    tentative = struct.pack("=HH", 8, rt.IFA_FLAGS) + struct.pack("=I", rt.IFA_F_TENTATIVE | 0x80)
+    data = (_addr_message(rt.RTM_NEWADDR, 3, "2001:db8:22::7", extra=tentative)
+            + _addr_message(rt.RTM_NEWADDR, 3, "2001:db8:22::8", family=2)      # not IPv6
+            + _newlink(3, rt.IFF_UP)                                            # not an address message
+            + _addr_message(rt.RTM_DELADDR, 4, "fe80::1", scope=253))
+    changes = rt.parse_address_messages(data)
+    assert [(c.added, c.ifindex, c.address, c.usable) for c in changes] == [
+        (True, 3, "2001:db8:22::7", False), (False, 4, "fe80::1", True)]
+    assert rt.parse_address_messages(data[:-3]) == changes[:1]             # truncated last message skipped
+    broken = _addr_message(rt.RTM_NEWADDR, 3, "2001:db8:22::7")
+    broken = broken[:24] + struct.pack("=HH", 99, rt.IFA_ADDRESS) + broken[28:]  # attribute past the end
+    assert rt.parse_address_messages(broken) == []
+
+
+HINT = dict(ifindex=3, host_id=0xA0001, home="2001:db8:100:1::a:1", care_of="2001:db8:21::a:1",
+            prefix="2001:db8:21::/64")
+
+
+def change(added, address, **kw):
+    fields = dict(ifindex=3, prefixlen=64, scope=0, flags=0x80)
+    fields.update(kw)
+    return rt.AddressChange(added, fields["ifindex"], address, fields["prefixlen"], fields["scope"], fields["flags"])
+
+
+@pytest.mark.parametrize("event, expected", [
+    (change(True, "2001:db8:21:1::5"), ("candidate", "2001:db8:21:1::/64")),   # new prefix: movement hint
+    (change(True, "2001:db8:22::5", prefixlen=128), ("candidate", "2001:db8:22::/64")),  # DHCPv6-style /128
+    (change(True, "2001:db8:21::5"), ("ignore", None)),          # same prefix (e.g. the kernel's SLAAC)
+    (change(True, "2001:db8:31::a:1"), ("ignore", None)),        # our host id: an address we made
+    (change(True, "2001:db8:100:1::a:1"), ("ignore", None)),     # our home address
+    (change(True, "2001:db8:22::5", flags=rt.IFA_F_TENTATIVE), ("ignore", None)),  # not usable yet
+    (change(True, "2001:db8:22::5", ifindex=9), ("ignore", None)),               # another interface
+    (change(True, "fe80::5", scope=253), ("ignore", None)),                       # link-local
+    (change(False, "2001:db8:21::a:1"), ("lost", None)),          # our care-of address removed
+    (change(False, "2001:db8:22::a:1"), ("ignore", None)),        # an old care-of address we removed
+])
+def test_address_hint_decisions(event, expected):
+    assert rt.address_hint(event, **HINT) == expected
+
+
+def test_address_hint_cannot_loop_on_the_nodes_own_changes():
+    # Everything the node does on a move (add its care-of address in the new prefix, delete the old one,
+    # put its home address back) comes back from the kernel; none of it may count as a hint.
+    echoes = [change(True, "2001:db8:22::a:1"), change(False, "2001:db8:21::a:1"),
+              change(True, "2001:db8:100:1::a:1", prefixlen=64)]
+    state = dict(HINT, care_of="2001:db8:22::a:1", prefix="2001:db8:22::/64")
+    assert [rt.address_hint(e, **state)[0] for e in echoes] == ["ignore"] * 3
+
+
+def test_router_solicitation_dissects():
+    from scapy.layers.inet6 import ICMPv6ND_RS
+    rs = ICMPv6ND_RS(rt.router_solicitation())
+    assert rs.type == 133 and rs.code == 0 and not rs.payload

@@ -60,7 +60,8 @@ class SvpnLab:
                  mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
-                 vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0):
+                 vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
+                 seed: int | None = None):
         if vcm not in (None, "in-sg", "host"):
             raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
         if vcm is not None and not mobility:
@@ -78,7 +79,8 @@ class SvpnLab:
         self.vcm_lifetime = vcm_lifetime
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
-                             correspondent=correspondent)
+                             correspondent=correspondent, seed=seed)
+        self.seed = seed
         self.correspondent = correspondent
         self._links: list = []
         self.mobility = mobility

@@ -30,13 +30,13 @@ try:
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
     from topologies.links import EmulatedLink
     from nodeapps.linkemu.errors import LinkConfigError
-    from nodeapps.linkemu.params import make_config
+    from nodeapps.linkemu.params import default_seed, make_config
 except ImportError:  # `mn --custom` executes this file without a package (and without __file__)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename))))
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
     from topologies.links import EmulatedLink
     from nodeapps.linkemu.errors import LinkConfigError
-    from nodeapps.linkemu.params import make_config
+    from nodeapps.linkemu.params import default_seed, make_config
 
 OFFICE_SWITCH = "soffice"
 ACCESS_SWITCH = {"wlan1": "swlan1", "wlan2": "swlan2", "cell": "scell"}
@@ -94,6 +94,12 @@ def link_settings(name: str, profile: str, override: dict | None) -> dict:
     return settings
 
 
+def link_seed(seed: int, name: str) -> int:
+    """The emulator seed of link ``name`` in a run seeded with ``seed``: different per link (their random
+    draws are independent), the same in every run with that seed."""
+    return default_seed(str(seed), name)
+
+
 class SvpnTopo(Topo):
     """Office, security gateway, Internet core, two WLAN hotspots, one cellular network, N mobile nodes.
 
@@ -102,11 +108,17 @@ class SvpnTopo(Topo):
     link_params ({link name: EmulatedLink settings, e.g. {"sg-ir": {"delay": "50ms"}}}),
     plain_service (also give the file server an address outside the VPN that the SG forwards in clear,
     for comparing ESP with plain forwarding on the same path), mtu (of every link; 1500 like Ethernet),
-    correspondent (add host "cn" on its own public /64 behind ir, link "ir-cn").
+    correspondent (add host "cn" on its own public /64 behind ir, link "ir-cn"), seed (an experiment's
+    seed: each link's random loss and jitter draws come from :func:`link_seed` of it and the link's name;
+    None keeps the links' own stable seeds; a ``seed`` in a link's link_params wins).
     """
 
     def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
-              plain_service=False, mtu=1500, links="default", correspondent=False):
+              plain_service=False, mtu=1500, links="default", correspondent=False, seed=None):
+        if isinstance(seed, str) and seed.isdigit():  # from `mn --topo svpn,seed=7`
+            seed = int(seed)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise PlanError(f"seed must be a whole number, not {seed!r}")
         if isinstance(mtu, str) and mtu.isdigit():
             mtu = int(mtu)
         if isinstance(mtu, bool) or not isinstance(mtu, int) or not 1280 <= mtu <= 65000:
@@ -129,6 +141,8 @@ class SvpnTopo(Topo):
             self.link_names[name] = (a, b)
             profile = DEFAULT_PROFILES[kind] if links == "default" else "ideal"
             settings = link_settings(name, profile, link_params.pop(name, None))
+            if seed is not None:
+                settings.setdefault("seed", link_seed(seed, name))
             self.link_params[name] = settings
             self.addLink(a, b, intfName1=intf_a, intfName2=intf_b, cls=EmulatedLink, **settings)
 

@@ -70,3 +70,46 @@ def test_bad_link_profile_set_and_mtu_are_refused():
         SvpnTopo(links="fast")
     with pytest.raises(PlanError, match="mtu"):
         SvpnTopo(mtu=1000)
+
+
+def emulator_config(topo, name):
+    """The LinkConfig the link's emulator gets on its command line (EmulatedLink passes it as JSON)."""
+    from nodeapps.linkemu.params import LinkConfig, make_config
+    settings = dict(topo.link_params[name])
+    config = make_config(**settings)
+    return LinkConfig.from_dict(config.to_dict())
+
+
+def release_times(config, frames=200):
+    from nodeapps.linkemu.model import LinkCore
+    core = LinkCore(config)
+    return [core.receive(0, i * 2_000_000, b"x" * 200) for i in range(frames)]
+
+
+def test_an_experiment_seed_reaches_every_link_emulator():
+    from topologies.svpn import link_seed
+    seven = SvpnTopo(seed=7)
+    again = SvpnTopo(seed=7)
+    other = SvpnTopo(seed=8)
+    names = sorted(seven.link_names)
+    seeds = {name: emulator_config(seven, name).seed for name in names}
+    assert seeds == {name: link_seed(7, name) for name in names}
+    assert len(set(seeds.values())) == len(names)          # links draw independently
+    assert seeds == {name: emulator_config(again, name).seed for name in names}
+    assert all(emulator_config(other, name).seed != seeds[name] for name in names)
+    # The same seed gives the same loss and jitter draws on the lossy, jittery WLAN link; another does not.
+    wlan = release_times(emulator_config(seven, "ar1-wlan1"))
+    assert wlan == release_times(emulator_config(again, "ar1-wlan1"))
+    assert wlan != release_times(emulator_config(other, "ar1-wlan1"))
+    # The edge keyword passed to EmulatedLink carries it too.
+    a, b = seven.link_names["sg-ir"]
+    info = next(i for s, d, i in seven.links(withInfo=True) if {s, d} == {a, b})
+    assert info["seed"] == seeds["sg-ir"]
+
+
+def test_a_link_override_seed_wins_and_no_seed_keeps_the_links_own():
+    topo = SvpnTopo(seed=7, link_params={"sg-ir": {"seed": 99}})
+    assert emulator_config(topo, "sg-ir").seed == 99
+    assert "seed" not in SvpnTopo().link_params["sg-ir"]
+    with pytest.raises(PlanError, match="seed"):
+        SvpnTopo(seed="x")

@@ -25,7 +25,7 @@ import time
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 
-from topologies.addressing import AddressPlan, MobileNodePlan, PlanError
+from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
 from topologies.links import emulated_links, emulation_metadata
 from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, CORRESPONDENT_ADDRESS, OFFICE_SWITCH, SvpnTopo
 
@@ -34,11 +34,18 @@ TUN_NAME = "svpn0"
 TUN_OVERHEAD = 77
 ALGORITHM = "aes128gcm16"
 READY_TIMEOUT_S = 10.0
+READY_TIMEOUT_PER_NODE_S = 0.25   # node apps start at once and share the CPU: 100 MNs need more than 10 s
 # Mobile nodes reverse-tunnel through their home agent: one more IPv6 header inside the ESP tunnel.
 MOBILITY_OVERHEAD = 40
 # RFC 6275 §7.5: MinRtrAdvInterval may go down to 0.03 s and MaxRtrAdvInterval to 0.07 s.
 FAST_RA_INTERVALS = (0.03, 0.07)
 MOVE_TIMEOUT_S = 5.0
+# SPIs the lab assigns, as offsets from spi_base: one block per kind, each big enough for
+# MAX_MOBILE_NODES nodes (up to 4 SPIs each), so blocks never overlap; the VCM draws outside all of them.
+SPI_BLOCK = 0x400
+assert 4 * MAX_MOBILE_NODES <= SPI_BLOCK
+SPI_TUNNEL, SPI_MH, SPI_GROUP, SPI_VCM, SPI_XHA = (k * SPI_BLOCK for k in range(5))
+SPI_RESERVED = 5 * SPI_BLOCK
 
 
 class LabError(RuntimeError):
@@ -134,11 +141,9 @@ class SvpnLab:
 
     def stop(self) -> None:
         """Idempotent; stops only what this lab started."""
-        for proc in self._helpers:
-            _terminate(proc)
+        _terminate_all(self._helpers)
         self._helpers.clear()
-        for proc in self.apps.values():
-            _terminate(proc)
+        _terminate_all(list(self.apps.values()))
         if self.net is not None:
             net, self.net = self.net, None
             _release_busy_shells(net)
@@ -248,7 +253,7 @@ table inet svpnlab_gateway {{
         configs = {}
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
-            up_spi, down_spi = self.spi_base + 2 * n, self.spi_base + 2 * n + 1
+            up_spi, down_spi = self.spi_base + SPI_TUNNEL + 2 * n, self.spi_base + SPI_TUNNEL + 2 * n + 1
             up = {"spi": up_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel"}
             down = {"spi": down_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel"}
             up_name, down_name = f"{mn.name}->sg", f"sg->{mn.name}"
@@ -298,15 +303,15 @@ table inet svpnlab_gateway {{
                     "direction": direction, "local": local, "remote": remote}
 
         announce_key, announce_salt = _hex(16), _hex(4)
-        announce_spi = self.spi_base + 0x200
+        announce_spi = self.spi_base + SPI_GROUP
         sg_sas, sg_rules, sg_peers, ha_peers, configs = [], [], [], [], {}
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
             home = mn.home_address
             up, down = f"{mn.name}->sg", f"sg->{mn.name}"
             up_k, down_k = (_hex(16), _hex(4)), (_hex(16), _hex(4))
-            up_spi, down_spi = self.spi_base + 2 * n, self.spi_base + 2 * n + 1
-            mip = self.spi_base + 0x100 + 4 * n
+            up_spi, down_spi = self.spi_base + SPI_TUNNEL + 2 * n, self.spi_base + SPI_TUNNEL + 2 * n + 1
+            mip = self.spi_base + SPI_MH + 4 * n
             keys = [(_hex(16), _hex(4)) for _ in range(4)]
             to_ha, from_ha, to_sg, from_sg = (f"{mn.name}->ha mh", f"ha->{mn.name} mh",
                                               f"{mn.name}->sg mh", f"sg->{mn.name} mh")
@@ -365,7 +370,7 @@ table inet svpnlab_gateway {{
         vcm_address = self.plan.office["vcm"] if host else sg_address
         mns = self.external_mobile_nodes()
         names = {mn_node_id(mn.index): mn.name for mn in mns}
-        reserved = list(range(self.spi_base, self.spi_base + 0x400))
+        reserved = list(range(self.spi_base, self.spi_base + SPI_RESERVED))
 
         def pair(name_out, name_in, spi, local, remote, mode="transport"):
             keys = [(_hex(16), _hex(4)) for _ in range(2)]
@@ -395,7 +400,7 @@ table inet svpnlab_gateway {{
                 section["control"] = entry["control"] = "direct"
             elif host:   # MN–VCM SA (vcm-sa-in-sg-sa): ESP transport between home address and VCM
                 section["sa"], entry["sa"] = pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
-                                                  self.spi_base + 0x310 + 2 * mn.index, mn.home_address, vcm_address)
+                                                  self.spi_base + SPI_VCM + 2 * mn.index, mn.home_address, vcm_address)
             entries.append(entry)   # MN–VCM keys only in the VCM's config, not the SG's
             configs[mn.name]["mobility"]["vcm"] = section
             # Care-of notices (and, VCM in the SG, control) between the SG and the MN's home address.
@@ -407,7 +412,7 @@ table inet svpnlab_gateway {{
         sg_mobility["vcm"] = {"variant": self.vcm, "address": vcm_address, "sg_address": sg_address,
                               "mns": [{k: v for k, v in e.items() if k != "sa"} for e in entries], "lifetime": self.vcm_lifetime, "reserved_spis": reserved}
         if host:   # SG–VCM SA (sg-vcm-sa) on the office LAN
-            sg_side, vcm_side = pair("sg->vcm", "vcm->sg", self.spi_base + 0x300, sg_address, vcm_address)
+            sg_side, vcm_side = pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address, vcm_address)
             sg_mobility["vcm"]["sa"] = sg_side
             configs["vcm"] = self._node_config(
                 "vcm", "vcm", addresses=[], routes=[], interfaces=["vcm-eth0"], sas=[],
@@ -432,7 +437,7 @@ table inet svpnlab_gateway {{
 
         for n, mn in enumerate(self.external_mobile_nodes()):
             ehoa, coa = mn.external_home_address, plan.current_address(mn)
-            spi = self.spi_base + 0x300 + 4 * n
+            spi = self.spi_base + SPI_XHA + 4 * n
             keys = [(_hex(16), _hex(4)) for _ in range(4)]
             names = (f"{mn.name}->xha mh", f"xha->{mn.name} mh", f"{mn.name}->xha tunnel", f"xha->{mn.name} tunnel")
             config = configs[mn.name]
@@ -557,12 +562,13 @@ table inet svpnlab_gateway {{
                 [sys.executable, "-m", "nodeapps.runtime.daemon", path],
                 stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(os.path.dirname(__file__)))
             log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        timeout = READY_TIMEOUT_S + READY_TIMEOUT_PER_NODE_S * len(self.node_configs)
+        deadline = time.monotonic() + timeout
         for node in self.node_configs:
             while not os.path.exists(self.control_socket(node)):
                 self.check_nodes()
                 if time.monotonic() > deadline:
-                    raise LabError(f"node app on {node} did not become ready within {READY_TIMEOUT_S:.0f} s")
+                    raise LabError(f"node app on {node} did not become ready within {timeout:.0f} s")
                 time.sleep(0.02)
         self.check_nodes()
 
@@ -611,6 +617,23 @@ def _release_busy_shells(net: Mininet, grace: float = 2.0) -> None:
             if (ready or node.readbuf) and chr(127) in node.read(65536):
                 break
         node.waiting = False
+
+
+def _terminate_all(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
+    """SIGTERM to every process first, then wait: a node app needs up to a second to exit, and with
+    100 mobile nodes one after another that was 100 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _terminate(proc, grace)
 
 
 def _terminate(proc: subprocess.Popen, grace: float = 3.0) -> None:

@@ -1,0 +1,556 @@
+#!/usr/bin/env python3
+"""Scale experiment: N pairs of external mobile nodes start sessions through the security gateway; the
+VCM gives every pair a direct ESP SA pair. Records per pair the VCM setup time (session detected at the
+SG -> the initiator's first direct ESP packet, from the node events) and per node process its CPU time and
+memory (RSS and PSS from /proc), sampled during the run.
+
+Pair i is mn(2i-1) -> mn(2i); the 2N mobile nodes are spread round-robin over wlan1, cell and wlan2 (the
+topology's default attachments) and start outside, registered with their home agent. Each pair's
+initiator pings its peer's home address at --rate Hz from its arrival time (all at once, or one pair
+every --interval seconds) until the end of the run.
+
+Writes results/scale-<timestamp>/: config.json, events.jsonl, setup.csv (one row per pair), resources.csv
+(one row per process and sample), summary.csv (metric, group, value, unit), summary.md, plots/.
+
+    sudo python3 experiments/scale.py                    # 50 pairs (100 mobile nodes)
+    sudo python3 experiments/scale.py --quick            # 5 pairs, for CI
+    sudo python3 experiments/scale.py --pairs 20 --arrival staggered --interval 0.5 --vcm-host
+    python3 experiments/scale.py --plot results/scale-<timestamp>   # redraw the figures only
+"""
+import _venv  # noqa: F401  (re-executes inside .venv)
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import pandas as pd
+
+from experiments import records
+from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options
+from experiments.stats import percentile
+from nodeapps.linkemu.errors import LinkConfigError
+from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
+from topologies.lab import LabError, SvpnLab
+from topologies.svpn import SvpnTopo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_PAIRS = MAX_MOBILE_NODES // 2
+QUICK_PAIRS = 5
+SETUP_COLUMNS = ["pair", "initiator", "responder", "net_initiator", "net_responder", "t_start", "ok",
+                 "detect_ms", "switch_ms", "setup_ms", "responder_direct_ms", "error"]
+RESOURCE_COLUMNS = ["t", "node", "role", "pid", "cpu_s", "rss_kib", "pss_kib"]
+SUMMARY_COLUMNS = ["metric", "group", "value", "unit"]
+ROLE_ORDER = ["mn", "sg", "vcm", "ha", "emulator", "radvd"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def parse_args(argv):
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, help=f"mobile-node pairs (default 50, --quick {QUICK_PAIRS}; "
+                                                   f"at most {MAX_PAIRS})")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_PAIRS} pairs and a short hold (for CI)")
+    parser.add_argument("--arrival", choices=["all", "staggered"], default="all",
+                        help="all pairs start at once (default) or one every --interval seconds")
+    parser.add_argument("--interval", type=float, default=0.2,
+                        help="seconds between pair arrivals with --arrival staggered (default 0.2)")
+    parser.add_argument("--rate", type=float, default=50.0,
+                        help="ping rate per pair in Hz (default 50, as benchmarks/vcm_setup_time.py)")
+    parser.add_argument("--hold", type=float,
+                        help="seconds to keep traffic running once every pair is direct (default 5, --quick 2)")
+    parser.add_argument("--setup-timeout", type=float, default=30.0,
+                        help="seconds after the last arrival before a pair without a direct path counts as "
+                             "failed (default 30)")
+    parser.add_argument("--sample", type=float, default=1.0,
+                        help="seconds between CPU/memory samples (default 1)")
+    parser.add_argument("--addressing", choices=["private", "public"], default="private",
+                        help="address plan (default private)")
+    parser.add_argument("--vcm-host", action="store_true",
+                        help="the VCM on its own office host (default: built into the SG)")
+    parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
+    parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
+    parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    parser.add_argument("--plot", metavar="FOLDER", help="only redraw the figures of a results folder")
+    add_link_options(parser)
+    args = parser.parse_args(argv)
+    apply_link_options(parser, args)
+    if args.plot:
+        return args
+    if args.pairs is None:
+        args.pairs = QUICK_PAIRS if args.quick else 50
+    if not 1 <= args.pairs <= MAX_PAIRS:
+        parser.error(f"--pairs must be from 1 to {MAX_PAIRS} (the address plan holds {MAX_MOBILE_NODES} "
+                     f"mobile nodes), not {args.pairs}")
+    if args.hold is None:
+        args.hold = 2.0 if args.quick else 5.0
+    for name, low, high in (("interval", 0.0, 60.0), ("rate", 0.2, 100.0), ("hold", 0.0, 3600.0),
+                            ("setup_timeout", 1.0, 3600.0), ("sample", 0.1, 60.0)):
+        value = getattr(args, name)
+        if not math.isfinite(value) or not low <= value <= high:
+            parser.error(f"--{name.replace('_', '-')} must be between {low:g} and {high:g}, not {value:g}")
+    return args
+
+
+# ---- pure parts -------------------------------------------------------------------------------------
+
+def pairs_of(n_pairs: int) -> list[tuple[str, str]]:
+    return [(f"mn{2 * i - 1}", f"mn{2 * i}") for i in range(1, n_pairs + 1)]
+
+
+def arrival_times(n_pairs: int, arrival: str, interval: float) -> list[float]:
+    """Seconds after the start of traffic at which each pair starts."""
+    return [0.0 if arrival == "all" else i * interval for i in range(n_pairs)]
+
+
+def node_id(name: str) -> int:
+    from nodeapps.roles.vcm_shell import mn_node_id
+    return mn_node_id(int(name[2:]))
+
+
+def setup_rows(events: list[dict], pairs: list[tuple[str, str]], homes: dict[str, str],
+               starts: dict[str, float], attachments: dict[str, str], t0: float) -> list[dict]:
+    """One setup.csv row per pair from the node events (times in epoch seconds): the first session
+    detected at the SG for the pair's node ids after its start, the initiator's switch of its outbound
+    traffic to the peer and its first direct packet, and the responder's first direct packet."""
+    rows = []
+    wanted = ("session_detected", "switch_outbound", "data_first_direct")
+    events = [e for e in events if e.get("event") in wanted]
+    for i, (a, b) in enumerate(pairs, start=1):
+        ida, idb = node_id(a), node_id(b)
+        start = starts.get(a)
+        detect = switch = first_a = first_b = None
+        for e in events:
+            if start is None or e["time"] < start:
+                continue
+            kind, node = e["event"], e.get("node")
+            if detect is None and kind == "session_detected" and node == "sg" \
+                    and {e.get("node_a"), e.get("node_b")} == {ida, idb}:
+                detect = e["time"]
+            elif switch is None and kind == "switch_outbound" and node == a and e.get("peer") == idb:
+                switch = e["time"]
+            elif first_a is None and kind == "data_first_direct" and node == a and e.get("dst") == homes[b]:
+                first_a = e["time"]
+            elif first_b is None and kind == "data_first_direct" and node == b and e.get("dst") == homes[a]:
+                first_b = e["time"]
+        ms = lambda x: None if x is None or detect is None else 1000.0 * (x - detect)  # noqa: E731
+        error = ""
+        if start is None:
+            error = "not started"
+        elif detect is None:
+            error = "no session detected"
+        elif first_a is None:
+            error = "no direct packet"
+        rows.append({"pair": i, "initiator": a, "responder": b, "net_initiator": attachments.get(a, ""),
+                     "net_responder": attachments.get(b, ""),
+                     "t_start": None if start is None else start - t0, "ok": not error,
+                     "detect_ms": None if start is None or detect is None else 1000.0 * (detect - start),
+                     "switch_ms": ms(switch), "setup_ms": ms(first_a), "responder_direct_ms": ms(first_b),
+                     "error": error})
+    return rows
+
+
+def read_proc(pid: int) -> dict | None:
+    """CPU seconds (user + system), RSS and PSS in KiB of a live process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime: fields 14, 15 of stat(5)
+        rss = pss = None
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return {"cpu_s": cpu, "rss_kib": rss, "pss_kib": pss}
+
+
+def role_of(node: str) -> str:
+    if node.startswith("mn"):
+        return "mn"
+    if node.startswith("radvd-"):
+        return "radvd"
+    if node in ("sg", "vcm", "ha", "xha", "cn"):
+        return node
+    return "emulator"
+
+
+def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict) -> list[dict]:
+    """summary.csv: setup-time percentiles and success count over all pairs; per role the median and
+    maximum of each process's peak RSS and PSS and of its CPU time during the run; wall times."""
+    rows = []
+
+    def add(metric, group, value, unit):
+        rows.append({"metric": metric, "group": group, "value": value, "unit": unit})
+
+    add("pairs", "all", len(setup), "count")
+    ok = setup[setup.ok.astype(bool)] if not setup.empty else setup
+    add("pairs_ok", "all", len(ok), "count")
+    times = list(ok.setup_ms.dropna()) if not ok.empty else []
+    for q in (50, 90, 99):
+        add(f"setup_p{q}", "all", percentile(times, q), "ms")
+    add("setup_max", "all", max(times) if times else math.nan, "ms")
+    if not ok.empty:
+        add("detect_p50", "all", percentile(ok.detect_ms.dropna(), 50), "ms")
+    if not resources.empty:
+        per_proc = resources.groupby(["role", "node"]).agg(
+            rss=("rss_kib", "max"), pss=("pss_kib", "max"), cpu_first=("cpu_s", "min"),
+            cpu_last=("cpu_s", "max")).reset_index()
+        per_proc["cpu"] = per_proc.cpu_last - per_proc.cpu_first
+        span = resources.t.max() - resources.t.min()
+        roles = sorted(per_proc.role.unique(), key=lambda r: ROLE_ORDER.index(r) if r in ROLE_ORDER else 99)
+        for role in roles:
+            g = per_proc[per_proc.role == role]
+            add("processes", role, len(g), "count")
+            add("rss_median", role, g.rss.median() / 1024.0, "MiB")
+            add("rss_max", role, g.rss.max() / 1024.0, "MiB")
+            add("pss_median", role, g.pss.median() / 1024.0, "MiB")
+            add("pss_total", role, g.pss.sum() / 1024.0, "MiB")
+            add("cpu_median", role, g.cpu.median(), "s")
+            add("cpu_total", role, g.cpu.sum(), "s")
+            if span > 0:
+                add("cpu_pct_median", role, 100.0 * g.cpu.median() / span, "%")
+        add("pss_total", "all", per_proc.pss.sum() / 1024.0, "MiB")
+        add("sampled_s", "all", span, "s")
+    for key, value in wall.items():
+        add(f"wall_{key}", "all", value, "s")
+    return rows
+
+
+def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
+    def get(metric, group="all"):
+        r = summary[(summary.metric == metric) & (summary.group == group)]
+        return float(r.value.iloc[0]) if not r.empty else math.nan
+
+    out = [f"# scale: {config.get('pairs')} pairs ({2 * config.get('pairs', 0)} mobile nodes), "
+           f"VCM {config.get('vcm')}, arrival {config.get('arrival')}", ""]
+    if not config.get("complete", True):
+        out += ["**Incomplete run**: interrupted or failed; the tables hold what was measured.", ""]
+    out += [f"Pairs direct: {get('pairs_ok'):.0f} of {get('pairs'):.0f}. Setup time (session detected at the SG "
+            f"-> first direct packet): p50 {get('setup_p50'):.1f} ms, p90 {get('setup_p90'):.1f} ms, "
+            f"p99 {get('setup_p99'):.1f} ms, max {get('setup_max'):.1f} ms.", ""]
+    out += ["| role | processes | RSS median MiB | PSS median MiB | PSS total MiB | CPU median s |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for role in [g for g in dict.fromkeys(summary[summary.metric == "processes"].group)]:
+        out.append(f"| {role} | {get('processes', role):.0f} | {get('rss_median', role):.1f} | "
+                   f"{get('pss_median', role):.1f} | {get('pss_total', role):.1f} | {get('cpu_median', role):.2f} |")
+    walls = summary[summary.metric.str.startswith("wall_")]
+    out += ["", "Wall time: " + ", ".join(f"{r.metric[5:]} {r.value:.1f} s" for r in walls.itertuples()), ""]
+    return "\n".join(out)
+
+
+# ---- figures (from the folder alone) ----------------------------------------------------------------
+
+def draw(folder: str) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    setup = pd.read_csv(os.path.join(folder, "setup.csv"))
+    resources = pd.read_csv(os.path.join(folder, "resources.csv"))
+    out_dir = os.path.join(folder, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_cdf, ax_hist = fig.subplots(1, 2)
+    times = np.sort(setup[setup.ok.astype(bool)].setup_ms.dropna().to_numpy())
+    if len(times):
+        ax_cdf.step(times, np.arange(1, len(times) + 1) / len(setup), where="post", color="#0072B2")
+        for q, style in ((50, "--"), (99, ":")):
+            v = np.percentile(times, q)
+            ax_cdf.axvline(v, color="#555555", linestyle=style, linewidth=1, label=f"p{q} {v:.0f} ms")
+        ax_cdf.legend(loc="lower right")
+        ax_hist.hist(times, bins=min(30, max(5, len(times) // 3)), color="#0072B2", edgecolor="white")
+    ax_cdf.set(xlabel="setup time, session detected -> first direct packet (ms)", ylabel="fraction of pairs",
+               ylim=(0, 1.02), title=f"{int(setup.ok.sum())} of {len(setup)} pairs direct")
+    ax_hist.set(xlabel="setup time (ms)", ylabel="pairs", title="histogram")
+    for ax in (ax_cdf, ax_hist):
+        ax.grid(alpha=0.3)
+    written += _save(fig, out_dir, "setup-time")
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_mem, ax_cpu = fig.subplots(1, 2)
+    if not resources.empty:
+        per = resources.groupby(["role", "node"]).agg(pss=("pss_kib", "max"), rss=("rss_kib", "max"),
+                                                     c0=("cpu_s", "min"), c1=("cpu_s", "max")).reset_index()
+        per["cpu"] = per.c1 - per.c0
+        roles = sorted(per.role.unique(), key=lambda r: ROLE_ORDER.index(r) if r in ROLE_ORDER else 99)
+        for ax, column, label, scale in ((ax_mem, "pss", "peak PSS per process (MiB)", 1 / 1024.0),
+                                         (ax_cpu, "cpu", "CPU time during the run per process (s)", 1.0)):
+            data = [per[per.role == r][column].to_numpy() * scale for r in roles]
+            ax.boxplot(data, showfliers=False)
+            ax.set_xticks(range(1, len(roles) + 1), [f"{r}\n(n={len(d)})" for r, d in zip(roles, data)])
+            for k, d in enumerate(data, start=1):
+                ax.scatter(np.full(len(d), k) + np.linspace(-0.15, 0.15, len(d)), d, s=8, color="#0072B2",
+                           alpha=0.6, zorder=3)
+            ax.set(ylabel=label)
+            ax.grid(alpha=0.3, axis="y")
+        ax_mem.set_title("memory per node process, by role")
+        ax_cpu.set_title("CPU per node process, by role")
+    written += _save(fig, out_dir, "resources")
+    return written
+
+
+def _save(fig, out_dir: str, name: str) -> list[str]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = os.path.join(out_dir, f"{name}.{ext}")
+        fig.savefig(path, dpi=130)
+        paths.append(path)
+    return paths
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+
+class Sampler(threading.Thread):
+    """Reads /proc for every tracked process each ``period`` seconds into ``rows``."""
+
+    def __init__(self, processes: dict[str, int], period: float, t0: float):
+        super().__init__(daemon=True)
+        self.processes, self.period, self.t0 = processes, period, t0
+        self.rows: list[dict] = []
+        self.halt = threading.Event()
+
+    def sample(self) -> None:
+        now = time.time() - self.t0
+        for node, pid in self.processes.items():
+            values = read_proc(pid)
+            if values is not None:
+                self.rows.append({"t": now, "node": node, "role": role_of(node), "pid": pid, **values})
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.sample()
+            self.halt.wait(self.period)
+
+
+def tracked_processes(lab: SvpnLab) -> dict[str, int]:
+    procs = {node: p.pid for node, p in lab.apps.items()}
+    for link in lab._links:
+        process = getattr(link, "process", None)
+        if process is not None and getattr(link, "hidden", None) is not None:
+            procs[link.hidden.name] = process.pid
+    for proc in lab._radvd:
+        name = os.path.basename(proc.args[proc.args.index("--config") + 1]).removesuffix(".conf")
+        procs[name] = proc.pid
+    return procs
+
+
+def wait_registered(lab: SvpnLab, names: list[str], timeout: float, stop: threading.Event) -> float:
+    """Seconds until every MN's home registration was acknowledged; LabError after ``timeout``."""
+    start = time.monotonic()
+    pending = set(names)
+    offsets = {n: 0 for n in names}
+    while pending:
+        lab.check_nodes()
+        for name in list(pending):
+            path = os.path.join(lab.run_dir, f"{name}.events.jsonl")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    f.seek(offsets[name])
+                    data = f.read()
+            except OSError:
+                continue
+            end = data.rfind("\n") + 1
+            offsets[name] += len(data[:end].encode())
+            for line in data[:end].splitlines():
+                if '"binding_acknowledged"' in line and '"home-agent"' in line:
+                    pending.discard(name)
+                    break
+        if not pending:
+            break
+        if time.monotonic() - start > timeout:
+            raise LabError(f"{len(pending)} mobile nodes not registered within {timeout:.0f} s "
+                           f"(e.g. {sorted(pending)[0]})")
+        if stop.wait(0.2):
+            raise Interrupted
+    return time.monotonic() - start
+
+
+def direct_initiators(lab: SvpnLab, pairs: list[tuple[str, str]], homes: dict[str, str],
+                      offsets: dict[str, int], found: set) -> None:
+    """Add to ``found`` the initiators whose event log shows their first direct packet to the peer."""
+    for a, b in pairs:
+        if a in found:
+            continue
+        path = os.path.join(lab.run_dir, f"{a}.events.jsonl")
+        try:
+            with open(path, encoding="utf-8") as f:
+                f.seek(offsets.get(a, 0))
+                data = f.read()
+        except OSError:
+            continue
+        end = data.rfind("\n") + 1
+        offsets[a] = offsets.get(a, 0) + len(data[:end].encode())
+        for line in data[:end].splitlines():
+            if '"data_first_direct"' in line and homes[b] in line:
+                found.add(a)
+                break
+
+
+def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
+    n_mn = 2 * args.pairs
+    attachments = default_attachments(n_mn)
+    vcm = "host" if args.vcm_host else "in-sg"
+    run_dir = tempfile.mkdtemp(prefix="svpnlab-scale-", dir="/tmp")
+    wall: dict[str, float] = {}
+    events: list[dict] = []
+    exp_events: list[dict] = []
+    starts: dict[str, float] = {}
+    sampler = None
+    complete = False
+    t0 = time.time()
+    lab = None
+    try:
+        lab = SvpnLab(addressing=args.addressing, mobile_nodes=n_mn, attachments=attachments, mobility=True,
+                      vcm=vcm, link_params=args.link_params, links="ideal" if args.ideal_links else "default",
+                      run_dir=run_dir)
+        print(f"scale: building the lab with {n_mn} mobile nodes ({args.addressing} addressing, VCM {vcm}) ...",
+              flush=True)
+        started = time.monotonic()
+        lab.start()
+        wall["build"] = time.monotonic() - started
+        print(f"scale: lab up in {wall['build']:.1f} s; {len(lab.apps)} node apps", flush=True)
+        sampler = Sampler(tracked_processes(lab), args.sample, t0)
+        sampler.start()
+        names = [mn.name for mn in lab.plan.mobile_nodes]
+        wall["register"] = wait_registered(lab, names, 30.0 + 0.5 * n_mn, stop)
+        print(f"scale: all {n_mn} mobile nodes registered after {wall['register']:.1f} s", flush=True)
+        homes = {mn.name: mn.home_address for mn in lab.plan.mobile_nodes}
+        pairs = pairs_of(args.pairs)
+        offsets_at = arrival_times(args.pairs, args.arrival, args.interval)
+        traffic_start = time.time()
+        exp_events.append({"time": traffic_start, "node": "experiment", "event": "traffic_start"})
+        interval = f"{1.0 / args.rate:.3f}"
+        for (a, b), offset in zip(pairs, offsets_at):
+            delay = traffic_start + offset - time.time()
+            if delay > 0 and stop.wait(delay):
+                raise Interrupted
+            if stop.is_set():
+                raise Interrupted
+            starts[a] = time.time()
+            lab.popen(a, ["ping", "-6", "-n", "-q", "-i", interval, homes[b]], f"ping-{a}.log")
+            exp_events.append({"time": starts[a], "node": "experiment", "event": "pair_start", "initiator": a,
+                               "responder": b})
+        print(f"scale: {len(pairs)} pairs started ({args.arrival}); waiting for direct paths", flush=True)
+        found: set = set()
+        offsets: dict[str, int] = {}
+        deadline = time.monotonic() + args.setup_timeout
+        while len(found) < len(pairs) and time.monotonic() < deadline:
+            lab.check_nodes()
+            direct_initiators(lab, pairs, homes, offsets, found)
+            if stop.wait(0.2):
+                raise Interrupted
+        wall["all_direct"] = time.time() - traffic_start
+        print(f"scale: {len(found)} of {len(pairs)} pairs direct after {wall['all_direct']:.1f} s; "
+              f"holding {args.hold:g} s", flush=True)
+        if stop.wait(args.hold):
+            raise Interrupted
+        complete = True
+    except Interrupted:
+        print("scale: interrupted: keeping what was measured", flush=True)
+    finally:
+        try:
+            if sampler is not None:
+                sampler.halt.set()
+                sampler.join(timeout=5)
+                sampler.sample()  # last values
+            if lab is not None and lab.net is not None:
+                events = lab.events()
+        finally:
+            if lab is not None:
+                stopping = time.monotonic()
+                lab.stop()
+                wall["teardown"] = time.monotonic() - stopping
+                config["topology"]["link_backend"] = lab.link_metadata()
+            wall["total"] = time.time() - t0
+            exp_events.append({"time": time.time(), "node": "experiment", "event": "run_end",
+                               "complete": complete})
+            records.append_events(folder, sorted(exp_events + events, key=lambda e: e["time"]))
+            homes = {mn.name: mn.home_address for mn in lab.plan.mobile_nodes} if lab is not None else {}
+            setup = pd.DataFrame(setup_rows(events, pairs_of(args.pairs), homes, starts,
+                                            dict(zip([f"mn{i}" for i in range(1, n_mn + 1)], attachments)), t0)
+                                 if homes else [], columns=SETUP_COLUMNS)
+            resources = pd.DataFrame(sampler.rows if sampler else [], columns=RESOURCE_COLUMNS)
+            setup.to_csv(os.path.join(folder, "setup.csv"), index=False)
+            resources.to_csv(os.path.join(folder, "resources.csv"), index=False, float_format="%.3f")
+            summary = pd.DataFrame(summary_rows(setup, resources, wall), columns=SUMMARY_COLUMNS)
+            summary.to_csv(os.path.join(folder, "summary.csv"), index=False, float_format="%.3f")
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return complete
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.plot:
+        if not os.path.exists(os.path.join(args.plot, "setup.csv")):
+            print(f"scale.py: {args.plot}: no setup.csv (not a scale results folder)", file=sys.stderr)
+            return 2
+        for path in draw(args.plot):
+            print(path)
+        return 0
+    if os.geteuid() != 0:
+        print("scale.py: needs root (Mininet); run with sudo", file=sys.stderr)
+        return 2
+    try:  # topology parameters fail here, before any results folder exists
+        SvpnTopo(addressing=args.addressing, mobile_nodes=2 * args.pairs, link_params=args.link_params,
+                 links="ideal" if args.ideal_links else "default")
+    except (PlanError, LinkConfigError) as exc:
+        print(f"scale.py: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(args.results, exist_ok=True)
+    folder = records.new_folder(args.results, "scale")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    config = {"experiment": "scale", "complete": False, "argv": sys.argv, "pairs": args.pairs,
+              "mobile_nodes": 2 * args.pairs, "quick": args.quick, "arrival": args.arrival,
+              "interval_s": args.interval, "rate_hz": args.rate, "hold_s": args.hold,
+              "setup_timeout_s": args.setup_timeout, "sample_s": args.sample, "addressing": args.addressing,
+              "vcm": "host" if args.vcm_host else "in-sg",
+              "attachments": default_attachments(2 * args.pairs),
+              "topology": {"links": "ideal" if args.ideal_links else "default", "link_params": args.link_params},
+              "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
+              "versions": records.versions()}
+    records.write_config(folder, config)
+    print(f"scale: {args.pairs} pairs; results in {folder}", flush=True)
+    code = 0
+    complete = False
+    try:
+        complete = run(args, folder, stop, config)
+    except (LabError, PlanError, LinkConfigError) as exc:
+        print(f"scale.py: {exc}", file=sys.stderr)
+        code = 1
+    config["complete"] = complete
+    config["host"]["loadavg_end"] = os.getloadavg()
+    records.write_config(folder, config)
+    summary = pd.read_csv(os.path.join(folder, "summary.csv"))
+    with open(os.path.join(folder, "summary.md"), "w", encoding="utf-8") as f:
+        f.write(summary_markdown(summary, config))
+    if not args.no_plots:
+        draw(folder)
+    print(f"scale: {'complete' if complete else 'INCOMPLETE'}; {folder}", flush=True)
+    with open(os.path.join(folder, "summary.md"), encoding="utf-8") as f:
+        print(f.read())
+    return code if complete or code else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""experiments/scale.py without a network: pair rows from node events, the summary, /proc sampling,
+argument errors; and the lab's SPI plan at the largest node count."""
+import collections
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))   # the scripts import _venv as a sibling
+
+from experiments import scale  # noqa: E402
+
+HOMES = {f"mn{i}": f"fdc0:ffee:0:1::a:{i:x}" for i in range(1, 7)}
+
+
+def ev(t, node, event, **fields):
+    return {"time": t, "node": node, "event": event, **fields}
+
+
+def test_setup_rows_time_each_pair_from_its_own_events():
+    pairs = scale.pairs_of(3)
+    assert pairs == [("mn1", "mn2"), ("mn3", "mn4"), ("mn5", "mn6")]
+    events = [
+        ev(99.0, "sg", "session_detected", node_a=11, node_b=12),        # before the pair started: ignored
+        ev(100.05, "sg", "session_detected", node_a=12, node_b=11),      # pair 1 (ids 11, 12), either order
+        ev(100.06, "sg", "session_detected", node_a=13, node_b=14),      # pair 2
+        ev(100.20, "mn1", "switch_outbound", peer=12, session_id=1, generation=1, ops=[]),
+        ev(100.21, "mn1", "data_first_direct", dst=HOMES["mn2"]),
+        ev(100.22, "mn2", "data_first_direct", dst=HOMES["mn1"]),
+        ev(100.30, "mn3", "data_first_direct", dst=HOMES["mn1"]),         # wrong peer: not pair 2's
+    ]
+    starts = {"mn1": 100.0, "mn3": 100.0, "mn5": 100.0}
+    rows = scale.setup_rows(events, pairs, HOMES, starts, {"mn1": "wlan1", "mn2": "cell"}, t0=90.0)
+    one, two, three = rows
+    assert one["ok"] and one["error"] == "" and one["net_initiator"] == "wlan1" and one["net_responder"] == "cell"
+    assert one["t_start"] == pytest.approx(10.0)
+    assert one["detect_ms"] == pytest.approx(50.0)
+    assert one["switch_ms"] == pytest.approx(150.0)
+    assert one["setup_ms"] == pytest.approx(160.0)
+    assert one["responder_direct_ms"] == pytest.approx(170.0)
+    assert not two["ok"] and two["error"] == "no direct packet" and two["setup_ms"] is None
+    assert not three["ok"] and three["error"] == "no session detected"
+
+
+def test_setup_rows_mark_pairs_that_never_started():
+    (row,) = scale.setup_rows([], [("mn1", "mn2")], HOMES, {}, {}, t0=0.0)
+    assert not row["ok"] and row["error"] == "not started" and row["t_start"] is None
+
+
+def test_arrivals():
+    assert scale.arrival_times(3, "all", 0.5) == [0.0, 0.0, 0.0]
+    assert scale.arrival_times(3, "staggered", 0.5) == [0.0, 0.5, 1.0]
+
+
+def test_summary_percentiles_roles_and_wall_times():
+    setup = pd.DataFrame([{"pair": i, "ok": i <= 100, "setup_ms": float(i), "detect_ms": 1.0}
+                          for i in range(1, 102)], columns=scale.SETUP_COLUMNS)
+    resources = pd.DataFrame([
+        {"t": 0.0, "node": "mn1", "role": "mn", "pid": 1, "cpu_s": 1.0, "rss_kib": 30720, "pss_kib": 10240},
+        {"t": 10.0, "node": "mn1", "role": "mn", "pid": 1, "cpu_s": 2.0, "rss_kib": 31744, "pss_kib": 11264},
+        {"t": 0.0, "node": "mn2", "role": "mn", "pid": 2, "cpu_s": 1.0, "rss_kib": 20480, "pss_kib": 8192},
+        {"t": 10.0, "node": "mn2", "role": "mn", "pid": 2, "cpu_s": 4.0, "rss_kib": 20480, "pss_kib": 8192},
+        {"t": 0.0, "node": "sg", "role": "sg", "pid": 3, "cpu_s": 0.0, "rss_kib": 40960, "pss_kib": 20480},
+    ], columns=scale.RESOURCE_COLUMNS)
+    summary = pd.DataFrame(scale.summary_rows(setup, resources, {"build": 12.5}))
+    get = {(r.metric, r.group): r.value for r in summary.itertuples()}
+    assert get[("pairs", "all")] == 101 and get[("pairs_ok", "all")] == 100
+    assert get[("setup_p50", "all")] == pytest.approx(50.5)      # of 1..100; the failed pair 101 is left out
+    assert get[("setup_p99", "all")] == pytest.approx(99.01)
+    assert get[("processes", "mn")] == 2 and get[("processes", "sg")] == 1
+    assert get[("rss_median", "mn")] == pytest.approx((31744 + 20480) / 2 / 1024)   # peak per process
+    assert get[("pss_total", "mn")] == pytest.approx((11264 + 8192) / 1024)
+    assert get[("cpu_median", "mn")] == pytest.approx(2.0)   # 1 s and 3 s during the run
+    assert get[("cpu_pct_median", "mn")] == pytest.approx(20.0)
+    assert get[("wall_build", "all")] == 12.5
+    text = scale.summary_markdown(summary, {"pairs": 101, "vcm": "in-sg", "arrival": "all", "complete": False})
+    assert "Incomplete run" in text and "100 of 101" in text and "| mn | 2 |" in text
+
+
+def test_read_proc_of_this_process_and_of_a_gone_one():
+    mine = scale.read_proc(os.getpid())
+    assert mine["rss_kib"] > 1000 and mine["pss_kib"] > 0 and mine["cpu_s"] >= 0
+    assert scale.read_proc(2 ** 22 + 12345) is None
+
+
+def test_roles():
+    assert [scale.role_of(n) for n in ("mn17", "sg", "vcm", "ha", "radvd-ar1", "sg-ir.emu")] == \
+        ["mn", "sg", "vcm", "ha", "radvd", "emulator"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pairs", "0"], "--pairs must be from 1 to 100"),
+    (["--pairs", "101"], "--pairs must be from 1 to 100"),
+    (["--rate", "0"], "--rate must be between"),
+    (["--interval", "-1"], "--interval must be between"),
+    (["--hold", "nan"], "--hold must be between"),
+    (["--arrival", "poisson"], "invalid choice"),
+    (["--link", "sg-ir:delay=fast"], "--link sg-ir:delay=fast"),
+])
+def test_bad_arguments_are_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        scale.parse_args(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0, err
+
+
+def test_quick_defaults():
+    args = scale.parse_args(["--quick"])
+    assert args.pairs == scale.QUICK_PAIRS and args.hold == 2.0
+    args = scale.parse_args([])
+    assert args.pairs == 50 and args.arrival == "all"
+
+
+@pytest.mark.parametrize("vcm", ["in-sg", "host"])
+@pytest.mark.parametrize("correspondent", [False, True])
+def test_lab_spis_stay_unique_with_the_most_mobile_nodes(vcm, correspondent, tmp_path):
+    """Every SA the lab configures has its own SPI (two configs naming one SPI are the two ends of one
+    SA), and none falls outside the range the VCM must not hand out."""
+    from topologies.addressing import MAX_MOBILE_NODES
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="private", mobile_nodes=MAX_MOBILE_NODES, mobility=True, vcm=vcm,
+                  correspondent=correspondent, run_dir=str(tmp_path))
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    names = collections.defaultdict(set)
+
+    def walk(o):
+        if isinstance(o, dict):
+            if isinstance(o.get("spi"), int) and "name" in o:
+                names[o["spi"]].add(o["name"])
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+    walk(configs)
+    shared = {hex(spi): sorted(n) for spi, n in names.items() if len(n) > 1}
+    assert not shared
+    reserved = set(configs["sg"]["mobility"]["vcm"]["reserved_spis"])
+    assert set(names) <= reserved
+    assert len(names) >= 4 * MAX_MOBILE_NODES

@@ -279,9 +279,11 @@ table inet svpnlab_gateway {{
             interfaces=["sg-wan"], sas=sg_sas, spd={"vpn_prefixes": vpn, "rules": sg_rules})
         return configs
 
-    def _node_config(self, node, role, *, addresses, routes, interfaces, sas, spd, mobility=None) -> dict:
+    def _node_config(self, node, role, *, addresses, routes, interfaces, sas, spd, mobility=None,
+                     tun_mtu=None) -> dict:
         config = {"node": node, "role": role,
-                  "tun": {"name": TUN_NAME, "mtu": self.tun_mtu, "addresses": addresses, "routes": routes},
+                  "tun": {"name": TUN_NAME, "mtu": tun_mtu or self.tun_mtu, "addresses": addresses,
+                          "routes": routes},
                   "outer_interfaces": interfaces, "sas": sas, "spd": spd,
                   "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
                   "control_socket": self.control_socket(node)}
@@ -348,9 +350,13 @@ table inet svpnlab_gateway {{
                        "peers": sg_peers}
         if self.vcm:
             sg_rules += self._add_vcm_configs(configs, sg_mobility)
+        # The SG's tunnel to an MN carries the MN's packets inside the home agent's IPv6-in-IPv6 header
+        # (RFC 6275 §10.4.5): an MN-sized packet plus those 40 octets must fit, or TCP between two MNs through
+        # the SG stalls (the SG's Packet Too Big goes to the home agent, which does not pass it on).
         configs["sg"] = self._node_config(
             "sg", "security-gateway", addresses=[], routes=[], interfaces=["sg-wan", "sg-lan"], sas=sg_sas,
-            spd={"vpn_prefixes": vpn, "rules": sg_rules}, mobility=sg_mobility)
+            spd={"vpn_prefixes": vpn, "rules": sg_rules}, mobility=sg_mobility,
+            tun_mtu=max(self.tun_mtu, min(self.tun_mtu + MOBILITY_OVERHEAD, self.topo.mtu - TUN_OVERHEAD)))
         configs["ha"] = self._node_config(
             "ha", "home-agent", addresses=[], routes=[], interfaces=["ha-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},

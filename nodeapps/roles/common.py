@@ -144,7 +144,7 @@ class MobilityRuntime(NodeRuntime):
             return
         self.counters["mh_tx"] += 1
         self.log.emit(time.time(), "mobility_sent", what=datagram.description,
-                      dst=ipv6.ntop(datagram.dst), protection=datagram.protection.value)
+                      dst=ipv6.ntop(datagram.dst), protection=datagram.protection.value, bytes=len(packet))
         self.send_raw(packet, datagram.description)
 
     def on_core_event(self, event, now: float) -> None:

@@ -576,8 +576,9 @@ class MobileNodeRuntime(MobilityRuntime):
         if packet is None:
             return
         self.counters["mh_tx"] += 1
+        # bytes: the message's IPv6 packet with its own ESP (if any), before the SG tunnel wraps it
         self.log.emit(time.time(), "mobility_sent", what=datagram.description, dst=ipv6.ntop(datagram.dst),
-                      protection=datagram.protection.value)
+                      protection=datagram.protection.value, bytes=len(packet))
         if self.state == "away":
             self._protect_and_send(packet, datagram.description)  # to the HA: inside the SG tunnel
         elif self.state == "home":

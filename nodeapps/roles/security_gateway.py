@@ -39,6 +39,11 @@ class GatewayRuntime(MobilityRuntime):
         self.core = HomeAgent(self.address, s["home_prefixes"], served_home_addresses=list(self.tunnels),
                               max_lifetime=float(s.get("max_lifetime", 3600)), accept_secured_bindings=True)
         self.care_of: dict[bytes, str] = {}
+        # Relay load, split into MN-to-MN and MN-office traffic (the handover experiment's SG load).
+        self.mn_tunnel_in = {t[2] for t in self.tunnels.values()}
+        self.mn_tunnel_out = {t[1] for t in self.tunnels.values()}
+        self.counters.update({"relayed_mn_mn_packets": 0, "relayed_mn_mn_bytes": 0,
+                              "relayed_mn_office_packets": 0, "relayed_mn_office_bytes": 0})
         # Care-of routes apply to traffic from the office only: the SG's own ESP packets to the same
         # care-of address must leave by the normal route, not loop back into the TUN.
         self.table = str(s.get("route_table", 100))
@@ -186,7 +191,9 @@ class GatewayRuntime(MobilityRuntime):
             src = ipv6.ntop(udp[0])
             try:
                 kind = vcm_shell.chart_event(vcm_shell.message_type(udp[4]), self.vcm_names[node], "vcm")
-                self.log.emit(time.time(), kind, node=self.vcm_names[node], to="vcm", bytes=len(udp[4]))
+                # received: the MN logs the same message as it sends it (counted and charted from there)
+                self.log.emit(time.time(), kind, node=self.vcm_names[node], to="vcm", bytes=len(udp[4]),
+                              received=True)
             except KeyError:
                 pass
             self.manager.receive(udp[4], mn_control_path(src, vcm_in_sg=True), now)
@@ -210,11 +217,27 @@ class GatewayRuntime(MobilityRuntime):
             if inner is not None:
                 if self.monitor is not None and self._vcm_inbound(sa, inner, now):
                     continue
+                if sa is not None and sa.name in self.mn_tunnel_in:
+                    # From an MN: MN-to-MN when the innermost destination is another MN's home address.
+                    self._count_relay(vcm_shell.innermost_addresses(inner)[1] in self.tunnels, len(inner))
                 self.write_tun(inner)
         self.flush_core(now)
         self._vcm_flush(now)
 
+    def _count_relay(self, mn_to_mn: bool, size: int) -> None:
+        kind = "mn_mn" if mn_to_mn else "mn_office"
+        self.counters[f"relayed_{kind}_packets"] += 1
+        self.counters[f"relayed_{kind}_bytes"] += size
+
     def on_protected(self, inner: bytes, sa) -> None:
+        if sa.name in self.mn_tunnel_out:
+            # Into an MN's tunnel. From an away MN it was counted when it came in through that MN's tunnel;
+            # from an MN in the office it is MN-to-MN traffic seen here first.
+            src = vcm_shell.innermost_addresses(inner)[0]
+            if src not in self.tunnels:
+                self._count_relay(False, len(inner))
+            elif src not in self.care_of:
+                self._count_relay(True, len(inner))
         if self.monitor is not None:
             node = self.mn_by_sa.get(sa.name)
             if node is not None:

@@ -60,7 +60,9 @@ def parse_args(argv):
                         help="address plan (default private)")
     parser.add_argument("--vcm-host", action="store_true",
                         help="vcm strategy: the VCM on its own office host (default: built into the SG)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed, the same for every strategy (default 1)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="random seed, the same for every strategy: probe sessions and every link's random loss "
+                             "and jitter (default 1)")
     parser.add_argument("--cli", metavar="PHASE", help="open the Mininet CLI at the start of this phase")
     parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
     parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
@@ -124,15 +126,33 @@ def _read_jsonl(path: str) -> list[dict]:
     return out
 
 
-def sg_tunnel_packets(lab: SvpnLab) -> dict:
-    """Packets and bytes on the SG's SAs with the mobile nodes, inbound (decrypted from an MN)."""
-    packets = octets = 0
-    for sa in lab.status("sg")["ipsec"]["sas"]:
-        name = sa.get("name", "")
-        if name.startswith("mn") and "->sg" in name:
-            packets += sa["counters"].get("packets", 0)
-            octets += sa["counters"].get("bytes", 0)
-    return {"packets": packets, "bytes": octets}
+# SG counters (nodeapps/roles/security_gateway.py) -> (counters.csv metric, detail)
+SG_RELAY_COUNTERS = {"relayed_mn_mn_packets": ("sg_relayed_packets", "mn-mn"),
+                     "relayed_mn_mn_bytes": ("sg_relayed_bytes", "mn-mn"),
+                     "relayed_mn_office_packets": ("sg_mn_office_packets", "mn-office"),
+                     "relayed_mn_office_bytes": ("sg_mn_office_bytes", "mn-office")}
+
+
+def sg_relay_counters(lab: SvpnLab) -> dict:
+    """The SG's relay counters: packets and bytes from one MN to another, and between MNs and the office."""
+    counters = lab.status("sg")["counters"]
+    return {name: counters.get(name, 0) for name in SG_RELAY_COUNTERS}
+
+
+def address_book(plan) -> dict:
+    """Address -> node name for every address a signalling message may be sent to (config.json
+    ``topology.addresses``; the sequence chart names receivers with it)."""
+    book = {address: name for name, address in plan.office.items()}
+    book[plan.sg_public] = "sg"
+    if plan.xha_address:
+        book[plan.xha_address] = "xha"
+    for mn in plan.mobile_nodes:
+        book[mn.home_address] = mn.name
+        if mn.external_home_address:
+            book[mn.external_home_address] = mn.name
+        for access in plan.access.values():
+            book[mn.address_in(access)] = mn.name
+    return book
 
 
 def path_function(scenario, t_moves: list[tuple[float, str, str]], node_events: list[dict], t0: float, pair):
@@ -187,7 +207,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
                       attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
                       link_params=args.link_params, links="ideal" if args.ideal_links else "default",
-                      run_dir=run_dir)
+                      run_dir=run_dir, seed=args.seed)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -234,7 +254,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             if stop_flag.is_set():
                 raise Interrupted
             now = time.time()
-            snapshots.append((phase.name, sg_tunnel_packets(lab)))
+            snapshots.append((phase.name, sg_relay_counters(lab)))
             exp_events.append({"time": now, "node": "experiment", "event": "phase_start", "strategy": strategy,
                                "phase": phase.name})
             print(f"[{strategy}] phase {phase.name} ({phase.duration_s:g} s)", flush=True)
@@ -273,7 +293,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             if delay > 0 and stop_flag.wait(delay):
                 raise Interrupted
             phase_start += phase.duration_s
-        snapshots.append(("", sg_tunnel_packets(lab)))
+        snapshots.append(("", sg_relay_counters(lab)))
         for th in threads:
             th.join(timeout=15)
         for proc in senders:
@@ -286,7 +306,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             if lab.net is not None:
                 try:
                     if len(snapshots) and snapshots[-1][0] != "":
-                        snapshots.append(("", sg_tunnel_packets(lab)))
+                        snapshots.append(("", sg_relay_counters(lab)))
                 except Exception:   # noqa: BLE001  (the SG may be gone while tearing down)
                     pass
                 node_events = lab.events()
@@ -299,7 +319,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
                            "complete": complete})
         records.append_events(folder, sorted(exp_events + node_events, key=lambda e: e["time"]))
         collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, snapshots, throughput,
-                probe_files)
+                probe_files, address_book(lab.plan))
     shutil.rmtree(run_dir, ignore_errors=True)
     with open(os.path.join(folder, f"links-{strategy}.json"), "w", encoding="utf-8") as f:
         json.dump(link_meta, f, indent=1, default=str)
@@ -321,7 +341,8 @@ def _bulk(lab, traffic, seconds, strategy, phase, t_start, out, port):
                 "retransmits": report.get("retransmits")})
 
 
-def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, snapshots, throughput, probe_files):
+def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, snapshots, throughput, probe_files,
+            addresses):
     all_events = sorted(exp_events + node_events, key=lambda e: e["time"])
     spans = records.phase_spans(folder, [e for e in records.read_events(folder)])
     spans = spans[spans.strategy == strategy]
@@ -353,22 +374,17 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
     for i in range(len(snapshots) - 1):
         phase, before = snapshots[i]
         after = snapshots[i + 1][1]
-        counters.append({"strategy": strategy, "phase": phase, "metric": "sg_relayed_packets",
-                         "detail": "from MN tunnels", "value": after["packets"] - before["packets"]})
-        counters.append({"strategy": strategy, "phase": phase, "metric": "sg_relayed_bytes",
-                         "detail": "from MN tunnels", "value": after["bytes"] - before["bytes"]})
+        for name, (metric, detail) in SG_RELAY_COUNTERS.items():
+            counters.append({"strategy": strategy, "phase": phase, "metric": metric, "detail": detail,
+                             "value": after[name] - before[name]})
     by_kind: dict = {}
     for e in node_events:
-        kind = e["event"]
-        if kind == "mobility_sent":   # Mobile IPv6 messages: "BU seq 7", "BA status 0 seq 7", ...
-            try:
-                kind = records.message_event(str(e.get("what", "")).split(" ")[0], e.get("node", ""), "")
-            except records.RecordsError:
-                continue
-        if kind in records.MESSAGE_KINDS and kind != "data_first_direct":
+        message = records.signalling_message(e, addresses)
+        if message is not None:
+            kind = message["kind"]
             phase = records.phase_at(spans, strategy, e["time"] - t0) if not spans.empty else ""
             count, size = by_kind.get((phase, kind), (0, 0))
-            by_kind[(phase, kind)] = (count + 1, size + int(e.get("bytes") or 0))
+            by_kind[(phase, kind)] = (count + 1, size + (message["bytes"] or 0))
     for (phase, kind), (count, size) in sorted(by_kind.items()):
         counters.append({"strategy": strategy, "phase": phase, "metric": "signalling_messages", "detail": kind,
                          "value": count})
@@ -399,8 +415,9 @@ def main(argv=None) -> int:
         return 2
     scenario = args.scenario_obj
     try:  # topology parameters (e.g. a --link naming no link) fail here, before any results folder exists
-        SvpnTopo(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes, link_params=args.link_params,
-                 links="ideal" if args.ideal_links else "default")
+        topo = SvpnTopo(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
+                        attachments=[scenario.start[n] for n in scenario.nodes], link_params=args.link_params,
+                        links="ideal" if args.ideal_links else "default", seed=args.seed)
     except (PlanError, LinkConfigError) as exc:
         print(f"handover.py: {exc}", file=sys.stderr)
         return 2
@@ -416,7 +433,9 @@ def main(argv=None) -> int:
     config = {"experiment": "handover", "complete": False, "argv": sys.argv, "seed": args.seed,
               "strategies": args.strategies, "quick": args.quick, "addressing": args.addressing,
               "vcm": "host" if args.vcm_host else "in-sg", "scenario": scenario.to_dict(),
-              "topology": {"links": "ideal" if args.ideal_links else "default", "link_params": args.link_params},
+              "topology": {"links": "ideal" if args.ideal_links else "default", "link_params": args.link_params,
+                           "seed": args.seed, "link_settings": topo.link_params, "plan": topo.plan.as_dict(),
+                           "addresses": address_book(topo.plan)},
               "versions": records.versions()}
     records.write_config(folder, config)
     print(f"handover: scenario {scenario.name} ({scenario.duration_s:g} s per strategy), strategies "

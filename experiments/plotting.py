@@ -14,7 +14,8 @@ phase-bars         per phase and strategy: median RTT of the primary pair (whisk
                    percentile) and mean throughput
 rtt-cdf            distribution of the primary pair's RTT per strategy, whole run
 handover-gaps      longest interval without a delivered probe around each move, per strategy
-costs              SG relayed bytes, signalling messages by kind and plaintext exposure per strategy
+costs              per strategy: bytes the SG relays MN-to-MN and MN-office, signalling messages and bytes
+                   by kind, plaintext exposure
 sequence-<s>       message sequence chart of strategy <s> from events.jsonl: lanes MN1, MN2, SG, VCM, HA
                    (plus any other node that sends or receives), one arrow per message event named in
                    ``records.MESSAGE_KINDS``; events are spaced evenly (the time of each is written on the
@@ -297,37 +298,49 @@ def handover_gaps_figure(res: Results) -> Figure:
 
 
 def costs_figure(res: Results) -> Figure:
-    fig = Figure(figsize=(12, 4.2), dpi=DPI, layout="constrained")
-    ax_sg, ax_sig, ax_exp = fig.subplots(1, 3)
+    """Four panels: the SG's relay load (MN-to-MN and MN-office bytes, one bar each per strategy), signalling
+    messages and signalling bytes by kind (stacked, one bar per strategy), plaintext exposure."""
+    fig = Figure(figsize=(15, 4.4), dpi=DPI, layout="constrained")
+    ax_sg, ax_sig, ax_bytes, ax_exp = fig.subplots(1, 4)
     c = res.counters
     strategies = res.strategies
     x = np.arange(len(strategies))
     colors = [res.color(s) for s in strategies]
 
-    relayed = [c[(c.strategy == s) & (c.metric == "sg_relayed_bytes")].value.sum() / 1e6 for s in strategies]
-    ax_sg.bar(x, relayed, color=colors)
-    for xi, v in zip(x, relayed):
-        ax_sg.text(xi, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+    width = 0.4
+    for j, (metric, label, hatch) in enumerate((("sg_relayed_bytes", "MN \u2194 MN", None),
+                                                 ("sg_mn_office_bytes", "MN \u2194 office", "//"))):
+        values = [c[(c.strategy == s) & (c.metric == metric)].value.sum() / 1e6 for s in strategies]
+        offs = x - width / 2 + j * width
+        ax_sg.bar(offs, values, width * 0.92, color=colors, hatch=hatch, edgecolor="white", lw=0.4, label=label)
+        for xi, v in zip(offs, values):
+            ax_sg.text(xi, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax_sg.legend(fontsize=7.5, loc="upper right")
     ax_sg.set_ylabel("bytes relayed by the SG (MB)")
     ax_sg.set_title("Load on the security gateway", loc="left", fontsize=10)
 
-    sig = c[c.metric == "signalling_messages"]
     known = list(records.MESSAGE_KINDS)
-    kinds = sorted(dict.fromkeys(sig.detail), key=lambda k: (known.index(k) if k in known else len(known), k))
-    bottom = np.zeros(len(strategies))
     cmap = matplotlib.colormaps["tab20b"]   # avoids the strategy colours
-    for k, kind in enumerate(kinds):
-        counts = np.array([sig[(sig.strategy == s) & (sig.detail == kind)].value.sum() for s in strategies])
-        label = records.MESSAGE_KINDS.get(kind, (kind,))[0]
-        ax_sig.bar(x, counts, bottom=bottom, color=cmap(k % 20), label=label, edgecolor="white", lw=0.4)
-        bottom += counts
-    if kinds:
-        ax_sig.legend(fontsize=6.5, ncols=2, loc="upper left")
-        ax_sig.margins(y=0.45)
-    else:
-        _empty(ax_sig, "no signalling counted")
-    ax_sig.set_ylabel("messages sent")
-    ax_sig.set_title("Signalling messages by kind", loc="left", fontsize=10)
+    sig_all = c[c.metric.isin(["signalling_messages", "signalling_bytes"])]
+    kinds = sorted(dict.fromkeys(sig_all.detail), key=lambda k: (known.index(k) if k in known else len(known), k))
+    for ax, metric, ylabel, title in ((ax_sig, "signalling_messages", "messages sent", "Signalling messages by kind"),
+                                      (ax_bytes, "signalling_bytes", "bytes sent", "Signalling bytes by kind")):
+        sig = c[c.metric == metric]
+        bottom = np.zeros(len(strategies))
+        for k, kind in enumerate(kinds):
+            values = np.array([sig[(sig.strategy == s) & (sig.detail == kind)].value.sum() for s in strategies])
+            label = records.MESSAGE_KINDS.get(kind, (kind,))[0]
+            ax.bar(x, values, bottom=bottom, color=cmap(k % 20), label=label, edgecolor="white", lw=0.4)
+            bottom += values
+        if kinds and sig.value.sum() > 0:
+            for xi, v in zip(x, bottom):
+                ax.text(xi, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=7.5)
+            ax.legend(fontsize=6.5, ncols=2, loc="upper left")
+            ax.margins(y=0.45)
+        else:
+            _empty(ax, "no signalling counted")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, loc="left", fontsize=10)
 
     exposure = [c[(c.strategy == s) & (c.metric == "plaintext_exposure_bytes")].value.sum() for s in strategies]
     ax_exp.bar(x, exposure, color=colors)
@@ -335,8 +348,9 @@ def costs_figure(res: Results) -> Figure:
         ax_exp.text(xi, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
     ax_exp.set_ylabel("payload marker bytes seen on public links")
     ax_exp.set_title("Plaintext exposure to an eavesdropper", loc="left", fontsize=10)
-    for ax in (ax_sg, ax_sig, ax_exp):
-        ax.set_xticks(x, strategies)
+    for ax in (ax_sg, ax_sig, ax_bytes, ax_exp):
+        if ax.get_xticks().size or ax in (ax_sg, ax_exp):
+            ax.set_xticks(x, strategies)
         ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
         ax.grid(axis="y", color="#dddddd", lw=0.6)
         ax.set_axisbelow(True)
@@ -351,20 +365,22 @@ def costs_figure(res: Results) -> Figure:
 
 
 def message_arrows(res: Results, strategy: str) -> list[dict]:
-    """The strategy's message events as {t, src, dst, kind, label}, in time order (unknown lanes dropped)."""
+    """The strategy's signalling messages as {t, src, dst, kind, label, bytes}, in time order: chart events
+    and the nodes' ``mobility_sent`` events (BU, BA, HoTI, ...; receiver from config.json
+    ``topology.addresses``); messages without a known sender or receiver are left out."""
     per = records.events_by_strategy(res.events).get(strategy, [])
+    addresses = (res.config.get("topology") or {}).get("addresses") or {}
     arrows = []
     for e in per:
-        kind = records.MESSAGE_KINDS.get(e["event"])
-        if kind is None:
+        message = records.signalling_message(e, addresses)
+        if message is None:
             continue
-        label, default_src, default_dst, _meaning = kind
-        src = e.get("node") or default_src
-        dst = e.get("to") or default_dst
+        src, dst = message["src"], message["dst"]
         if not src or not dst or src == dst:
             continue
-        arrows.append({"t": e["t"], "src": src, "dst": dst, "kind": e["event"],
-                       "label": e.get("label") or label})
+        label = records.MESSAGE_KINDS[message["kind"]][0]
+        arrows.append({"t": e["t"], "src": src, "dst": dst, "kind": message["kind"],
+                       "label": e.get("label") or label, "bytes": message["bytes"]})
     return arrows
 
 

@@ -4,7 +4,10 @@ One run writes ``results/<name>-<YYYYmmdd-HHMMSS>/``::
 
     config.json      everything needed to rerun and to redraw: {"experiment", "complete", "argv", "seed",
                      "strategies": [...], "scenario": Scenario.to_dict(), "topology": {"plan":
-                     AddressPlan.as_dict(), "links": {name: [node, node]}, "link_params": {...}}, "versions"}
+                     AddressPlan.as_dict(), "addresses": {address: node name}, "seed", "link_settings":
+                     {link: EmulatedLink settings, with the seed its emulator draws from}, "link_params":
+                     {...}, "link_backend": {strategy: per-link backends, parameters and counters}},
+                     "versions"}
     events.jsonl     one JSON object per line: {"time": epoch seconds, "node": who, "event": what, ...}
     rtt.csv          one row per probe (tidy; lost probes have an empty rtt_ms and lost=1)
     throughput.csv   one row per bulk transfer
@@ -60,13 +63,17 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "summary": [("strategy", "str"), ("phase", "str"), ("duration_s", "float"), ("pair", "str"),
                 ("path", "str"), ("rtt_median_ms", "float"), ("rtt_p95_ms", "float"), ("rtt_samples", "int"),
                 ("loss_pct", "float"), ("owd_median_ms", "float"), ("throughput_mbit_s", "float"),
-                ("sg_relayed_packets", "int"), ("sg_relayed_bytes", "int"), ("signalling_messages", "int"),
-                ("signalling_bytes", "int"), ("plaintext_exposure_bytes", "int")],
+                ("sg_relayed_packets", "int"), ("sg_relayed_bytes", "int"), ("sg_mn_office_packets", "int"),
+                ("sg_mn_office_bytes", "int"), ("signalling_messages", "int"), ("signalling_bytes", "int"),
+                ("plaintext_exposure_bytes", "int")],
 }
 PATHS = ("office", "via-sg", "via-ha", "direct")   # values of the path column ("" when unknown)
 COUNTER_METRICS = {
-    "sg_relayed_packets": "packets the SG forwarded between two external MNs (detail: direction or empty)",
-    "sg_relayed_bytes": "bytes of those packets",
+    "sg_relayed_packets": "packets the SG relayed from one MN to another (each once, counted where it entered "
+                          "the SG from an MN's tunnel, or left into one from an MN in the office; detail: mn-mn)",
+    "sg_relayed_bytes": "bytes of those packets (the inner IPv6 packets, as decrypted or before encryption)",
+    "sg_mn_office_packets": "packets between an MN's tunnel and the office other than MN-to-MN (detail: mn-office)",
+    "sg_mn_office_bytes": "bytes of those packets",
     "signalling_messages": "control messages sent (detail: message kind, e.g. keys_206 or bu)",
     "signalling_bytes": "bytes of those messages on the wire",
     "plaintext_exposure_bytes": "payload marker bytes found in captures of public links (detail: link)",
@@ -129,6 +136,34 @@ def message_event(type_name: str, sender: str, receiver: str) -> str:
     if t in ("FALLBACK", "FALLBACK_ACK"):
         return t.lower()
     raise RecordsError(f"unknown message type {type_name!r}")
+
+
+def signalling_message(event: dict, addresses: Optional[dict] = None) -> Optional[dict]:
+    """The signalling message an event records, as {"kind", "src", "dst", "bytes"} (``dst`` and ``bytes``
+    may be None), or None. Events named after :data:`MESSAGE_KINDS` are taken as they are, except a
+    receiver's record (``received``: the sender logged the message too) (``node`` sends
+    to ``to``, else the table's defaults); a node's ``mobility_sent`` event (``what`` = "BU seq 7 ...",
+    "BA status 0 seq 7", "HoTI", ...) is named by its first word, and its receiver is the node that owns
+    its ``dst`` address in ``addresses`` (address -> node name, config.json ``topology.addresses``)."""
+    name = event.get("event")
+    if name == "mobility_sent":
+        word = str(event.get("what", "")).split(" ")[0].upper()
+        if word not in _MIPV6_NAMES:
+            return None
+        kind = _MIPV6_NAMES[word]
+        dst = (addresses or {}).get(str(event.get("dst", "")))
+        src = event.get("node")
+    elif name in MESSAGE_KINDS:
+        if name == "data_first_direct" or event.get("received"):
+            return None   # not a message; or the receiver's record of one its sender logged too
+        kind = name
+        _label, default_src, default_dst, _meaning = MESSAGE_KINDS[name]
+        src = event.get("node") or default_src
+        dst = event.get("to") or default_dst
+    else:
+        return None
+    size = event.get("bytes")
+    return {"kind": kind, "src": src, "dst": dst, "bytes": int(size) if isinstance(size, (int, float)) else None}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -466,9 +501,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataFrame] = None) -> str:
+def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataFrame] = None,
+                     counters: Optional[pd.DataFrame] = None) -> str:
     """Markdown: median RTT per phase and strategy, then whole-run figures per strategy (the overall
-    median comes from ``rtt`` when given, else it is the sample-weighted mean of the phase medians)."""
+    median comes from ``rtt`` when given, else it is the sample-weighted mean of the phase medians), the
+    SG's load per phase, and (from ``counters``) the signalling messages and bytes by type."""
     strategies = list(dict.fromkeys(summary.strategy))
     phases = list(dict.fromkeys(summary.phase))
     title = config.get("experiment", "experiment")
@@ -503,11 +540,40 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
             overall = (g.rtt_median_ms * w).sum() / w.sum() if w.sum() else math.nan
         body.append([s, _fmt(overall, 2), _fmt(g.loss_pct.mean(), 1), _fmt(g.throughput_mbit_s.mean(), 1),
                      _fmt(float(g.sg_relayed_packets.sum()), 0), _fmt(g.sg_relayed_bytes.sum() / 1e6, 2),
+                     _fmt(float(g.sg_mn_office_packets.sum()), 0), _fmt(g.sg_mn_office_bytes.sum() / 1e6, 2),
                      _fmt(float(g.signalling_messages.sum()), 0), _fmt(float(g.signalling_bytes.sum()), 0),
                      _fmt(float(g.plaintext_exposure_bytes.sum()), 0)])
     out += _md_table(["strategy", "median RTT ms", "loss %", "throughput Mbit/s",
-                      "SG relayed packets", "SG relayed MB", "signalling messages", "signalling bytes",
-                      "plaintext exposure bytes"], body)
+                      "SG relayed MN-MN packets", "SG relayed MN-MN MB", "SG MN-office packets",
+                      "SG MN-office MB", "signalling messages", "signalling bytes", "plaintext exposure bytes"],
+                     body) + [""]
+    out += ["Packets the SG relays between mobile nodes (MN-MN) and between mobile nodes and the office, per "
+            "phase:", ""]
+    body = []
+    for phase in phases:
+        cells = [phase]
+        for s in strategies:
+            r = summary[(summary.strategy == s) & (summary.phase == phase)]
+            cells.append("–" if r.empty else f"{_fmt(float(r.iloc[0].sg_relayed_packets), 0)} / "
+                                             f"{_fmt(float(r.iloc[0].sg_mn_office_packets), 0)}")
+        body.append(cells)
+    out += _md_table(["phase (MN-MN / MN-office)"] + strategies, body)
+    if counters is not None and not counters.empty:
+        sig = counters[counters.metric.isin(["signalling_messages", "signalling_bytes"])]
+        known = list(MESSAGE_KINDS)
+        kinds = sorted(dict.fromkeys(sig.detail), key=lambda k: (known.index(k) if k in known else len(known), k))
+        if kinds:
+            out += ["", "Signalling messages / bytes by type, whole run:", ""]
+            body = []
+            for kind in kinds:
+                cells = [MESSAGE_KINDS.get(kind, (kind,))[0]]
+                for s in strategies:
+                    mine = sig[(sig.strategy == s) & (sig.detail == kind)]
+                    count = mine[mine.metric == "signalling_messages"].value.sum()
+                    size = mine[mine.metric == "signalling_bytes"].value.sum()
+                    cells.append(f"{_fmt(float(count), 0)} / {_fmt(float(size), 0)}")
+                body.append(cells)
+            out += _md_table(["message"] + strategies, body)
     return "\n".join(out) + "\n"
 
 
@@ -520,5 +586,5 @@ def write_summary(folder: str) -> pd.DataFrame:
     except RecordsError:
         config = {}
     with open(os.path.join(folder, "summary.md"), "w", encoding="utf-8") as f:
-        f.write(summary_markdown(summary, config, read_table(folder, "rtt")))
+        f.write(summary_markdown(summary, config, read_table(folder, "rtt"), read_table(folder, "counters")))
     return summary

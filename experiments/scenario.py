@@ -8,6 +8,7 @@ A scenario file is TOML (read with the standard library's ``tomllib``), so users
     mobile_nodes = 2                      # nodes are mn1 .. mnN
     quick_scale = 0.25                    # --quick multiplies every duration by this ...
     quick_min_phase_s = 2.0               # ... but keeps each phase at least this long
+    quick_min_traffic_s = 1.5             # ... and lengthens a phase so its traffic runs this long
 
     [start]                               # where each node is when the run begins
     mn1 = "office"
@@ -21,7 +22,7 @@ A scenario file is TOML (read with the standard library's ``tomllib``), so users
     name = "mn2-out"                      # letters, digits, '-' and '_'; unique
     duration_s = 6
     move = {node = "mn2", to = "wlan2"}   # or a list of them; optional at_s (offset into the phase)
-    traffic = [{kind = "tcp", from = "mn1", to = "mn2", start_s = 2}]
+    traffic = [{kind = "tcp", from = "mn1", to = "mn2", start_s = 2}]   # quick = false: not in --quick
     note = "free text"
 
 Networks: ``office`` (inside the VPN) and the visited networks of the topology (``wlan1``, ``wlan2``,
@@ -52,10 +53,11 @@ OFFICE_ENDPOINTS = ("fs", "d1", "d2", "lap")
 TRAFFIC_KINDS = ("tcp", "udp", "probe")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 MAX_DURATION_S = 3600.0
-TOP_KEYS = {"name", "description", "mobile_nodes", "quick_scale", "quick_min_phase_s", "start", "probe", "phase"}
+TOP_KEYS = {"name", "description", "mobile_nodes", "quick_scale", "quick_min_phase_s", "quick_min_traffic_s",
+            "start", "probe", "phase"}
 PHASE_KEYS = {"name", "duration_s", "move", "traffic", "note"}
 MOVE_KEYS = {"node", "to", "at_s"}
-TRAFFIC_KEYS = {"kind", "from", "to", "start_s", "duration_s", "rate_mbit"}
+TRAFFIC_KEYS = {"kind", "from", "to", "start_s", "duration_s", "rate_mbit", "quick"}
 PROBE_KEYS = {"between", "rate_hz"}
 
 
@@ -79,6 +81,7 @@ class Traffic:
     start_s: float = 0.0
     duration_s: float | None = None   # None: to the end of the phase
     rate_mbit: float | None = None    # udp only
+    quick: bool = True                # kept in the quick form
 
     @property
     def flow(self) -> str:
@@ -114,6 +117,7 @@ class Scenario:
     description: str = ""
     quick_scale: float = 0.25
     quick_min_phase_s: float = 2.0
+    quick_min_traffic_s: float = 0.0
     source: str = "<scenario>"
 
     @property
@@ -147,31 +151,42 @@ class Scenario:
                 return where
         raise ScenarioError(f"{self.source}: no phase named {phase!r}")
 
-    def scaled(self, factor: float, min_phase_s: float = 0.0) -> "Scenario":
-        """Every duration and offset multiplied by ``factor``; phases kept at least ``min_phase_s`` long."""
+    def scaled(self, factor: float, min_phase_s: float = 0.0, min_traffic_s: float = 0.0) -> "Scenario":
+        """Every duration and offset multiplied by ``factor``; phases kept at least ``min_phase_s`` long; a
+        traffic item left shorter than ``min_traffic_s`` gets that long (or its original length if shorter),
+        and its phase is lengthened at the end to hold it (moves and starts keep their offsets)."""
         if not factor > 0:
             raise ScenarioError(f"{self.source}: scale factor must be positive, not {factor!r}")
         phases = []
         for p in self.phases:
             duration = max(p.duration_s * factor, min(min_phase_s, p.duration_s))
             ratio = duration / p.duration_s
+            traffic = []
+            for t in p.traffic:
+                start = round(t.start_s * ratio, 3)
+                original = t.duration_s if t.duration_s is not None else p.duration_s - t.start_s
+                length = (t.duration_s if t.duration_s is not None else p.duration_s - t.start_s) * ratio
+                if length < min(min_traffic_s, original):
+                    length = min(min_traffic_s, original)
+                    duration = max(duration, start + length)
+                traffic.append(replace(t, start_s=start,
+                                       duration_s=None if t.duration_s is None else round(length, 3)))
             phases.append(replace(
                 p, duration_s=round(duration, 3),
-                moves=tuple(replace(m, at_s=round(m.at_s * ratio, 3)) for m in p.moves),
-                traffic=tuple(replace(t, start_s=round(t.start_s * ratio, 3),
-                                      duration_s=None if t.duration_s is None else round(t.duration_s * ratio, 3))
-                              for t in p.traffic)))
+                moves=tuple(replace(m, at_s=round(m.at_s * ratio, 3)) for m in p.moves), traffic=tuple(traffic)))
         return replace(self, phases=tuple(phases))
 
     def quick(self) -> "Scenario":
-        """The short form for ``--quick`` (CI): the file's own quick_scale and quick_min_phase_s."""
-        return self.scaled(self.quick_scale, self.quick_min_phase_s)
+        """The short form for ``--quick`` (CI): without the traffic marked ``quick = false``, scaled by the
+        file's own quick_scale, quick_min_phase_s and quick_min_traffic_s."""
+        kept = tuple(replace(p, traffic=tuple(t for t in p.traffic if t.quick)) for p in self.phases)
+        return replace(self, phases=kept).scaled(self.quick_scale, self.quick_min_phase_s, self.quick_min_traffic_s)
 
     def to_dict(self) -> dict:
         return {
             "name": self.name, "description": self.description, "mobile_nodes": self.mobile_nodes,
             "quick_scale": self.quick_scale, "quick_min_phase_s": self.quick_min_phase_s,
-            "start": dict(self.start),
+            "quick_min_traffic_s": self.quick_min_traffic_s, "start": dict(self.start),
             "probe": [{"between": list(p.between), "rate_hz": p.rate_hz} for p in self.probes],
             "phase": [_phase_dict(p) for p in self.phases],
         }
@@ -195,6 +210,8 @@ def _phase_dict(p: Phase) -> dict:
                 item["duration_s"] = t.duration_s
             if t.rate_mbit is not None:
                 item["rate_mbit"] = t.rate_mbit
+            if not t.quick:
+                item["quick"] = False
             out["traffic"].append(item)
     if p.note:
         out["note"] = p.note
@@ -270,6 +287,7 @@ def _build(data: dict, source: str) -> Scenario:
     nodes = [f"mn{i}" for i in range(1, count + 1)]
     quick_scale = _number(data.get("quick_scale", 0.25), f"{source}: quick_scale", positive=True, maximum=1.0)
     quick_min = _number(data.get("quick_min_phase_s", 2.0), f"{source}: quick_min_phase_s")
+    quick_traffic = _number(data.get("quick_min_traffic_s", 0.0), f"{source}: quick_min_traffic_s")
 
     start_raw = _table(data.get("start", {}), f"{source}: start")
     start = {}
@@ -377,7 +395,10 @@ def _build(data: dict, source: str) -> Scenario:
                                positive=True, maximum=10000)
             elif rate is not None:
                 raise ScenarioError(f"{label}: traffic.rate_mbit: only udp traffic has a rate")
-            traffic.append(Traffic(kind, src, dst, t_start, t_len, rate))
+            quick = t.get("quick", True)
+            if not isinstance(quick, bool):
+                raise ScenarioError(f"{label}: traffic.quick must be true or false, not {quick!r}")
+            traffic.append(Traffic(kind, src, dst, t_start, t_len, rate, quick))
         note = item.get("note", "")
         if not isinstance(note, str):
             raise ScenarioError(f"{label}: note must be text")
@@ -385,7 +406,7 @@ def _build(data: dict, source: str) -> Scenario:
 
     return Scenario(name=name, phases=tuple(phases), mobile_nodes=count, start=start, probes=tuple(probes),
                     description=description, quick_scale=quick_scale, quick_min_phase_s=quick_min,
-                    source=source)
+                    quick_min_traffic_s=quick_traffic, source=source)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -417,7 +438,7 @@ def dumps(scenario: Scenario) -> str:
     """The scenario as TOML text that :func:`loads` reads back to an equal scenario."""
     d = scenario.to_dict()
     lines = [f"{k} = {_toml_value(d[k])}" for k in ("name", "description", "mobile_nodes", "quick_scale",
-                                                     "quick_min_phase_s")]
+                                                     "quick_min_phase_s", "quick_min_traffic_s")]
     lines += ["", "[start]"] + [f"{k} = {_toml_value(v)}" for k, v in d["start"].items()]
     for probe in d["probe"]:
         lines += ["", "[[probe]]"] + [f"{k} = {_toml_value(v)}" for k, v in probe.items()]

@@ -2,38 +2,71 @@
 what route optimisation buys (RTT), that every move has a handover gap, and that no probe payload is seen
 in clear on a public link."""
 import glob
+import json
 import os
 import subprocess
 import sys
 
 import pandas as pd
 
-TOLERANCE = 0.15
+TOLERANCE = 0.10
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The probe datagram (64 bytes of UDP payload) in ESP tunnel mode as a frame: Ethernet 14 + outer IPv6 40
+# + ESP header 8 + IV 8 + (inner IPv6 40 + UDP 8 + 64, padded with the 2-byte trailer to 116) + ICV 16.
+PROBE_FRAME = 202
+HA_TUNNEL = 40   # the home agent's IPv6-in-IPv6 header on the SG's second leg (RFC 6275 §10.4.5)
 
 
-def analytic_ratio() -> float:
-    """RTT ratio direct / via the SG between MN1 on wlan1 and MN2 on wlan2 from the default profiles'
-    one-way delays (the same both ways, so the ratio of one-way sums equals the ratio of RTTs):
+def one_way_ms(kind: str, direction: str, frame: int) -> float:
+    """Expected one-way time through one link of the default profile of ``kind``: its delay, the mean
+    that clipping the normal jitter at zero adds, and serialisation of the frame at its rate."""
+    import math
 
-        direct = wlan1 + (ir-ar1) + (ir-ar2) + wlan2
-        via SG = wlan1 + (ir-ar1) + 2 * (sg-ir) + (ir-ar2) + wlan2
-
-    (the office LAN, where the SG hands packets to the home agent and back, is ideal).
-
-    The links are not all the lab adds: each direction pays a few milliseconds in the userspace ESP,
-    tunnel and link-emulation processes, which raises the short direct path proportionally more than the
-    SG path (measured: direct 36.7 ms vs 32 ms of link delay, SG 177.4 ms vs 172 ms, ratio 0.207 vs
-    0.186). TOLERANCE is therefore 15 %, not the 10 % the issue asks for."""
     from nodeapps.linkemu.params import make_config
     from topologies.svpn import DEFAULT_PROFILES
 
-    def d(kind):
-        return make_config(DEFAULT_PROFILES[kind]).forward.delay_ms
+    params = getattr(make_config(DEFAULT_PROFILES[kind]), direction)
+    extra = 0.0
+    if params.jitter_ms and params.distribution == "normal":
+        mu, sigma = params.delay_ms, params.jitter_ms
+        phi = math.exp(-0.5 * (mu / sigma) ** 2) / math.sqrt(2 * math.pi)
+        extra = sigma * phi - mu * 0.5 * math.erfc(mu / sigma / math.sqrt(2))   # E[max(0, X)] - mu
+    serialise = frame * 8 / (params.rate_mbit * 1e3) if params.rate_mbit else 0.0
+    return params.delay_ms + extra + serialise
 
-    direct = d("wlan1") + d("ir-ar") + d("ir-ar") + d("wlan2")
-    via_sg = direct + 2 * d("sg-ir")
-    return direct / via_sg
+
+def path_rtt_ms(hops) -> float:
+    """Sum over the (link kind, direction, frame bytes) hops of a round trip. Forward is the uplink: MN side
+    to access router on the WLAN links, access router to ir on the metro links, sg to ir on the long haul."""
+    return sum(one_way_ms(kind, direction, frame) for kind, direction, frame in hops)
+
+
+P, T = PROBE_FRAME, PROBE_FRAME + HA_TUNNEL
+# MN1 on wlan1, MN2 on wlan2, the file server in the office (office links are ideal). Via the SG, each
+# datagram reaches the SG in its sender's tunnel, and leaves it in the receiver's tunnel inside the home
+# agent's IPv6-in-IPv6 tunnel (the echo from fs too: MN1's home address is away).
+DIRECT = [("wlan1", "forward", P), ("ir-ar", "forward", P), ("ir-ar", "reverse", P), ("wlan2", "reverse", P),
+          ("wlan2", "forward", P), ("ir-ar", "forward", P), ("ir-ar", "reverse", P), ("wlan1", "reverse", P)]
+VIA_SG = [("wlan1", "forward", P), ("ir-ar", "forward", P), ("sg-ir", "reverse", P),
+          ("sg-ir", "forward", T), ("ir-ar", "reverse", T), ("wlan2", "reverse", T),
+          ("wlan2", "forward", P), ("ir-ar", "forward", P), ("sg-ir", "reverse", P),
+          ("sg-ir", "forward", T), ("ir-ar", "reverse", T), ("wlan1", "reverse", T)]
+MN1_FS = [("wlan1", "forward", P), ("ir-ar", "forward", P), ("sg-ir", "reverse", P),
+          ("sg-ir", "forward", T), ("ir-ar", "reverse", T), ("wlan1", "reverse", T)]
+
+
+def analytic_ratio(processing_ms: float = 0.0) -> float:
+    """RTT ratio direct / via the SG between MN1 on wlan1 and MN2 on wlan2, from the default profiles:
+    per link its one-way delay, the jitter's clipping mean (normal jitter on WLAN: +0.06 ms) and the probe
+    frame's serialisation at the link rate (0.3 ms per round trip on the direct path, 0.4 ms via the SG).
+
+    Link delays alone give 32 / 172 ms. The rest of a measured round trip is not on any link: userspace
+    ESP at the MNs (and at the SG), the TUN devices and the probe processes cost a few milliseconds per
+    round trip, about the same on both paths, and more when the CPU is busy; added to the short direct
+    path, they move the ratio by 10 to 20 % (0.207 to 0.223 measured against 0.188). So the model adds
+    ``processing_ms`` to both: the median RTT of the mn1-fs probe in the same phase of the same run (same
+    sender and MN, through the SG, links known), over all strategies, minus its link part."""
+    return (path_rtt_ms(DIRECT) + processing_ms) / (path_rtt_ms(VIA_SG) + processing_ms)
 
 
 def quiet(rtt: pd.DataFrame, thr: pd.DataFrame) -> pd.DataFrame:
@@ -48,7 +81,8 @@ def quiet(rtt: pd.DataFrame, thr: pd.DataFrame) -> pd.DataFrame:
 
 def test_quick_run_writes_results_that_show_route_optimisation(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "handover.py"), "--quick",
-                             "--results", str(tmp_path)], capture_output=True, text=True, timeout=150)
+                             "--strategies", "sg,vcm", "--results", str(tmp_path)],
+                            capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (folder,) = glob.glob(str(tmp_path / "handover-default-*"))
     rtt = pd.read_csv(os.path.join(folder, "rtt.csv"))
@@ -71,17 +105,75 @@ def test_quick_run_writes_results_that_show_route_optimisation(tmp_path):
         assert mine.value.sum() == 0, mine
 
     # Route optimised, both MNs on WLANs: direct under vcm, via the SG under sg, ratio as computed.
-    steady = quiet(rtt[(rtt.pair == "mn1-mn2") & (rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
+    quiet_rtt = quiet(rtt[(rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
+    steady = quiet_rtt[quiet_rtt.pair == "mn1-mn2"]
     sg = steady[steady.strategy == "sg"]
     vcm = steady[(steady.strategy == "vcm") & (steady.path == "direct")]
     assert len(sg) >= 10 and len(vcm) >= 10, (len(sg), len(vcm))
     assert (sg.path == "via-sg").all()
+    reference = quiet_rtt[(quiet_rtt.pair == "mn1-fs") & quiet_rtt.strategy.isin(strategies)]
+    assert len(reference) >= 10, len(reference)
+    processing = reference.rtt_ms.median() - path_rtt_ms(MN1_FS)
+    assert 0 <= processing < 20, processing
     ratio = vcm.rtt_ms.median() / sg.rtt_ms.median()
-    expected = analytic_ratio()
+    expected = analytic_ratio(processing)
+    detail = (f"ratio {ratio:.4f}, analytic {expected:.4f} (links only {analytic_ratio():.4f}), direct "
+              f"{vcm.rtt_ms.median():.2f} ms, via SG {sg.rtt_ms.median():.2f} ms, processing {processing:.2f} ms")
+    print(detail)
     assert vcm.rtt_ms.median() < sg.rtt_ms.median()
-    assert abs(ratio - expected) <= TOLERANCE * expected, (ratio, expected, vcm.rtt_ms.median(), sg.rtt_ms.median())
+    assert abs(ratio - expected) <= TOLERANCE * expected, detail
+    # The detour itself is all link delay: twice the long-haul link, both ways.
+    detour = sg.rtt_ms.median() - vcm.rtt_ms.median()
+    assert abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour, detail
 
-    for name in ("rtt-timeline", "phase-bars", "rtt-cdf", "handover-gaps", "costs", "topology", "sequence-vcm"):
+    # Throughput: a TCP transfer per strategy in two phases of the quick form; the direct path carries more.
+    for s in strategies:
+        mine = thr[thr.strategy == s]
+        assert set(mine.phase) >= {"mn2-out", "mn1-out"}, mine
+        # > 0 also via the SG: MN packets in the home agent's tunnel must fit the SG's tunnel to the other MN
+        assert (mine.duration_s >= 1).all() and (mine.mbit_s > 0).all(), mine
+    out = thr[thr.phase == "mn1-out"].set_index("strategy")
+    assert out.path["vcm"] == "direct" and out.mbit_s["vcm"] > out.mbit_s["sg"], out
+
+    # SG load: MN-to-MN packets relayed while both MNs are out, under sg; hardly any once the VCM has
+    # moved them onto the direct path; counted apart from MN-office traffic.
+    relayed = counters[counters.metric == "sg_relayed_packets"].groupby(["strategy", "phase"]).value.sum()
+    assert relayed["sg", "route-optimised"] >= 50 * 2.25, relayed   # 50 Hz probe echoes and TCP, both ways
+    assert relayed["vcm", "route-optimised"] < 0.1 * relayed["sg", "route-optimised"], relayed
+    assert relayed["sg", "both-inside"] == 0 and relayed["vcm", "both-inside"] == 0, relayed
+    office = counters[counters.metric == "sg_mn_office_packets"].groupby(["strategy", "phase"]).value.sum()
+    assert office["sg", "route-optimised"] >= 20 * 2.25 and office["vcm", "route-optimised"] >= 20 * 2.25, office
+    relayed_bytes = counters[counters.metric == "sg_relayed_bytes"].groupby(["strategy", "phase"]).value.sum()
+    assert relayed_bytes["sg", "route-optimised"] > 100 * relayed["sg", "route-optimised"], relayed_bytes
+
+    # Signalling by type with bytes: binding updates and acknowledgements under both, the VCM's under vcm.
+    sig = counters[counters.metric.isin(["signalling_messages", "signalling_bytes"])]
+    by = sig.groupby(["strategy", "metric", "detail"]).value.sum()
+    for s in strategies:
+        for kind in ("bu", "ba"):
+            assert by[s, "signalling_messages", kind] >= 4, by      # one per move at least, to HA and SG
+            assert by[s, "signalling_bytes", kind] >= 40 * by[s, "signalling_messages", kind], by
+    for kind in ("report_202", "keys_206", "keys_210", "ack_208", "ack_212"):
+        assert by["vcm", "signalling_messages", kind] >= 1 and by["vcm", "signalling_bytes", kind] > 0, by
+    assert ("sg", "signalling_messages", "keys_206") not in by.index
+
+    # The sequence chart of vcm has the VCM's messages and the binding updates, from this run's events.
+    from experiments import plotting
+    kinds = {a["kind"] for a in plotting.message_arrows(plotting.load(folder), "vcm")}
+    assert {"report_202", "keys_206", "keys_210", "ack_208", "ack_212", "bu", "ba"} <= kinds, kinds
+
+    # config.json: the seed, and that it reached every link's emulator.
+    with open(os.path.join(folder, "config.json")) as f:
+        config = json.load(f)
+    assert config["seed"] == 1 and config["topology"]["seed"] == 1
+    from topologies.svpn import link_seed
+    for s in strategies:
+        links = config["topology"]["link_backend"][s]["links"]
+        assert links and all(link["config"]["seed"] is not None for link in links)
+    assert config["topology"]["link_settings"]["sg-ir"]["seed"] == link_seed(1, "sg-ir")
+
+    for name in ("rtt-timeline", "phase-bars", "rtt-cdf", "handover-gaps", "costs", "topology", "sequence-vcm",
+                 "sequence-sg"):
         for ext in ("png", "svg"):
             path = os.path.join(folder, "plots", f"{name}.{ext}")
             assert os.path.getsize(path) > 1000, path

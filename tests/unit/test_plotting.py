@@ -44,8 +44,12 @@ def make_results(folder, strategies=STRATEGIES, phases=5, seed=1):
     scenario = sc.Scenario.from_dict({**scenario.to_dict(), "phase": scenario.to_dict()["phase"][:phases]},
                                      "synthetic")
     plan = make_plan("private", 2, ["office", "office"])
+    addresses = {plan.office["ha"]: "ha", plan.sg_public: "sg"}
+    for mn in plan.mobile_nodes:
+        addresses[mn.home_address] = mn.name
+        addresses.update({mn.address_in(a): mn.name for a in plan.access.values()})
     config = {"experiment": "handover", "complete": True, "seed": seed, "strategies": strategies,
-              "scenario": scenario.to_dict(), "topology": {"plan": plan.as_dict(),
+              "scenario": scenario.to_dict(), "topology": {"plan": plan.as_dict(), "addresses": addresses,
                                                            "link_params": {"sg-ir": {"delay_ms": CORE}}}}
     records.write_config(folder, config)
     events, rtt_rows, thr_rows, counter_rows = [], [], [], []
@@ -88,7 +92,13 @@ def make_results(folder, strategies=STRATEGIES, phases=5, seed=1):
                     events.append({"time": start + 0.012, "node": "ha", "event": "ba", "to": m.node})
                     counter_rows.append({"strategy": strategy, "phase": phase.name,
                                          "metric": "signalling_messages", "detail": "bu", "value": 1})
-            gap = {"sg": 0.15, "vcm": 0.22, "insecure-ro": 0.12}[strategy] if phase.moves else 0.0
+                    # and to the SG, as the nodes log it: mobility_sent with the destination address
+                    coa = plan.mobile(m.node).address_in(plan.access[m.to])
+                    events.append({"time": start + 0.014, "node": m.node, "event": "mobility_sent",
+                                   "what": "BU seq 3 lifetime 60 to sg", "dst": plan.sg_public, "bytes": 122})
+                    events.append({"time": start + 0.016, "node": "sg", "event": "mobility_sent",
+                                   "what": "BA status 0 seq 3", "dst": coa, "bytes": 110})
+            gap = {"sg": 0.15, "vcm": 0.22, "insecure-ro": 0.12}.get(strategy, 0.18) if phase.moves else 0.0
             n = int(phase.duration_s * 50)
             for i in range(n):
                 t_sent = start + i * 0.02
@@ -109,6 +119,11 @@ def make_results(folder, strategies=STRATEGIES, phases=5, seed=1):
                                  "detail": "", "value": relayed * 2})
             counter_rows.append({"strategy": strategy, "phase": phase.name, "metric": "sg_relayed_bytes",
                                  "detail": "", "value": relayed * 2 * 150 + (2e6 if relayed else 0)})
+            office = 20 * phase.duration_s * 2 if any(w != "office" for w in where.values()) else 0
+            counter_rows.append({"strategy": strategy, "phase": phase.name, "metric": "sg_mn_office_packets",
+                                 "detail": "mn-office", "value": office})
+            counter_rows.append({"strategy": strategy, "phase": phase.name, "metric": "sg_mn_office_bytes",
+                                 "detail": "mn-office", "value": office * 120})
             exposed = 64 * 50 * phase.duration_s if strategy == "insecure-ro" and ro_at is not None else 0
             counter_rows.append({"strategy": strategy, "phase": phase.name,
                                  "metric": "plaintext_exposure_bytes", "detail": "ir-ar1", "value": exposed})
@@ -341,19 +356,27 @@ def test_handover_gaps_and_costs(res):
     [ax] = plotting.handover_gaps_figure(res).axes
     assert len(ax.patches) == 9 and len(ax.get_xticklabels()) == 3
     assert "ms" in ax.get_ylabel()
-    ax_sg, ax_sig, ax_exp = plotting.costs_figure(res).axes
-    assert len(ax_sg.patches) == 3 and len(ax_exp.patches) == 3
+    ax_sg, ax_sig, ax_bytes, ax_exp = plotting.costs_figure(res).axes
+    assert len(ax_sg.patches) == 2 * 3 and len(ax_exp.patches) == 3
+    assert [t.get_text() for t in ax_sg.get_legend().get_texts()] == ["MN \u2194 MN", "MN \u2194 office"]
     exposure = {t.get_text(): p.get_height() for t, p in zip(ax_exp.get_xticklabels(), ax_exp.patches)}
     assert exposure["insecure-ro"] > 0 and exposure["sg"] == 0 and exposure["vcm"] == 0
     kinds = [t.get_text() for t in ax_sig.get_legend().get_texts()]
     assert "206 keys" in kinds and "BU" in kinds
+    assert [t.get_text() for t in ax_bytes.get_legend().get_texts()] == kinds
+    assert "bytes" in ax_bytes.get_ylabel() and "messages" in ax_sig.get_ylabel()
 
 
 def test_sequence_chart_draws_the_diagram_messages(res):
     assert plotting.sequence_strategies(res) == STRATEGIES   # every strategy sends BU to the HA
     arrows = plotting.message_arrows(res, "vcm")
     kinds = [a["kind"] for a in arrows]
-    assert kinds.index("report_202") < kinds.index("keys_206") < kinds.index("ack_208") < kinds.index("bu", 5)
+    assert kinds.index("report_202") < kinds.index("keys_206") < kinds.index("ack_208")
+    assert "bu" in kinds[kinds.index("ack_208"):]
+    # The nodes' mobility_sent events become arrows too, the receiver named from its address.
+    to_sg = [a for a in arrows if a["kind"] == "bu" and a["dst"] == "sg"]
+    from_sg = [a for a in arrows if a["kind"] == "ba" and a["src"] == "sg"]
+    assert len(to_sg) == len(from_sg) == 3 and to_sg[0]["bytes"] == 122 and from_sg[0]["dst"] == "mn2"
     assert ("vcm", "mn1") in [(a["src"], a["dst"]) for a in arrows if a["kind"] == "ack_208"]
     fig = plotting.sequence_figure(res, "vcm")
     [ax] = fig.axes
@@ -386,27 +409,134 @@ def test_empty_results_draw_placeholders(tmp_path):
     assert any("no RTT records" in t.get_text() for t in ax.texts)
 
 
-def test_plot_py_redraws_everything_from_a_copied_folder(results, tmp_path):
+FIGURES = {"rtt-timeline", "phase-bars", "rtt-cdf", "handover-gaps", "costs", "topology"}
+
+
+def _bars(ax):
+    return [p for p in ax.patches if type(p).__name__ == "Rectangle"]
+
+
+def check_figure_content(res, figs):
+    """Axes count, axis labels and series per axes of every figure, against the data in ``res``."""
+    strategies = res.strategies
+    phases = res.phases()
+    pairs = list(dict.fromkeys(res.rtt.pair))
+    moves = len(res.handovers.drop_duplicates(["phase", "node"]))
+    kinds = set(res.counters[res.counters.metric == "signalling_messages"].detail)
+    assert set(figs) == FIGURES | {f"sequence-{s}" for s in plotting.sequence_strategies(res)}
+
+    timeline = figs["rtt-timeline"].axes
+    assert len(timeline) == len(strategies)
+    for ax, strategy in zip(timeline, strategies):
+        assert ax.get_ylabel() == "RTT (ms)" and ax.get_title(loc="left").startswith(plotting._label(strategy))
+        lost = int(res.rtt[res.rtt.strategy == strategy].lost.any())
+        assert len(_collections_with_points(ax)) == len(pairs) + lost
+    assert timeline[-1].get_xlabel().startswith("time since")
+
+    ax_rtt, ax_thr = figs["phase-bars"].axes
+    assert len(_bars(ax_rtt)) == len(_bars(ax_thr)) == len(strategies) * len(phases)
+    assert ax_rtt.get_ylabel().startswith("median RTT") and ax_thr.get_ylabel() == "throughput (Mbit/s)"
+    assert [t.get_text() for t in ax_rtt.get_legend().get_texts()] == [plotting._label(s) for s in strategies]
+
+    [ax] = figs["rtt-cdf"].axes
+    assert len(ax.lines) == len(strategies) and ax.get_ylabel().startswith("fraction")
+    assert ax.get_xlabel().startswith("RTT")
+
+    [ax] = figs["handover-gaps"].axes
+    assert len(_bars(ax)) == len(strategies) * moves and "ms" in ax.get_ylabel()
+
+    ax_sg, ax_sig, ax_bytes, ax_exp = figs["costs"].axes
+    assert len(_bars(ax_sg)) == 2 * len(strategies) and len(_bars(ax_exp)) == len(strategies)
+    assert len(_bars(ax_sig)) == len(_bars(ax_bytes)) == len(kinds) * len(strategies)
+    assert [t.get_text() for t in ax_exp.get_xticklabels()] == strategies
+    assert "MB" in ax_sg.get_ylabel() and ax_sig.get_ylabel() == "messages sent" and ax_bytes.get_ylabel() == "bytes sent"
+
+    for strategy in plotting.sequence_strategies(res):
+        [ax] = figs[f"sequence-{strategy}"].axes
+        arrows = [c for c in ax.get_children() if type(c).__name__ == "Annotation"]
+        assert len(arrows) == min(80, len(plotting.message_arrows(res, strategy)))
+
+    [ax] = figs["topology"].axes
+    assert not ax.axison and "mn1" in [t.get_text() for t in ax.texts]
+
+
+def test_every_figure_is_written_as_png_and_svg_with_its_content(results, tmp_path):
+    res = plotting.load(results)
+    written = plotting.draw_all(results, str(tmp_path))
+    assert set(written) == FIGURES | {f"sequence-{s}" for s in STRATEGIES}
+    for name, paths in written.items():
+        png, svg = paths
+        assert png == str(tmp_path / f"{name}.png") and svg == str(tmp_path / f"{name}.svg")
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(png) > 10_000, name
+        with open(svg, encoding="utf-8") as f:
+            text = f.read()
+        assert "<svg" in text and text.count("<path") > 10, name
+    check_figure_content(res, plotting.figures(res))
+
+
+def test_an_unknown_strategy_gets_its_own_colour_and_its_name_as_label(tmp_path):
+    strategies = ["sg", "vcm", "hybrid-x"]
+    folder = make_results(str(tmp_path / "handover-other"), strategies=strategies, phases=4)
+    res = plotting.load(folder)
+    colours = [res.color(s) for s in strategies]
+    assert len(set(colours)) == 3 and colours[2] not in plotting.STRATEGY_COLORS.values()
+    assert plotting._label("hybrid-x") == "hybrid-x"
+    figs = plotting.figures(res)
+    check_figure_content(res, figs)
+    ax_rtt, _ = figs["phase-bars"].axes
+    assert "hybrid-x" in [t.get_text() for t in ax_rtt.get_legend().get_texts()]
+    s = records.read_table(folder, "summary")
+    assert set(s.strategy) == set(strategies)
+    assert "| phase | sg | vcm | hybrid-x |" in open(os.path.join(folder, "summary.md")).read()
+
+
+# Installed through sitecustomize, so it holds in the process plot.py runs in (and after a re-exec).
+NO_MININET = """import sys
+
+
+class _NoMininet:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mininet" or name.startswith("mininet."):
+            raise ImportError(f"No module named {name!r} (blocked: a machine without Mininet)", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoMininet())
+"""
+
+
+def test_plot_py_redraws_the_same_figures_from_a_copied_folder_without_mininet(results, tmp_path):
     import shutil
     copy = tmp_path / "copied"
     shutil.copytree(results, copy, ignore=shutil.ignore_patterns("plots"))
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(NO_MININET)
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    # The blocker works: Mininet cannot be imported in such a process.
+    check = subprocess.run([sys.executable, "-c", "import mininet.net"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode != 0 and "blocked" in check.stderr
     script = os.path.join(ROOT, "experiments", "plot.py")
-    # Run plot.py as a script and report afterwards whether anything imported Mininet.
-    wrapper = ("import runpy, sys\n"
-               f"sys.path.insert(0, {os.path.dirname(script)!r})\n"   # as when run as a script
-               f"sys.argv = [{script!r}, {str(copy)!r}, '--format', 'svg']\n"
-               "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-               "except SystemExit as exc:\n    code = exc.code\n"
-               "print('MININET', any(m.startswith('mininet') for m in sys.modules), 'EXIT', code)\n")
-    out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "MININET False EXIT 0" in out.stdout, out.stdout + out.stderr
-    names = {"rtt-timeline", "phase-bars", "rtt-cdf", "handover-gaps", "costs", "topology", "sequence-sg",
-             "sequence-vcm", "sequence-insecure-ro"}
-    written = set(os.listdir(copy / "plots"))
-    assert written == {f"{n}.svg" for n in names}
+    out = subprocess.run([sys.executable, script, str(copy)], env=env, capture_output=True, text=True,
+                         timeout=180, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    reference = tmp_path / "reference"
+    expected = plotting.draw_all(results, str(reference))
+    names = set(expected)
+    assert names == FIGURES | {f"sequence-{s}" for s in STRATEGIES}
+    assert set(os.listdir(copy / "plots")) == set(os.listdir(reference))
+    assert set(os.listdir(reference)) == {f"{n}.{ext}" for n in names for ext in ("png", "svg")}
+    for name in sorted(os.listdir(reference)):
+        if name.endswith(".svg"):
+            # Same drawing: the SVGs differ only in ids and the metadata date.
+            a = (copy / "plots" / name).read_text()
+            b = (reference / name).read_text()
+            assert abs(a.count("<path") - b.count("<path")) == 0, name
+        assert (copy / "plots" / name).stat().st_size > 5000, name
     for name in names:
-        assert (copy / "plots" / f"{name}.svg").stat().st_size > 5000
-    assert "rtt-timeline" in out.stdout   # it lists what it wrote
+        assert name in out.stdout   # it lists what it wrote
 
 
 def test_draw_all_writes_png_and_svg(results, tmp_path):
@@ -425,3 +555,20 @@ def test_plot_py_errors_are_one_line(tmp_path):
     out = subprocess.run([sys.executable, script, str(tmp_path / "nope")], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "is not a folder" in out.stderr
+
+
+def test_signalling_messages_from_chart_and_mobility_events():
+    book = {"2001:db8:0:1::1": "sg", "fdc0:ffee:0:1::3": "ha"}
+    bu = {"event": "mobility_sent", "node": "mn1", "what": "BU seq 7 lifetime 15 to sg", "dst": "2001:db8:0:1::1",
+          "bytes": 122}
+    assert records.signalling_message(bu, book) == {"kind": "bu", "src": "mn1", "dst": "sg", "bytes": 122}
+    ba = {"event": "mobility_sent", "node": "ha", "what": "BA status 0 seq 7", "dst": "2001:db8:21::a:1"}
+    assert records.signalling_message(ba, book) == {"kind": "ba", "src": "ha", "dst": None, "bytes": None}
+    assert records.signalling_message({**bu, "what": "data HAO"}, book) is None
+    keys = {"event": "keys_206", "node": "vcm", "to": "mn2", "bytes": 152}
+    assert records.signalling_message(keys) == {"kind": "keys_206", "src": "vcm", "dst": "mn2", "bytes": 152}
+    assert records.signalling_message({"event": "report_202"})["src"] == "sg"     # the table's defaults
+    # The SG's record of a message an MN sent (and logged itself) is not a second message.
+    assert records.signalling_message({"event": "ack_208", "node": "mn2", "to": "vcm", "received": True}) is None
+    assert records.signalling_message({"event": "data_first_direct", "node": "mn1"}) is None
+    assert records.signalling_message({"event": "session_detected", "node": "sg"}) is None

@@ -39,17 +39,43 @@ def test_default_follows_the_signalling_diagram_then_goes_further():
 def test_quick_scales_durations_offsets_and_keeps_a_minimum():
     s = sc.load_default()
     q = s.quick()
-    assert q.duration_s <= 0.6 * s.duration_s
+    assert q.duration_s <= 0.75 * s.duration_s
     assert all(p.duration_s >= min(s.quick_min_phase_s, orig.duration_s) for p, orig in zip(q.phases, s.phases))
     for p, orig in zip(q.phases, s.phases):
-        ratio = p.duration_s / orig.duration_s
+        ratio = max(orig.duration_s * s.quick_scale, min(s.quick_min_phase_s, orig.duration_s)) / orig.duration_s
         for t, t0 in zip(p.traffic, orig.traffic):
             assert t.start_s == pytest.approx(t0.start_s * ratio, abs=1e-3)
-            assert t.start_s < p.duration_s
+            # Long enough for a whole-second iperf3 run: the phase was lengthened at its end.
+            assert p.duration_s - t.start_s >= s.quick_min_traffic_s - 1e-9
+        for m, m0 in zip(p.moves, orig.moves):
+            assert m.at_s == pytest.approx(m0.at_s * ratio, abs=1e-3)
     tiny = s.scaled(0.01, min_phase_s=1.0)
     assert all(p.duration_s == 1.0 for p in tiny.phases)
     with pytest.raises(ScenarioError):
         s.scaled(0)
+
+
+def test_min_traffic_lengthens_only_phases_whose_traffic_is_too_short():
+    s = sc.loads(with_phase('traffic = [{kind = "tcp", from = "mn1", to = "mn2", start_s = 1, duration_s = 1}]'),
+                 "x.toml")
+    q = s.scaled(0.5, min_traffic_s=1.5)
+    p1, p2 = q.phases
+    assert p1.duration_s == 1.0                      # no traffic: just scaled
+    [t] = p2.traffic
+    # 1 s of traffic is shorter than 1.5 s at full length already: it keeps its 1 s, the phase holds it.
+    assert (t.start_s, t.duration_s) == (0.5, 1.0) and p2.duration_s == 1.5
+    assert sc.loads(sc.dumps(q), "x.toml").phases[1].duration_s == 1.5
+    assert sc.loads(sc.dumps(s), "x.toml").quick_min_traffic_s == s.quick_min_traffic_s
+
+
+def test_traffic_marked_quick_false_is_left_out_of_the_quick_form_only():
+    s = sc.load_default()
+    q = s.quick()
+    assert all(len(p.traffic) == 1 for p in s.phases)
+    assert [p.name for p in q.phases if p.traffic] == ["mn2-out", "mn1-out"]
+    assert sc.Scenario.from_dict(s.to_dict(), "again").quick().to_dict()["phase"] == q.to_dict()["phase"]
+    with pytest.raises(ScenarioError, match="traffic.quick must be true or false"):
+        sc.loads(with_phase('traffic = [{kind = "tcp", from = "mn1", to = "mn2", quick = "no"}]'), "x.toml")
 
 
 def test_phase_starts_and_move_times():

@@ -68,7 +68,7 @@ class SvpnLab:
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
-                 seed: int | None = None):
+                 seed: int | None = None, route_optimisation=None):
         if vcm not in (None, "in-sg", "host"):
             raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
         if vcm is not None and not mobility:
@@ -84,6 +84,8 @@ class SvpnLab:
         self.vcm_control = vcm_control
         self.vcm_inbound_grace = float(vcm_inbound_grace)
         self.vcm_lifetime = vcm_lifetime
+        self.route_optimisation = self._check_route_optimisation(route_optimisation, addressing, mobility, vcm,
+                                                                 mobile_nodes)
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
                              correspondent=correspondent, seed=seed)
@@ -109,6 +111,28 @@ class SvpnLab:
         self.node_configs: dict[str, dict] = {}
         self._helpers: list[subprocess.Popen] = []
         self._radvd: list[subprocess.Popen] = []
+
+    @staticmethod
+    def _check_route_optimisation(pairs, addressing, mobility, vcm, mobile_nodes) -> list[tuple[str, str]]:
+        """Pairs of mobile nodes that route-optimise with each other (Mobile IPv6 between their external
+        home addresses, docs/mobility.md). One-line LabError for anything the lab cannot do."""
+        if not pairs:
+            return []
+        if not mobility:
+            raise LabError("route_optimisation needs SvpnLab(mobility=True)")
+        if addressing != "private":
+            raise LabError("route_optimisation between mobile nodes needs addressing='private' (the external "
+                           "home addresses of embodiment 1)")
+        if vcm is not None:
+            raise LabError("route_optimisation and vcm exclude each other (the VCM gives the pair its own path)")
+        names = {f"mn{i + 1}" for i in range(mobile_nodes)}
+        out = []
+        for pair in pairs:
+            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= names:
+                raise LabError(f"route_optimisation pair {pair!r}: two different mobile nodes among "
+                               f"{', '.join(sorted(names))}")
+            out.append((pair[0], pair[1]))
+        return out
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "SvpnLab":
@@ -160,7 +184,7 @@ class SvpnLab:
         return [mn for mn in self.plan.mobile_nodes if mn.attachment != "office" or self.mobility]
 
     def vpn_nodes(self) -> list[str]:
-        extra = (["ha"] if self.mobility else []) + (["xha", "cn"] if "xha" in self.node_configs else [])
+        extra = (["ha"] if self.mobility else []) + [n for n in ("xha", "cn") if n in self.node_configs]
         extra += ["vcm"] if "vcm" in self.node_configs else []
         return ["sg"] + extra + [mn.name for mn in self.external_mobile_nodes()]
 
@@ -344,7 +368,7 @@ table inet svpnlab_gateway {{
                              "in": sa(to_sg, mip + 2, "in", plan.sg_public, home, *keys[2])})
             sg_sas += [sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"),
                        sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel")]
-        if self.correspondent and plan.external_home_prefix is not None:
+        if (self.correspondent or self.route_optimisation) and plan.external_home_prefix is not None:
             self._add_external_configs(configs)
         sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": vpn,
                        "peers": sg_peers}
@@ -429,9 +453,10 @@ table inet svpnlab_gateway {{
         return rules
 
     def _add_external_configs(self, configs: dict) -> None:
-        """Embodiment 1 with a public correspondent: each MN also registers its external home address
-        with the external home agent ``xha`` (ESP transport SAs for BU/BA, tunnel-mode SAs for HoTI/HoT,
-        RFC 3776) and does route optimisation with ``cn``."""
+        """Embodiment 1: each MN also registers its external home address with the external home agent
+        ``xha`` (ESP transport SAs for BU/BA, tunnel-mode SAs for HoTI/HoT, RFC 3776) and does route
+        optimisation with ``cn`` (``correspondent``) and with the MNs it is paired with
+        (``route_optimisation``)."""
         plan = self.plan
         xha = plan.xha_address
         ext_prefix = str(plan.external_home_prefix)
@@ -448,8 +473,12 @@ table inet svpnlab_gateway {{
             names = (f"{mn.name}->xha mh", f"xha->{mn.name} mh", f"{mn.name}->xha tunnel", f"xha->{mn.name} tunnel")
             config = configs[mn.name]
             config["tun"]["addresses"].append(f"{ehoa}/128")
+            peers = [b if a == mn.name else a for a, b in self.route_optimisation if mn.name in (a, b)]
             config["mobility"]["external"] = {
-                "address": ehoa, "home_agent": xha, "correspondents": [CORRESPONDENT_ADDRESS],
+                "address": ehoa, "home_agent": xha,
+                "correspondents": [CORRESPONDENT_ADDRESS] if self.correspondent else [],
+                "mobile_peers": [{"name": p, "internal": plan.mobile(p).home_address,
+                                  "external": plan.mobile(p).external_home_address} for p in peers],
                 "peers": [{"address": xha, "out": sa(names[0], spi, "out", ehoa, xha, *keys[0]),
                            "in": sa(names[1], spi + 1, "in", ehoa, xha, *keys[1])}],
                 "tunnel_peer": {"address": xha,
@@ -465,6 +494,8 @@ table inet svpnlab_gateway {{
             spd={"vpn_prefixes": [], "rules": []},
             mobility={"address": xha, "home_prefixes": [ext_prefix], "interface": "xha-lan", "peers": xha_peers,
                       "tunnel_peers": xha_tunnels})
+        if not self.correspondent:
+            return
         configs["cn"] = self._node_config(
             "cn", "correspondent", addresses=[], routes=[ext_prefix], interfaces=["cn-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},

@@ -4,6 +4,7 @@ packets and time in, and sends the ``Datagram``s out after applying their ``prot
 
 Modules: ``messages`` (formats), ``rr`` (return routability crypto, nonces), ``bindings`` (binding cache,
 binding update list, backoff, rate limits), ``mobile`` / ``home_agent`` / ``correspondent`` (cores),
+``mn_to_mn`` (two mobile nodes as each other's correspondent, and their traffic over that binding),
 ``location`` (inside/outside decision), ``events``, ``constants``.
 
 How a runtime drives a core (the same loop for every role)::

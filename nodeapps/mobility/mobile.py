@@ -192,6 +192,30 @@ class MobileNode(Core):
         else:
             cs.bu_wanted = False
 
+    def deregistration_from_home(self, correspondent: bytes, now: float) -> Optional[bytes]:
+        """A BU with lifetime 0 that deletes our binding at ``correspondent``, built from the home address
+        (RFC 6275 §11.5.4) and authenticated with Kbm from the home keygen token alone (§5.2.5), without the
+        A flag: for when the shell can reach the correspondent only over some other path (no BA could come
+        back). None if the correspondent holds no binding of ours or the home token is stale. The local
+        route optimisation ends at once; it starts again on the next ``move_to``."""
+        cs = self._correspondents.get(bytes(correspondent))
+        entry = self.bul.get(bytes(correspondent))
+        if cs is None or entry is None or not entry.peer_has_binding or not self._home_token_fresh(cs, now):
+            return None
+        self._cancel_tests(cs, home_too=False)
+        cs.bu_wanted = False
+        self._abandon(entry)
+        entry.registered_care_of = entry.expires_at = entry.refresh_at = None
+        entry.peer_has_binding = False
+        sequence = entry.new_sequence()
+        bu = m.BindingUpdate(sequence, 0, ack=False, options=(m.NonceIndices(cs.home_nonce_index, 0),))
+        bu = rr.sign(bu, rr.binding_management_key(cs.home_token), self.home_address, cs.address)
+        self.counters["sent_BU"] += 1
+        if cs.optimised:
+            cs.optimised = False
+            self._emit(RouteOptimisationStopped(cs.address, "deregistered from home"))
+        return m.build_mobility_packet(self.home_address, cs.address, bu)
+
     # ------------------------------------------------------------------ timers
     def get_timer(self) -> Optional[float]:
         times = [t for t in (self.bul.next_deadline(),) if t is not None]

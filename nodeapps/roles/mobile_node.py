@@ -14,6 +14,11 @@ and then through the SPD (the MN–SG tunnel SA, whose local end follows the car
 the SG is opened, and what comes out is either a mobility message (ESP transport from the HA, for the
 core) or the HA's IPv6-in-IPv6 tunnel (``core.incoming``, then into the TUN).
 
+Embodiment 1 (``external`` section): a second ``MobileNode`` core registers the external home address with
+the public home agent; ``MobilePeerRouting`` (``nodeapps/mobility/mn_to_mn.py``) adds a correspondent core
+for that address, so peer MNs named in ``mobile_peers`` get route optimisation both ways, and packets
+between internal home addresses ride care-of to care-of once both bindings exist (docs/mobility.md).
+
 VCM (``vcm`` section, see ``docs/vcm-runtime.md``): a ``MobileAgent`` receives KEYS / PEER_READY /
 FALLBACK as UDP from the SG inside the SG tunnel SA and answers the same way. The shell applies the SA and
 SPD operations of every agent event before it sends what the agent queued (inbound installed before the
@@ -33,6 +38,8 @@ import time
 from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import MobileNode, PresenceDetector
+from nodeapps.mobility.events import Datagram, Protection
+from nodeapps.mobility.mn_to_mn import MobilePeerRouting
 from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
@@ -108,6 +115,8 @@ class MobileNodeRuntime(MobilityRuntime):
         now = time.monotonic()
         self.ext_core = None
         self.ext_home = None
+        self.peer_routing = None
+        self.ro_direct: set[bytes] = set()     # peers' internal home addresses now reached care-of to care-of
         external = s.get("external")
         if external:
             self._setup_external(external, timers, now)
@@ -141,6 +150,14 @@ class MobileNodeRuntime(MobilityRuntime):
         run_ip("-6", "route", "replace", "default", "dev", self.config.tun_name, "table", self.EXTERNAL_TABLE)
         for correspondent in external.get("correspondents", []):
             self.ext_core.start_route_optimisation(ipv6.pton(correspondent), now)
+        # Other MNs as correspondents, and we as theirs (docs/mobility.md, "Route optimisation between
+        # mobile nodes"): their internal home addresses are reached through their external ones.
+        peers = {ipv6.pton(p["internal"]): ipv6.pton(p["external"]) for p in external.get("mobile_peers", [])}
+        self.peer_routing = MobilePeerRouting(self.ext_core, peers)
+        self.peer_routing.start(now)
+        self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"])
+                           for p in external.get("mobile_peers", [])}
+        self.counters.update({"ro_data_out": 0, "ro_data_in": 0})
 
     # ---- VCM agent ----
     def _setup_vcm(self, vcm: dict) -> None:
@@ -513,6 +530,13 @@ class MobileNodeRuntime(MobilityRuntime):
         self.care_of, self.state = None, "home"
         self.log.emit(time.time(), "home", address=self.home_text)
         self.core.move_to(self.address, now)
+        if self.peer_routing is not None:
+            # Inside, the peers cannot be reached in clear: their binding of our external home address is
+            # deleted with a BU carried through the VPN (office HA, SG tunnel).
+            for packet in self.peer_routing.deregistrations(self.address, now):
+                self.log.emit(time.time(), "mobility_sent", what="BU lifetime 0 via the VPN",
+                              dst=ipv6.ntop(packet[24:40]), protection="vpn")
+                self.send_raw(packet, "deregistration via the VPN")
 
     def _go_dark(self, now: float) -> None:
         """An office prefix without proof: no address, so nothing can leave in clear; VPN routes stay in
@@ -552,6 +576,19 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(packet[24:40]))
             self._protect_and_send(packet, "direct")
             return
+        if self.peer_routing is not None and packet[8:24] == self.address:
+            wire = self.peer_routing.wrap(packet, time.monotonic())
+            peer = packet[24:40]
+            if wire is not None:
+                counters["ro_data_out"] += 1
+                if peer not in self.ro_direct:
+                    self.ro_direct.add(peer)
+                    self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(peer), path="mipv6-ro")
+                self._protect_and_send(wire, "data route-optimised")
+                return
+            if peer in self.ro_direct:
+                self.ro_direct.discard(peer)
+                self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no route optimisation")
         core = self.ext_core if self.ext_core is not None and packet[8:24] == self.ext_home else self.core
         datagram = core.outgoing(packet, time.monotonic())
         counters["reverse_tunnelled" if datagram.packet[6] == ipv6.NH_IPV6 else "route_optimised"] += 1
@@ -572,6 +609,10 @@ class MobileNodeRuntime(MobilityRuntime):
             self.send_raw(out, description)
 
     def send_datagram(self, datagram, now: float) -> None:
+        if self.peer_routing is not None and datagram.protection is Protection.NONE:
+            # CoTI / BU to a peer MN whose binding we hold: type 2 routing header to its care-of address.
+            datagram = Datagram(self.peer_routing.route_mobility(datagram.packet, now), datagram.protection,
+                                datagram.esp_peer, datagram.description)
         packet = self.seal_for(datagram)
         if packet is None:
             return
@@ -598,6 +639,13 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.log.emit(time.time(), name, **fields)
             for datagram in core.datagrams_to_send(now):
                 self.send_datagram(datagram, now)
+        if self.peer_routing is not None:
+            # Our correspondent side (HoT, CoT, BA to peer MNs), already routed from the home address.
+            for event in self.peer_routing.correspondent.pop_events():
+                name, fields = event_fields(event)
+                self.log.emit(time.time(), name, role="correspondent", home="external", **fields)
+            for datagram in self.peer_routing.datagrams_to_send(now):
+                self.send_datagram(datagram, now)
 
     def on_network(self, sock, now: float) -> None:
         processor = self.processor
@@ -606,10 +654,10 @@ class MobileNodeRuntime(MobilityRuntime):
                 continue
             spi = esp_spi(packet)
             if spi is not None and spi in self.tunnel_by_spi:
-                inner = self.tunnel_by_spi[spi].open(packet)  # HoT from the external HA
+                inner = self.tunnel_by_spi[spi].open(packet)  # HoT (or a peer's HoTI) from the external HA
                 if inner is not None:
                     self.counters["mh_rx"] += 1
-                    self.ext_core.receive(inner, now, esp_protected=True)
+                    self.peer_routing.receive(inner, now, esp_protected=True)
                 continue
             if spi is None:
                 if self.ext_core is not None:
@@ -634,26 +682,24 @@ class MobileNodeRuntime(MobilityRuntime):
                     self.counters["from_tunnel"] += 1
                     if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
                         continue
+                    if self.peer_routing is not None and self.peer_routing.receive_via_vpn(delivered, now):
+                        continue   # a peer MN's deregistration from inside the office
                     self.write_tun(delivered)
             else:
                 self.write_tun(inner)
         self.flush_core(now)
 
     def _external_clear(self, packet: bytes, now: float) -> None:
-        """Without ESP: CoT / BA from a correspondent, data with a type 2 routing header from it, or data
-        tunnelled by the external HA."""
-        try:
-            _hao, routing, upper, _offset = mh.packet_summary(packet)
-        except mh.MobilityParseError:
-            self.counters["not_for_us"] += 1
-            return
-        if upper == ipv6.NH_MOBILITY:
-            self.ext_core.receive(packet, now)
-        elif routing is not None or upper == ipv6.NH_IPV6:
-            delivered = self.ext_core.incoming(packet, now)
-            if delivered is not None:
-                self.counters["from_tunnel" if upper == ipv6.NH_IPV6 else "route_optimised_in"] += 1
-                self.write_tun(delivered)
+        """Without ESP: RR messages and BA/BU from correspondents (public ones and peer MNs), data with a
+        type 2 routing header (and, from a peer MN, a HAO), or data tunnelled by the external HA."""
+        before = self.peer_routing.counters["peer_data_in"]
+        delivered = self.peer_routing.receive(packet, now)
+        if delivered is not None:
+            if self.peer_routing.counters["peer_data_in"] != before:
+                self.counters["ro_data_in"] += 1
+            else:
+                self.counters["route_optimised_in"] += 1
+            self.write_tun(delivered)
 
     def next_timer(self):
         cores = [self.core.get_timer(), self.presence.get_timer()]
@@ -661,6 +707,7 @@ class MobileNodeRuntime(MobilityRuntime):
             cores.append(self.agent.get_timer())
         if self.ext_core is not None:
             cores.append(self.ext_core.get_timer())
+            cores.append(self.peer_routing.correspondent.get_timer())
         times = [t for t in cores if t is not None]
         return min(times, default=None)
 
@@ -672,6 +719,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.core.handle_timer(now)
         if self.ext_core is not None:
             self.ext_core.handle_timer(now)
+            self.peer_routing.correspondent.handle_timer(now)
         self.flush_core(now)
         if self.agent is not None:
             deadline = self.agent.get_timer()
@@ -685,8 +733,17 @@ class MobileNodeRuntime(MobilityRuntime):
                                 "location": self.presence.location.value,
                                 "home_registered": self.core.home_registered()})
         if self.ext_core is not None:
+            now = time.monotonic()
             out["mobility"]["external"] = {"home_registered": self.ext_core.home_registered(),
                                            "counters": dict(self.ext_core.counters)}
+            if self.peer_routing is not None and self.peer_routing.peers:
+                out["mobility"]["peers"] = [
+                    {"peer": self.peer_names.get(internal), "internal": ipv6.ntop(internal),
+                     "external": ipv6.ntop(external), "optimised": self.peer_routing.ready(external, now),
+                     "peer_care_of": (lambda c: ipv6.ntop(c) if c else None)(
+                         self.peer_routing.correspondent.route(external, now))}
+                    for internal, external in self.peer_routing.peers.items()]
+                out["mobility"]["peer_counters"] = dict(self.peer_routing.counters)
         if self.agent is not None:
             out["vcm"] = {"node_id": self.vcm_node_id, "peer_care_of": {
                 self.vcm_names.get(k, str(k)): v for k, v in self.peer_care_of.items()},

@@ -113,3 +113,25 @@ def test_a_link_override_seed_wins_and_no_seed_keeps_the_links_own():
     assert "seed" not in SvpnTopo().link_params["sg-ir"]
     with pytest.raises(PlanError, match="seed"):
         SvpnTopo(seed="x")
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"mobility": False}, "mobility=True"),
+    ({"addressing": "public"}, "addressing='private'"),
+    ({"vcm": "in-sg"}, "exclude each other"),
+    ({"route_optimisation": [("mn1", "mn1")]}, "two different mobile nodes"),
+    ({"route_optimisation": [("mn1", "mn3")]}, "two different mobile nodes"),
+])
+def test_mobile_node_route_optimisation_is_checked_before_anything_starts(kwargs, named):
+    from topologies.lab import LabError, SvpnLab
+    args = {"addressing": "private", "mobility": True, "route_optimisation": [("mn1", "mn2")], **kwargs}
+    with pytest.raises(LabError, match=named) as info:
+        SvpnLab(**args)
+    assert "\n" not in str(info.value)
+
+
+def test_mobile_node_route_optimisation_pairs_are_kept():
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="private", mobility=True, mobile_nodes=3, route_optimisation=[["mn1", "mn3"]])
+    assert lab.route_optimisation == [("mn1", "mn3")]
+    assert SvpnLab(mobility=True).route_optimisation == []

@@ -1,0 +1,278 @@
+"""Route optimisation between two mobile nodes (``nodeapps.mobility.mn_to_mn``) on a fake clock.
+
+Two MNs share one home agent (the lab's external home agent) and are each other's correspondent. The fake
+network routes like the lab: a packet to a home address is intercepted by the HA and tunnelled to the
+registered care-of address (Mobility Header messages in the tunnel SA, here just marked), reverse-tunnelled
+packets are checked and forwarded by the HA, a packet to a care-of address reaches that MN. Every hop is
+recorded, so the tests can say which packets passed the HA.
+"""
+import pytest
+from scapy.layers.inet import UDP
+from scapy.layers.inet6 import HAO, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting
+
+from nodeapps import ipv6
+from nodeapps.mobility import events as ev
+from nodeapps.mobility import messages as m
+from nodeapps.mobility.events import Datagram, Protection
+from nodeapps.mobility.home_agent import HomeAgent
+from nodeapps.mobility.mn_to_mn import MobilePeerRouting, mobility_type
+from nodeapps.mobility.mobile import MobileNode
+from tests.unit.test_mobility_cores import seeded
+
+HA = ipv6.pton("2001:db8:e0::1")
+HOME_PREFIX = "2001:db8:e0::/64"
+EXT = {"a": ipv6.pton("2001:db8:e0::a:1"), "b": ipv6.pton("2001:db8:e0::a:2")}
+INTERNAL = {"a": ipv6.pton("fdc0:ffee:0:1::a:1"), "b": ipv6.pton("fdc0:ffee:0:1::a:2")}
+COA = {"a1": ipv6.pton("2001:db8:21::a:1"), "a2": ipv6.pton("2001:db8:31::a:1"),
+       "b1": ipv6.pton("2001:db8:22::a:2"), "b2": ipv6.pton("2001:db8:31::a:2")}
+
+
+def udp(src, dst, payload=b"SVPNLAB-PROBE"):
+    return bytes(IPv6(src=ipv6.ntop(src), dst=ipv6.ntop(dst)) / UDP(sport=7777, dport=7777) / payload)
+
+
+class TwoNodes:
+    def __init__(self):
+        self.now = 0.0
+        self.ha = HomeAgent(HA, [HOME_PREFIX])
+        self.node = {}
+        for i, name in enumerate("ab"):
+            other = "b" if name == "a" else "a"
+            mobile = MobileNode(EXT[name], HA, random_bytes=seeded(10 + i), initial_sequence=100 * (i + 1))
+            self.node[name] = MobilePeerRouting(mobile, {INTERNAL[other]: EXT[other]})
+        self.hops = []          # (time, where, packet): "ha" = the HA received it
+        self.delivered = {"a": [], "b": []}
+
+    def cores(self):
+        return [self.ha] + [c for r in self.node.values() for c in (r.mobile, r.correspondent)]
+
+    def settle(self):
+        for _ in range(1000):
+            batch = []
+            for name, r in self.node.items():
+                for d in r.mobile.datagrams_to_send(self.now):
+                    if d.protection is Protection.NONE:
+                        d = Datagram(r.route_mobility(d.packet, self.now), description=d.description)
+                    batch.append(d)
+                batch += r.datagrams_to_send(self.now)
+            batch += self.ha.datagrams_to_send(self.now)
+            if not batch:
+                return
+            for d in batch:
+                self.deliver(d.packet, esp=d.protection is not Protection.NONE)
+        raise AssertionError("did not settle")
+
+    def owner_of_care_of(self, address):
+        for name, r in self.node.items():
+            if r.mobile.care_of_address == address and not r.mobile.at_home:
+                return name
+        return None
+
+    def deliver(self, packet, esp=False):
+        dst = packet[24:40]
+        if dst == HA:
+            self.hops.append((self.now, "ha", packet))
+            if packet[6] == ipv6.NH_IPV6:
+                inner = self.ha.accept_reverse_tunnel(packet, self.now)
+                if inner is not None:
+                    self.deliver(inner)
+            else:
+                self.ha.receive(packet, self.now, esp_protected=esp)
+        elif dst in EXT.values():
+            self.hops.append((self.now, "ha", packet))
+            tunnelled = self.ha.encapsulate_to_mobile(packet, self.now)
+            if tunnelled is not None:
+                if tunnelled.protection is Protection.ESP_TUNNEL:   # the tunnel SA hands over the inner packet
+                    self.to_node(tunnelled.packet[24:40], m.decapsulate(tunnelled.packet)[2], True)
+                else:
+                    self.to_node(tunnelled.packet[24:40], tunnelled.packet, False)
+        else:
+            self.to_node(dst, packet, esp)
+
+    def to_node(self, care_of, packet, esp):
+        name = self.owner_of_care_of(care_of)
+        if name is None:
+            self.hops.append((self.now, "lost", packet))
+            return
+        self.hops.append((self.now, name, packet))
+        out = self.node[name].receive(packet, self.now, esp_protected=esp)
+        if out is not None:
+            self.delivered[name].append(out)
+
+    def run_until(self, end):
+        self.settle()
+        for _ in range(10000):
+            timers = [t for t in (c.get_timer() for c in self.cores()) if t is not None]
+            if not timers or min(timers) > end:
+                self.now = max(self.now, end)
+                return
+            self.now = max(self.now, min(timers))
+            for core in self.cores():
+                timer = core.get_timer()
+                if timer is not None and timer <= self.now:
+                    core.handle_timer(self.now)
+            self.settle()
+        raise AssertionError("timers did not advance")
+
+    def move(self, name, care_of):
+        self.node[name].mobile.move_to(care_of, self.now)
+        self.settle()
+
+    def events(self, name):
+        r = self.node[name]
+        return r.mobile.pop_events() + r.correspondent.pop_events()
+
+
+def both_out():
+    net = TwoNodes()
+    for r in net.node.values():
+        r.start(0.0)
+    net.move("a", COA["a1"])
+    net.move("b", COA["b1"])
+    net.run_until(3.0)    # A's first CoTI reached the HA before B had registered: retransmitted at 1 s
+    return net
+
+
+def test_both_bindings_after_return_routability_and_data_goes_care_of_to_care_of():
+    net = both_out()
+    a, b = net.node["a"], net.node["b"]
+    assert a.ready(EXT["b"], 4.0) and b.ready(EXT["a"], 4.0)
+    assert a.correspondent.route(EXT["b"], 4.0) == COA["b1"] and b.correspondent.route(EXT["a"], 4.0) == COA["a1"]
+
+    probe = udp(INTERNAL["a"], INTERNAL["b"])
+    wire = a.wrap(probe, 4.0)
+    parsed = IPv6(wire)   # scapy as the oracle: RH2 before the HAO (RFC 6275 §6.3/§6.4), then IPv6-in-IPv6
+    assert (parsed.src, parsed.dst) == (ipv6.ntop(COA["a1"]), ipv6.ntop(COA["b1"]))
+    rh = parsed[IPv6ExtHdrRouting]
+    assert rh.type == 2 and rh.segleft == 1 and rh.addresses == [ipv6.ntop(EXT["b"])]
+    assert parsed[HAO].hoa == ipv6.ntop(EXT["a"])
+    # The outer header is the tunnel between the external home addresses, whose ends sit in the HAO and
+    # the RH2; what follows is the application packet, in clear (no SA between the MNs).
+    assert parsed[IPv6ExtHdrDestOpt].nh == ipv6.NH_IPV6
+    assert bytes(parsed[IPv6ExtHdrDestOpt].payload) == probe
+    net.hops.clear()
+    net.deliver(wire)
+    assert net.delivered["b"] == [probe]
+    assert [where for _, where, _ in net.hops] == ["b"]    # straight to B, not via the HA
+
+    reply = udp(INTERNAL["b"], INTERNAL["a"], b"reply")
+    net.deliver(b.wrap(reply, 4.0))
+    assert net.delivered["a"] == [reply]
+
+
+def test_not_optimised_until_both_bindings_exist():
+    net = TwoNodes()
+    net.node["a"].start(0.0)
+    net.move("a", COA["a1"])
+    net.move("b", COA["b1"])   # B does not route-optimise with A: only A's binding at B exists
+    net.run_until(3.0)
+    a = net.node["a"]
+    assert a.mobile.route_optimised(EXT["b"], 4.0)
+    assert a.wrap(udp(INTERNAL["a"], INTERNAL["b"]), 4.0) is None
+    assert net.node["b"].wrap(udp(INTERNAL["b"], INTERNAL["a"]), 4.0) is None
+    assert a.wrap(udp(INTERNAL["a"], ipv6.pton("fdc0:ffee:0:1::99")), 4.0) is None
+
+
+def test_a_move_is_followed_by_the_mobile_node_itself_and_the_binding_update_skips_the_home_agent():
+    net = both_out()
+    net.now = 10.0
+    net.events("a"), net.events("b")
+    net.hops.clear()
+    net.move("a", COA["a2"])
+    b = net.node["b"]
+    assert b.correspondent.route(EXT["a"], 10.5) == COA["a2"]
+    assert net.node["a"].ready(EXT["b"], 10.5)
+    # Signalling of the move: BU/BA with the HA, CoTI (with RH2) and BU straight to B's care-of address.
+    direct = [p for _, where, p in net.hops if where == "b"]
+    kinds = {mobility_type(p) for p in direct}
+    assert {2, 5} <= kinds     # CoTI and BU
+    for p in direct:
+        if mobility_type(p) in (2, 5):
+            assert m.packet_summary(p)[1] == EXT["b"] and p[8:24] == COA["a2"]
+    # No home test again: the home token is still fresh (RFC 6275 §5.2.5).
+    assert not [p for _, _, p in net.hops if mobility_type(p) == 1
+                or (p[6] == ipv6.NH_IPV6 and mobility_type(m.decapsulate(p)[2]) == 1)]
+    assert ev.RouteOptimisationStarted(EXT["b"], COA["a2"]) in net.events("a")
+    # Data now reaches the new care-of address directly, both ways.
+    net.hops.clear()
+    net.deliver(b.wrap(udp(INTERNAL["b"], INTERNAL["a"]), 11.0))
+    net.deliver(net.node["a"].wrap(udp(INTERNAL["a"], INTERNAL["b"]), 11.0))
+    assert [where for _, where, _ in net.hops] == ["a", "b"]
+
+
+def test_hao_data_without_a_binding_is_refused_with_a_binding_error():
+    net = both_out()
+    forged = m.insert_routing_header(m.insert_home_address_option(
+        m.encapsulate(udp(INTERNAL["a"], INTERNAL["b"]), EXT["a"], EXT["b"]), COA["a2"]), COA["b1"])
+    net.hops.clear()
+    assert net.node["b"].receive(forged, 4.0) is None           # RFC 6275 §9.3.1: HAO does not match
+    assert net.node["b"].counters["dropped_hao_without_binding"] == 1
+    (be,) = net.node["b"].correspondent.datagrams_to_send(4.0)
+    assert be.description.startswith("BE status 1")
+
+
+def test_inner_source_must_be_the_peers_internal_address():
+    net = both_out()
+    spoofed = udp(ipv6.pton("fdc0:ffee:0:1::5"), INTERNAL["b"])
+    wire = m.insert_routing_header(m.insert_home_address_option(
+        m.encapsulate(spoofed, EXT["a"], EXT["b"]), COA["a1"]), COA["b1"])
+    assert net.node["b"].receive(wire, 4.0) is None
+    assert net.node["b"].counters["dropped_not_a_peer_tunnel"] == 1
+
+
+def test_going_inside_deletes_the_binding_at_the_peer_through_the_vpn():
+    net = both_out()
+    a, b = net.node["a"], net.node["b"]
+    net.events("a")
+    (carried,) = b.deregistrations(INTERNAL["b"], 20.0)
+    assert (carried[8:24], carried[24:40]) == (INTERNAL["b"], INTERNAL["a"])
+    assert ev.RouteOptimisationStopped(EXT["a"], "deregistered from home") in b.mobile.pop_events()
+    bu = m.parse_mobility_packet(m.decapsulate(carried)[2])
+    assert bu.message.lifetime == 0 and not bu.message.ack and bu.home_address is None
+    assert a.receive_via_vpn(carried, 20.0)
+    assert a.correspondent.route(EXT["b"], 20.0) is None
+    assert [type(e) for e in a.correspondent.pop_events()] == [ev.BindingRemoved]
+    assert not a.ready(EXT["b"], 20.0) and a.wrap(udp(INTERNAL["a"], INTERNAL["b"]), 20.0) is None
+    assert b.deregistrations(INTERNAL["b"], 20.0) == []     # nothing left to delete
+
+
+def test_tampered_deregistration_is_dropped():
+    net = both_out()
+    a, b = net.node["a"], net.node["b"]
+    (carried,) = b.deregistrations(INTERNAL["b"], 20.0)
+    bu = m.decapsulate(carried)[2]
+    mh = bytearray(bu[40:])
+    mh[-1] ^= 1   # authenticator (last option), with a correct checksum again
+    bad = m.encapsulate(bu[:40] + m.set_checksum(bytes(mh), bu[8:24], bu[24:40]), carried[8:24], carried[24:40])
+    assert a.receive_via_vpn(bad, 20.0)
+    assert a.correspondent.route(EXT["b"], 20.0) == COA["b1"]
+    assert a.counters["dropped_bad_authenticator"] == 1
+    assert not a.receive_via_vpn(udp(INTERNAL["b"], INTERNAL["a"]), 20.0)
+
+
+@pytest.mark.parametrize("lost", ["CoTI", "BU"])
+def test_lost_signalling_is_retransmitted_on_the_fake_clock(lost):
+    net = both_out()
+    net.now = 30.0
+    dropped = []
+    original = net.deliver
+
+    def lossy(packet, esp=False):
+        kind = mobility_type(packet)
+        name = {2: "CoTI", 5: "BU"}.get(kind)
+        if name == lost and packet[8:24] == COA["a2"] and packet[24:40] != HA and not dropped:
+            dropped.append(packet)
+            return
+        original(packet, esp)
+    net.deliver = lossy
+    net.move("a", COA["a2"])
+    assert dropped and not net.node["a"].ready(EXT["b"], 30.1)
+    timer = min(t for t in (c.get_timer() for c in net.cores()) if t is not None)
+    assert timer == pytest.approx(31.0)    # INITIAL_BINDACK_TIMEOUT for tests and BUs alike
+    net.now = timer
+    for core in net.cores():
+        if core.get_timer() is not None and core.get_timer() <= timer:
+            core.handle_timer(timer)
+    net.settle()
+    assert net.node["a"].ready(EXT["b"], 31.1)
+    assert net.node["b"].correspondent.route(EXT["a"], 31.1) == COA["a2"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -33,6 +34,32 @@ KIND = {"wlan": "WLAN", "cell": "cellular", "office": "office"}
 
 def kind(network: str) -> str:
     return KIND["wlan" if network.startswith("wlan") else network]
+
+
+def timeline(events: list[dict], mn: str = "mn1") -> dict:
+    """Where one move's time went, from the events ``lab.move`` returned (wall clock, one machine), in ms
+    from the link coming back up: the RA that made the node detect the link, its first BU, the SG moving
+    the tunnel, the HA intercepting (away) and the HA's BA reaching the node."""
+    def first(node, name, after, **match):
+        for e in events:
+            if e["node"] == node and e["event"] == name and e["time"] >= after \
+                    and all(e.get(k) == v for k, v in match.items()):
+                return e["time"]
+        return None
+
+    up = first("lab", "link_up", 0)
+    if up is None:
+        return {}
+    marks = {"flap": first("lab", "link_down", 0)}
+    marks["new_link"] = first(mn, "new_link", up)
+    marks["bu_sent"] = first(mn, "mobility_sent", marks["new_link"] or up)
+    marks["sg_follows"] = first("sg", "tunnel_follows", up)
+    marks["ha_intercepts"] = first("ha", "intercepting", up)
+    marks["ha_acked"] = first(mn, "binding_acknowledged", up, kind="home-agent")
+    out = {k: round(1000 * (v - up), 1) for k, v in marks.items() if v is not None and k != "flap"}
+    if marks["flap"] is not None:
+        out["flap"] = round(1000 * (up - marks["flap"]), 1)
+    return out
 
 
 def main(argv=None) -> int:
@@ -65,7 +92,8 @@ def main(argv=None) -> int:
                 start = time.time()
                 events = lab.move("mn1", network)
                 registered = max(e["time"] for e in events)
-                moves.append({"from": where, "to": network, "start": start, "registered_s": registered - start})
+                moves.append({"from": where, "to": network, "start": start, "registered_s": registered - start,
+                              "timeline_ms": timeline(events)})
                 where = network
                 time.sleep(args.dwell)
         lab.stop_helper(ping)
@@ -92,6 +120,20 @@ def main(argv=None) -> int:
         print(f"| {name} | {s['moves']} | {s['median_ms']} ms | {s['max_ms']} ms |")
     s = summarise(everything)
     print(f"| all | {s['moves']} | {s['median_ms']} ms | {s['max_ms']} ms |")
+    print("\nmedian timeline per move type, ms after the link came back up (flap: down -> up)")
+    marks = ("flap", "new_link", "bu_sent", "sg_follows", "ha_intercepts", "ha_acked")
+    print("| move | " + " | ".join(marks) + " |")
+    print("|---" * (len(marks) + 1) + "|")
+    for name in sorted(by_type):
+        rows = [m["timeline_ms"] for m in moves if f"{kind(m['from'])} -> {kind(m['to'])}" == name]
+        cells = []
+        for mark in marks:
+            values = [r[mark] for r in rows if mark in r]
+            cells.append(f"{statistics.median(values):.1f}" if values else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    overloaded = lab.link_metadata()["overloaded_links"]
+    if overloaded:
+        print(f"link emulators that reported overload: {', '.join(sorted(overloaded))}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"args": vars(args), "moves": moves}, f, indent=1)

@@ -18,7 +18,7 @@ from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
-from nodeapps.runtime.mobility import build_announcement, interface_mac, run_ip, send_unsolicited_na
+from nodeapps.runtime.mobility import build_announcement, interface_mac, run_ip, run_ip6_batch, send_unsolicited_na
 
 
 class HomeAgentRuntime(MobilityRuntime):
@@ -84,8 +84,8 @@ class HomeAgentRuntime(MobilityRuntime):
     def on_core_event(self, event, now: float) -> None:
         if isinstance(event, (BindingAdded, BindingUpdated)) and event.home_registration:
             home = ipv6.ntop(event.home_address)
-            run_ip("-6", "neigh", "replace", "proxy", home, "dev", self.interface)
-            run_ip("-6", "route", "replace", f"{home}/128", "dev", self.config.tun_name)
+            run_ip6_batch(("neigh", "replace", "proxy", home, "dev", self.interface),
+                          ("route", "replace", f"{home}/128", "dev", self.config.tun_name))
             tunnel = self.tunnel_peers.get(event.home_address)
             if tunnel is not None:
                 tunnel.move(local=ipv6.ntop(self.address), remote=ipv6.ntop(event.care_of_address))

@@ -47,7 +47,7 @@ from nodeapps.runtime.mobility import (
     RouterAdvertisementError, TransportPeer, TunnelPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
 )
-from nodeapps.runtime.mobility import address_hint, parse_address_messages, send_router_solicitation
+from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
 from nodeapps.roles import vcm_shell
 from nodeapps.vcm import protocol as vp
@@ -485,15 +485,17 @@ class MobileNodeRuntime(MobilityRuntime):
 
     def _go_away(self, now: float) -> None:
         coa = care_of_address(self.prefix, self.host_id)
-        if self.state in ("home", "home-unproven"):
-            run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface)
-        if self.care_of and self.care_of != coa:
-            run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
-        error = run_ip("-6", "addr", "replace", f"{coa}/64", "dev", self.interface, "nodad")
+        # One `ip` process for all of it: the BU waits for these (benchmarks/README.md, handover gap).
+        commands = [("addr", "replace", f"{coa}/64", "dev", self.interface, "nodad")]
         if self.router:
-            error = error or run_ip("-6", "route", "replace", "default", "via", self.router, "dev", self.interface)
-        for prefix in self.vpn_prefixes:
-            run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
+            commands.append(("route", "replace", "default", "via", self.router, "dev", self.interface))
+        needed = len(commands)
+        commands += [("route", "replace", prefix, "dev", self.config.tun_name) for prefix in self.vpn_prefixes]
+        if self.state in ("home", "home-unproven"):
+            commands.append(("addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface))
+        if self.care_of and self.care_of != coa:
+            commands.append(("addr", "del", f"{self.care_of}/64", "dev", self.interface))  # often gone already
+        error = next((e for e in run_ip6_batch(*commands)[:needed] if e), "")
         for name in self.tunnel_sas:
             sa = self.processor.sad.get(name)
             if sa is not None:

@@ -20,7 +20,7 @@ from nodeapps import ipv6
 from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
-from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa, run_ip
+from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa, run_ip, run_ip6_batch
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import event_fields
 from nodeapps.vcm import protocol as vp
@@ -319,11 +319,14 @@ class GatewayRuntime(MobilityRuntime):
                       "action": "protect", "sa": tunnel_out} for i, p in enumerate(vpn)]
             rules += [{"name": f"{name}-coa-in-{i}", "direction": "in", "src": f"{care_of}/128", "dst": p,
                        "action": "protect", "sa": tunnel_in} for i, p in enumerate(vpn)]
-            run_ip("-6", "route", "replace", f"{care_of}/128", "dev", self.config.tun_name, "table", self.table)
+        # One `ip` process: the HA's BU, right behind this one in the same burst, waits for it.
+        commands = [("route", "replace", f"{care_of}/128", "dev", self.config.tun_name, "table", self.table)] \
+            if care_of is not None else []
+        if old is not None:
+            commands.append(("route", "del", f"{old}/128", "dev", self.config.tun_name, "table", self.table))
+        run_ip6_batch(*commands)
         others = [r for r in spd.rules if not (r.name and r.name.startswith(f"{name}-coa-"))]
         spd.set_rules(rules + others)  # one step: no packet sees half a change
-        if old is not None:
-            run_ip("-6", "route", "del", f"{old}/128", "dev", self.config.tun_name, "table", self.table)
         if care_of is None:
             self.care_of.pop(home, None)
         else:

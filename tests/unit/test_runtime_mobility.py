@@ -216,3 +216,13 @@ def test_router_solicitation_dissects():
     from scapy.layers.inet6 import ICMPv6ND_RS
     rs = ICMPv6ND_RS(rt.router_solicitation())
     assert rs.type == 133 and rs.code == 0 and not rs.payload
+
+
+def test_batch_errors_are_told_per_command():
+    # stderr of `ip -6 -force -batch -` with commands 2 and 4 failing (as ip 6.x prints it)
+    stderr = ("Error: ipv6: address not found.\nCommand failed -:2\n"
+              "RTNETLINK answers: No such process\nCommand failed -:4\n")
+    assert rt.batch_errors(stderr, 4) == ["", "Error: ipv6: address not found.", "",
+                                          "RTNETLINK answers: No such process"]
+    assert rt.batch_errors("", 2) == ["", ""]
+    assert rt.batch_errors("Command failed -:9\n", 2) == ["", ""]  # out of range: ignored

@@ -226,7 +226,11 @@ def phase_bars_figure(res: Results) -> Figure:
     else:
         _empty(ax_rtt, "no RTT records")
     if any(not all(math.isnan(v) for v in vals) for vals in thr.values()):
-        _grouped(ax_thr, res, phases, thr, annotate="{:.0f}")
+        _grouped(ax_thr, res, phases, thr, annotate="{:.1f}")
+        positive = [v for vals in thr.values() for v in vals if v > 0]
+        if positive and max(positive) > 50 * min(positive):   # office Gbit/s next to WLAN Mbit/s
+            ax_thr.set_yscale("log", nonpositive="clip")
+            ax_thr.set_ylim(min(positive) / 2, max(positive) * 4)
         ax_thr.set_ylabel("throughput (Mbit/s)")
         ax_thr.set_title("Bulk transfer throughput per phase (mean of the phase's transfers)", loc="left",
                          fontsize=10)
@@ -357,6 +361,9 @@ def costs_figure(res: Results) -> Figure:
     ax_sg.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.1f}"))
     ax_sg.margins(y=0.15)
     ax_exp.margins(y=0.15)
+    if not max(exposure, default=0):   # all zero: a readable axis instead of ticks around 0
+        ax_exp.set_ylim(0, 1)
+        ax_exp.set_yticks([0, 1])
     return fig
 
 

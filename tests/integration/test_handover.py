@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 TOLERANCE = 0.10
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,12 +80,19 @@ def quiet(rtt: pd.DataFrame, thr: pd.DataFrame) -> pd.DataFrame:
     return rtt[keep]
 
 
-def test_quick_run_writes_results_that_show_route_optimisation(tmp_path):
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> str:
+    """One `handover.py --quick` run (every strategy) for the tests of this module; its results folder."""
+    parent = tmp_path_factory.mktemp("handover")
     result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "handover.py"), "--quick",
-                             "--strategies", "sg,vcm", "--results", str(tmp_path)],
-                            capture_output=True, text=True, timeout=150)
+                             "--results", str(parent)], capture_output=True, text=True, timeout=200)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    (folder,) = glob.glob(str(tmp_path / "handover-default-*"))
+    (folder,) = glob.glob(str(parent / "handover-default-*"))
+    return folder
+
+
+def test_quick_run_writes_results_that_show_route_optimisation(quick_run):
+    folder = quick_run
     rtt = pd.read_csv(os.path.join(folder, "rtt.csv"))
     thr = pd.read_csv(os.path.join(folder, "throughput.csv"))
     handovers = pd.read_csv(os.path.join(folder, "handovers.csv"))
@@ -103,28 +111,6 @@ def test_quick_run_writes_results_that_show_route_optimisation(tmp_path):
         mine = exposure[exposure.strategy == s]
         assert set(mine.detail) == {"ir", "ar1-lan", "ar2-lan", "ar3-lan"}
         assert mine.value.sum() == 0, mine
-
-    # Route optimised, both MNs on WLANs: direct under vcm, via the SG under sg, ratio as computed.
-    quiet_rtt = quiet(rtt[(rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
-    steady = quiet_rtt[quiet_rtt.pair == "mn1-mn2"]
-    sg = steady[steady.strategy == "sg"]
-    vcm = steady[(steady.strategy == "vcm") & (steady.path == "direct")]
-    assert len(sg) >= 10 and len(vcm) >= 10, (len(sg), len(vcm))
-    assert (sg.path == "via-sg").all()
-    reference = quiet_rtt[(quiet_rtt.pair == "mn1-fs") & quiet_rtt.strategy.isin(strategies)]
-    assert len(reference) >= 10, len(reference)
-    processing = reference.rtt_ms.median() - path_rtt_ms(MN1_FS)
-    assert 0 <= processing < 20, processing
-    ratio = vcm.rtt_ms.median() / sg.rtt_ms.median()
-    expected = analytic_ratio(processing)
-    detail = (f"ratio {ratio:.4f}, analytic {expected:.4f} (links only {analytic_ratio():.4f}), direct "
-              f"{vcm.rtt_ms.median():.2f} ms, via SG {sg.rtt_ms.median():.2f} ms, processing {processing:.2f} ms")
-    print(detail)
-    assert vcm.rtt_ms.median() < sg.rtt_ms.median()
-    assert abs(ratio - expected) <= TOLERANCE * expected, detail
-    # The detour itself is all link delay: twice the long-haul link, both ways.
-    detour = sg.rtt_ms.median() - vcm.rtt_ms.median()
-    assert abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour, detail
 
     # Throughput: a TCP transfer per strategy in two phases of the quick form; the direct path carries more.
     for s in strategies:
@@ -177,3 +163,41 @@ def test_quick_run_writes_results_that_show_route_optimisation(tmp_path):
         for ext in ("png", "svg"):
             path = os.path.join(folder, "plots", f"{name}.{ext}")
             assert os.path.getsize(path) > 1000, path
+
+
+def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
+    """Direct under vcm, via the SG under sg, in the quiet part of the route-optimised phase. Only a run
+    whose link emulators kept time says anything about delays: an emulator that falls behind (a busy
+    machine) marks the run unfaithful in config.json, and then the comparison is skipped, saying so."""
+    folder = quick_run
+    rtt = pd.read_csv(os.path.join(folder, "rtt.csv"))
+    thr = pd.read_csv(os.path.join(folder, "throughput.csv"))
+    strategies = ["sg", "vcm"]
+    with open(os.path.join(folder, "config.json")) as f:
+        backends = json.load(f)["topology"]["link_backend"]
+    late = [s for s in strategies if not backends[s]["faithful"]]
+
+    # Route optimised, both MNs on WLANs: direct under vcm, via the SG under sg, ratio as computed.
+    quiet_rtt = quiet(rtt[(rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
+    steady = quiet_rtt[quiet_rtt.pair == "mn1-mn2"]
+    sg = steady[steady.strategy == "sg"]
+    vcm = steady[(steady.strategy == "vcm") & (steady.path == "direct")]
+    assert len(sg) >= 10 and len(vcm) >= 10, (len(sg), len(vcm))
+    assert (sg.path == "via-sg").all()
+    reference = quiet_rtt[(quiet_rtt.pair == "mn1-fs") & quiet_rtt.strategy.isin(strategies)]
+    assert len(reference) >= 10, len(reference)
+    processing = reference.rtt_ms.median() - path_rtt_ms(MN1_FS)
+    ratio = vcm.rtt_ms.median() / sg.rtt_ms.median()
+    expected = analytic_ratio(processing)
+    detail = (f"ratio {ratio:.4f}, analytic {expected:.4f} (links only {analytic_ratio():.4f}), direct "
+              f"{vcm.rtt_ms.median():.2f} ms, via SG {sg.rtt_ms.median():.2f} ms, processing {processing:.2f} ms")
+    print(detail)
+    assert vcm.rtt_ms.median() < sg.rtt_ms.median()
+    if late:
+        pytest.skip(f"link emulation overloaded (delays inflated) under {', '.join(late)}; {detail}")
+    assert 0 <= processing < 20, detail
+    assert abs(ratio - expected) <= TOLERANCE * expected, detail
+    # The detour itself is all link delay: twice the long-haul link, both ways.
+    detour = sg.rtt_ms.median() - vcm.rtt_ms.median()
+    assert abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour, detail
+

@@ -12,6 +12,7 @@ setup(
     package_data={"nodeapps.linkemu": ["traces/*.trace"]},
     install_requires=[
         "cryptography>=41",
+        "numpy>=1.22",  # vectorised TCP checksums at the TUN boundary (also needed by pandas)
         "scapy>=2.5",
         "matplotlib>=3.6",
         "pandas>=1.5",

@@ -37,6 +37,9 @@ READY_TIMEOUT_S = 10.0
 READY_TIMEOUT_PER_NODE_S = 0.25   # node apps start at once and share the CPU: 100 MNs need more than 10 s
 # Mobile nodes reverse-tunnel through their home agent: one more IPv6 header inside the ESP tunnel.
 MOBILITY_OVERHEAD = 40
+# ESP in UDP (RFC 3948): the UDP header between the outer IPv6 header and ESP.
+UDP_ENCAP_OVERHEAD = 8
+ESP_ENCAPS = ("none", "udp")
 # RFC 6275 §7.5: MinRtrAdvInterval may go down to 0.03 s and MaxRtrAdvInterval to 0.07 s.
 FAST_RA_INTERVALS = (0.03, 0.07)
 MOVE_TIMEOUT_S = 5.0
@@ -68,7 +71,10 @@ class SvpnLab:
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
-                 seed: int | None = None, route_optimisation=None):
+                 seed: int | None = None, route_optimisation=None, esp_encap: str = "none"):
+        if esp_encap not in ESP_ENCAPS:
+            raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
+                           "(ESP in UDP port 4500, RFC 3948)")
         if vcm not in (None, "in-sg", "host"):
             raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
         if vcm is not None and not mobility:
@@ -93,7 +99,13 @@ class SvpnLab:
         self.correspondent = correspondent
         self._links: list = []
         self.mobility = mobility
-        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (MOBILITY_OVERHEAD if mobility else 0))
+        # The MN–SG tunnel SAs' encapsulation; UDP adds its 8-octet header to every outer packet.
+        self.esp_encap = esp_encap
+        self._encap = {"encap": "udp"} if esp_encap == "udp" else {}
+        # Even, so TCP segments carry an even payload and the nodes can checksum them in one vectorised
+        # pass (nodeapps.runtime.offload.chunk_sums).
+        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (MOBILITY_OVERHEAD if mobility else 0)
+                           - (UDP_ENCAP_OVERHEAD if esp_encap == "udp" else 0)) & ~1
         low, high = ra_intervals
         if not 0.03 <= low <= 0.75 * high or not 0.07 <= high <= 1800:
             raise LabError(f"ra_intervals {ra_intervals!r}: need 0.03 <= min <= 0.75 * max and 0.07 <= max <= 1800 "
@@ -278,8 +290,10 @@ table inet svpnlab_gateway {{
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
             up_spi, down_spi = self.spi_base + SPI_TUNNEL + 2 * n, self.spi_base + SPI_TUNNEL + 2 * n + 1
-            up = {"spi": up_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel"}
-            down = {"spi": down_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel"}
+            up = {"spi": up_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel",
+                  **self._encap}
+            down = {"spi": down_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel",
+                    **self._encap}
             up_name, down_name = f"{mn.name}->sg", f"sg->{mn.name}"
             home = f"{mn.home_address}/128"
             configs[mn.name] = self._node_config(
@@ -343,8 +357,8 @@ table inet svpnlab_gateway {{
                                               f"{mn.name}->sg mh", f"sg->{mn.name} mh")
             configs[mn.name] = self._node_config(
                 mn.name, "mobile-node", addresses=[f"{home}/128"], routes=vpn, interfaces=[f"{mn.name}-eth0"],
-                sas=[sa(up, up_spi, "out", coa, plan.sg_public, *up_k, mode="tunnel"),
-                     sa(down, down_spi, "in", coa, plan.sg_public, *down_k, mode="tunnel")],
+                sas=[{**sa(up, up_spi, "out", coa, plan.sg_public, *up_k, mode="tunnel"), **self._encap},
+                     {**sa(down, down_spi, "in", coa, plan.sg_public, *down_k, mode="tunnel"), **self._encap}],
                 spd={"vpn_prefixes": vpn, "rules": [
                     {"direction": "out", "src": "::/0", "dst": p, "action": "protect", "sa": up} for p in vpn
                 ] + [
@@ -366,8 +380,8 @@ table inet svpnlab_gateway {{
             sg_peers.append({"address": home, "name": mn.name, "tunnel_out": down, "tunnel_in": up,
                              "out": sa(from_sg, mip + 3, "out", plan.sg_public, home, *keys[3]),
                              "in": sa(to_sg, mip + 2, "in", plan.sg_public, home, *keys[2])})
-            sg_sas += [sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"),
-                       sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel")]
+            sg_sas += [{**sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"), **self._encap},
+                       {**sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel"), **self._encap}]
         if (self.correspondent or self.route_optimisation) and plan.external_home_prefix is not None:
             self._add_external_configs(configs)
         sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": vpn,

@@ -6,6 +6,7 @@ processor (the per-packet pipeline). All of it is sans-IO: bytes in, bytes and e
 from .errors import (ConfigError, EspError, EspParseError, IntegrityError, ReplayError,  # noqa: F401
                      SequenceExhausted)
 from .processor import IPsecProcessor  # noqa: F401
+from . import udpencap  # noqa: F401
 from .replay import ReplayWindow  # noqa: F401
 from .sa import SecurityAssociation  # noqa: F401
 from .sad import SAD  # noqa: F401

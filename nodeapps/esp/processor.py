@@ -11,6 +11,10 @@
   RFC 4303 §3.1.1, and fixes the next-header chain and payload length.
 * ``"bypass"``: the packet unchanged; ``"discard"``: None.
 
+ESP here is always native (next header 50). For an SA with ``encap == "udp"`` the shell carries the ESP
+part in UDP (RFC 3948: ``udpencap.encapsulate``, or a UDP socket that does the same) and hands received
+datagrams back decapsulated (``udpencap.decapsulate`` / ``udpencap.native``).
+
 ``inbound(packet)`` takes a complete IPv6 packet addressed to this node and returns
 ``(verdict, sa, inner)``:
 

@@ -12,7 +12,7 @@ import ipaddress
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import packet
+from . import packet, udpencap
 from .errors import ConfigError, EspParseError, IntegrityError, ReplayError, SequenceExhausted
 from .replay import DEFAULT_WINDOW, MIN_WINDOW, ReplayWindow
 
@@ -27,7 +27,7 @@ MAX_SEQ_ESN = (1 << 64) - 1
 DEFAULT_SOFT_LIMIT = (1 << 32) - (1 << 16)
 DEFAULT_SOFT_LIMIT_ESN = (1 << 64) - (1 << 32)
 _CONFIG_KEYS = frozenset({"name", "direction", "spi", "algorithm", "key", "salt", "mode", "local", "remote",
-                          "replay_window", "esn", "soft_limit", "created_at"})
+                          "replay_window", "esn", "soft_limit", "created_at", "encap"})
 _REQUIRED_KEYS = ("name", "direction", "spi", "algorithm", "key", "salt", "mode", "local", "remote")
 
 
@@ -75,11 +75,11 @@ def _is_int(value) -> bool:
 class SecurityAssociation:
     __slots__ = ("name", "direction", "spi", "mode", "local", "remote", "local_bytes", "remote_bytes",
                  "algorithm", "esn", "seq", "max_seq", "soft_limit", "window", "counters", "events",
-                 "created_at", "tunnel", "outbound", "_aead", "_salt", "_spi_hex", "_exhausted")
+                 "created_at", "tunnel", "outbound", "encap", "_aead", "_salt", "_spi_hex", "_exhausted")
 
     def __init__(self, name: str, direction: str, spi: int, key: bytes, salt: bytes, mode: str, local, remote,
                  replay_window: int = DEFAULT_WINDOW, esn: bool = False, soft_limit: int | None = None,
-                 created_at=None):
+                 created_at=None, encap: str | None = None):
         if not isinstance(name, str) or not name:
             raise _fail(name, "name", "must be a non-empty string")
         if direction not in DIRECTIONS:
@@ -97,6 +97,10 @@ class SecurityAssociation:
             raise _fail(name, "esn", f"must be true or false, got {esn!r}")
         if not _is_int(replay_window) or replay_window < MIN_WINDOW:
             raise _fail(name, "replay_window", f"must be an integer >= {MIN_WINDOW}, got {replay_window!r}")
+        if encap is not None and encap not in udpencap.ENCAPS:
+            raise _fail(name, "encap", f"must be 'udp' (RFC 3948) or absent for native ESP, got {encap!r}")
+        if encap is not None and mode != "tunnel":
+            raise _fail(name, "encap", "UDP encapsulation is supported in tunnel mode only")
         if created_at is not None and not isinstance(created_at, (int, float, str)):
             raise _fail(name, "created_at", f"must be a number or text, got {created_at!r}")
         max_seq = MAX_SEQ_ESN if esn else MAX_SEQ
@@ -126,6 +130,7 @@ class SecurityAssociation:
         self.counters = SaCounters()
         self.events: list[dict] = []
         self.created_at = created_at
+        self.encap = encap  # None: native ESP (next header 50); "udp": RFC 3948 ESP-in-UDP, port 4500
         self._exhausted = False
 
     @classmethod
@@ -156,7 +161,8 @@ class SecurityAssociation:
         return cls(name=name, direction=config["direction"], spi=spi, key=key, salt=salt, mode=config["mode"],
                    local=config["local"], remote=config["remote"],
                    replay_window=config.get("replay_window", DEFAULT_WINDOW), esn=config.get("esn", False),
-                   soft_limit=config.get("soft_limit"), created_at=config.get("created_at"))
+                   soft_limit=config.get("soft_limit"), created_at=config.get("created_at"),
+                   encap=config.get("encap"))
 
     @property
     def destination_bytes(self) -> bytes:
@@ -228,6 +234,7 @@ class SecurityAssociation:
             "direction": self.direction,
             "spi": self._spi_hex,
             "mode": self.mode,
+            "encap": self.encap or "none",
             "local": self.local,
             "remote": self.remote,
             "algorithm": self.algorithm,

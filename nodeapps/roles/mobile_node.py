@@ -601,12 +601,7 @@ class MobileNodeRuntime(MobilityRuntime):
         if out is None:
             return
         if verdict == "protect":
-            try:
-                self.sender.sendto(out, (sa.remote, 0))
-                self.counters["net_tx"] += 1
-            except OSError as exc:
-                self.counters["send_errors"] += 1
-                self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+            self.send_protected(out, sa)  # native or UDP-encapsulated, as the SA says
         else:
             self.send_raw(out, description)
 

@@ -169,13 +169,8 @@ class GatewayRuntime(MobilityRuntime):
         if out is None or verdict != "protect":
             self.counters["vcm_bad"] += 1
             return
-        try:
-            self.sender.sendto(out, (sa.remote, 0))
-            self.counters["vcm_tx"] += 1
-            self.counters["net_tx"] += 1
-        except OSError as exc:
-            self.counters["send_errors"] += 1
-            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+        self.counters["vcm_tx"] += 1
+        self.send_protected(out, sa)
 
     def _vcm_inbound(self, sa, inner: bytes, now: float) -> bool:
         """Observe a packet an MN's tunnel SA carried; True if it was a control datagram for us."""

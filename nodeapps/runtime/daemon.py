@@ -7,6 +7,10 @@ table keeps the ESP-less kernel from answering it), decrypted, checked against t
 the TUN, from where the kernel delivers or forwards the inner packet. The protocol cores never see a
 socket or a clock: this shell passes `now` in and carries bytes between them and the kernel.
 
+SAs configured with ``"encap": "udp"`` (RFC 3948, docs/esp.md) use a UDP socket on port 4500 instead:
+the ESP packets of one TUN read leave in as few UDP_SEGMENT sends as their sizes allow, and datagrams
+arrive GRO-coalesced, are split, and are rebuilt into native ESP packets for the same inbound path.
+
 Run: python -m nodeapps.runtime.daemon CONFIG.json
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,11 +33,16 @@ from nodeapps.runtime.config import ConfigError, NodeConfig, build_processor
 from nodeapps.runtime.control import ControlServer
 from nodeapps.runtime.events import EventLog
 from nodeapps.runtime.offload import VNET_HDR_LEN, Coalescer, OffloadError, from_tun
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
+from nodeapps.esp import udpencap
+from nodeapps.runtime.packet_io import (ETH_HEADER_LEN, UDP_MAX_SEGMENTS, gso, open_capture, open_sender,
+                                        open_udp_encap, parse_udp_cmsgs, pktinfo)
 from nodeapps.runtime.tun import configure_tun, open_tun
 
 # Packets handled per readiness event before the loop looks at its other sockets.
 BATCH = 64
+# UDP GRO reads per readiness event (each may hold dozens of ESP packets).
+UDP_BATCH = 8
+_CMSG_SPACE = 256
 OWNED_PROTOCOLS = (ipv6.NH_ESP,)
 _PR_SET_PDEATHSIG = 1
 _PR_SET_TIMERSLACK = 29
@@ -63,12 +73,15 @@ class NodeRuntime:
         self.offload = False
         self.coalescer = Coalescer()
         self.sender = None
+        self.udp_sock = None      # RFC 3948 ESP-in-UDP, opened when an SA asks for it
+        self._udp_queue = None    # (ESP packet, SA) waiting for one GSO send; a list only inside on_tun
         self.captures = []
         self.control = None
         self.epoll = select.epoll()
         self.handlers = {}
         self.counters = {"tun_rx": 0, "tun_tx": 0, "net_rx": 0, "net_tx": 0, "send_errors": 0,
-                         "tun_ignored": 0, "bypass_from_tun": 0, "tun_super_packets": 0, "offload_errors": 0}
+                         "tun_ignored": 0, "bypass_from_tun": 0, "tun_super_packets": 0, "offload_errors": 0,
+                         "udp_rx": 0, "udp_tx": 0, "udp_gso_sends": 0, "udp_not_esp": 0}
 
     # ---- set-up and tear-down -------------------------------------------------------------------
     def setup(self) -> None:
@@ -79,6 +92,9 @@ class NodeRuntime:
         self.sender = open_sender()
         for interface in cfg.outer_interfaces:
             self.captures.append(open_capture(interface, self.owned_protocols))
+        if any(sa.encap == "udp" for sa in self.processor.sad):
+            self.udp_sock = open_udp_encap(udpencap.PORT)
+            self.captures.append(self.udp_sock)
         self.control = ControlServer(cfg.control_socket, self.on_control)
         self._watch(self.tun_fd, self.on_tun)
         for sock in self.captures:
@@ -110,7 +126,7 @@ class NodeRuntime:
     def close(self) -> None:
         if self.control:
             self.control.close()
-        for sock in self.captures:
+        for sock in self.captures:  # the UDP socket included
             sock.close()
         if self.sender:
             self.sender.close()
@@ -154,6 +170,16 @@ class NodeRuntime:
 
     # ---- per-packet paths -----------------------------------------------------------------------
     def on_tun(self, now: float) -> None:
+        # UDP-encapsulated output waits until the end of each read, then leaves in GSO sends.
+        self._udp_queue = [] if self.udp_sock is not None else None
+        try:
+            self._read_tun()
+        finally:
+            if self._udp_queue:
+                self._flush_udp()
+            self._udp_queue = None
+
+    def _read_tun(self) -> None:
         read, fd = os.read, self.tun_fd
         offload = self.offload
         counters = self.counters
@@ -178,6 +204,8 @@ class NodeRuntime:
                 counters["tun_super_packets"] += 1
             for packet in packets:
                 self._send_out(packet)
+            if self._udp_queue:
+                self._flush_udp()
 
     def _send_out(self, packet: bytes) -> None:
         counters = self.counters
@@ -194,16 +222,62 @@ class NodeRuntime:
             counters["bypass_from_tun"] += 1
             return
         self.on_protected(packet, sa)
+        self.send_protected(out, sa)
+
+    def send_protected(self, out: bytes, sa) -> None:
+        """Send what the processor protected with ``sa``: natively by the raw socket, or (``encap``
+        "udp") its ESP part from our UDP port 4500 to the peer's (RFC 3948 §2.1); the kernel adds the UDP
+        header and checksum. Inside ``on_tun`` UDP output is queued for GSO sends."""
+        if sa.encap is None or self.udp_sock is None:
+            try:
+                self.sender.sendto(out, (sa.remote, 0))
+                self.counters["net_tx"] += 1
+            except OSError as exc:
+                self.counters["send_errors"] += 1
+                self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+            return
+        esp = memoryview(out)[40:]  # tunnel mode: the outer header is exactly 40 octets
+        if self._udp_queue is not None:
+            self._udp_queue.append((esp, sa))
+            return
+        self._send_udp([esp], sa)
+
+    def _flush_udp(self) -> None:
+        """Queued ESP packets -> as few UDP_SEGMENT sends as possible (runs of one SA, equal sizes)."""
+        queue, self._udp_queue = self._udp_queue, []
+        start, n = 0, len(queue)
+        while start < n:
+            sa = queue[start][1]
+            end = start + 1
+            while end < n and queue[end][1] is sa:
+                end += 1
+            run = [esp for esp, _sa in queue[start:end]]
+            for i, j in udpencap.batches([len(esp) for esp in run], UDP_MAX_SEGMENTS):
+                self._send_udp(run[i:j], sa)
+            start = end
+
+    def _send_udp(self, datagrams: list, sa) -> None:
+        ancdata = [pktinfo(sa.local_bytes)]
+        if len(datagrams) > 1:
+            ancdata.append(gso(len(datagrams[0])))
         try:
-            self.sender.sendto(out, (sa.remote, 0))
-            counters["net_tx"] += 1
+            self.udp_sock.sendmsg(datagrams, ancdata, 0, (sa.remote, udpencap.PORT))
         except OSError as exc:
-            counters["send_errors"] += 1
-            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name)
+            self.counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, sa=sa.name, encap="udp")
+            return
+        counters = self.counters
+        counters["net_tx"] += len(datagrams)
+        counters["udp_tx"] += len(datagrams)
+        if len(datagrams) > 1:
+            counters["udp_gso_sends"] += 1
 
     def received_packets(self, sock, batch: int = BATCH):
         """IPv6 packets waiting on a packet socket, at most ``batch``; a link that is down (ENETDOWN
         during a move) just ends the batch."""
+        if sock is self.udp_sock:
+            yield from self._udp_packets(sock)
+            return
         for _ in range(batch):
             try:
                 frame = sock.recv(65535)
@@ -211,6 +285,28 @@ class NodeRuntime:
                 return
             self.counters["net_rx"] += 1
             yield frame[ETH_HEADER_LEN:]
+
+    def _udp_packets(self, sock):
+        """Native ESP packets rebuilt from the datagrams on our UDP port 4500 (RFC 3948 §3.2), so every
+        role's inbound path treats both encapsulations alike."""
+        counters = self.counters
+        native, classify, ESP = udpencap.native, udpencap.classify, udpencap.ESP
+        for _ in range(UDP_BATCH):
+            try:
+                data, ancdata, _flags, address = sock.recvmsg(1 << 16, _CMSG_SPACE)
+            except OSError:
+                return
+            size, destination = parse_udp_cmsgs(ancdata)
+            if destination is None:
+                continue
+            source = socket.inet_pton(socket.AF_INET6, address[0].split("%")[0])
+            for datagram in udpencap.segments(data, size):
+                counters["udp_rx"] += 1
+                if classify(datagram) != ESP:  # IKE (non-ESP marker), keepalive, runt: not ours
+                    counters["udp_not_esp"] += 1
+                    continue
+                counters["net_rx"] += 1
+                yield native(source, destination, datagram)
 
     def on_protected(self, inner: bytes, sa) -> None:
         """Hook for roles that watch what they send into an SA (the SG's VCM monitor); default: nothing."""

@@ -2,7 +2,8 @@
 
 Receive: one AF_PACKET socket per interface, with a classic BPF filter that passes only IPv6 frames
 addressed to this host whose next header we own (ESP). Send: one raw IPv6 socket with IPV6_HDRINCL, so
-the node builds whole packets (outer header, extension headers) itself.
+the node builds whole packets (outer header, extension headers) itself. ESP in UDP (RFC 3948) uses one
+UDP socket on port 4500 with segmentation offload and GRO instead (``open_udp_encap``).
 """
 from __future__ import annotations
 
@@ -76,3 +77,52 @@ def open_sender(sndbuf: int = 8 << 20) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_HDRINCL, 1)
     sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, sndbuf)
     return sock
+
+
+# UDP-encapsulated ESP (RFC 3948): one UDP socket on port 4500 with segmentation offload both ways.
+SOL_UDP = 17
+UDP_SEGMENT = 103   # udp(7): send one buffer as equal-size datagrams (GSO)
+UDP_GRO = 104       # udp(7): receive consecutive datagrams of a flow as one buffer, with their size
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+# The kernel's cap on datagrams per UDP_SEGMENT send (UDP_MAX_SEGMENTS; 64 on older kernels).
+UDP_MAX_SEGMENTS = 64
+
+
+def open_udp_encap(port: int, sndbuf: int = 8 << 20, rcvbuf: int = 8 << 20) -> socket.socket:
+    """Non-blocking UDP socket on [::]:``port`` that hands over GRO-coalesced datagrams with their
+    segment size (UDP_GRO cmsg) and destination address (IPV6_PKTINFO cmsg)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, sndbuf)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, rcvbuf)
+        sock.bind(("::", port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def pktinfo(source: bytes) -> tuple[int, int, bytes]:
+    """Ancillary data choosing the source address of one send (ipv6(7) IPV6_PKTINFO, any interface)."""
+    return socket.IPPROTO_IPV6, IPV6_PKTINFO, source + b"\0\0\0\0"
+
+
+def gso(segment_size: int) -> tuple[int, int, bytes]:
+    """Ancillary data for one UDP_SEGMENT send."""
+    return SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment_size)
+
+
+def parse_udp_cmsgs(ancdata) -> tuple[int, bytes | None]:
+    """(GRO segment size or 0, destination address or None) from one recvmsg's ancillary data."""
+    size, destination = 0, None
+    for level, kind, data in ancdata:
+        if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
+            size = struct.unpack_from("=i", data)[0]
+        elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 16:
+            destination = bytes(data[:16])
+    return size, destination

@@ -6,7 +6,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.inet import TCP
 
 from nodeapps.runtime.offload import (F_NEEDS_CSUM, GSO_TCPV6, PLAIN_VNET_HDR, VNET_HDR, VNET_HDR_LEN,
-                                      Coalescer, OffloadError, from_tun, ones_sum, segment)
+                                      Coalescer, OffloadError, chunk_sums, from_tun, ones_sum, segment)
 
 SRC, DST = "fdc0:ffee:0:1::a:1", "fdc0:ffee:0:1::10"
 
@@ -115,3 +115,36 @@ def test_flows_are_kept_apart_and_order_within_a_flow_is_kept():
     assert len(out) == 2
     assert other in [o[VNET_HDR_LEN:] for o in out]
     assert coalescer.merged == 1
+
+
+def test_vectorised_chunk_sums_equal_the_per_chunk_sums():
+    data = os.urandom(7 * 1342 + 11)
+    assert [s % 0xFFFF for s in chunk_sums(data, 1342, 7)] == \
+        [ones_sum(data[i * 1342:(i + 1) * 1342]) % 0xFFFF for i in range(7)]
+    with pytest.raises(ValueError):
+        chunk_sums(data, 1343, 2)
+
+
+@pytest.mark.parametrize("mss", [1342, 1351])  # even: vectorised sums; odd: one by one
+def test_segments_and_coalescing_agree_for_even_and_odd_segment_sizes(mss):
+    payload = os.urandom(20 * mss + 77)
+    segments = segment(tcp_packet(payload, flags="PA"), mss)
+    assert len(segments) == 21 and all(checksum_ok(s) for s in segments)
+    coalescer = Coalescer()
+    for s in segments:
+        coalescer.add(s)
+    (out,) = coalescer.flush()
+    assert coalescer.merged == 20 and bytes(IPv6(out[VNET_HDR_LEN:])[TCP].payload) == payload
+
+
+def test_one_bad_segment_in_a_long_run_keeps_the_whole_run_unmerged_for_the_kernel_to_check():
+    segments = segment(tcp_packet(os.urandom(10 * 1342), flags="A"), 1342)
+    bad = bytearray(segments[6])
+    bad[500] ^= 0x01
+    segments[6] = bytes(bad)
+    coalescer = Coalescer()
+    for s in segments:
+        coalescer.add(s)
+    out = coalescer.flush()
+    assert [o[VNET_HDR_LEN:] for o in out] == segments and all(o[:VNET_HDR_LEN] == PLAIN_VNET_HDR for o in out)
+    assert coalescer.merged == 0 and coalescer.unmerged_runs == 1

@@ -348,6 +348,8 @@ table inet svpnlab_gateway {{
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
             home = mn.home_address
+            # The SG's binding for the MN: keyed by the external home address in embodiment 1.
+            sg_key = mn.external_home_address or home
             up, down = f"{mn.name}->sg", f"sg->{mn.name}"
             up_k, down_k = (_hex(16), _hex(4)), (_hex(16), _hex(4))
             up_spi, down_spi = self.spi_base + SPI_TUNNEL + 2 * n, self.spi_base + SPI_TUNNEL + 2 * n + 1
@@ -366,25 +368,27 @@ table inet svpnlab_gateway {{
                 ]},
                 mobility={
                     "address": home, "home_agent": ha, "security_gateway": plan.sg_public,
+                    "sg_home_address": sg_key,
                     "home_prefix": office_prefix, "host_id": 0xA0000 + mn.index, "interface": f"{mn.name}-eth0",
                     "vpn_prefixes": vpn, "tunnel_sas": [up, down], "timers": self.mobility_timers,
                     "peers": [
                         {"address": ha, "out": sa(to_ha, mip, "out", home, ha, *keys[0]),
                          "in": sa(from_ha, mip + 1, "in", home, ha, *keys[1])},
-                        {"address": plan.sg_public, "out": sa(to_sg, mip + 2, "out", home, plan.sg_public, *keys[2]),
-                         "in": sa(from_sg, mip + 3, "in", home, plan.sg_public, *keys[3])}],
+                        {"address": plan.sg_public, "out": sa(to_sg, mip + 2, "out", sg_key, plan.sg_public, *keys[2]),
+                         "in": sa(from_sg, mip + 3, "in", sg_key, plan.sg_public, *keys[3])}],
                     "announcement": {"sa": sa("office-announcement", announce_spi, "in", "ff02::1", ha,
                                               announce_key, announce_salt)}})
             ha_peers.append({"address": home, "out": sa(from_ha, mip + 1, "out", ha, home, *keys[1]),
                              "in": sa(to_ha, mip, "in", ha, home, *keys[0])})
-            sg_peers.append({"address": home, "name": mn.name, "tunnel_out": down, "tunnel_in": up,
-                             "out": sa(from_sg, mip + 3, "out", plan.sg_public, home, *keys[3]),
-                             "in": sa(to_sg, mip + 2, "in", plan.sg_public, home, *keys[2])})
+            sg_peers.append({"address": sg_key, "inner": home, "name": mn.name, "tunnel_out": down, "tunnel_in": up,
+                             "out": sa(from_sg, mip + 3, "out", plan.sg_public, sg_key, *keys[3]),
+                             "in": sa(to_sg, mip + 2, "in", plan.sg_public, sg_key, *keys[2])})
             sg_sas += [{**sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"), **self._encap},
                        {**sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel"), **self._encap}]
         if (self.correspondent or self.route_optimisation) and plan.external_home_prefix is not None:
             self._add_external_configs(configs)
-        sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": vpn,
+        sg_homes = vpn + ([str(plan.external_home_prefix)] if plan.external_home_prefix is not None else [])
+        sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": sg_homes,
                        "peers": sg_peers}
         if self.vcm:
             sg_rules += self._add_vcm_configs(configs, sg_mobility)

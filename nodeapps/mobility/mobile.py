@@ -156,10 +156,13 @@ class MobileNode(Core):
                 cs.bu_wanted = True
                 self._ensure_rr(cs, now)
 
-    def register_with(self, peer: bytes, now: float) -> None:
-        """Keep a plain (non-home) binding with ``peer`` under ESP, e.g. the security gateway (issue item 5)."""
+    def register_with(self, peer: bytes, now: float, home_address: Optional[bytes] = None) -> None:
+        """Keep a plain (non-home) binding with ``peer`` under ESP, e.g. the security gateway (issue item 5).
+        ``home_address``: the address the binding is for, if not this core's home address (embodiment 1:
+        the SG keys an MN by its external home address); its BUs carry it in the Home Address option,
+        also from the home link."""
         peer = bytes(peer)
-        entry = self.bul.get(peer) or self._add_peer(peer, PeerKind.SECURED)
+        entry = self.bul.get(peer) or self._add_peer(peer, PeerKind.SECURED, home_address)
         if not self.at_home:
             self._start_bu(entry, now, self.home_lifetime, self.initial_bindack_timeout)
 
@@ -276,12 +279,12 @@ class MobileNode(Core):
         self._start_bu(entry, now, self.home_lifetime, self.initial_bindack_timeout)
 
     # ------------------------------------------------------------------ binding updates
-    def _add_peer(self, peer: bytes, kind: PeerKind) -> BindingUpdateListEntry:
+    def _add_peer(self, peer: bytes, kind: PeerKind, home_address: Optional[bytes] = None) -> BindingUpdateListEntry:
         if self._initial_sequence is not None:
             sequence = self._initial_sequence
         else:
             sequence = int.from_bytes(self._random_bytes(2), "big")
-        entry = BindingUpdateListEntry(peer, kind, self.home_address, sequence,
+        entry = BindingUpdateListEntry(peer, kind, bytes(home_address or self.home_address), sequence,
                                        retransmit=Retransmitter(self.max_bindack_timeout, self.keep_retrying))
         return self.bul.add(entry)
 
@@ -314,8 +317,8 @@ class MobileNode(Core):
     def _transmit_bu(self, entry: BindingUpdateListEntry, now: float) -> bool:
         """Send the entry's BU with a new sequence number (RFC 6275 §11.8: every retransmission gets one)."""
         care_of = entry.care_of_address
-        home = self.home_address
-        from_home = care_of == home
+        home = entry.home_address
+        from_home = care_of == self.home_address
         lifetime_units = seconds_to_units(entry.requested_lifetime)
         if entry.kind is PeerKind.CORRESPONDENT:
             cs = self._correspondents.get(entry.peer)
@@ -338,8 +341,10 @@ class MobileNode(Core):
                              options=options)
         if entry.kind is PeerKind.CORRESPONDENT:
             bu = rr.sign(bu, entry.kbm, care_of, entry.peer)
-        src = home if from_home else care_of
-        packet = m.build_mobility_packet(src, entry.peer, bu, home_address=None if from_home else home)
+        src = self.home_address if from_home else care_of
+        # From the home link without a HAO (RFC 6275 §11.5.4), unless the binding is for another address.
+        packet = m.build_mobility_packet(src, entry.peer, bu,
+                                         home_address=None if from_home and home == src else home)
         if entry.kind is PeerKind.CORRESPONDENT:
             protection, esp_peer = Protection.NONE, None
         else:
@@ -441,8 +446,12 @@ class MobileNode(Core):
         if parsed is None:
             return
         if parsed.routing_address is not None and parsed.routing_address != self.home_address:
-            self._drop("foreign_routing_header", ipv6.ntop(parsed.routing_address))
-            return
+            # RFC 6275 §11.3.3: a type 2 routing header must name a home address of ours; a peer holding
+            # the binding for another of them (register_with) answers with that one.
+            entry = self.bul.get(parsed.src)
+            if entry is None or parsed.routing_address != entry.home_address:
+                self._drop("foreign_routing_header", ipv6.ntop(parsed.routing_address))
+                return
         if parsed.dst not in (self.home_address, self.care_of_address):
             self._drop("not_for_us", ipv6.ntop(parsed.dst))
             return

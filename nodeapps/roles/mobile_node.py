@@ -120,7 +120,9 @@ class MobileNodeRuntime(MobilityRuntime):
         external = s.get("external")
         if external:
             self._setup_external(external, timers, now)
-        self.core.register_with(self.sg, now)
+        # Embodiment 1: the SG keys our binding by the external home address (the HAO of our BUs to it).
+        sg_home = s.get("sg_home_address")
+        self.core.register_with(self.sg, now, home_address=ipv6.pton(sg_home) if sg_home else None)
         # Where the lab put us: an address in a visited prefix means we are away already.
         for address in _global_addresses(self.interface):
             prefix = ipaddress.IPv6Network(f"{address}/64", strict=False)

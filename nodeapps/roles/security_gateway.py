@@ -35,7 +35,12 @@ class GatewayRuntime(MobilityRuntime):
     def setup_role(self) -> None:
         s = self.section
         self.local_addresses = {ipv6.pton(a) for a in s.get("local_addresses", [])} | {self.address}
+        # Keyed by the home address of the MN's binding with us: the external home address in embodiment 1
+        # (the reference's SG sends to it via the current care-of address), the home address otherwise.
         self.tunnels = {ipv6.pton(p["address"]): (p["name"], p["tunnel_out"], p["tunnel_in"]) for p in s["peers"]}
+        # The MN's VPN-internal home address (what its packets carry inside the tunnel) -> binding key.
+        self.binding_of_inner = {ipv6.pton(p.get("inner", p["address"])): ipv6.pton(p["address"])
+                                 for p in s["peers"]}
         self.core = HomeAgent(self.address, s["home_prefixes"], served_home_addresses=list(self.tunnels),
                               max_lifetime=float(s.get("max_lifetime", 3600)), accept_secured_bindings=True)
         self.care_of: dict[bytes, str] = {}
@@ -64,9 +69,11 @@ class GatewayRuntime(MobilityRuntime):
         self.vcm_names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
         self.vcm_names.update({i: m["name"] for i, m in self.vcm_mns.items()})
         self.mn_by_home = {ipv6.pton(m["home"]): i for i, m in self.vcm_mns.items()}
+        self.binding_key = {i: self.binding_of_inner[ipv6.pton(m["home"])] for i, m in self.vcm_mns.items()}
+        self.mn_by_binding = {key: i for i, key in self.binding_key.items()}
         self.mn_by_sa = {}
         for i, m in self.vcm_mns.items():
-            _name, tunnel_out, tunnel_in = self.tunnels[ipv6.pton(m["home"])]
+            _name, tunnel_out, tunnel_in = self.tunnels[self.binding_key[i]]
             self.mn_by_sa[tunnel_out] = self.mn_by_sa[tunnel_in] = i
         counter = int(time.time()) << 20  # grows across restarts (docs/vcm-protocol.md)
         self.monitor = SgMonitor(MonitorConfig(
@@ -158,8 +165,8 @@ class GatewayRuntime(MobilityRuntime):
             self._send_care_of(receiver, peer.node_id)
 
     def _send_care_of(self, receiver: int, about: int) -> None:
-        home = self.vcm_mns[about]["home"]
-        notice = vcm_shell.encode_care_of(about, home, self.care_of.get(ipv6.pton(home)))
+        key = self.binding_key[about]
+        notice = vcm_shell.encode_care_of(about, ipv6.ntop(key), self.care_of.get(key))
         self.counters["care_of_notices"] += 1
         self._send_control(self.vcm_mns[receiver]["home"], vcm_shell.CARE_OF_PORT, notice)
 
@@ -214,7 +221,7 @@ class GatewayRuntime(MobilityRuntime):
                     continue
                 if sa is not None and sa.name in self.mn_tunnel_in:
                     # From an MN: MN-to-MN when the innermost destination is another MN's home address.
-                    self._count_relay(vcm_shell.innermost_addresses(inner)[1] in self.tunnels, len(inner))
+                    self._count_relay(vcm_shell.innermost_addresses(inner)[1] in self.binding_of_inner, len(inner))
                 self.write_tun(inner)
         self.flush_core(now)
         self._vcm_flush(now)
@@ -228,10 +235,10 @@ class GatewayRuntime(MobilityRuntime):
         if sa.name in self.mn_tunnel_out:
             # Into an MN's tunnel. From an away MN it was counted when it came in through that MN's tunnel;
             # from an MN in the office it is MN-to-MN traffic seen here first.
-            src = vcm_shell.innermost_addresses(inner)[0]
-            if src not in self.tunnels:
+            key = self.binding_of_inner.get(vcm_shell.innermost_addresses(inner)[0])
+            if key is None:
                 self._count_relay(False, len(inner))
-            elif src not in self.care_of:
+            elif key not in self.care_of:
                 self._count_relay(True, len(inner))
         if self.monitor is not None:
             node = self.mn_by_sa.get(sa.name)
@@ -287,12 +294,13 @@ class GatewayRuntime(MobilityRuntime):
             self._follow(event.home_address, None)
         else:
             return
-        node = self.mn_by_home.get(event.home_address) if self.monitor is not None else None
+        node = self.mn_by_binding.get(event.home_address) if self.monitor is not None else None
         if node is not None:
-            self.monitor.update_binding(now, node, self.care_of.get(event.home_address))
+            self.monitor.update_binding(now, node, self.care_of.get(event.home_address),
+                                        home_address=ipv6.ntop(event.home_address))
             # Every other MN learns where this one is now (outer end of their direct SAs with it).
             for other in self.vcm_mns:
-                if other != node and ipv6.pton(self.vcm_mns[other]["home"]) in self.care_of:
+                if other != node and self.binding_key[other] in self.care_of:
                     self._send_care_of(other, node)
                     if event.home_address in self.care_of:
                         self._send_care_of(node, other)

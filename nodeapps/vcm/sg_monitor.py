@@ -20,7 +20,7 @@ changes and a session seen in the same call go out combined in one REPORT.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Hashable, Optional
 
 from . import protocol as p
@@ -115,12 +115,18 @@ class SgMonitor:
         self._new_flow(now, src, dst, direction, mn)
 
     # -- sans-IO surface --------------------------------------------------------------------------
-    def update_binding(self, now: float, mn: int, care_of: Optional[str]) -> None:
-        """A binding the SG accepted for an MN's external HoA; ``care_of=None`` is a deregistration."""
+    def update_binding(self, now: float, mn: int, care_of: Optional[str],
+                       home_address: Optional[str] = None) -> None:
+        """A binding the SG accepted for an MN's external HoA; ``care_of=None`` is a deregistration.
+        ``home_address``: the address the binding is for. The SG keys an MN's binding by its external HoA,
+        so that is what the monitor reports for the MN from then on (and whose traffic it attributes to
+        the MN), whatever it was configured with."""
         state = self._mns.get(mn)
         if state is None:
             self.stats["unknown-mn"] += 1
             return
+        if home_address is not None and home_address != state.binding.external_hoa:
+            self._learn_external(state, home_address)
         if care_of is None:
             state.care_of = None
             self._set_location(state, p.LOCATION_INSIDE, now, "binding deregistered")
@@ -131,6 +137,15 @@ class SgMonitor:
                 self._queued.append(self._info(state))   # new care-of address, same location
             self._set_location(state, p.LOCATION_OUTSIDE, now, "binding registered")
         self._flush(now)
+
+    def _learn_external(self, state: "_MnState", home_address: str) -> None:
+        binding = state.binding
+        old = binding.external_hoa
+        if old is not None and old != binding.internal_hoa:
+            self._addr_mn.pop(ipaddress.IPv6Address(old).packed, None)
+        self._addr_mn[ipaddress.IPv6Address(home_address).packed] = binding.node_id
+        state.binding = replace(binding, external_hoa=home_address)
+        self.stats["external-hoa-learned"] += 1
 
     def receive(self, data: bytes, peer: Hashable, now: float) -> None:
         got = self.channel.receive(data, peer, now)

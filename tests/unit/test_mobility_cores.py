@@ -448,6 +448,35 @@ def test_mobile_node_registers_with_a_secured_peer():
     assert net.mn.pop_events() == [ev.BindingAcknowledged(sg_address, "secured", COA1, 420)]
 
 
+def test_secured_peer_binding_for_another_home_address_from_away_and_from_home():
+    """Embodiment 1: the SG's binding is for the MN's external home address, not the core's own."""
+    sg_address, external = ipv6.pton("2001:db8:1::2"), ipv6.pton("2001:db8:e0::a:1")
+    sg = HomeAgent(sg_address, ["2001:db8:e0::/64"], served_home_addresses=[external], accept_secured_bindings=True)
+    net = registered(make())
+    net.mn.register_with(sg_address, 0.0, home_address=external)
+    (datagram,) = net.mn.datagrams_to_send(0.0)
+    parsed = m.parse_mobility_packet(datagram.packet)
+    assert parsed.src == COA1 and parsed.home_address == external
+    sg.receive(datagram.packet, 0.0, esp_protected=True)
+    assert sg.pop_events() == [ev.BindingAdded(external, COA1, 420, False)]
+    (ba,) = sg.datagrams_to_send(0.0)
+    assert m.parse_mobility_packet(ba.packet).routing_address == external and ba.esp_peer == external
+    net.mn.receive(ba.packet, 0.0, esp_protected=True)
+    assert net.mn.pop_events() == [ev.BindingAcknowledged(sg_address, "secured", COA1, 420)]
+    # A type 2 routing header naming some other address is still refused.
+    forged = m.build_mobility_packet(sg_address, COA1, m.BindingAcknowledgement(0, 1, 10), routing_address=OTHER)
+    net.mn.receive(forged, 0.0, esp_protected=True)
+    assert net.mn.counters["dropped_foreign_routing_header"] == 1
+    # Home again: the deregistration comes from the home address and still names the external one.
+    net.mn.move_to(HOA, 1.0)
+    bus = [d for d in net.mn.datagrams_to_send(1.0) if d.dst == sg_address]
+    parsed = m.parse_mobility_packet(bus[0].packet)
+    assert parsed.src == HOA and parsed.home_address == external and parsed.message.lifetime == 0
+    sg.receive(bus[0].packet, 1.0, esp_protected=True)
+    assert [type(e) for e in sg.pop_events()] == [ev.BindingRemoved]
+    assert sg.cache.get(external, 1.0) is None
+
+
 def test_mobile_node_requires_esp_on_home_agent_acks():
     net = make()
     net.mn.move_to(COA1, 0.0)

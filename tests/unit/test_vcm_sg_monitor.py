@@ -138,3 +138,23 @@ def test_unknown_mn_and_stray_requests_are_counted_not_raised():
     mon.receive(stray, VCM_PATH, 0.0)
     answer = sent(mon, 0.0)
     assert answer[0].type == p.FALLBACK_ACK and answer[0].status == p.STATUS_BAD_REQUEST
+
+
+def test_the_external_home_address_is_learned_from_the_sg_binding():
+    # Configured with one external HoA, the SG's binding names another: reports and flow attribution follow
+    # the binding (embodiment 1 keys the SG's binding by the external HoA).
+    mon = monitor()
+    mon.update_binding(0.0, 11, "2001:db8:a::11", home_address="2001:db8:e0::a:1")
+    (report,) = sent(mon, 0.0)
+    info = report.one(p.MnInfo)
+    assert info.node_id == 11 and info.external_hoa == "2001:db8:e0::a:1" and info.care_of == "2001:db8:a::11"
+    assert mon.stats["external-hoa-learned"] == 1
+    mon.update_binding(1.0, 11, "2001:db8:b::11", home_address="2001:db8:e0::a:1")   # same address: nothing new
+    assert mon.stats["external-hoa-learned"] == 1
+    learned = ipaddress.IPv6Address("2001:db8:e0::a:1").packed
+    ack(mon, report, 0.01, 1)
+    mon.update_binding(2.0, 12, "2001:db8:b::12")
+    mon.pop_events()
+    mon.observe(2.1, MN2_INT, learned, "in", 12)      # MN2 talks to MN1's learned external HoA
+    mon.observe(2.1, learned, MN2_INT, "in", 11)
+    assert [e for e in mon.pop_events() if isinstance(e, SessionDetected)]

@@ -43,31 +43,39 @@ def path_rtt_ms(hops) -> float:
 
 
 P, T = PROBE_FRAME, PROBE_FRAME + HA_TUNNEL
-# MN1 on wlan1, MN2 on wlan2, the file server in the office (office links are ideal). Via the SG, each
-# datagram reaches the SG in its sender's tunnel, and leaves it in the receiver's tunnel inside the home
-# agent's IPv6-in-IPv6 tunnel (the echo from fs too: MN1's home address is away).
+# MN1 on wlan1, MN2 on wlan2 (office links are ideal). Via the SG, each datagram reaches the SG in its
+# sender's tunnel and leaves it in the receiver's tunnel inside the home agent's IPv6-in-IPv6 tunnel.
 DIRECT = [("wlan1", "forward", P), ("ir-ar", "forward", P), ("ir-ar", "reverse", P), ("wlan2", "reverse", P),
           ("wlan2", "forward", P), ("ir-ar", "forward", P), ("ir-ar", "reverse", P), ("wlan1", "reverse", P)]
 VIA_SG = [("wlan1", "forward", P), ("ir-ar", "forward", P), ("sg-ir", "reverse", P),
           ("sg-ir", "forward", T), ("ir-ar", "reverse", T), ("wlan2", "reverse", T),
           ("wlan2", "forward", P), ("ir-ar", "forward", P), ("sg-ir", "reverse", P),
           ("sg-ir", "forward", T), ("ir-ar", "reverse", T), ("wlan1", "reverse", T)]
-MN1_FS = [("wlan1", "forward", P), ("ir-ar", "forward", P), ("sg-ir", "reverse", P),
-          ("sg-ir", "forward", T), ("ir-ar", "reverse", T), ("wlan1", "reverse", T)]
 
 
-def analytic_ratio(processing_ms: float = 0.0) -> float:
+def analytic_ratio() -> float:
     """RTT ratio direct / via the SG between MN1 on wlan1 and MN2 on wlan2, from the default profiles:
-    per link its one-way delay, the jitter's clipping mean (normal jitter on WLAN: +0.06 ms) and the probe
-    frame's serialisation at the link rate (0.3 ms per round trip on the direct path, 0.4 ms via the SG).
+    per link its one-way delay, the mean that clipping the WLAN's normal jitter at zero adds (0.06 ms per
+    crossing) and the probe frame's serialisation at the link rate (0.3 ms per round trip on the direct
+    path, 0.4 ms via the SG): 32.5 / 172.6 ms = 0.1885 (delays alone: 32 / 172 = 0.186).
 
-    Link delays alone give 32 / 172 ms. The rest of a measured round trip is not on any link: userspace
-    ESP at the MNs (and at the SG), the TUN devices and the probe processes cost a few milliseconds per
-    round trip, about the same on both paths, and more when the CPU is busy; added to the short direct
-    path, they move the ratio by 10 to 20 % (0.207 to 0.223 measured against 0.188). So the model adds
-    ``processing_ms`` to both: the median RTT of the mn1-fs probe in the same phase of the same run (same
-    sender and MN, through the SG, links known), over all strategies, minus its link part."""
-    return (path_rtt_ms(DIRECT) + processing_ms) / (path_rtt_ms(VIA_SG) + processing_ms)
+    What the links do not model is small while the emulators keep time: the userspace ESP nodes, TUN
+    devices and probe processes added 1-2 ms to the direct round trip and 4-5 ms via the SG (ratio within
+    2 % of this value). A ratio 11-13 % above it came from runs whose emulators fell behind (OVERLOADED,
+    up to 20 % of frames released late by up to 30 ms on a busy machine): the later frames inflate the
+    short direct path proportionally more when it is the vcm run that was starved."""
+    return path_rtt_ms(DIRECT) / path_rtt_ms(VIA_SG)
+
+
+# Links (node pairs as in config.json's link reports) the two compared paths cross.
+DIRECT_LINKS = [{"swlan1", "ar1"}, {"ar1", "ir"}, {"ar2", "ir"}, {"swlan2", "ar2"}]
+VIA_SG_LINKS = DIRECT_LINKS + [{"sg", "ir"}]
+
+
+def late_links(backend: dict, path_links) -> list[str]:
+    """The links of a path whose emulator fell behind in a strategy's run (its delays are inflated)."""
+    return [link["link"] for link in backend["links"]
+            if link.get("overloaded") and set(link.get("nodes") or ()) in path_links]
 
 
 def quiet(rtt: pd.DataFrame, thr: pd.DataFrame) -> pd.DataFrame:
@@ -166,38 +174,31 @@ def test_quick_run_writes_results_that_show_route_optimisation(quick_run):
 
 
 def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
-    """Direct under vcm, via the SG under sg, in the quiet part of the route-optimised phase. Only a run
-    whose link emulators kept time says anything about delays: an emulator that falls behind (a busy
-    machine) marks the run unfaithful in config.json, and then the comparison is skipped, saying so."""
+    """Direct under vcm, via the SG under sg, in the quiet part of the route-optimised phase, against the
+    links' delays. Only emulators that kept time say anything about delays: when one on the compared
+    paths fell behind (a busy machine; marked overloaded in config.json), the comparison is skipped, with
+    the numbers."""
     folder = quick_run
     rtt = pd.read_csv(os.path.join(folder, "rtt.csv"))
     thr = pd.read_csv(os.path.join(folder, "throughput.csv"))
-    strategies = ["sg", "vcm"]
     with open(os.path.join(folder, "config.json")) as f:
         backends = json.load(f)["topology"]["link_backend"]
-    late = [s for s in strategies if not backends[s]["faithful"]]
+    late = late_links(backends["sg"], VIA_SG_LINKS) + late_links(backends["vcm"], DIRECT_LINKS)
 
-    # Route optimised, both MNs on WLANs: direct under vcm, via the SG under sg, ratio as computed.
-    quiet_rtt = quiet(rtt[(rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
-    steady = quiet_rtt[quiet_rtt.pair == "mn1-mn2"]
+    steady = quiet(rtt[(rtt.pair == "mn1-mn2") & (rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
     sg = steady[steady.strategy == "sg"]
     vcm = steady[(steady.strategy == "vcm") & (steady.path == "direct")]
     assert len(sg) >= 10 and len(vcm) >= 10, (len(sg), len(vcm))
     assert (sg.path == "via-sg").all()
-    reference = quiet_rtt[(quiet_rtt.pair == "mn1-fs") & quiet_rtt.strategy.isin(strategies)]
-    assert len(reference) >= 10, len(reference)
-    processing = reference.rtt_ms.median() - path_rtt_ms(MN1_FS)
     ratio = vcm.rtt_ms.median() / sg.rtt_ms.median()
-    expected = analytic_ratio(processing)
-    detail = (f"ratio {ratio:.4f}, analytic {expected:.4f} (links only {analytic_ratio():.4f}), direct "
-              f"{vcm.rtt_ms.median():.2f} ms, via SG {sg.rtt_ms.median():.2f} ms, processing {processing:.2f} ms")
+    expected = analytic_ratio()
+    detail = (f"ratio {ratio:.4f}, analytic {expected:.4f}, direct {vcm.rtt_ms.median():.2f} ms "
+              f"(links {path_rtt_ms(DIRECT):.2f}), via SG {sg.rtt_ms.median():.2f} ms (links {path_rtt_ms(VIA_SG):.2f})")
     print(detail)
-    assert vcm.rtt_ms.median() < sg.rtt_ms.median()
+    assert vcm.rtt_ms.median() < sg.rtt_ms.median(), detail
     if late:
-        pytest.skip(f"link emulation overloaded (delays inflated) under {', '.join(late)}; {detail}")
-    assert 0 <= processing < 20, detail
+        pytest.skip(f"link emulation overloaded on {', '.join(late)} (delays inflated); {detail}")
     assert abs(ratio - expected) <= TOLERANCE * expected, detail
-    # The detour itself is all link delay: twice the long-haul link, both ways.
+    # The detour itself is link delay: twice the long-haul link, both ways.
     detour = sg.rtt_ms.median() - vcm.rtt_ms.median()
     assert abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour, detail
-

@@ -10,7 +10,8 @@ initiator pings its peer's home address at --rate Hz from its arrival time (all 
 every --interval seconds) until the end of the run.
 
 Writes results/scale-<timestamp>/: config.json, events.jsonl, setup.csv (one row per pair), resources.csv
-(one row per process and sample), summary.csv (metric, group, value, unit), summary.md, plots/.
+(one row per process and sample), summary.csv (metric, group, value, unit), summary.md, status.json (the
+SG's counters and VCM channel statistics at the end), plots/.
 
     sudo python3 experiments/scale.py                    # 50 pairs (100 mobile nodes)
     sudo python3 experiments/scale.py --quick            # 5 pairs, for CI
@@ -23,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -44,11 +46,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_PAIRS = MAX_MOBILE_NODES // 2
 QUICK_PAIRS = 5
 SETUP_COLUMNS = ["pair", "initiator", "responder", "net_initiator", "net_responder", "t_start", "ok",
-                 "detect_ms", "switch_ms", "setup_ms", "responder_direct_ms", "error"]
+                 "detect_ms", "switch_ms", "setup_ms", "responder_direct_ms", "error", "pings_sent",
+                 "pings_received"]
 RESOURCE_COLUMNS = ["t", "node", "role", "pid", "cpu_s", "rss_kib", "pss_kib"]
 SUMMARY_COLUMNS = ["metric", "group", "value", "unit"]
 ROLE_ORDER = ["mn", "sg", "vcm", "ha", "emulator", "radvd"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The SG logs one session_detected (and the VCM's messages) per pair: the default cap of 20 events of a
+# kind per second would hide most of them when 50 pairs start at once.
+EVENT_RATE_LIMIT = 5000
 
 
 class Interrupted(Exception):
@@ -158,6 +164,17 @@ def setup_rows(events: list[dict], pairs: list[tuple[str, str]], homes: dict[str
                      "switch_ms": ms(switch), "setup_ms": ms(first_a), "responder_direct_ms": ms(first_b),
                      "error": error})
     return rows
+
+
+def ping_counts(path: str) -> tuple[int | None, int | None]:
+    """(transmitted, received) from the summary line ping prints when it is stopped."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None, None
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
+    return (int(m[1]), int(m[2])) if m else (None, None)
 
 
 def read_proc(pid: int) -> dict | None:
@@ -353,6 +370,20 @@ def tracked_processes(lab: SvpnLab) -> dict[str, int]:
     return procs
 
 
+def save_status(lab: SvpnLab, folder: str) -> None:
+    """The SG's (and VCM host's) status at the end of the run: counters, VCM sessions and the control
+    channel's statistics (retransmissions, drops by reason), for explaining failed pairs."""
+    out = {}
+    for node in ("sg", "vcm"):
+        if node in lab.node_configs:
+            try:
+                out[node] = lab.status(node)
+            except Exception as exc:   # noqa: BLE001  (a status is a bonus; the run's data matter more)
+                out[node] = {"error": str(exc)}
+    with open(os.path.join(folder, "status.json"), "w", encoding="utf-8") as f:
+        json.dump(out, f, indent=1, default=str)
+
+
 def wait_registered(lab: SvpnLab, names: list[str], timeout: float, stop: threading.Event) -> float:
     """Seconds until every MN's home registration was acknowledged; LabError after ``timeout``."""
     start = time.monotonic()
@@ -400,7 +431,7 @@ def direct_initiators(lab: SvpnLab, pairs: list[tuple[str, str]], homes: dict[st
         end = data.rfind("\n") + 1
         offsets[a] = offsets.get(a, 0) + len(data[:end].encode())
         for line in data[:end].splitlines():
-            if '"data_first_direct"' in line and homes[b] in line:
+            if '"data_first_direct"' in line and json.loads(line).get("dst") == homes[b]:
                 found.add(a)
                 break
 
@@ -421,7 +452,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     try:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=n_mn, attachments=attachments, mobility=True,
                       vcm=vcm, link_params=args.link_params, links="ideal" if args.ideal_links else "default",
-                      run_dir=run_dir)
+                      run_dir=run_dir, event_rate_limit=EVENT_RATE_LIMIT)
         print(f"scale: building the lab with {n_mn} mobile nodes ({args.addressing} addressing, VCM {vcm}) ...",
               flush=True)
         started = time.monotonic()
@@ -474,6 +505,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
                 sampler.sample()  # last values
             if lab is not None and lab.net is not None:
                 events = lab.events()
+                save_status(lab, folder)
         finally:
             if lab is not None:
                 stopping = time.monotonic()
@@ -488,8 +520,11 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
             setup = pd.DataFrame(setup_rows(events, pairs_of(args.pairs), homes, starts,
                                             dict(zip([f"mn{i}" for i in range(1, n_mn + 1)], attachments)), t0)
                                  if homes else [], columns=SETUP_COLUMNS)
+            for i, (a, _b) in enumerate(pairs_of(args.pairs)):
+                sent, received = ping_counts(os.path.join(run_dir, f"ping-{a}.log"))
+                setup.loc[i, ["pings_sent", "pings_received"]] = [sent, received]
             resources = pd.DataFrame(sampler.rows if sampler else [], columns=RESOURCE_COLUMNS)
-            setup.to_csv(os.path.join(folder, "setup.csv"), index=False)
+            setup.to_csv(os.path.join(folder, "setup.csv"), index=False, float_format="%.3f")
             resources.to_csv(os.path.join(folder, "resources.csv"), index=False, float_format="%.3f")
             summary = pd.DataFrame(summary_rows(setup, resources, wall), columns=SUMMARY_COLUMNS)
             summary.to_csv(os.path.join(folder, "summary.csv"), index=False, float_format="%.3f")

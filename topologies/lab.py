@@ -71,7 +71,8 @@ class SvpnLab:
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
-                 seed: int | None = None, route_optimisation=None, esp_encap: str = "none"):
+                 seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
+                 event_rate_limit: int = 20):
         if esp_encap not in ESP_ENCAPS:
             raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
                            "(ESP in UDP port 4500, RFC 3948)")
@@ -96,6 +97,9 @@ class SvpnLab:
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
                              correspondent=correspondent, seed=seed)
         self.seed = seed
+        # Node event logs drop repeats of one event kind beyond this many per second (floods of per-packet
+        # drops); with many mobile nodes, protocol events such as session_detected need a higher cap.
+        self.event_rate_limit = event_rate_limit
         self.correspondent = correspondent
         self._links: list = []
         self.mobility = mobility
@@ -324,7 +328,7 @@ table inet svpnlab_gateway {{
                           "routes": routes},
                   "outer_interfaces": interfaces, "sas": sas, "spd": spd,
                   "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
-                  "control_socket": self.control_socket(node)}
+                  "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit}
         if mobility is not None:
             config["mobility"] = mobility
         return config

@@ -33,6 +33,7 @@ class NodeConfig:
     event_log: str | None
     control_socket: str
     mobility: dict | None = None
+    event_rate_limit: int = 20   # events of one kind and reason per second before the log drops repeats
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -80,7 +81,14 @@ class NodeConfig:
                    outer_interfaces=interfaces,
                    sas=need("sas", list), spd=need("spd", dict),
                    event_log=data.get("event_log"), control_socket=need("control_socket", str),
-                   mobility=_mobility(data.get("mobility"), role))
+                   mobility=_mobility(data.get("mobility"), role),
+                   event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)))
+
+
+def _event_rate_limit(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ConfigError(f"config field event_rate_limit must be a whole number from 1 to 1000000, not {value!r}")
+    return value
 
 
 def _mobility(section, role: str) -> dict | None:

@@ -66,7 +66,7 @@ class NodeRuntime:
     def __init__(self, config: NodeConfig, processor: IPsecProcessor):
         self.config = config
         self.processor = processor
-        self.log = EventLog(config.node, config.event_log)
+        self.log = EventLog(config.node, config.event_log, per_second=config.event_rate_limit)
         self.started = time.time()
         self.stopping = False
         self.tun_fd = -1

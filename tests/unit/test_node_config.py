@@ -42,6 +42,8 @@ def test_a_good_config_builds_a_processor_that_protects_vpn_traffic():
     (lambda c: c.update(outer_interfaces=[]), "outer_interfaces"),
     (lambda c: c["sas"][0].update(key="abcd"), "key"),
     (lambda c: c["spd"]["rules"][0].update(action="encrypt"), "action"),
+    (lambda c: c.update(event_rate_limit=0), "event_rate_limit"),
+    (lambda c: c.update(event_rate_limit="many"), "event_rate_limit"),
 ])
 def test_bad_config_fields_are_named_in_a_one_line_error(mutate, named):
     config = good_config()
@@ -71,3 +73,8 @@ def test_unreadable_or_non_json_config_is_reported(tmp_path):
     bad.write_text("{nope")
     with pytest.raises(ConfigError, match="not JSON"):
         NodeConfig.from_file(str(bad))
+
+
+def test_event_rate_limit_defaults_to_20_and_can_be_raised():
+    assert NodeConfig.from_dict(good_config()).event_rate_limit == 20
+    assert NodeConfig.from_dict({**good_config(), "event_rate_limit": 5000}).event_rate_limit == 5000

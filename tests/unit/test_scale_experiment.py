@@ -142,3 +142,11 @@ def test_lab_spis_stay_unique_with_the_most_mobile_nodes(vcm, correspondent, tmp
     reserved = set(configs["sg"]["mobility"]["vcm"]["reserved_spis"])
     assert set(names) <= reserved
     assert len(names) >= 4 * MAX_MOBILE_NODES
+
+
+def test_ping_counts(tmp_path):
+    log = tmp_path / "ping.log"
+    log.write_text("PING x 56 data bytes\n\n--- x ping statistics ---\n"
+                   "250 packets transmitted, 248 received, 0.8% packet loss, time 5000ms\n")
+    assert scale.ping_counts(str(log)) == (250, 248)
+    assert scale.ping_counts(str(tmp_path / "none.log")) == (None, None)

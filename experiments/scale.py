@@ -370,6 +370,19 @@ def tracked_processes(lab: SvpnLab) -> dict[str, int]:
     return procs
 
 
+def stop_pings(pings: list) -> None:
+    """SIGINT, not SIGTERM: ping prints its transmitted/received summary only then."""
+    for proc in pings:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 3.0
+    for proc in pings:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except Exception:   # noqa: BLE001  (the lab's stop terminates what is left)
+            pass
+
+
 def save_status(lab: SvpnLab, folder: str) -> None:
     """The SG's (and VCM host's) status at the end of the run: counters, VCM sessions and the control
     channel's statistics (retransmissions, drops by reason), for explaining failed pairs."""
@@ -445,6 +458,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     events: list[dict] = []
     exp_events: list[dict] = []
     starts: dict[str, float] = {}
+    pings: list = []
     sampler = None
     complete = False
     t0 = time.time()
@@ -477,7 +491,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
             if stop.is_set():
                 raise Interrupted
             starts[a] = time.time()
-            lab.popen(a, ["ping", "-6", "-n", "-q", "-i", interval, homes[b]], f"ping-{a}.log")
+            pings.append(lab.popen(a, ["ping", "-6", "-n", "-q", "-i", interval, homes[b]], f"ping-{a}.log"))
             exp_events.append({"time": starts[a], "node": "experiment", "event": "pair_start", "initiator": a,
                                "responder": b})
         print(f"scale: {len(pairs)} pairs started ({args.arrival}); waiting for direct paths", flush=True)
@@ -499,6 +513,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
         print("scale: interrupted: keeping what was measured", flush=True)
     finally:
         try:
+            stop_pings(pings)
             if sampler is not None:
                 sampler.halt.set()
                 sampler.join(timeout=5)

@@ -97,6 +97,7 @@ def test_roles():
     (["--interval", "-1"], "--interval must be between"),
     (["--hold", "nan"], "--hold must be between"),
     (["--arrival", "poisson"], "invalid choice"),
+    (["--infra-nice", "-30"], "--infra-nice must be from -20 to 19"),
     (["--link", "sg-ir:delay=fast"], "--link sg-ir:delay=fast"),
 ])
 def test_bad_arguments_are_one_line(args, message, capsys):

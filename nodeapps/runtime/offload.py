@@ -100,31 +100,45 @@ def segment(packet: bytes, mss: int) -> list[bytes]:
         tcp[16:18] = b"\0\0"
         check = _fold_complement(_pseudo_sum(packet, tcp_len) + ones_sum(tcp) + ones_sum(payload))
         return [packet[:IPV6_LEN] + bytes(tcp[:16]) + check + bytes(tcp[18:]) + bytes(payload)]
-    ip_head = packet[:4]
-    ip_tail = packet[6:IPV6_LEN]
-    addresses_sum = ones_sum(packet[8:40])
     tcp = bytearray(packet[IPV6_LEN:header_len])
+    tcp[4:8] = b"\0\0\0\0"
     tcp[16:18] = b"\0\0"
-    seq = int.from_bytes(tcp[4:8], "big")
     flags = tcp[13]
+    middle = flags & ~(TCP_FIN | TCP_PSH | TCP_CWR)
+    tcp[13] = middle
     tcp_header_len = header_len - IPV6_LEN
+    seq = int.from_bytes(packet[IPV6_LEN + 4:IPV6_LEN + 8], "big")
     full = total // mss
-    sums = chunk_sums(payload, mss, full) if not mss & 1 and full > 1 else None
+    # Checksum of segment i = fold(base + its length + its flags delta + its sequence number + its payload
+    # sum); a 32-bit sequence number sums to itself modulo 0xFFFF, since 2**16 == 1 (mod 0xFFFF).
+    base = ones_sum(packet[8:40]) + NH_TCP + ones_sum(tcp)
+    if not mss & 1 and full > 1:
+        sums = chunk_sums(payload, mss, full)
+    else:
+        sums = [ones_sum(payload[i * mss:(i + 1) * mss]) for i in range(full)]
+    if full * mss < total:
+        sums.append(ones_sum(payload[full * mss:]))
+    ports, middle_words, tail = bytes(tcp[:4]), bytes(tcp[8:16]), bytes(tcp[18:])
+    ip_head, ip_tail = packet[:4], packet[6:IPV6_LEN]
+    last_index = len(sums) - 1
     out = []
-    for index, offset in enumerate(range(0, total, mss)):
+    append = out.append
+    for index, chunk_sum in enumerate(sums):
+        offset = index * mss
         chunk = payload[offset:offset + mss]
-        last = offset + mss >= total
-        segment_flags = flags if last else flags & ~(TCP_FIN | TCP_PSH)
-        if offset:
-            segment_flags &= ~TCP_CWR  # RFC 3168 §6.1.2: CWR only on the first segment
-        tcp[4:8] = ((seq + offset) & 0xFFFFFFFF).to_bytes(4, "big")
-        tcp[13] = segment_flags
-        tcp[16:18] = b"\0\0"
         tcp_len = tcp_header_len + len(chunk)
-        chunk_sum = sums[index] if sums is not None and index < full else ones_sum(chunk)
-        total_sum = addresses_sum + tcp_len + NH_TCP + ones_sum(tcp) + chunk_sum
-        tcp[16:18] = _fold_complement(total_sum % 0xFFFF)
-        out.append(ip_head + tcp_len.to_bytes(2, "big") + ip_tail + bytes(tcp) + bytes(chunk))
+        words = middle_words
+        delta = 0
+        if index == 0 or index == last_index:
+            segment_flags = flags if index == last_index else flags & ~(TCP_FIN | TCP_PSH)
+            if index:
+                segment_flags &= ~TCP_CWR  # RFC 3168 §6.1.2: CWR only on the first segment
+            delta = segment_flags - middle  # the flags are the low octet of their 16-bit word
+            words = middle_words[:5] + bytes((segment_flags,)) + middle_words[6:]
+        segment_seq = (seq + offset) & 0xFFFFFFFF
+        check = (~((base + tcp_len + delta + segment_seq + chunk_sum) % 0xFFFF)) & 0xFFFF
+        append(b"".join((ip_head, tcp_len.to_bytes(2, "big"), ip_tail, ports, segment_seq.to_bytes(4, "big"),
+                         words, check.to_bytes(2, "big"), tail, chunk)))
     return out
 
 

@@ -148,3 +148,11 @@ def test_one_bad_segment_in_a_long_run_keeps_the_whole_run_unmerged_for_the_kern
     out = coalescer.flush()
     assert [o[VNET_HDR_LEN:] for o in out] == segments and all(o[:VNET_HDR_LEN] == PLAIN_VNET_HDR for o in out)
     assert coalescer.merged == 0 and coalescer.unmerged_runs == 1
+
+
+def test_cwr_stays_on_the_first_segment_and_fin_psh_on_the_last_with_valid_checksums():
+    payload = os.urandom(5 * 1342 + 10)
+    segments = segment(tcp_packet(payload, seq=0xFFFFFFF0, flags="FPAC"), 1342)
+    assert [str(IPv6(s)[TCP].flags) for s in segments] == ["AC", "A", "A", "A", "A", "FPA"]
+    assert all(checksum_ok(s) for s in segments)
+    assert [IPv6(s)[TCP].seq for s in segments] == [(0xFFFFFFF0 + i * 1342) & 0xFFFFFFFF for i in range(6)]

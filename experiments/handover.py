@@ -4,11 +4,12 @@ RTT probes, bulk transfers, SG counters, signalling events and eavesdropper capt
 folder (experiments/records.py) and its figures (experiments/plotting.py).
 
 Strategies:
-  sg    today's VPN: external mobile nodes always talk through the security gateway
-  vcm   route optimisation handed out by the VPN connectivity manager (direct ESP SA pair between the MNs)
-
-Not implemented: insecure-ro (MIPv6 route optimisation without an SA between the MNs); the lab has no
-node app mode that sends MN-to-MN traffic directly in clear, so this experiment does not offer it.
+  sg           today's VPN: external mobile nodes always talk through the security gateway
+  vcm          route optimisation handed out by the VPN connectivity manager (direct ESP SA pair between
+               the MNs)
+  insecure-ro  Mobile IPv6 route optimisation between the MNs (return routability, binding updates, HAO
+               and type 2 routing header) with no SA between them: direct, and readable on public links
+               (private addressing only)
 
     sudo python3 experiments/handover.py [--quick] [--strategies sg,vcm] [--scenario FILE]
 """
@@ -20,6 +21,7 @@ import os
 import random
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -37,7 +39,7 @@ from topologies.svpn import SvpnTopo
 from topologies.measurements import MeasurementError, iperf3
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATEGIES = ("sg", "vcm")
+STRATEGIES = ("sg", "vcm", "insecure-ro")
 MARKER = "SVPNLAB-PROBE-PLAINTEXT"
 CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),
             ("ar3", "ar3-lan", "ar3-lan"))
@@ -73,10 +75,12 @@ def parse_args(argv):
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     for s in args.strategies:
         if s not in STRATEGIES:
-            parser.error(f"--strategies: unknown strategy {s!r} (available: {', '.join(STRATEGIES)}; "
-                         "insecure-ro is not implemented)")
+            parser.error(f"--strategies: unknown strategy {s!r} (available: {', '.join(STRATEGIES)})")
     if not args.strategies:
         parser.error("--strategies: name at least one strategy")
+    if "insecure-ro" in args.strategies and args.addressing != "private":
+        parser.error("--strategies: insecure-ro needs --addressing private (route optimisation between the "
+                     "mobile nodes' external home addresses)")
     if len(set(args.strategies)) != len(args.strategies):
         parser.error("--strategies: a strategy is named twice")
     if not 0 <= args.seed <= MAX_SEED:
@@ -157,7 +161,7 @@ def address_book(plan) -> dict:
 
 def path_function(scenario, t_moves: list[tuple[float, str, str]], node_events: list[dict], t0: float, pair):
     """path_of(t) for a probed pair: office when both ends are inside, direct while the MN1 side has sent
-    on a direct SA (data_first_direct .. fall_back_to_sg), else via-sg."""
+    on a direct path (data_first_direct .. fall_back_to_sg or data_via_sg), else via-sg."""
     a, b = pair
     switches = []   # (t, direct?)
     for e in node_events:
@@ -165,7 +169,7 @@ def path_function(scenario, t_moves: list[tuple[float, str, str]], node_events: 
             continue
         if e["event"] == "data_first_direct":
             switches.append((e["time"] - t0, True))
-        elif e["event"] == "fall_back_to_sg":
+        elif e["event"] in ("fall_back_to_sg", "data_via_sg"):
             switches.append((e["time"] - t0, False))
     switches.sort()
 
@@ -196,16 +200,28 @@ def path_function(scenario, t_moves: list[tuple[float, str, str]], node_events: 
     return path_of
 
 
+def mn_pairs(scenario) -> list[tuple[str, str]]:
+    """Pairs of mobile nodes the scenario probes between (insecure-ro route-optimises each)."""
+    pairs = []
+    for probe in scenario.probes:
+        a, b = probe.between
+        if a.startswith("mn") and b.startswith("mn") and (a, b) not in pairs and (b, a) not in pairs:
+            pairs.append((a, b))
+    return pairs
+
+
 def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -> bool:
     """Run the scenario under one strategy; append its rows and events to the folder. True if complete."""
     scenario = args.scenario_obj
     vcm = None
     if strategy == "vcm":
         vcm = "host" if args.vcm_host else "in-sg"
+    route_optimisation = mn_pairs(scenario) if strategy == "insecure-ro" else None
     run_dir = tempfile.mkdtemp(prefix="svpnlab-handover-", dir="/tmp")
     try:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
                       attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
+                      route_optimisation=route_optimisation,
                       link_params=args.link_params, links="ideal" if args.ideal_links else "default",
                       run_dir=run_dir, seed=args.seed)
     except BaseException:
@@ -393,19 +409,45 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
     marker = MARKER.encode()
     captures = os.path.join(folder, "captures", strategy)
     os.makedirs(captures, exist_ok=True)
+    phases = [p.name for p in scenario.phases]
     for _node, _intf, label in CAPTURES:
         path = os.path.join(run_dir, f"{label}.pcap")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            data = b""
         if os.path.exists(path):
             shutil.copy(path, captures)
-        counters.append({"strategy": strategy, "phase": "", "metric": "plaintext_exposure_bytes", "detail": label,
-                         "value": data.count(marker) * len(marker)})
+        # Per phase and link (0 included), so the summary's per-phase rows carry it.
+        exposed = dict.fromkeys(phases, 0)
+        for t, frame in pcap_frames(path):
+            found = frame.count(marker)
+            if found:
+                phase = records.phase_at(spans, strategy, t - t0) if not spans.empty else ""
+                exposed[phase] = exposed.get(phase, 0) + found * len(marker)
+        for phase, value in exposed.items():
+            counters.append({"strategy": strategy, "phase": phase, "metric": "plaintext_exposure_bytes",
+                             "detail": label, "value": value})
     records.append_rows(folder, "counters", counters)
     del all_events
+
+
+def pcap_frames(path: str):
+    """(time, frame bytes) of each record of a classic pcap file as tcpdump -w writes it (micro- or
+    nanosecond timestamps, either byte order); nothing for a missing or truncated file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return
+    if len(data) < 24:
+        return
+    magic = data[:4]
+    order = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    scale = 1e-9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
+    record = struct.Struct(order + "IIII")
+    pos = 24
+    while pos + record.size <= len(data):
+        seconds, fraction, length, _original = record.unpack_from(data, pos)
+        pos += record.size
+        yield seconds + fraction * scale, data[pos:pos + length]
+        pos += length
 
 
 def main(argv=None) -> int:

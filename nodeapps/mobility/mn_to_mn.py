@@ -145,6 +145,12 @@ class MobilePeerRouting:
         if kind in _TO_CORRESPONDENT:
             # The HAO of a BU is checked by BU processing itself (§9.5.1), not against the cache.
             self.correspondent.receive(packet, now, esp_protected=esp_protected)
+            if kind == MH_BU:
+                # A peer that could bind with us is reachable: our own tests towards it need not wait
+                # for their backoff (they were lost while it was inside the office).
+                for peer in self.peers.values():
+                    if self.correspondent.route(peer, now) is not None and not self.mobile.route_optimised(peer, now):
+                        self.mobile.retry_route_optimisation(peer, now)
             return
         try:
             hao = m.packet_summary(packet)[0]

@@ -195,6 +195,23 @@ class MobileNode(Core):
         else:
             cs.bu_wanted = False
 
+    def retry_route_optimisation(self, correspondent: bytes, now: float) -> None:
+        """The correspondent has just shown it is reachable (a peer MN sent us its own BU): send the test
+        inits still waiting for an answer again now, with the backoff restarted, instead of waiting out a
+        backoff that may have grown while the peer could not be reached (RFC 6275 §11.8 leaves the
+        retransmission policy to the node)."""
+        cs = self._correspondents.get(bytes(correspondent))
+        if cs is None or not cs.wanted or cs.unsupported or self.at_home:
+            return
+        if cs.hoti_cookie is not None:
+            self.counters["test_init_retries"] += 1
+            cs.hoti_retx.start(now, self.initial_bindack_timeout)
+            self._transmit_hoti(cs)
+        if cs.coti_cookie is not None and cs.coti_for == self.care_of_address:
+            self.counters["test_init_retries"] += 1
+            cs.coti_retx.start(now, self.initial_bindack_timeout)
+            self._transmit_coti(cs)
+
     def deregistration_from_home(self, correspondent: bytes, now: float) -> Optional[bytes]:
         """A BU with lifetime 0 that deletes our binding at ``correspondent``, built from the home address
         (RFC 6275 §11.5.4) and authenticated with Kbm from the home keygen token alone (§5.2.5), without the

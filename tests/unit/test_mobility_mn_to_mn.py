@@ -276,3 +276,17 @@ def test_lost_signalling_is_retransmitted_on_the_fake_clock(lost):
     net.settle()
     assert net.node["a"].ready(EXT["b"], 31.1)
     assert net.node["b"].correspondent.route(EXT["a"], 31.1) == COA["a2"]
+
+
+def test_a_peer_that_comes_out_later_is_optimised_without_waiting_for_the_backoff():
+    net = TwoNodes()
+    for r in net.node.values():
+        r.start(0.0)
+    net.move("b", COA["b1"])          # A is still inside: B's HoTI and CoTI reach nobody
+    net.run_until(20.0)               # B's test inits back off: 1, 2, 4, 8 s ...
+    b_timer = net.node["b"].mobile.get_timer()
+    assert b_timer is not None and b_timer > 25.0
+    net.now = 20.0
+    net.move("a", COA["a1"])          # A's BU reaches B: B retries at once
+    assert net.node["a"].ready(EXT["b"], 20.0) and net.node["b"].ready(EXT["a"], 20.0)
+    assert net.node["b"].mobile.counters["test_init_retries"] == 2

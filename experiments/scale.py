@@ -83,7 +83,8 @@ def parse_args(argv):
     parser.add_argument("--infra-nice", type=int, default=-10,
                         help="nice value of the shared nodes' processes (SG, HA, VCM host, link emulators): "
                              "each stands for a machine of its own, but the kernel shares the CPU fairly among "
-                             "all processes, so 100 MN processes would starve the SG (default -10; 0: as is)")
+                             "all processes (sessions, with autogroups), so 100 MN processes would starve the SG "
+                             "(default -10; 0: as is)")
     parser.add_argument("--addressing", choices=["private", "public"], default="private",
                         help="address plan (default private)")
     parser.add_argument("--vcm-host", action="store_true",
@@ -389,6 +390,18 @@ def stop_pings(pings: list) -> None:
             pass
 
 
+def renice(pid: int, nice: int) -> None:
+    """Nice value of a process and of its autogroup: every node process runs in a session of its own
+    (Mininet detaches them), and with sched_autogroup_enabled the scheduler first shares the CPU equally
+    among sessions, so a nice value alone changes nothing (sched(7), "The autogroup feature")."""
+    os.setpriority(os.PRIO_PROCESS, pid, nice)
+    try:
+        with open(f"/proc/{pid}/autogroup", "w", encoding="ascii") as f:
+            f.write(str(nice))
+    except OSError:
+        pass   # kernel without autogroups: the process nice value is what counts
+
+
 def save_status(lab: SvpnLab, folder: str) -> None:
     """The SG's (and VCM host's) status at the end of the run: counters, VCM sessions and the control
     channel's statistics (retransmissions, drops by reason), for explaining failed pairs."""
@@ -483,7 +496,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
         if args.infra_nice:
             for node, pid in processes.items():
                 if role_of(node) in ("sg", "ha", "vcm", "emulator"):
-                    os.setpriority(os.PRIO_PROCESS, pid, args.infra_nice)
+                    renice(pid, args.infra_nice)
         sampler = Sampler(processes, args.sample, t0)
         sampler.start()
         names = [mn.name for mn in lab.plan.mobile_nodes]

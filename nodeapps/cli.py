@@ -68,6 +68,12 @@ def render(status: dict) -> str:
         out.append(table(["session", "a", "b", "state", "gen"],
                          [[s.get("session"), s.get("a"), s.get("b"), s.get("state"), s.get("generation")]
                           for s in sessions]))
+    peers = status.get("mobility", {}).get("peers", [])
+    if peers:
+        out += ["", "route optimisation with mobile nodes (Mobile IPv6 between external home addresses, no SA)"]
+        out.append(table(["peer", "internal home", "external home", "optimised", "peer care-of"],
+                         [[p.get("peer"), p.get("internal"), p.get("external"), "yes" if p.get("optimised") else "no",
+                           p.get("peer_care_of")] for p in peers]))
     counters = {**status.get("counters", {}), **ipsec.get("counters", {})}
     out += ["", "counters: " + ", ".join(f"{k}={v}" for k, v in counters.items() if v)]
     events = status.get("recent_events", [])[-8:]

@@ -66,6 +66,18 @@ def test_status_renders_as_tables():
     assert "node_started" in text
 
 
+def test_status_renders_the_route_optimisation_peers():
+    status = {"node": "mn1", "role": "mobile-node", "pid": 1, "uptime_s": 1.0, "addresses": [],
+              "ipsec": {"sas": [], "spd": {"rules": []}},
+              "mobility": {"peers": [{"peer": "mn2", "internal": "fdc0:ffee:0:1::a:2", "external": "2001:db8:e0::a:2",
+                                      "optimised": True, "peer_care_of": "2001:db8:22::a:2"}]}}
+    text = render(status)
+    row = [line for line in text.splitlines() if line.startswith("mn2")]
+    assert row and "2001:db8:22::a:2" in row[0] and "yes" in row[0].split()
+    status.pop("mobility")
+    assert "route optimisation" not in render(status)
+
+
 def test_find_socket_says_which_node_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="mn7"):
         find_socket("mn7", str(tmp_path))

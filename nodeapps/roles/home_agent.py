@@ -18,7 +18,13 @@ from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
-from nodeapps.runtime.mobility import build_announcement, interface_mac, run_ip, run_ip6_batch, send_unsolicited_na
+from nodeapps.runtime.mobility import (
+    ICMPV6_RS, build_announcement, interface_mac, open_router_advertisement_socket, receive_router_advertisement, run_ip,
+    run_ip6_batch, send_unsolicited_na,
+)
+
+
+SOLICITED_GAP = 0.01   # seconds between announcements that router solicitations may prompt
 
 
 class HomeAgentRuntime(MobilityRuntime):
@@ -41,7 +47,14 @@ class HomeAgentRuntime(MobilityRuntime):
         self.announce_interval = float(announcement.get("interval", 0.05)) if announcement else None
         self.announce_prefix = announcement.get("prefix") if announcement else None
         self.next_announcement = time.monotonic()
-        self.counters.update({"reverse_tunnelled": 0, "tunnelled_to_mn": 0, "no_binding": 0, "announcements": 0})
+        self.last_announcement = float("-inf")
+        self.counters.update({"reverse_tunnelled": 0, "tunnelled_to_mn": 0, "no_binding": 0, "announcements": 0,
+                              "announcements_solicited": 0})
+        if self.announce_sa is not None:
+            # A node that just came onto the office link solicits routers: answer with an announcement at once
+            # instead of leaving it to wait for the next periodic one.
+            self.rs_sock = open_router_advertisement_socket(ICMPV6_RS)
+            self._watch(self.rs_sock.fileno(), self.on_router_solicitation)
 
     # ---- data plane ----
     def _send_out(self, packet: bytes) -> None:
@@ -111,11 +124,33 @@ class HomeAgentRuntime(MobilityRuntime):
         self.core.handle_timer(now)
         self.flush_core(now)
         if self.announce_sa is not None and now >= self.next_announcement:
-            self.next_announcement = now + self.announce_interval
-            packet = build_announcement(self.announce_sa, ipv6.ntop(self.address), self.announce_prefix, time.time())
+            self._announce(now)
+
+    def on_router_solicitation(self, now: float) -> None:
+        for _ in range(16):
             try:
-                self.sender.sendto(packet, ("ff02::1", 0, 0, self.ifindex))
-                self.counters["announcements"] += 1
-            except OSError as exc:
-                self.counters["send_errors"] += 1
-                self.log.emit(time.time(), "send_error", reason=exc.strerror, what="office announcement")
+                _message, _source, ifindex = receive_router_advertisement(self.rs_sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            # At most one extra announcement per SOLICITED_GAP, whatever the link sends.
+            if ifindex == self.ifindex and now - self.last_announcement >= SOLICITED_GAP:
+                self.counters["announcements_solicited"] += 1
+                self._announce(now)
+
+    def close(self) -> None:
+        if getattr(self, "rs_sock", None) is not None:
+            self.rs_sock.close()
+        super().close()
+
+    def _announce(self, now: float) -> None:
+        self.next_announcement = now + self.announce_interval
+        self.last_announcement = now
+        packet = build_announcement(self.announce_sa, ipv6.ntop(self.address), self.announce_prefix, time.time())
+        try:
+            self.sender.sendto(packet, ("ff02::1", 0, 0, self.ifindex))
+            self.counters["announcements"] += 1
+        except OSError as exc:
+            self.counters["send_errors"] += 1
+            self.log.emit(time.time(), "send_error", reason=exc.strerror, what="office announcement")

@@ -55,6 +55,9 @@ from nodeapps.vcm.channel import vcm_control_path
 from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
 
 
+EARLY_PROOF_S = 0.5   # an announcement heard before the link's RA counts for that link this long
+
+
 class MobileNodeRuntime(MobilityRuntime):
     owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING, ipv6.NH_IPV6, ipv6.NH_MOBILITY)
     EXTERNAL_TABLE = "200"
@@ -109,6 +112,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.counters.update({"rs_tx": 0, "address_hints": 0})
         self.rs_pending = False   # carrier back, RS not sent yet (no source address yet)
         self.carrier = True
+        self.early_proof = None   # time of an authentic announcement heard before the RA named the link
         self._watch(self.link_monitor.fileno(), self.on_link_change)
         self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
         self._watch(self.beacon.fileno(), self.on_beacon)
@@ -352,6 +356,9 @@ class MobileNodeRuntime(MobilityRuntime):
                           previous=self.prefix, adv_interval_ms=ra.interval_ms)
             self.link, self.prefix, self.router = link, prefixes[0], ra.router
             self.presence.link_up(link, now)
+            if self.early_proof is not None and now - self.early_proof < EARLY_PROOF_S:
+                self.presence.office_announcement(link, True, now)
+            self.early_proof = None
             self._apply_location(now)
             self.flush_core(now)
 
@@ -384,6 +391,7 @@ class MobileNodeRuntime(MobilityRuntime):
         if not self.carrier:
             return
         self.carrier = False
+        self.early_proof = None
         self.log.emit(time.time(), "carrier_lost", interface=self.interface)
         if self.link is not None:
             self.link = None
@@ -468,6 +476,8 @@ class MobileNodeRuntime(MobilityRuntime):
             authentic = prefix is not None and prefix == self.home_prefix.network_address.packed
             self.counters["announcements_ok" if authentic else "announcements_bad"] += 1
             if self.link is None:
+                if authentic and self.carrier:
+                    self.early_proof = now   # our RS prompted it, ahead of the RA: same link, no carrier loss since
                 continue
             before = self.presence.location
             self.presence.office_announcement(self.link, authentic, now)

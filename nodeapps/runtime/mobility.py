@@ -20,6 +20,7 @@ from nodeapps.esp.spd import SPD
 from nodeapps.mobility import messages as mh
 
 ICMPV6_RA = 134
+ICMPV6_RS = 133
 ICMPV6_NA = 136
 _ICMP6_FILTER = 1
 _IPV6_RECVPKTINFO = 49
@@ -187,9 +188,6 @@ def open_link_monitor(addresses: bool = False) -> socket.socket:
     return sock
 
 
-ICMPV6_RS = 133
-
-
 def router_solicitation() -> bytes:
     """RFC 4861 §4.1, without a source link-layer address option (allowed from any source, including the
     unspecified one while the link-local address is not back yet). Checksum left 0: the kernel fills it."""
@@ -218,12 +216,12 @@ def care_of_address(prefix: str, host_id: int) -> str:
     return str(network.network_address + host_id)
 
 
-def open_router_advertisement_socket() -> socket.socket:
+def open_router_advertisement_socket(icmp_type: int = ICMPV6_RA) -> socket.socket:
     """Raw ICMPv6 socket that receives only router advertisements (the kernel copies them to raw
-    sockets even with accept_ra=0), with the receiving interface in IPV6_PKTINFO."""
+    sockets even with accept_ra=0), or only ``icmp_type``, with the receiving interface in IPV6_PKTINFO."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     words = [0xFFFFFFFF] * 8
-    words[ICMPV6_RA >> 5] &= ~(1 << (ICMPV6_RA & 31))  # RFC 3542 §3.2: a set bit blocks the type
+    words[icmp_type >> 5] &= ~(1 << (icmp_type & 31))  # RFC 3542 §3.2: a set bit blocks the type
     sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *words))
     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
     sock.setblocking(False)

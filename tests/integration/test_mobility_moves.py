@@ -82,6 +82,10 @@ def test_moves_keep_the_home_address_reachable(lab):
         moves.append((network, start, events))
         time.sleep(1.5)
     lab.stop_helper(ping)
+    # Back on the office link the node's RS (carrier up) made the HA announce the office at once.
+    assert lab.status("ha")["counters"]["announcements_solicited"] >= 1
+    assert any(e["node"] == "mn1" and e["event"] == "router_solicitation" and e["error"] is None
+               for e in moves[-1][2])
     time.sleep(0.3)
     lab.stop_helper(ha_cap)
     lab.stop_helper(wan_cap)

@@ -424,12 +424,12 @@ class MobileNodeRuntime(MobilityRuntime):
                                        care_of=self.care_of, prefix=self.prefix)
         if verdict == "ignore":
             return
+        if verdict == "lost" and not _carrier_up(self.interface):
+            return   # the kernel drops addresses with the carrier; the carrier event handles that
         self.counters["address_hints"] += 1
         self.log.emit(time.time(), "address_hint", verdict=verdict, address=change.address, prefix=prefix,
                       current_prefix=self.prefix)
         if verdict == "lost":
-            if not _carrier_up(self.interface):
-                return   # the kernel drops addresses with the carrier; the carrier event handles that
             # Our care-of address is gone (not by us): detect again from the next RA, which we ask for.
             self.link = None
             self.presence.link_down(now)

@@ -46,6 +46,8 @@ def test_carrier_up_solicits_a_router_advertisement(lab):
     solicitations = [e for e in events if e["node"] == "mn1" and e["event"] == "router_solicitation"]
     assert solicitations and solicitations[-1]["error"] is None, solicitations
     assert lab.status("mn1")["counters"]["rs_tx"] >= 1
+    # The kernel dropping the old care-of address with the carrier, and the node's own new one, are no hints.
+    assert not [e for e in events if e["node"] == "mn1" and e["event"] == "address_hint"], events
     lab.move("mn1", "wlan1")
 
 

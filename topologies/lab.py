@@ -37,6 +37,9 @@ READY_TIMEOUT_S = 10.0
 READY_TIMEOUT_PER_NODE_S = 0.25   # node apps start at once and share the CPU: 100 MNs need more than 10 s
 # Mobile nodes reverse-tunnel through their home agent: one more IPv6 header inside the ESP tunnel.
 MOBILITY_OVERHEAD = 40
+# The VCM's direct pair over the MN–MN binding (vcm_pair="home-ro"): a type 2 routing header (24) and a
+# destination options header with the HAO (24) in front of ESP, instead of the reverse tunnel's 40.
+RO_ESP_OVERHEAD = 48
 # ESP in UDP (RFC 3948): the UDP header between the outer IPv6 header and ESP.
 UDP_ENCAP_OVERHEAD = 8
 ESP_ENCAPS = ("none", "udp")
@@ -71,7 +74,7 @@ class SvpnLab:
                  announcement_interval: float = 0.05, mobility_timers: dict | None = None,
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
-                 seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
+                 vcm_pair: str | None = None, seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
                  event_rate_limit: int = 20):
         if esp_encap not in ESP_ENCAPS:
             raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
@@ -87,6 +90,13 @@ class SvpnLab:
                            "the MN–VCM SA always travels inside the MN–SG SA)")
         if not 0 < vcm_inbound_grace <= 3600:
             raise LabError(f"vcm_inbound_grace {vcm_inbound_grace!r}: seconds, more than 0 and at most 3600")
+        if vcm_pair not in (None, "home-ro", "care-of"):
+            raise LabError(f"vcm_pair {vcm_pair!r}: 'home-ro' (ESP between external home addresses over the MN–MN "
+                           "binding) or 'care-of' (ESP tunnel between the care-of addresses)")
+        if vcm_pair == "home-ro" and (vcm is None or addressing != "private"):
+            raise LabError("vcm_pair='home-ro' needs a vcm and addressing='private' (the external home addresses)")
+        # Embodiment 1 (private plan): the direct pair rides on MN–MN route optimisation by default.
+        self.vcm_pair = vcm_pair or ("home-ro" if vcm is not None and addressing == "private" else "care-of")
         self.vcm = vcm
         self.vcm_control = vcm_control
         self.vcm_inbound_grace = float(vcm_inbound_grace)
@@ -108,7 +118,8 @@ class SvpnLab:
         self._encap = {"encap": "udp"} if esp_encap == "udp" else {}
         # Even, so TCP segments carry an even payload and the nodes can checksum them in one vectorised
         # pass (nodeapps.runtime.offload.chunk_sums).
-        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (MOBILITY_OVERHEAD if mobility else 0)
+        mobility_overhead = RO_ESP_OVERHEAD if self.vcm_pair == "home-ro" else MOBILITY_OVERHEAD
+        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (mobility_overhead if mobility else 0)
                            - (UDP_ENCAP_OVERHEAD if esp_encap == "udp" else 0)) & ~1
         low, high = ra_intervals
         if not 0.03 <= low <= 0.75 * high or not 0.07 <= high <= 1800:
@@ -389,7 +400,8 @@ table inet svpnlab_gateway {{
                              "in": sa(to_sg, mip + 2, "in", plan.sg_public, sg_key, *keys[2])})
             sg_sas += [{**sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"), **self._encap},
                        {**sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel"), **self._encap}]
-        if (self.correspondent or self.route_optimisation) and plan.external_home_prefix is not None:
+        if (self.correspondent or self.route_optimisation or (self.vcm and self.vcm_pair == "home-ro")) \
+                and plan.external_home_prefix is not None:
             self._add_external_configs(configs)
         sg_homes = vpn + ([str(plan.external_home_prefix)] if plan.external_home_prefix is not None else [])
         sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": sg_homes,
@@ -442,7 +454,7 @@ table inet svpnlab_gateway {{
                      "external": external, "internal": internal}
             section = {"node_id": mn_node_id(mn.index), "variant": self.vcm, "address": vcm_address,
                        "sg_address": sg_address, "external": external, "internal": internal, "names": names,
-                       "inbound_grace": self.vcm_inbound_grace}
+                       "inbound_grace": self.vcm_inbound_grace, "pair": self.vcm_pair}
             if host and self.vcm_control == "direct":
                 # MN–VCM SA sent directly (vcm-sa): tunnel mode, outer ends the care-of address (moved by
                 # both ends) and the VCM, inner the home address (docs/vcm-runtime.md)
@@ -496,11 +508,15 @@ table inet svpnlab_gateway {{
             config = configs[mn.name]
             config["tun"]["addresses"].append(f"{ehoa}/128")
             peers = [b if a == mn.name else a for a, b in self.route_optimisation if mn.name in (a, b)]
+            vcm_ro = bool(self.vcm) and self.vcm_pair == "home-ro"
+            if vcm_ro:   # every other MN may become a VCM peer; RR starts only when its KEYS arrive
+                peers = [other.name for other in self.external_mobile_nodes() if other.name != mn.name]
             config["mobility"]["external"] = {
                 "address": ehoa, "home_agent": xha,
                 "correspondents": [CORRESPONDENT_ADDRESS] if self.correspondent else [],
                 "mobile_peers": [{"name": p, "internal": plan.mobile(p).home_address,
                                   "external": plan.mobile(p).external_home_address} for p in peers],
+                "peer_data": "vcm-esp" if vcm_ro else "clear",
                 "peers": [{"address": xha, "out": sa(names[0], spi, "out", ehoa, xha, *keys[0]),
                            "in": sa(names[1], spi + 1, "in", ehoa, xha, *keys[1])}],
                 "tunnel_peer": {"address": xha,

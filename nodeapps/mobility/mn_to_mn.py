@@ -26,8 +26,16 @@ the applications use) to its route-optimised home address.
   a BU with lifetime 0 carried IPv6-in-IPv6 between the internal home addresses, for the shell to send
   through the VPN when the node is inside the office and cannot reach the peer in clear;
   ``receive_via_vpn`` is the other end.
+* ESP between the route-optimised home addresses (the VCM's direct SA pair in embodiment 1). The shell
+  seals an application packet with a tunnel-mode SA whose outer addresses are our and the peer's route-
+  optimised home addresses; ``route_esp(packet)`` sends that ESP packet care-of to care-of (HAO + RH2 in
+  front of ESP, §6.3/§6.4, RFC 3776/4877 placement), or returns None while either binding is missing (then
+  nothing may leave on the direct SA). ``receive_esp(packet)`` processes an arriving one's RH2 and checks
+  its HAO against the binding cache (§9.3.1) *before* the SAD lookup, and returns it as plain
+  ``IPv6(peer home address -> ours) | ESP`` for the SAD (SPI + our home address).
 
-Nothing here protects the data: this is the prior-art route optimisation without an SA between the MNs.
+``wrap``/``unwrap`` do not protect the data: they are the prior-art route optimisation without an SA
+between the MNs (the shell does not use them when the VCM supplies the SA).
 """
 from __future__ import annotations
 
@@ -192,6 +200,44 @@ class MobilePeerRouting:
             return None
         self.counters["peer_data_in"] += 1
         return inner
+
+    # ---- ESP between route-optimised home addresses ----
+    def route_esp(self, packet: bytes, now: float) -> Optional[bytes]:
+        """An ESP packet from our home address to a peer's route-optimised home address (a tunnel-mode SA
+        whose outer ends are the two home addresses) as it goes on the wire: care-of to care-of, IPv6 | RH2 |
+        destination options (HAO) | ESP (RFC 6275 §6.3, §6.4). None while either binding is missing: the
+        peer could not process it, so it must not leave."""
+        if len(packet) < ipv6.HEADER_LEN or packet[6] != ipv6.NH_ESP or packet[8:24] != self.home_address:
+            return None
+        peer = packet[24:40]
+        if peer not in self.internal_of or not self.ready(peer, now) or self.mobile.at_home:
+            return None
+        outer = m.insert_home_address_option(packet, self.mobile.care_of_address)
+        routed = self.correspondent.add_routing_header(outer, now)
+        self.counters["peer_esp_out"] += 1
+        return routed
+
+    def receive_esp(self, packet: bytes, now: float) -> Optional[bytes]:
+        """ESP from a peer under the MN–MN binding, as it arrived at our care-of address: the type 2 routing
+        header is processed (our home address and care-of address, §11.3.3) and the HAO checked against the
+        binding cache (§9.3.1) before any SAD lookup. Returns IPv6(peer home address -> ours) | ESP, or None
+        (counted; a HAO without a binding also queues a Binding Error)."""
+        try:
+            hao, routing, upper, _offset = m.packet_summary(packet)
+        except m.MobilityParseError:
+            self.counters["dropped_malformed"] += 1
+            return None
+        if upper != ipv6.NH_ESP or routing is None or hao is None or hao not in self.internal_of:
+            self.counters["dropped_not_peer_esp"] += 1
+            return None
+        opened = self.mobile.incoming(packet, now)           # RH2: must name our home and care-of address
+        if opened is None:
+            return None
+        checked = self.correspondent.accept_home_address_option(opened, now)   # RFC 6275 §9.3.1
+        if checked is None:
+            return None
+        self.counters["peer_esp_in"] += 1
+        return checked
 
     # ---- leaving the public side ----
     def deregistrations(self, own_internal: bytes, now: float) -> list[bytes]:

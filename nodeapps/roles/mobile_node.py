@@ -22,10 +22,16 @@ between internal home addresses ride care-of to care-of once both bindings exist
 VCM (``vcm`` section, see ``docs/vcm-runtime.md``): a ``MobileAgent`` receives KEYS / PEER_READY /
 FALLBACK as UDP from the SG inside the SG tunnel SA and answers the same way. The shell applies the SA and
 SPD operations of every agent event before it sends what the agent queued (inbound installed before the
-ACK; outbound switched only on the peer's relayed ACK). The direct SAs are tunnel-mode SAs between the two
-care-of addresses protecting home-address traffic; their local end follows our care-of address on a move,
-their remote end the care-of notices the SG sends. Home-address packets for a peer with a direct outbound
-rule skip the reverse tunnel and go straight through the SPD.
+ACK; outbound switched only on the peer's relayed ACK). Home-address packets for a peer with a direct
+outbound rule skip the reverse tunnel and go straight through the SPD. Two kinds of direct pair:
+
+* ``pair: "care-of"`` (public plan): tunnel-mode SAs between the two care-of addresses; their local end
+  follows our care-of address on a move, their remote end the care-of notices the SG sends.
+* ``pair: "home-ro"`` (private plan, embodiment 1): tunnel-mode SAs between the two external home
+  addresses, carried over the MN–MN route-optimised binding (``MobilePeerRouting.route_esp`` /
+  ``receive_esp``: HAO and RH2 in front of ESP). The KEYS start return routability with the peer; until both
+  bindings exist, nothing leaves on the direct SA (the packet takes the SG path). Moves are followed by the
+  nodes' own BUs; care-of notices are recorded but move nothing.
 """
 from __future__ import annotations
 
@@ -98,6 +104,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                for i, p in enumerate(self.vpn_prefixes) for d in ("out", "in")]
         self.policy_internal = False
         self.agent = self.vcm_peer = None
+        self.vcm_ro, self.ro_pending, self.ro_started = False, False, set()
         self.vcm_direct = False
         self.direct_rules: list[dict] = []     # VCM peer-specific rules, ahead of the external policy
         self.direct_sa_peer: dict[str, int] = {}
@@ -160,7 +167,10 @@ class MobileNodeRuntime(MobilityRuntime):
         # mobile nodes"): their internal home addresses are reached through their external ones.
         peers = {ipv6.pton(p["internal"]): ipv6.pton(p["external"]) for p in external.get("mobile_peers", [])}
         self.peer_routing = MobilePeerRouting(self.ext_core, peers)
-        self.peer_routing.start(now)
+        # "vcm-esp": the peers are VCM peers; RR starts with their KEYS, and data rides only in the VCM's SA.
+        self.peer_data = external.get("peer_data", "clear")
+        if self.peer_data == "clear":
+            self.peer_routing.start(now)
         self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"])
                            for p in external.get("mobile_peers", [])}
         self.counters.update({"ro_data_out": 0, "ro_data_in": 0})
@@ -177,6 +187,9 @@ class MobileNodeRuntime(MobilityRuntime):
         # Separate VCM host: our own ESP SA pair with it, either a transport pair nested in the SG tunnel
         # on the way out, or (embodiment 2, "direct") a tunnel pair from the care-of address to the VCM.
         self.vcm_direct = not in_sg and vcm.get("control") == "direct"
+        self.vcm_ro = vcm.get("pair") == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
+        self.ro_started: set[bytes] = set()
+        self.ro_pending = False
         peer_class = TunnelPeer if self.vcm_direct else TransportPeer
         self.vcm_peer = None if in_sg else peer_class(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
         self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=not self.vcm_direct)
@@ -190,7 +203,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                                    inbound_grace=float(vcm.get("inbound_grace", 45.0))),
                                  initial_counter=int(time.time()) << 20)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
-                              "vcm_op_errors": 0})
+                              "vcm_op_errors": 0, "direct_in": 0})
 
     def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
         """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""
@@ -214,7 +227,8 @@ class MobileNodeRuntime(MobilityRuntime):
             self.counters["care_of_notices"] += 1
             if care_of is not None and self.peer_care_of.get(node) != care_of:
                 self.peer_care_of[node] = care_of
-                moved = [name for name, peer in self.direct_sa_peer.items() if peer == node]
+                # home-ro: the SA ends are home addresses; the peer's own BU moves its binding, not this notice
+                moved = [] if self.vcm_ro else [name for name, peer in self.direct_sa_peer.items() if peer == node]
                 for name in moved:
                     move_sa(self.processor.sad, name, remote=care_of)
                 self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node),
@@ -261,6 +275,9 @@ class MobileNodeRuntime(MobilityRuntime):
             self.log.emit(time.time(), kind, to="vcm", bytes=len(data),
                           type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
             self._send_to_vcm(data)
+        if self.ro_pending:
+            self.ro_pending = False
+            self.flush_core(now)   # the HoTI/CoTI that the KEYS started, after the KEYS_ACK
 
     def _send_to_vcm(self, data: bytes) -> None:
         packet = vcm_shell.build_udp(self.address, self.vcm_address_bytes, vcm_shell.VCM_PORT,
@@ -297,10 +314,15 @@ class MobileNodeRuntime(MobilityRuntime):
         sad, spd = self.processor.sad, self.processor.spd
         try:
             if op.action == "add-sa":
-                # Outer ends: the two care-of addresses (docs/vcm-runtime.md); inner: home addresses.
                 cfg["mode"] = "tunnel"
-                cfg["local"] = self.care_of or cfg["local"]
-                cfg["remote"] = self.peer_care_of.get(peer, cfg["remote"])
+                if self.vcm_ro:
+                    # Outer ends: the two external home addresses (as the agent builds them); on the wire
+                    # care-of to care-of with HAO + RH2 under the MN–MN binding, which the KEYS start.
+                    self._start_peer_ro(ipv6.pton(cfg["remote"]))
+                else:
+                    # Outer ends: the two care-of addresses (docs/vcm-runtime.md); inner: home addresses.
+                    cfg["local"] = self.care_of or cfg["local"]
+                    cfg["remote"] = self.peer_care_of.get(peer, cfg["remote"])
                 sad.add(SecurityAssociation.from_config(cfg))
                 self.direct_sa_peer[cfg["name"]] = peer
             elif op.action == "del-sa":
@@ -317,6 +339,17 @@ class MobileNodeRuntime(MobilityRuntime):
         except (KeyError, ValueError) as exc:
             self.counters["vcm_op_errors"] += 1
             self.log.emit(time.time(), "vcm_op_error", action=op.action, name=cfg.get("name"), reason=str(exc))
+
+    def _start_peer_ro(self, peer_external: bytes) -> None:
+        """Return routability and BU with a VCM peer's external home address (once per peer; the cores
+        keep the binding fresh and follow moves from then on)."""
+        if self.peer_routing is None or peer_external in self.ro_started \
+                or peer_external not in self.peer_routing.internal_of:
+            return
+        self.ro_started.add(peer_external)
+        self.ro_pending = True
+        self.ext_core.start_route_optimisation(peer_external, time.monotonic())
+        self.log.emit(time.time(), "vcm_peer_ro_started", peer_external=ipv6.ntop(peer_external))
 
     def close(self) -> None:
         for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None),
@@ -514,8 +547,9 @@ class MobileNodeRuntime(MobilityRuntime):
                 move_sa(self.processor.sad, name, local=coa)
         for tunnel in self.tunnel_peers.values():
             tunnel.move(local=coa, remote=ipv6.ntop(tunnel.address))
-        for name in self.direct_sa_peer:
-            move_sa(self.processor.sad, name, local=coa)  # the peer learns it from the SG's notice
+        if not self.vcm_ro:   # home-ro: SA ends are home addresses; our BU to the peer follows the move
+            for name in self.direct_sa_peer:
+                move_sa(self.processor.sad, name, local=coa)  # the peer learns it from the SG's notice
         if self.vcm_direct:
             self.vcm_peer.move(local=coa, remote=self.vcm_address)   # the VCM learns it from the SG's report
         if self.agent is not None:
@@ -584,13 +618,15 @@ class MobileNodeRuntime(MobilityRuntime):
             counters["bypass_from_tun"] += 1  # home: plain routes; unproven: nothing leaves
             return
         if self.direct_out and packet[24:40] in self.direct_out:
-            counters["direct_out"] += 1   # VCM direct SA: no reverse tunnel, the SPD picks the /128 rule
-            if packet[24:40] not in self.first_direct_logged:
-                self.first_direct_logged.add(packet[24:40])
-                self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(packet[24:40]))
-            self._protect_and_send(packet, "direct")
-            return
-        if self.peer_routing is not None and packet[8:24] == self.address:
+            if not self.vcm_ro:
+                counters["direct_out"] += 1   # VCM direct SA: no reverse tunnel, the SPD picks the /128 rule
+                self._log_direct(packet[24:40], True)
+                self._protect_and_send(packet, "direct")
+                return
+            if self._send_direct_ro(packet):
+                return
+            self._log_direct(packet[24:40], False)   # no MN–MN binding (yet): the SG path below
+        if self.peer_routing is not None and packet[8:24] == self.address and self.peer_data == "clear":
             wire = self.peer_routing.wrap(packet, time.monotonic())
             peer = packet[24:40]
             if wire is not None:
@@ -607,6 +643,45 @@ class MobileNodeRuntime(MobilityRuntime):
         datagram = core.outgoing(packet, time.monotonic())
         counters["reverse_tunnelled" if datagram.packet[6] == ipv6.NH_IPV6 else "route_optimised"] += 1
         self._protect_and_send(datagram.packet, datagram.description)
+
+    def _log_direct(self, peer: bytes, direct: bool) -> None:
+        if direct and peer not in self.first_direct_logged:
+            self.first_direct_logged.add(peer)
+            self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(peer),
+                          **({"path": "vcm-home-ro"} if self.vcm_ro else {}))
+        elif not direct and peer in self.first_direct_logged:
+            self.first_direct_logged.discard(peer)
+            self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no mn-mn binding")
+
+    def _send_direct_ro(self, packet: bytes) -> bool:
+        """home-ro: seal with the direct SA (outer: the external home addresses), then send it care-of to
+        care-of with HAO + RH2. Only with both MN–MN bindings live; False (nothing sent) otherwise."""
+        now = time.monotonic()
+        peer = self.peer_routing.peers.get(packet[24:40]) if self.peer_routing is not None else None
+        if peer is None or not self.peer_routing.ready(peer, now):
+            return False
+        verdict, sa, out = self.processor.outbound(packet)
+        if out is None or verdict != "protect" or not sa.name.startswith("vcm-"):
+            return True   # refused by the SPD (counted there)
+        wire = self.peer_routing.route_esp(out, now)
+        if wire is None:
+            self.counters["vcm_op_errors"] += 1
+            return True
+        self.counters["direct_out"] += 1
+        self._log_direct(packet[24:40], True)
+        self.send_raw(wire, "vcm direct")
+        return True
+
+    def _receive_direct_ro(self, packet: bytes, now: float) -> None:
+        """home-ro: ESP from a peer behind RH2 + HAO. The MN–MN binding check comes first (RFC 6275
+        §9.3.1), then the SAD lookup (SPI + our external home address) and the inbound policy."""
+        opened = self.peer_routing.receive_esp(packet, now)
+        if opened is None:
+            return
+        _verdict, _sa, inner = self.processor.inbound(opened)
+        if inner is not None:
+            self.counters["direct_in"] += 1
+            self.write_tun(inner)
 
     def _protect_and_send(self, packet: bytes, description: str) -> None:
         verdict, sa, out = self.processor.outbound(packet)
@@ -673,6 +748,10 @@ class MobileNodeRuntime(MobilityRuntime):
                     self._external_clear(packet, now)
                 continue
             if self.vcm_direct and self._from_vcm_host(packet, now):
+                continue
+            if self.agent is not None and self.vcm_ro and self.peer_routing is not None \
+                    and packet[6] != ipv6.NH_ESP:
+                self._receive_direct_ro(packet, now)   # ESP behind RH2 + HAO: a VCM peer's direct SA
                 continue
             _verdict, sa, inner = processor.inbound(packet)
             if inner is None:
@@ -754,10 +833,19 @@ class MobileNodeRuntime(MobilityRuntime):
                     for internal, external in self.peer_routing.peers.items()]
                 out["mobility"]["peer_counters"] = dict(self.peer_routing.counters)
         if self.agent is not None:
-            out["vcm"] = {"node_id": self.vcm_node_id, "peer_care_of": {
+            now = time.monotonic()
+
+            def binding(row):   # home-ro: the direct SA is usable only with both MN–MN bindings live
+                if not self.vcm_ro or self.peer_routing is None or not row.peer_external_hoa:
+                    return None
+                return self.peer_routing.ready(ipv6.pton(row.peer_external_hoa), now)
+
+            def path(row):
+                return "via-sg" if row.path == "direct" and binding(row) is False else row.path
+            out["vcm"] = {"pair": "home-ro" if self.vcm_ro else "care-of", "node_id": self.vcm_node_id, "peer_care_of": {
                 self.vcm_names.get(k, str(k)): v for k, v in self.peer_care_of.items()},
                 "paths": [{"peer": self.vcm_names.get(row.peer, str(row.peer)), "peer_home": row.peer_external_hoa,
-                           "path": row.path, "since": round(time.time() - (time.monotonic() - row.since), 3), "session": row.session_id,
+                           "path": path(row), "binding": binding(row), "since": round(time.time() - (time.monotonic() - row.since), 3), "session": row.session_id,
                            "generation": row.generation, "spi_out": row.spi_out, "spi_in": row.spi_in,
                            "pending": row.pending} for row in self.agent.path_status().values()],
                 "stats": dict(self.agent.channel.stats)}

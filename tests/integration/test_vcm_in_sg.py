@@ -1,6 +1,8 @@
 """VCM built into the SG, in the running lab: two external MNs pinging each other's home address at 50 Hz
-go direct (new SA pair between their care-of addresses), stay direct when MN1 moves, and fall back to the
-SG path when MN2 returns to the office, with the pings continuing throughout."""
+go direct, stay direct when MN1 moves, and fall back to the SG path when MN2 returns to the office, with the
+pings continuing throughout. Public plan: the new SA pair is a tunnel between the care-of addresses, moves
+followed through the SG's care-of notices. Private plan: the pair is a tunnel between the external home
+addresses, sent care-of to care-of with RH2 + HAO over the MN–MN binding, moves followed by the MNs' BUs."""
 import os
 import re
 import time
@@ -44,14 +46,32 @@ def _start_capture(lab, node, interface):
 
 
 def _esp_spis(path):
-    from scapy.layers.inet6 import IPv6
+    return _esp_frames(path)[0]
+
+
+def _esp_frames(path):
+    """({SPI: ESP frames straight behind the IPv6 header}, {SPI: ESP frames behind a type 2 routing header
+    and a Home Address option, in that order: (RH2 home address, HAO home address) -> count})."""
+    from scapy.layers.inet6 import HAO, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting
+    from scapy.layers.ipsec import ESP
     from scapy.utils import rdpcap
-    spis = {}
+    plain, routed = {}, {}
     for frame in rdpcap(path):
-        if IPv6 in frame and frame[IPv6].nh == 50:
+        if IPv6 not in frame:
+            continue
+        if frame[IPv6].nh == 50:
             spi = int.from_bytes(bytes(frame[IPv6].payload)[:4], "big")
-            spis[spi] = spis.get(spi, 0) + 1
-    return spis
+            plain[spi] = plain.get(spi, 0) + 1
+        elif frame[IPv6].nh == 43 and IPv6ExtHdrRouting in frame and frame[IPv6ExtHdrRouting].type == 2 \
+                and frame[IPv6ExtHdrRouting].nh == 60 and HAO in frame and ESP in frame \
+                and frame[IPv6ExtHdrDestOpt].nh == 50:    # RFC 6275 §6.3/§6.4: IPv6 | RH2 | DestOpt(HAO) | ESP
+            key = (frame[ESP].spi, frame[IPv6ExtHdrRouting].addresses[0], frame[HAO].hoa)
+            routed[key] = routed.get(key, 0) + 1
+    return plain, routed
+
+
+def _routed(routed, spi):
+    return sum(n for (s, _rh2, _hao), n in routed.items() if s == spi)
 
 
 def _replies(path):
@@ -97,21 +117,53 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated"):
         assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
         # ESP with the new SPIs on both access links, never on the SG's WAN link; no marker in clear.
         time.sleep(0.2)
-        seen = {name: _esp_spis(path) for name, path in captures.items()}
-        for link in ("ar1-up", "ar2-up"):
-            assert seen[link].get(spi_out, 0) >= 30 and seen[link].get(spi_in, 0) >= 30, (link, seen[link])
+        home_ro = addressing == "private"
+        frames = {name: _esp_frames(path) for name, path in captures.items()}
+        seen = {name: f[0] for name, f in frames.items()}
+        if home_ro:
+            # Private plan: ESP between the external home addresses, on the wire care-of to care-of with
+            # RH2 (peer's external home address) and HAO (own) in front of it; never bare ESP.
+            assert lab.status("mn1")["vcm"]["pair"] == "home-ro"
+            x1, x2 = (lab.plan.mobile(n).external_home_address for n in ("mn1", "mn2"))
+            for link in ("ar1-up", "ar2-up"):
+                routed = frames[link][1]
+                assert routed.get((spi_out, x2, x1), 0) >= 30 and routed.get((spi_in, x1, x2), 0) >= 30, \
+                    (link, routed)
+                assert spi_out not in seen[link] and spi_in not in seen[link], (link, seen[link])
+            assert not _routed(frames["sg-wan"][1], spi_out) and not _routed(frames["sg-wan"][1], spi_in)
+        else:
+            for link in ("ar1-up", "ar2-up"):
+                assert seen[link].get(spi_out, 0) >= 30 and seen[link].get(spi_in, 0) >= 30, (link, seen[link])
         assert spi_out not in seen["sg-wan"] and spi_in not in seen["sg-wan"]
         for path in captures.values():
             with open(path, "rb") as f:
                 assert bytes.fromhex(marker) not in f.read(), f"payload marker in clear on {path}"
 
         # 2. MN1 moves: the direct path recovers (both ends' SAs follow the care-of address).
-        lab.move("mn1", "cell")
+        move_events = lab.move("mn1", "cell")
         _wait("mn1 still direct after its move", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
               3.0)
         coa1 = lab.status("mn1")["mobility"]["care_of_address"]
-        _wait("mn2 learnt mn1's new care-of address",
-              lambda: lab.status("mn2")["vcm"]["peer_care_of"].get("mn1") == coa1, 3.0)
+        if home_ro:
+            # Followed by mn1's own BU to mn2 (not by the SG's care-of notice): mn2's binding for mn1's
+            # external home address names the new care-of address, and its direct SAs never moved.
+            def mn2_binding():
+                rows = lab.status("mn2")["mobility"].get("peers", [])
+                return any(r["peer"] == "mn1" and r["peer_care_of"] == coa1 for r in rows)
+            _wait("mn2's binding of mn1 at the new care-of address", mn2_binding, 3.0)
+            t0 = move_events[0]["time"] if move_events else 0.0
+            events = [e for e in lab.events() if e["time"] >= t0]
+            coa2 = lab.status("mn2")["mobility"]["care_of_address"]   # the BU carries RH2 (§9.3.2): sent there
+            assert [e for e in events if e["node"] == "mn1" and e["event"] == "mobility_sent"
+                    and e["what"].startswith("BU") and e["what"].endswith("correspondent") and e["dst"] == coa2], \
+                "no BU from mn1 to mn2 after the move"
+            assert not [e for e in lab.events() if e["node"] == "mn2" and e["event"] == "peer_care_of"
+                        and e.get("direct_sas_moved")]
+            sas = {sa["name"]: sa for sa in lab.status("mn2")["ipsec"]["sas"]}
+            assert {sa["remote"] for n, sa in sas.items() if n.startswith("vcm-")} == {x1}
+        else:
+            _wait("mn2 learnt mn1's new care-of address",
+                  lambda: lab.status("mn2")["vcm"]["peer_care_of"].get("mn1") == coa1, 3.0)
         time.sleep(0.5)
         sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
         replies_before = len(_replies(ping_log))
@@ -121,6 +173,9 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated"):
         assert relayed <= 4, f"after the move the SG relays {relayed} packets in 1 s"
         assert len(_replies(ping_log)) - replies_before >= 30
         assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        if home_ro:   # the direct SPIs with RH2 + HAO on mn1's new access link, from its new care-of address
+            routed = _esp_frames(captures["ar3-up"])[1]
+            assert routed.get((spi_out, x2, x1), 0) >= 30 and routed.get((spi_in, x1, x2), 0) >= 30, routed
 
         # 3. MN2 returns to the office: MN1 falls back to the SG path, pings continue.
         lab.move("mn2", "office")

@@ -290,3 +290,69 @@ def test_a_peer_that_comes_out_later_is_optimised_without_waiting_for_the_backof
     net.move("a", COA["a1"])          # A's BU reaches B: B retries at once
     assert net.node["a"].ready(EXT["b"], 20.0) and net.node["b"].ready(EXT["a"], 20.0)
     assert net.node["b"].mobile.counters["test_init_retries"] == 2
+
+
+# ---- ESP between the route-optimised home addresses (the VCM's direct SA pair) ----
+
+def esp(src, dst, spi=0x5A5A0001, seq=1, body=b"\x11" * 40):
+    """Stand-in for what a tunnel-mode SA between the two home addresses emits: IPv6 | ESP."""
+    payload = spi.to_bytes(4, "big") + seq.to_bytes(4, "big") + body
+    return ipv6.build_header(src, dst, ipv6.NH_ESP, len(payload)) + payload
+
+
+def test_esp_between_home_addresses_goes_care_of_to_care_of_with_rh2_and_hao_before_esp():
+    from scapy.layers.ipsec import ESP
+    net = both_out()
+    a, b = net.node["a"], net.node["b"]
+    sealed = esp(EXT["a"], EXT["b"])
+    wire = a.route_esp(sealed, 4.0)
+    parsed = IPv6(wire)
+    assert (parsed.src, parsed.dst) == (ipv6.ntop(COA["a1"]), ipv6.ntop(COA["b1"]))
+    # RFC 6275 §6.3/§6.4 (RFC 3776 placement): IPv6 | RH2 | destination options (HAO) | ESP
+    assert parsed.nh == 43 and parsed[IPv6ExtHdrRouting].type == 2
+    assert parsed[IPv6ExtHdrRouting].addresses == [ipv6.ntop(EXT["b"])]
+    assert parsed[IPv6ExtHdrRouting].nh == 60 and parsed[HAO].hoa == ipv6.ntop(EXT["a"])
+    assert parsed[IPv6ExtHdrDestOpt].nh == ipv6.NH_ESP and parsed[ESP].spi == 0x5A5A0001
+    # Receive: RH2 and HAO processed first; what goes to the SAD is the ESP between the home addresses.
+    assert b.receive_esp(wire, 4.0) == sealed
+    assert b.counters["peer_esp_in"] == 1
+
+
+def test_no_esp_leaves_on_the_direct_pair_until_both_bindings_exist():
+    net = TwoNodes()
+    net.node["a"].start(0.0)
+    net.move("a", COA["a1"])
+    net.move("b", COA["b1"])   # only A's binding at B
+    net.run_until(3.0)
+    assert net.node["a"].route_esp(esp(EXT["a"], EXT["b"]), 4.0) is None
+    assert net.node["b"].route_esp(esp(EXT["b"], EXT["a"]), 4.0) is None
+    # Not a peer's home address, or not ESP from ours: never routed.
+    both = both_out()
+    assert both.node["a"].route_esp(esp(EXT["a"], ipv6.pton("2001:db8:e0::99")), 4.0) is None
+    assert both.node["a"].route_esp(esp(EXT["b"], EXT["b"]), 4.0) is None
+
+
+def test_peer_esp_with_a_stale_care_of_address_is_refused_before_the_sad():
+    net = both_out()
+    b = net.node["b"]
+    forged = m.insert_routing_header(m.insert_home_address_option(esp(EXT["a"], EXT["b"]), COA["a2"]), COA["b1"])
+    assert b.receive_esp(forged, 4.0) is None                       # §9.3.1: no binding for that CoA
+    assert b.counters["dropped_hao_without_binding"] == 1
+    (be,) = b.correspondent.datagrams_to_send(4.0)
+    assert be.description.startswith("BE status 1")
+    # Without RH2, or without HAO: not the direct pair's format.
+    assert b.receive_esp(m.insert_home_address_option(esp(EXT["a"], EXT["b"]), COA["a1"]), 4.0) is None
+    assert b.receive_esp(esp(EXT["a"], EXT["b"]), 4.0) is None
+    assert b.counters["dropped_not_peer_esp"] == 2
+
+
+def test_direct_esp_follows_a_move_by_the_nodes_own_binding_update():
+    net = both_out()
+    net.now = 10.0
+    net.move("a", COA["a2"])
+    a, b = net.node["a"], net.node["b"]
+    wire = a.route_esp(esp(EXT["a"], EXT["b"], seq=2), 10.5)
+    assert wire[8:24] == COA["a2"] and wire[24:40] == COA["b1"]
+    assert b.receive_esp(wire, 10.5) == esp(EXT["a"], EXT["b"], seq=2)
+    back = b.route_esp(esp(EXT["b"], EXT["a"]), 10.5)
+    assert back[24:40] == COA["a2"] and a.receive_esp(back, 10.5) is not None

@@ -163,3 +163,34 @@ def test_direct_mn_vcm_sas_are_tunnel_pairs_from_the_care_of_address_and_the_sg_
     encapsulated = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "cell"], mobility=True,
                            vcm="host")
     assert encapsulated._vcm_direct_forwarding() == ""
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"vcm_pair": "tunnel"}, "vcm_pair 'tunnel'"),
+    ({"vcm_pair": "home-ro", "addressing": "public"}, "addressing='private'"),
+    ({"vcm_pair": "home-ro", "vcm": None}, "needs a vcm"),
+])
+def test_vcm_pair_is_checked_before_anything_starts(kwargs, named):
+    from topologies.lab import LabError, SvpnLab
+    with pytest.raises(LabError, match=named) as info:
+        SvpnLab(**{"addressing": "private", "mobility": True, "vcm": "in-sg", **kwargs})
+    assert "\n" not in str(info.value)
+
+
+def test_private_plan_vcm_pair_rides_on_the_mn_to_mn_binding_and_public_keeps_the_care_of_tunnel(tmp_path):
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="private", mobile_nodes=3, attachments=["wlan1", "wlan2", "cell"], mobility=True,
+                  vcm="in-sg")
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    assert lab.vcm_pair == "home-ro" and "xha" in configs
+    for name in ("mn1", "mn2", "mn3"):
+        mobility = configs[name]["mobility"]
+        assert mobility["vcm"]["pair"] == "home-ro"
+        external = mobility["external"]
+        # Every other MN may become a VCM peer; data to it only ever in the VCM's SA, RR started by KEYS.
+        assert external["peer_data"] == "vcm-esp"
+        assert {p["name"] for p in external["mobile_peers"]} == {"mn1", "mn2", "mn3"} - {name}
+    # Room for RH2 + HAO (48) instead of the reverse tunnel (40) below the ESP tunnel overhead.
+    public = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True, vcm="in-sg")
+    assert public.vcm_pair == "care-of" and lab.tun_mtu == public.tun_mtu - 8

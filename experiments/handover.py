@@ -505,7 +505,7 @@ def main(argv=None) -> int:
     records.write_summary(folder)
     if not args.no_plots:
         from experiments.plotting import draw_all
-        draw_all(folder)
+        draw_all(folder, workers=min(4, os.cpu_count() or 1))
     print(f"handover: {'complete' if complete else 'INCOMPLETE'} in {time.monotonic() - started:.1f} s; "
           f"{folder}", flush=True)
     with open(os.path.join(folder, "summary.md"), encoding="utf-8") as f:

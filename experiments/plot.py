@@ -44,7 +44,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        written = plotting.draw_all(args.folder, args.out, args.formats)
+        written = plotting.draw_all(args.folder, args.out, args.formats, workers=min(4, os.cpu_count() or 1))
     except records.RecordsError as exc:
         print(f"plot.py: {exc}", file=sys.stderr)
         return 1

@@ -565,25 +565,41 @@ def topology_figure(res: Results) -> Figure:
 # ------------------------------------------------------------------------------------------------------
 
 
-def figures(res: Results) -> dict[str, Figure]:
-    out = {"rtt-timeline": rtt_timeline_figure(res), "phase-bars": phase_bars_figure(res),
-           "rtt-cdf": rtt_cdf_figure(res), "handover-gaps": handover_gaps_figure(res),
-           "costs": costs_figure(res), "topology": topology_figure(res)}
+def figure_builders(res: Results) -> dict:
+    """Figure name -> function drawing it, in the order the figures are listed."""
+    out = {"rtt-timeline": rtt_timeline_figure, "phase-bars": phase_bars_figure, "rtt-cdf": rtt_cdf_figure,
+           "handover-gaps": handover_gaps_figure, "costs": costs_figure, "topology": topology_figure}
     for s in sequence_strategies(res):
-        out[f"sequence-{s}"] = sequence_figure(res, s)
+        out[f"sequence-{s}"] = lambda r, s=s: sequence_figure(r, s)
     return out
 
 
-def draw_all(folder: str, out_dir: str | None = None, formats=FORMATS, only=None) -> dict[str, list[str]]:
+def figures(res: Results) -> dict[str, Figure]:
+    return {name: build(res) for name, build in figure_builders(res).items()}
+
+
+def draw_all(folder: str, out_dir: str | None = None, formats=FORMATS, only=None,
+             workers: int = 1) -> dict[str, list[str]]:
     """Draw every figure of a results folder (or those named in ``only``) into ``out_dir`` (default
-    ``<folder>/plots``); returns figure name -> written paths."""
+    ``<folder>/plots``); returns figure name -> written paths. ``workers`` > 1 shares the figures out
+    among that many processes (saving PNG and SVG is most of the time, and it is CPU-bound)."""
     res = load(folder)
     out_dir = out_dir or os.path.join(folder, "plots")
     os.makedirs(out_dir, exist_ok=True)
+    names = [n for n in figure_builders(res) if only is None or n in only]
+    if workers > 1 and len(names) > 1:
+        import concurrent.futures
+        import multiprocessing
+        shares = [names[i::workers] for i in range(workers) if names[i::workers]]
+        with concurrent.futures.ProcessPoolExecutor(len(shares),
+                                                    mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_draw_share, [(folder, out_dir, tuple(formats), share) for share in shares]))
+        merged = {k: v for part in parts for k, v in part.items()}
+        return {name: merged[name] for name in names}
+    builders = figure_builders(res)
     written = {}
-    for name, fig in figures(res).items():
-        if only is not None and name not in only:
-            continue
+    for name in names:
+        fig = builders[name](res)
         paths = []
         for fmt in formats:
             path = os.path.join(out_dir, f"{name}.{fmt}")
@@ -591,3 +607,8 @@ def draw_all(folder: str, out_dir: str | None = None, formats=FORMATS, only=None
             paths.append(path)
         written[name] = paths
     return written
+
+
+def _draw_share(job) -> dict[str, list[str]]:
+    folder, out_dir, formats, share = job
+    return draw_all(folder, out_dir, formats, only=share)

@@ -393,12 +393,13 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
         for name, (metric, detail) in SG_RELAY_COUNTERS.items():
             counters.append({"strategy": strategy, "phase": phase, "metric": metric, "detail": detail,
                              "value": after[name] - before[name]})
+    phase_of = records.phase_finder(spans, strategy)
     by_kind: dict = {}
     for e in node_events:
         message = records.signalling_message(e, addresses)
         if message is not None:
             kind = message["kind"]
-            phase = records.phase_at(spans, strategy, e["time"] - t0) if not spans.empty else ""
+            phase = phase_of(e["time"] - t0)
             count, size = by_kind.get((phase, kind), (0, 0))
             by_kind[(phase, kind)] = (count + 1, size + (message["bytes"] or 0))
     for (phase, kind), (count, size) in sorted(by_kind.items()):
@@ -419,7 +420,7 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
         for t, frame in pcap_frames(path):
             found = frame.count(marker)
             if found:
-                phase = records.phase_at(spans, strategy, t - t0) if not spans.empty else ""
+                phase = phase_of(t - t0)
                 exposed[phase] = exposed.get(phase, 0) + found * len(marker)
         for phase, value in exposed.items():
             counters.append({"strategy": strategy, "phase": phase, "metric": "plaintext_exposure_bytes",

@@ -389,12 +389,26 @@ def _dtype(kind: str) -> str:
 # Building rows from raw records
 
 
+def phase_finder(spans: pd.DataFrame, strategy: str):
+    """``t -> phase name`` for one strategy: the first span holding ``t``, else the last span begun by
+    then, else ``""``. The table is read once, so it suits per-packet and per-probe loops (a scenario has a
+    handful of phases: a plain scan is enough)."""
+    own = spans[spans.strategy == strategy]
+    table = list(zip(own.t_start.tolist(), own.t_end.tolist(), (str(p) for p in own.phase)))
+
+    def find(t: float) -> str:
+        begun = ""
+        for start, end, name in table:
+            if start <= t:
+                if t < end:
+                    return name
+                begun = name
+        return begun
+    return find
+
+
 def phase_at(spans: pd.DataFrame, strategy: str, t: float) -> str:
-    rows = spans[(spans.strategy == strategy) & (spans.t_start <= t) & (spans.t_end > t)]
-    if rows.empty:
-        rows = spans[(spans.strategy == strategy) & (spans.t_start <= t)]
-        return "" if rows.empty else str(rows.iloc[-1].phase)
-    return str(rows.iloc[0].phase)
+    return phase_finder(spans, strategy)(t)
 
 
 def probe_rows(records: Iterable[dict], *, strategy: str, pair: str, t0: float, spans: pd.DataFrame,
@@ -402,11 +416,12 @@ def probe_rows(records: Iterable[dict], *, strategy: str, pair: str, t0: float, 
     """rtt.csv rows from the probe sender's JSON records (``nodeapps.probe``); ``path_of(t)`` may name the
     path at time ``t`` (seconds since the strategy started). Pending probes are left out."""
     rows = []
+    phase_of = phase_finder(spans, strategy)
     for r in records:
         if r.get("status") == "pending":
             continue
         t = r["t_sent"] - t0
-        rows.append({"strategy": strategy, "phase": phase_at(spans, strategy, t), "pair": pair, "t": t,
+        rows.append({"strategy": strategy, "phase": phase_of(t), "pair": pair, "t": t,
                      "seq": r["seq"], "rtt_ms": r.get("rtt_ms"), "owd_ms": r.get("owd_ms"),
                      "lost": r.get("status") == "lost", "path": path_of(t) if path_of else ""})
     return rows

@@ -222,6 +222,18 @@ def test_events_windows_and_phase_spans(results):
     assert vcm.t_start.tolist() == pytest.approx([0, 3, 6, 10, 13]) and vcm.t_end.iloc[-1] == pytest.approx(16)
 
 
+def test_phase_finder_names_the_phase_holding_a_time():
+    import pandas as pd
+    spans = pd.DataFrame([("a", "one", 0.0, 3.0), ("a", "two", 3.0, 5.0), ("b", "other", 0.0, 9.0),
+                          ("a", "three", 5.0, 8.0)], columns=["strategy", "phase", "t_start", "t_end"])
+    phase = records.phase_finder(spans, "a")
+    assert [phase(t) for t in (-1.0, 0.0, 2.99, 3.0, 4.0, 5.0, 7.9)] == ["", "one", "one", "two", "two", "three",
+                                                                         "three"]
+    assert phase(8.0) == phase(100.0) == "three"        # after the last phase: still the last one
+    assert records.phase_finder(spans, "c")(1.0) == ""  # no spans for that strategy
+    assert records.phase_at(spans, "b", 4.0) == "other"
+
+
 def test_phase_spans_fall_back_to_the_scenario(tmp_path):
     config = {"strategies": ["a"], "scenario": sc.load_default().to_dict()}
     records.write_config(str(tmp_path), config)

@@ -12,7 +12,8 @@ the applications use) to its route-optimised home address.
   towards any correspondent; ``route_mobility(packet)`` adds the type 2 routing header when we hold a
   binding for the peer, so CoTI and BU go straight to its care-of address (§9.3.2). Our correspondent core
   answers (HoT, CoT, BA, BE); ``datagrams_to_send`` returns them ready to send: HoT and CoT reverse-
-  tunnelled through our HA (§11.3.1: a packet from the home address without a binding at its destination),
+  tunnelled through our HA (§11.3.1: a packet from the home address without a binding at its destination)
+  and marked for the MN–HA tunnel SA,
   a BA with a Home Address option straight to the peer once our own binding there is acknowledged.
 * Signalling in. ``receive_mobility(packet)`` takes a Mobility Header packet addressed to our home address
   with any type 2 routing header already removed: HoTI, CoTI and BU go to the correspondent core; the
@@ -45,7 +46,7 @@ from nodeapps import ipv6
 from nodeapps.mobility import messages as m
 from nodeapps.mobility.constants import MH_BU, MH_COT, MH_COTI, MH_HOT, MH_HOTI
 from nodeapps.mobility.correspondent import CorrespondentNode
-from nodeapps.mobility.events import Datagram
+from nodeapps.mobility.events import Datagram, Protection
 from nodeapps.mobility.mobile import MobileNode
 
 _TO_CORRESPONDENT = (MH_HOTI, MH_COTI, MH_BU)
@@ -95,7 +96,14 @@ class MobilePeerRouting:
         """The correspondent core's answers, from our home address, as they go on the wire."""
         out = []
         for datagram in self.correspondent.datagrams_to_send(now):
-            out.append(Datagram(self.from_home_address(datagram.packet, now), description=datagram.description))
+            packet = self.from_home_address(datagram.packet, now)
+            if packet[6] == ipv6.NH_IPV6 and packet[24:40] == self.mobile.home_agent:
+                # Reverse-tunnelled HoT / CoT: the leg to our HA starts on our own access link, where the
+                # CoT leaves too; in the MN–HA tunnel SA (RFC 3776 §3.1) one eavesdropper there cannot
+                # collect both keygen tokens (RFC 6275 §5.2.3 relies on the two paths differing).
+                out.append(Datagram(packet, Protection.ESP_TUNNEL, self.mobile.home_agent, datagram.description))
+            else:
+                out.append(Datagram(packet, description=datagram.description))
         return out
 
     def from_home_address(self, packet: bytes, now: float) -> bytes:

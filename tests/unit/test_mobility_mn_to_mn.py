@@ -41,6 +41,7 @@ class TwoNodes:
             mobile = MobileNode(EXT[name], HA, random_bytes=seeded(10 + i), initial_sequence=100 * (i + 1))
             self.node[name] = MobilePeerRouting(mobile, {INTERNAL[other]: EXT[other]})
         self.hops = []          # (time, where, packet): "ha" = the HA received it
+        self.answers = []       # what each node's correspondent side sent
         self.delivered = {"a": [], "b": []}
 
     def cores(self):
@@ -54,7 +55,9 @@ class TwoNodes:
                     if d.protection is Protection.NONE:
                         d = Datagram(r.route_mobility(d.packet, self.now), description=d.description)
                     batch.append(d)
-                batch += r.datagrams_to_send(self.now)
+                answers = r.datagrams_to_send(self.now)
+                self.answers += answers
+                batch += answers
             batch += self.ha.datagrams_to_send(self.now)
             if not batch:
                 return
@@ -158,6 +161,15 @@ def test_both_bindings_after_return_routability_and_data_goes_care_of_to_care_of
     reply = udp(INTERNAL["b"], INTERNAL["a"], b"reply")
     net.deliver(b.wrap(reply, 4.0))
     assert net.delivered["a"] == [reply]
+
+
+def test_home_and_care_of_tests_leave_in_the_tunnel_sa_with_our_home_agent():
+    net = both_out()
+    tunnelled = [d for d in net.answers if d.packet[6] == ipv6.NH_IPV6]
+    kinds = {mobility_type(m.decapsulate(d.packet)[2]) for d in tunnelled}
+    assert {m.MH_HOT, m.MH_COT} <= kinds, kinds   # (and a BA sent before our own binding at the peer)
+    # RFC 3776 §3.1: an eavesdropper on our access link must not see the keygen tokens in clear.
+    assert all(d.protection is Protection.ESP_TUNNEL and d.esp_peer == HA for d in tunnelled)
 
 
 def test_not_optimised_until_both_bindings_exist():

@@ -81,7 +81,7 @@ def parse_args(argv):
     parser.add_argument("--sample", type=float, default=1.0,
                         help="seconds between CPU/memory samples (default 1)")
     parser.add_argument("--infra-nice", type=int, default=-10,
-                        help="nice value of the shared nodes' processes (SG, HA, VCM host, link emulators): "
+                        help="nice value of the shared nodes' processes (SG, home agents, VCM host, link emulators): "
                              "each stands for a machine of its own, but the kernel shares the CPU fairly among "
                              "all processes (sessions, with autogroups), so 100 MN processes would starve the SG "
                              "(default -10; 0: as is)")
@@ -495,7 +495,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
         processes = tracked_processes(lab)
         if args.infra_nice:
             for node, pid in processes.items():
-                if role_of(node) in ("sg", "ha", "vcm", "emulator"):
+                if role_of(node) in ("sg", "ha", "xha", "vcm", "emulator"):
                     renice(pid, args.infra_nice)
         sampler = Sampler(processes, args.sample, t0)
         sampler.start()

@@ -10,17 +10,9 @@ import time
 import pytest
 
 from topologies.measurements import iperf3, ping
+from tests.integration.waiting import wait_for
 
 MARKER = b"SVPNLAB-MARKER!!"  # 16 bytes, ping -p pattern
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def marker_ping(lab, src, dst, count=10):

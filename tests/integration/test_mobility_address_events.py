@@ -7,16 +7,9 @@ import time
 
 import pytest
 
+from tests.integration.waiting import wait_for
+
 NEW_PREFIX = "2001:db8:21:1::/64"   # a second prefix on WLAN 1, routed to ar1 but not in its RAs
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@ office, each runs return routability and a binding update towards the other's ex
 traffic between their internal home addresses then goes care-of address to care-of address (HAO + RH2,
 IPv6-in-IPv6 between the external home addresses) with neither the SG nor the external home agent
 carrying it; after a move the MN's own binding update makes the path direct again."""
-import os
 import subprocess
 import time
 
 import pytest
 
-from tests.integration.test_mobility_moves import start_capture, wait_for
+from tests.integration.test_mobility_moves import start_capture
+from tests.integration.waiting import wait_for
 from tests.integration.test_mobility_route_optimisation import events_of
 from topologies.measurements import ping
 

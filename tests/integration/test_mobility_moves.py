@@ -8,17 +8,9 @@ import time
 import pytest
 
 from topologies.handover import handover_gap, reply_times
+from tests.integration.waiting import wait_for
 
 GAP_BOUND_S = 0.5  # 3-4x the measured maximum (a shared 2-CPU machine); the benchmark records the numbers
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_capture(lab, node, interface, name):

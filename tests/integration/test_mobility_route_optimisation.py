@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.integration.test_mobility_moves import start_capture, wait_for
+from tests.integration.test_mobility_moves import start_capture
+from tests.integration.waiting import wait_for
 from topologies.measurements import ping
 
 
@@ -38,7 +39,7 @@ def lab():
 
 
 def test_route_optimised_path_skips_the_external_home_agent_and_survives_a_move(lab):
-    from scapy.all import IPv6, rdpcap, IPv6ExtHdrRouting, IPv6ExtHdrDestOpt, HAO
+    from scapy.all import IPv6, rdpcap, IPv6ExtHdrRouting, HAO
     from nodeapps import ipv6
     from nodeapps.mobility import messages as mh
     from topologies.svpn import CORRESPONDENT_ADDRESS

@@ -15,6 +15,7 @@ from .errors import ReplayError
 
 MIN_WINDOW = 32  # RFC 4303 §3.4.3: a receiver window of at least 32
 DEFAULT_WINDOW = 64
+MAX_WINDOW = 1 << 16  # the bitmap is one integer of this many bits; larger buys nothing on these links
 _LO_SPAN = 1 << 32
 
 
@@ -22,8 +23,8 @@ class ReplayWindow:
     __slots__ = ("size", "esn", "top", "bitmap", "_mask")
 
     def __init__(self, size: int = DEFAULT_WINDOW, esn: bool = False):
-        if size.__class__ is not int or size < MIN_WINDOW:
-            raise ValueError(f"replay window must be an integer >= {MIN_WINDOW}, got {size!r}")
+        if size.__class__ is not int or not MIN_WINDOW <= size <= MAX_WINDOW:
+            raise ValueError(f"replay window must be an integer from {MIN_WINDOW} to {MAX_WINDOW}, got {size!r}")
         self.size = size
         self.esn = esn
         self.top = 0  # highest authenticated sequence number; 0 = nothing received yet

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import packet, udpencap
 from .errors import ConfigError, EspParseError, IntegrityError, ReplayError, SequenceExhausted
-from .replay import DEFAULT_WINDOW, MIN_WINDOW, ReplayWindow
+from .replay import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, ReplayWindow
 
 # strongSwan / IKEv2 names: AES-GCM with a 16-octet ICV.
 ALGORITHMS = {"aes128gcm16": 16, "aes256gcm16": 32}
@@ -95,8 +95,9 @@ class SecurityAssociation:
             raise _fail(name, "mode", f"must be 'tunnel' or 'transport', got {mode!r}")
         if not isinstance(esn, bool):
             raise _fail(name, "esn", f"must be true or false, got {esn!r}")
-        if not _is_int(replay_window) or replay_window < MIN_WINDOW:
-            raise _fail(name, "replay_window", f"must be an integer >= {MIN_WINDOW}, got {replay_window!r}")
+        if not _is_int(replay_window) or not MIN_WINDOW <= replay_window <= MAX_WINDOW:
+            raise _fail(name, "replay_window",
+                        f"must be an integer from {MIN_WINDOW} to {MAX_WINDOW}, got {replay_window!r}")
         if encap is not None and encap not in udpencap.ENCAPS:
             raise _fail(name, "encap", f"must be 'udp' (RFC 3948) or absent for native ESP, got {encap!r}")
         if encap is not None and mode != "tunnel":

@@ -55,6 +55,7 @@ BAD_CONFIGS = [
     ({"local": "10.0.0.1"}, "local"),
     ({"remote": ["::1"]}, "remote"),
     ({"replay_window": 16}, "replay_window"),
+    ({"replay_window": 10 ** 20}, "replay_window"),   # one-line error, not a bitmap that eats the memory
     ({"replay_window": "64"}, "replay_window"),
     ({"esn": "yes"}, "esn"),
     ({"soft_limit": 0}, "soft_limit"),

@@ -560,6 +560,14 @@ def test_draw_all_writes_png_and_svg(results, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_draw_all_shared_among_processes_writes_the_same_figures_in_order(results, tmp_path):
+    alone = plotting.draw_all(results, str(tmp_path / "one"), formats=("png",))
+    shared = plotting.draw_all(results, str(tmp_path / "two"), formats=("png",), workers=3)
+    assert list(shared) == list(alone)   # same names, same order as the figure list
+    for name, paths in shared.items():
+        assert os.path.dirname(paths[0]) == str(tmp_path / "two") and os.path.getsize(paths[0]) > 1000, name
+
+
 def test_plot_py_errors_are_one_line(tmp_path):
     script = os.path.join(ROOT, "experiments", "plot.py")
     out = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, timeout=60)

@@ -20,7 +20,7 @@ import platform
 import signal
 import sys
 
-from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options
+from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies.addressing import ACCESS_NETWORKS, PlanError
 from topologies.lab import LabError, SvpnLab
@@ -111,8 +111,7 @@ def print_table(rows: list) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("baseline.py: needs root (Mininet); run with sudo", file=sys.stderr)
+    if not_root("baseline.py"):
         return 2
     plans = ["private", "public"] if args.addressing == "both" else [args.addressing]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

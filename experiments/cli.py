@@ -1,5 +1,7 @@
 """Command-line pieces shared by the experiment scripts: one-line argument errors and link overrides."""
 import argparse
+import os
+import sys
 
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.params import add_link_arguments, link_overrides
@@ -28,3 +30,22 @@ def apply_link_options(parser: argparse.ArgumentParser, args) -> None:
             parser.error(f"--link {text}: {exc}")
     args.link_params = link_overrides(args.link)
     set_default_backend(args.link_backend)
+
+
+def redraw(prog: str, folder: str, kind: str, marker: str, draw) -> int:
+    """``--plot FOLDER``: redraw a results folder's figures with ``draw(folder)`` (returns the paths);
+    a folder without ``marker`` is not one of ``kind``'s."""
+    if not os.path.exists(os.path.join(folder, marker)):
+        print(f"{prog}: {folder}: no {marker} (not a {kind} results folder)", file=sys.stderr)
+        return 2
+    for path in draw(folder):
+        print(path)
+    return 0
+
+
+def not_root(prog: str) -> bool:
+    """True (after saying so) when the script lacks the root that Mininet needs."""
+    if os.geteuid() != 0:
+        print(f"{prog}: needs root (Mininet); run with sudo", file=sys.stderr)
+        return True
+    return False

@@ -31,7 +31,7 @@ import pandas as pd
 
 from experiments import records
 from experiments.scenario import ScenarioError, load, load_default
-from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options
+from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies.addressing import PlanError
 from topologies.lab import LabError, SvpnLab
@@ -453,8 +453,7 @@ def pcap_frames(path: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("handover.py: needs root (Mininet); run with sudo", file=sys.stderr)
+    if not_root("handover.py"):
         return 2
     scenario = args.scenario_obj
     try:  # topology parameters (e.g. a --link naming no link) fail here, before any results folder exists

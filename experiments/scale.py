@@ -35,7 +35,7 @@ import time
 import pandas as pd
 
 from experiments import records
-from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options
+from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options, not_root, redraw
 from experiments.stats import percentile
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
@@ -574,14 +574,8 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.plot:
-        if not os.path.exists(os.path.join(args.plot, "setup.csv")):
-            print(f"scale.py: {args.plot}: no setup.csv (not a scale results folder)", file=sys.stderr)
-            return 2
-        for path in draw(args.plot):
-            print(path)
-        return 0
-    if os.geteuid() != 0:
-        print("scale.py: needs root (Mininet); run with sudo", file=sys.stderr)
+        return redraw("scale.py", args.plot, "scale", "setup.csv", draw)
+    if not_root("scale.py"):
         return 2
     try:  # topology parameters fail here, before any results folder exists
         SvpnTopo(addressing=args.addressing, mobile_nodes=2 * args.pairs, link_params=args.link_params,

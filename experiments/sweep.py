@@ -37,7 +37,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from experiments import records
-from experiments.cli import OneLineErrorParser
+from experiments.cli import OneLineErrorParser, not_root, redraw
 from experiments.scenario import ScenarioError, load
 from experiments.stats import confidence_interval
 from nodeapps.linkemu.errors import LinkConfigError
@@ -324,14 +324,8 @@ def write_outputs(folder: str, rows: list[dict], config: dict) -> pd.DataFrame:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.plot:
-        if not os.path.exists(os.path.join(args.plot, "summary.csv")):
-            print(f"sweep.py: {args.plot}: no summary.csv (not a sweep results folder)", file=sys.stderr)
-            return 2
-        for path in draw(args.plot):
-            print(path)
-        return 0
-    if os.geteuid() != 0:
-        print("sweep.py: needs root (Mininet); run with sudo", file=sys.stderr)
+        return redraw("sweep.py", args.plot, "sweep", "summary.csv", draw)
+    if not_root("sweep.py"):
         return 2
     todo = points(args.axes)
     try:  # every point's link parameters are checked before a results folder exists

@@ -77,9 +77,10 @@ class MobilityRuntime(NodeRuntime):
             self.counters["send_errors"] += 1
             self.log.emit(time.time(), "tun_write_error", reason=exc.strerror)
 
-    def send_raw(self, packet: bytes, description: str = "") -> None:
+    def send_raw(self, packet: bytes, description: str = "", sock=None) -> None:
+        """A packet whose IPv6 header we built, by our raw socket (or ``sock``, e.g. one bound to a device)."""
         try:
-            self.sender.sendto(packet, (ipv6.ntop(packet[24:40]), 0))
+            (sock or self.sender).sendto(packet, (ipv6.ntop(packet[24:40]), 0))
             self.counters["net_tx"] += 1
         except OSError as exc:
             self.counters["send_errors"] += 1

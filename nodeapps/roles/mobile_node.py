@@ -287,7 +287,7 @@ class MobileNodeRuntime(MobilityRuntime):
         if packet is not None and self.state == "away":
             self.counters["vcm_tx"] += 1
             if self.vcm_direct:
-                self._send_direct_to_vcm(packet)   # outer: care-of address -> VCM, no SG tunnel
+                self.send_raw(packet, "vcm control", sock=self.vcm_sender)   # care-of address -> VCM, no SG tunnel
             else:
                 self._protect_and_send(packet, "vcm control")
 
@@ -300,14 +300,6 @@ class MobileNodeRuntime(MobilityRuntime):
             self._send_to_vcm(data)
             return {"sent": len(data), "state": self.state}
         return super().on_control(request)
-
-    def _send_direct_to_vcm(self, packet: bytes) -> None:
-        try:
-            self.vcm_sender.sendto(packet, (self.vcm_address, 0))
-            self.counters["net_tx"] += 1
-        except OSError as exc:
-            self.counters["send_errors"] += 1
-            self.log.emit(time.time(), "send_error", reason=exc.strerror, what="vcm control")
 
     def _apply_op(self, op, peer) -> None:
         cfg = dict(op.config)

@@ -84,18 +84,26 @@ IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 
 
-def parse_link_messages(data: bytes) -> list[tuple[int, bool]]:
-    """(interface index, carrier up) for each RTM_NEWLINK in a netlink datagram (rtnetlink(7));
-    anything else, or a truncated message, is skipped."""
-    out, pos = [], 0
+def _netlink_messages(data: bytes):
+    """(type, body offset, end offset) of each whole message in a netlink datagram; stops at the first
+    truncated one (rtnetlink(7))."""
+    pos = 0
     while pos + _NLMSG.size <= len(data):
         length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
         if length < _NLMSG.size or pos + length > len(data):
-            break
-        if kind == RTM_NEWLINK and length >= _NLMSG.size + _IFINFO.size:
-            _family, _type, index, flags, _change = _IFINFO.unpack_from(data, pos + _NLMSG.size)
-            out.append((index, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
+            return
+        yield kind, pos + _NLMSG.size, pos + length
         pos += (length + 3) & ~3  # NLMSG_ALIGN
+
+
+def parse_link_messages(data: bytes) -> list[tuple[int, bool]]:
+    """(interface index, carrier up) for each RTM_NEWLINK in a netlink datagram (rtnetlink(7));
+    anything else, or a truncated message, is skipped."""
+    out = []
+    for kind, body, end in _netlink_messages(data):
+        if kind == RTM_NEWLINK and end - body >= _IFINFO.size:
+            _family, _type, index, flags, _change = _IFINFO.unpack_from(data, body)
+            out.append((index, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
     return out
 
 
@@ -131,16 +139,12 @@ class AddressChange:
 def parse_address_messages(data: bytes) -> list[AddressChange]:
     """The IPv6 address changes in a netlink datagram; other families, other messages, and truncated
     messages or attributes are skipped."""
-    out, pos = [], 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size or pos + length > len(data):
-            break
-        body = pos + _NLMSG.size
-        if kind in (RTM_NEWADDR, RTM_DELADDR) and length >= _NLMSG.size + _IFADDR.size:
+    out = []
+    for kind, body, end in _netlink_messages(data):
+        if kind in (RTM_NEWADDR, RTM_DELADDR) and end - body >= _IFADDR.size:
             family, prefixlen, flags, scope, index = _IFADDR.unpack_from(data, body)
             address = None
-            attr, end = body + _IFADDR.size, pos + length
+            attr = body + _IFADDR.size
             while attr + _RTATTR.size <= end:
                 alen, atype = _RTATTR.unpack_from(data, attr)
                 if alen < _RTATTR.size or attr + alen > end:
@@ -153,7 +157,6 @@ def parse_address_messages(data: bytes) -> list[AddressChange]:
                 attr += (alen + 3) & ~3  # RTA_ALIGN
             if family == socket.AF_INET6 and address is not None:
                 out.append(AddressChange(kind == RTM_NEWADDR, index, address, prefixlen, scope, flags))
-        pos += (length + 3) & ~3
     return out
 
 

@@ -3,29 +3,19 @@ links as UDP 4500 datagrams that tshark dissects as ESP and scapy decrypts; noth
 native ESP is left on the wire; the tunnel follows a mobile node's moves."""
 import binascii
 import ipaddress
-import os
 import subprocess
 import time
 
 import pytest
 
 from topologies.measurements import iperf3, ping
-from tests.integration.waiting import wait_for
+from tests.integration.helpers import start_capture
 
 MARKER = b"SVPNLAB-MARKER!!"  # 16 bytes, ping -p pattern
 
 
 def marker_ping(lab, src, dst, count=10):
     return lab.host(src).cmd(f"ping -6 -n -c {count} -i 0.02 -s 200 -p {binascii.hexlify(MARKER).decode()} {dst}")
-
-
-def start_capture(lab, node, interface, name):
-    path = os.path.join(lab.run_dir, name)
-    proc = lab.popen(node, ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", interface, "-w", path,
-                            "ip6"], name + ".log")
-    wait_for(lambda: b"listening on" in open(os.path.join(lab.run_dir, name + ".log"), "rb").read(),
-             what=f"tcpdump on {interface}")
-    return proc, path
 
 
 def stop_capture(lab, proc):

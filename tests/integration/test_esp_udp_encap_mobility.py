@@ -2,8 +2,9 @@
 address (its own lab: one Mininet network at a time)."""
 
 from topologies.measurements import ping
-from tests.integration.test_esp_udp_encap import start_capture, stop_capture, tshark_esp, tunnel_spis
-from tests.integration.waiting import wait_for
+from tests.integration.helpers import start_capture
+from tests.integration.test_esp_udp_encap import stop_capture, tshark_esp, tunnel_spis
+from tests.integration.helpers import wait_for
 
 
 def test_the_encapsulated_tunnel_follows_a_mobile_node_between_networks():

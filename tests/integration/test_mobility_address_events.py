@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.waiting import wait_for
+from tests.integration.helpers import wait_for
 
 NEW_PREFIX = "2001:db8:21:1::/64"   # a second prefix on WLAN 1, routed to ar1 but not in its RAs
 

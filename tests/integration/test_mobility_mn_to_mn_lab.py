@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.test_mobility_moves import start_capture
-from tests.integration.waiting import wait_for
+from tests.integration.helpers import start_capture, wait_for
 from tests.integration.test_mobility_route_optimisation import events_of
 from topologies.measurements import ping
 

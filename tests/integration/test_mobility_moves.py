@@ -8,18 +8,9 @@ import time
 import pytest
 
 from topologies.handover import handover_gap, reply_times
-from tests.integration.waiting import wait_for
+from tests.integration.helpers import start_capture, wait_for
 
 GAP_BOUND_S = 0.5  # 3-4x the measured maximum (a shared 2-CPU machine); the benchmark records the numbers
-
-
-def start_capture(lab, node, interface, name):
-    path = os.path.join(lab.run_dir, name)
-    proc = lab.popen(node, ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", interface, "-w", path,
-                            "ip6"], name + ".log")
-    wait_for(lambda: b"listening on" in open(os.path.join(lab.run_dir, name + ".log"), "rb").read(),
-             what=f"tcpdump on {interface}")
-    return proc, path
 
 
 def mn_state(lab, mn="mn1"):

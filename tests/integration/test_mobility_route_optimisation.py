@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.test_mobility_moves import start_capture
-from tests.integration.waiting import wait_for
+from tests.integration.helpers import start_capture, wait_for
 from topologies.measurements import ping
 
 

@@ -620,14 +620,15 @@ class MobileNode(Core):
             # RFC 6275 §11.3.6: remove the entry and go through the home agent at once, even with a BU
             # outstanding (the peer may never accept it). Then return routability from scratch (§5.2):
             # the peer lost our binding for a reason we cannot see, e.g. a restart with a new Kcn, and
-            # a BU on the tokens we hold could be silently discarded (§9.5.1) until they go stale.
+            # a BU on the tokens we hold could be silently discarded (§9.5.1) until they go stale. Tests
+            # already in flight are kept: the peer answers them with its current state, and a burst of
+            # (unauthenticated) BEs cannot keep restarting them.
             entry = self.bul.get(peer)
             if entry is not None:
                 self._abandon(entry)
                 entry.registered_care_of = entry.expires_at = entry.refresh_at = None
                 entry.peer_has_binding = False
             cs.home_token = cs.care_of_token = None
-            self._cancel_tests(cs, home_too=True)
             self._correspondent_lost(peer, "binding error")
             if cs.wanted and not self.at_home:
                 cs.bu_wanted = True

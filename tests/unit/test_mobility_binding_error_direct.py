@@ -104,6 +104,9 @@ def test_binding_error_from_the_peer_stops_the_direct_pair_and_return_routabilit
     kinds = sorted(_inner_mobility_type(d) for d in restart)
     assert kinds == [m.MH_HOTI, m.MH_COTI]
     assert not [d for d in restart if _inner_mobility_type(d) == m.MH_BU]   # no BU on the old tokens
+    # A copy of the BE (or more of them) while the tests are out does not start them again.
+    net.deliver(be.packet, esp=True)
+    assert _pop_mobile(a, T) == [] and not a.ready(EXT["b"], T)
 
     for d in restart:
         net.deliver(d.packet, esp=d.protection is not Protection.NONE)

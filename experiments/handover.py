@@ -9,7 +9,6 @@ Strategies:
                the MNs)
   insecure-ro  Mobile IPv6 route optimisation between the MNs (return routability, binding updates, HAO
                and type 2 routing header) with no SA between them: direct, and readable on public links
-               (private addressing only)
 
     sudo python3 experiments/handover.py [--quick] [--strategies sg,vcm] [--scenario FILE]
 """
@@ -78,9 +77,6 @@ def parse_args(argv):
             parser.error(f"--strategies: unknown strategy {s!r} (available: {', '.join(STRATEGIES)})")
     if not args.strategies:
         parser.error("--strategies: name at least one strategy")
-    if "insecure-ro" in args.strategies and args.addressing != "private":
-        parser.error("--strategies: insecure-ro needs --addressing private (route optimisation between the "
-                     "mobile nodes' external home addresses)")
     if len(set(args.strategies)) != len(args.strategies):
         parser.error("--strategies: a strategy is named twice")
     if not 0 <= args.seed <= MAX_SEED:

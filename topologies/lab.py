@@ -91,12 +91,12 @@ class SvpnLab:
         if not 0 < vcm_inbound_grace <= 3600:
             raise LabError(f"vcm_inbound_grace {vcm_inbound_grace!r}: seconds, more than 0 and at most 3600")
         if vcm_pair not in (None, "home-ro", "care-of"):
-            raise LabError(f"vcm_pair {vcm_pair!r}: 'home-ro' (ESP between external home addresses over the MN–MN "
+            raise LabError(f"vcm_pair {vcm_pair!r}: 'home-ro' (ESP between the home addresses over the MN–MN "
                            "binding) or 'care-of' (ESP tunnel between the care-of addresses)")
-        if vcm_pair == "home-ro" and (vcm is None or addressing != "private"):
-            raise LabError("vcm_pair='home-ro' needs a vcm and addressing='private' (the external home addresses)")
-        # Embodiment 1 (private plan): the direct pair rides on MN–MN route optimisation by default.
-        self.vcm_pair = vcm_pair or ("home-ro" if vcm is not None and addressing == "private" else "care-of")
+        if vcm_pair is not None and vcm is None:
+            raise LabError(f"vcm_pair={vcm_pair!r} needs a vcm")
+        # Both plans: the direct pair rides on MN–MN route optimisation unless told otherwise.
+        self.vcm_pair = vcm_pair or ("home-ro" if vcm is not None else "care-of")
         self.vcm = vcm
         self.vcm_control = vcm_control
         self.vcm_inbound_grace = float(vcm_inbound_grace)
@@ -141,15 +141,13 @@ class SvpnLab:
 
     @staticmethod
     def _check_route_optimisation(pairs, addressing, mobility, vcm, mobile_nodes) -> list[tuple[str, str]]:
-        """Pairs of mobile nodes that route-optimise with each other (Mobile IPv6 between their external
-        home addresses, docs/mobility.md). One-line LabError for anything the lab cannot do."""
+        """Pairs of mobile nodes that route-optimise with each other (Mobile IPv6 between their external home
+        addresses, or their home addresses in the public plan; docs/mobility.md). One-line LabError for
+        anything the lab cannot do."""
         if not pairs:
             return []
         if not mobility:
             raise LabError("route_optimisation needs SvpnLab(mobility=True)")
-        if addressing != "private":
-            raise LabError("route_optimisation between mobile nodes needs addressing='private' (the external "
-                           "home addresses of embodiment 1)")
         if vcm is not None:
             raise LabError("route_optimisation and vcm exclude each other (the VCM gives the pair its own path)")
         names = {f"mn{i + 1}" for i in range(mobile_nodes)}
@@ -403,6 +401,19 @@ table inet svpnlab_gateway {{
         if (self.correspondent or self.route_optimisation or (self.vcm and self.vcm_pair == "home-ro")) \
                 and plan.external_home_prefix is not None:
             self._add_external_configs(configs)
+        elif self.route_optimisation or (self.vcm and self.vcm_pair == "home-ro"):
+            # Embodiment 2: the home addresses are public, so the MNs route-optimise with each other on
+            # them (office HA): the paired MNs in clear, or every other MN as a possible VCM peer (RR
+            # starts only when its KEYS arrive).
+            for mn in self.external_mobile_nodes():
+                peers = [b if a == mn.name else a for a, b in self.route_optimisation if mn.name in (a, b)]
+                if self.vcm:
+                    peers = [other.name for other in self.external_mobile_nodes() if other.name != mn.name]
+                if peers:
+                    configs[mn.name]["mobility"].update(
+                        peer_data="vcm-esp" if self.vcm else "clear",
+                        mobile_peers=[{"name": p, "internal": plan.mobile(p).home_address,
+                                       "external": plan.mobile(p).home_address} for p in peers])
         sg_homes = vpn + ([str(plan.external_home_prefix)] if plan.external_home_prefix is not None else [])
         sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": sg_homes,
                        "peers": sg_peers}
@@ -419,6 +430,7 @@ table inet svpnlab_gateway {{
             "ha", "home-agent", addresses=[], routes=[], interfaces=["ha-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},
             mobility={"address": ha, "home_prefixes": [office_prefix], "interface": "ha-eth0", "peers": ha_peers,
+                      "behind_security_gateway": True,
                       "announcement": {"interval": self.announcement_interval, "prefix": office_prefix,
                                        "sa": sa("office-announcement", announce_spi, "out", ha, "ff02::1",
                                                 announce_key, announce_salt)}})
@@ -474,6 +486,7 @@ table inet svpnlab_gateway {{
                       {"name": f"{mn.name}-vcm-out", "direction": "out", "src": f"{sg_address}/128",
                        "dst": f"{mn.home_address}/128", "proto": 17, "action": "protect", "sa": f"sg->{mn.name}"}]
         sg_mobility["vcm"] = {"variant": self.vcm, "address": vcm_address, "sg_address": sg_address,
+                              "care_of_notices": self.vcm_pair == "care-of",
                               "mns": [{k: v for k, v in e.items() if k != "sa"} for e in entries], "lifetime": self.vcm_lifetime, "reserved_spis": reserved}
         if host:   # SG–VCM SA (sg-vcm-sa) on the office LAN
             sg_side, vcm_side = pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address, vcm_address)

@@ -20,7 +20,9 @@ the applications use) to its route-optimised home address.
   answers to our own tests go to the mobile core, after §9.3.1's binding check of a Home Address option.
 * Data. ``wrap(packet)`` takes an application packet between internal home addresses and returns it
   IPv6-in-IPv6 between the two route-optimised home addresses, sent care-of to care-of (HAO + RH2), or None
-  while either binding is missing (the shell then keeps its normal path). ``unwrap(packet)`` checks an
+  while either binding is missing (the shell then keeps its normal path). Where the applications use the
+  route-optimised home addresses themselves (embodiment 2, ``peers`` maps an address to itself) the
+  packet gets HAO and RH2 directly, without the inner header. ``unwrap(packet)`` checks an
   arriving one (HAO against the binding cache, inner addresses against ``peers``) and returns the
   application packet.
 * Leaving the public side. ``deregistrations(own_internal)`` returns, per peer that holds a binding of ours,
@@ -187,7 +189,8 @@ class MobilePeerRouting:
         peer = self.peers.get(packet[24:40])
         if peer is None or not self.ready(peer, now):
             return None
-        outer = m.encapsulate(packet, self.home_address, peer)
+        # Embodiment 2: the application already uses the route-optimised home addresses, no inner header.
+        outer = packet if packet[24:40] == peer else m.encapsulate(packet, self.home_address, peer)
         outer = m.insert_home_address_option(outer, self.mobile.care_of_address)   # RFC 6275 §6.3
         return self.correspondent.add_routing_header(outer, now)                    # RFC 6275 §6.4
 
@@ -197,6 +200,12 @@ class MobilePeerRouting:
         checked = self.correspondent.accept_home_address_option(packet, now)
         if checked is None:
             return None
+        if self.internal_of.get(checked[8:24]) == checked[8:24] and checked[6] != ipv6.NH_IPV6:
+            if checked[24:40] != self.home_address:     # embodiment 2: the application packet itself
+                self.counters["dropped_not_a_peer_tunnel"] += 1
+                return None
+            self.counters["peer_data_in"] += 1
+            return checked
         try:
             outer_src, outer_dst, inner = m.decapsulate(checked)
         except m.MobilityParseError:
@@ -249,13 +258,14 @@ class MobilePeerRouting:
 
     # ---- leaving the public side ----
     def deregistrations(self, own_internal: bytes, now: float) -> list[bytes]:
-        """Per peer holding our binding: a lifetime-0 BU from our home address, IPv6-in-IPv6 from our
-        internal home address to the peer's, for the VPN path."""
+        """Per peer holding our binding: a lifetime-0 BU from our home address for the VPN path: IPv6-in-IPv6
+        from our internal home address to the peer's (embodiment 1), or as it is when the route-optimised
+        home address is the internal one too (embodiment 2: the home link is the office)."""
         out = []
         for internal, peer in self.peers.items():
             bu = self.mobile.deregistration_from_home(peer, now)
             if bu is not None:
-                out.append(m.encapsulate(bu, own_internal, internal))
+                out.append(bu if own_internal == self.home_address else m.encapsulate(bu, own_internal, internal))
         return out
 
     def receive_via_vpn(self, packet: bytes, now: float) -> bool:

@@ -635,11 +635,13 @@ class MobileNode(Core):
                 self._ensure_rr(cs, now)
 
     # ------------------------------------------------------------------ data plane
-    def outgoing(self, packet: bytes, now: float) -> Datagram:
-        """What to send for a packet the node's stack wrote from its home address (RFC 6275 §11.3.1)."""
+    def outgoing(self, packet: bytes, now: float, *, route_optimise: bool = True) -> Datagram:
+        """What to send for a packet the node's stack wrote from its home address (RFC 6275 §11.3.1).
+        ``route_optimise=False``: through the HA even to a correspondent holding our binding (the shell has
+        another protected path for that traffic, or none: a HAO in clear would expose it)."""
         if len(packet) < ipv6.HEADER_LEN or packet[8:24] != self.home_address or self.at_home:
             return Datagram(packet, description="data")
-        if self.route_optimised(packet[24:40], now):
+        if route_optimise and self.route_optimised(packet[24:40], now):
             return Datagram(m.insert_home_address_option(packet, self.care_of_address), description="data HAO")
         return Datagram(m.encapsulate(packet, self.care_of_address, self.home_agent),
                         description="data reverse-tunnelled")

@@ -25,13 +25,19 @@ SPD operations of every agent event before it sends what the agent queued (inbou
 ACK; outbound switched only on the peer's relayed ACK). Home-address packets for a peer with a direct
 outbound rule skip the reverse tunnel and go straight through the SPD. Two kinds of direct pair:
 
-* ``pair: "care-of"`` (public plan): tunnel-mode SAs between the two care-of addresses; their local end
-  follows our care-of address on a move, their remote end the care-of notices the SG sends.
-* ``pair: "home-ro"`` (private plan, embodiment 1): tunnel-mode SAs between the two external home
-  addresses, carried over the MN–MN route-optimised binding (``MobilePeerRouting.route_esp`` /
-  ``receive_esp``: HAO and RH2 in front of ESP). The KEYS start return routability with the peer; until both
-  bindings exist, nothing leaves on the direct SA (the packet takes the SG path). Moves are followed by the
-  nodes' own BUs; care-of notices are recorded but move nothing.
+* ``pair: "home-ro"`` (default): tunnel-mode SAs between the two route-optimised home addresses (the
+  external ones in embodiment 1, the home addresses themselves in embodiment 2), carried over the MN–MN
+  route-optimised binding (``MobilePeerRouting.route_esp`` / ``receive_esp``: HAO and RH2 in front of ESP).
+  The KEYS start return routability with the peer; until both bindings exist, nothing leaves on the direct
+  SA (the packet takes the SG path). Moves are followed by the nodes' own BUs.
+* ``pair: "care-of"`` (public plan option): tunnel-mode SAs between the two care-of addresses; their local
+  end follows our care-of address on a move, their remote end the care-of notices the SG sends.
+
+Embodiment 2 (``mobile_peers`` in the mobility section): the MN–MN route optimisation runs on the main core,
+whose home agent is the office HA behind the SG. Signalling that RFC 6275 sends through the HA (HoTI, and
+HoT / CoT / BA while the peer holds no binding of ours) rides the SG tunnel like any VPN traffic, and so do
+CoTI and BU to a peer's home address until we hold its binding; after that they go straight to its care-of
+address with a type 2 routing header.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import MobileNode, PresenceDetector
 from nodeapps.mobility.events import Datagram, Protection
+from nodeapps.mobility import mn_to_mn
 from nodeapps.mobility.mn_to_mn import MobilePeerRouting
 from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
@@ -131,6 +138,9 @@ class MobileNodeRuntime(MobilityRuntime):
         external = s.get("external")
         if external:
             self._setup_external(external, timers, now)
+        elif s.get("mobile_peers"):
+            # Embodiment 2: the peers are route-optimised with the home address itself (main core).
+            self._setup_peer_routing(self.core, s["mobile_peers"], s.get("peer_data", "clear"), now)
         # Embodiment 1: the SG keys our binding by the external home address (the HAO of our BUs to it).
         sg_home = s.get("sg_home_address")
         self.core.register_with(self.sg, now, home_address=ipv6.pton(sg_home) if sg_home else None)
@@ -165,15 +175,24 @@ class MobileNodeRuntime(MobilityRuntime):
             self.ext_core.start_route_optimisation(ipv6.pton(correspondent), now)
         # Other MNs as correspondents, and we as theirs (docs/mobility.md, "Route optimisation between
         # mobile nodes"): their internal home addresses are reached through their external ones.
-        peers = {ipv6.pton(p["internal"]): ipv6.pton(p["external"]) for p in external.get("mobile_peers", [])}
-        self.peer_routing = MobilePeerRouting(self.ext_core, peers)
-        # "vcm-esp": the peers are VCM peers; RR starts with their KEYS, and data rides only in the VCM's SA.
-        self.peer_data = external.get("peer_data", "clear")
+        self._setup_peer_routing(self.ext_core, external.get("mobile_peers", []),
+                                 external.get("peer_data", "clear"), now)
+
+    def _setup_peer_routing(self, core: MobileNode, mobile_peers: list[dict], peer_data: str, now: float) -> None:
+        """Route optimisation with peer MNs on ``core``'s home address. "vcm-esp": the peers are VCM peers;
+        RR starts with their KEYS, and data rides only in the VCM's SA."""
+        peers = {ipv6.pton(p["internal"]): ipv6.pton(p["external"]) for p in mobile_peers}
+        self.peer_routing = MobilePeerRouting(core, peers)
+        self.peer_data = peer_data
         if self.peer_data == "clear":
             self.peer_routing.start(now)
-        self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"])
-                           for p in external.get("mobile_peers", [])}
+        self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"]) for p in mobile_peers}
         self.counters.update({"ro_data_out": 0, "ro_data_in": 0})
+
+    @property
+    def peers_on_home_core(self) -> bool:
+        """Embodiment 2: MN–MN route optimisation on the main core, whose home agent sits behind the SG."""
+        return self.peer_routing is not None and self.peer_routing.mobile is self.core
 
     # ---- VCM agent ----
     def _setup_vcm(self, vcm: dict) -> None:
@@ -340,7 +359,7 @@ class MobileNodeRuntime(MobilityRuntime):
             return
         self.ro_started.add(peer_external)
         self.ro_pending = True
-        self.ext_core.start_route_optimisation(peer_external, time.monotonic())
+        self.peer_routing.mobile.start_route_optimisation(peer_external, time.monotonic())
         self.log.emit(time.time(), "vcm_peer_ro_started", peer_external=ipv6.ntop(peer_external))
 
     def close(self) -> None:
@@ -569,14 +588,15 @@ class MobileNodeRuntime(MobilityRuntime):
         send_unsolicited_na(self.interface, self.home_text, self.mac)  # RFC 6275 §11.5.4
         self.care_of, self.state = None, "home"
         self.log.emit(time.time(), "home", address=self.home_text)
-        self.core.move_to(self.address, now)
         if self.peer_routing is not None:
-            # Inside, the peers cannot be reached in clear: their binding of our external home address is
-            # deleted with a BU carried through the VPN (office HA, SG tunnel).
+            # Inside, the peers cannot be reached in clear: their binding of our route-optimised home address
+            # is deleted with a BU carried through the VPN (office HA, SG tunnel). Built before the core
+            # learns it is home, so that it does not start a return-routability deregistration of its own.
             for packet in self.peer_routing.deregistrations(self.address, now):
                 self.log.emit(time.time(), "mobility_sent", what="BU lifetime 0 via the VPN",
                               dst=ipv6.ntop(packet[24:40]), protection="vpn")
                 self.send_raw(packet, "deregistration via the VPN")
+        self.core.move_to(self.address, now)
 
     def _go_dark(self, now: float) -> None:
         """An office prefix without proof: no address, so nothing can leave in clear; VPN routes stay in
@@ -632,7 +652,10 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.ro_direct.discard(peer)
                 self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no route optimisation")
         core = self.ext_core if self.ext_core is not None and packet[8:24] == self.ext_home else self.core
-        datagram = core.outgoing(packet, time.monotonic())
+        # Peers on the home core: their traffic is in the direct SA or wrapped above, or else reverse-tunnelled
+        # into the SG tunnel; never HAO data towards a home address (the HA would deliver it to a peer's
+        # TUN with the option still in it), and never HAO data in clear for a VCM peer.
+        datagram = core.outgoing(packet, time.monotonic(), route_optimise=not self.peers_on_home_core)
         counters["reverse_tunnelled" if datagram.packet[6] == ipv6.NH_IPV6 else "route_optimised"] += 1
         self._protect_and_send(datagram.packet, datagram.description)
 
@@ -689,13 +712,20 @@ class MobileNodeRuntime(MobilityRuntime):
             # CoTI / BU to a peer MN whose binding we hold: type 2 routing header to its care-of address.
             datagram = Datagram(self.peer_routing.route_mobility(datagram.packet, now), datagram.protection,
                                 datagram.esp_peer, datagram.description)
+        protection = datagram.protection.value
+        if datagram.protection is Protection.ESP_TUNNEL and datagram.esp_peer == self.core.home_agent \
+                and datagram.esp_peer not in self.tunnel_peers:
+            # HoTI / HoT / CoT reverse-tunnelled to the office HA: the MN–SG tunnel SA carries them across
+            # the Internet (the SPD below), the office LAN is the VPN's trusted side (RFC 3776 §3.1's aim).
+            datagram = Datagram(datagram.packet, Protection.NONE, None, datagram.description)
+            protection = "vpn"
         packet = self.seal_for(datagram)
         if packet is None:
             return
         self.counters["mh_tx"] += 1
         # bytes: the message's IPv6 packet with its own ESP (if any), before the SG tunnel wraps it
         self.log.emit(time.time(), "mobility_sent", what=datagram.description, dst=ipv6.ntop(datagram.dst),
-                      protection=datagram.protection.value, bytes=len(packet))
+                      protection=protection, bytes=len(packet))
         if self.state == "away":
             self._protect_and_send(packet, datagram.description)  # to the HA: inside the SG tunnel
         elif self.state == "home":
@@ -717,9 +747,10 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.send_datagram(datagram, now)
         if self.peer_routing is not None:
             # Our correspondent side (HoT, CoT, BA to peer MNs), already routed from the home address.
+            home = "internal" if self.peers_on_home_core else "external"
             for event in self.peer_routing.correspondent.pop_events():
                 name, fields = event_fields(event)
-                self.log.emit(time.time(), name, role="correspondent", home="external", **fields)
+                self.log.emit(time.time(), name, role="correspondent", home=home, **fields)
             for datagram in self.peer_routing.datagrams_to_send(now):
                 self.send_datagram(datagram, now)
 
@@ -736,7 +767,7 @@ class MobileNodeRuntime(MobilityRuntime):
                     self.peer_routing.receive(inner, now, esp_protected=True)
                 continue
             if spi is None:
-                if self.ext_core is not None:
+                if self.peer_routing is not None:
                     self._external_clear(packet, now)
                 continue
             if self.vcm_direct and self._from_vcm_host(packet, now):
@@ -762,9 +793,18 @@ class MobileNodeRuntime(MobilityRuntime):
                     self.counters["from_tunnel"] += 1
                     if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
                         continue
+                    if self.peers_on_home_core and mn_to_mn.mobility_type(delivered) is not None:
+                        # A peer's HoTI / CoTI / BU / HoT / BA for our home address, tunnelled by the HA.
+                        self.counters["mh_rx"] += 1
+                        self.peer_routing.receive_mobility(delivered, now, esp_protected=True)
+                        continue
                     if self.peer_routing is not None and self.peer_routing.receive_via_vpn(delivered, now):
                         continue   # a peer MN's deregistration from inside the office
                     self.write_tun(delivered)
+            elif self.peers_on_home_core and upper == ipv6.NH_MOBILITY:
+                # CoT / BA from a peer, forwarded by its HA to our care-of address through the SG tunnel.
+                self.counters["mh_rx"] += 1
+                self.peer_routing.receive(inner, now, esp_protected=True)
             else:
                 self.write_tun(inner)
         self.flush_core(now)
@@ -787,6 +827,7 @@ class MobileNodeRuntime(MobilityRuntime):
             cores.append(self.agent.get_timer())
         if self.ext_core is not None:
             cores.append(self.ext_core.get_timer())
+        if self.peer_routing is not None:
             cores.append(self.peer_routing.correspondent.get_timer())
         times = [t for t in cores if t is not None]
         return min(times, default=None)
@@ -799,6 +840,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.core.handle_timer(now)
         if self.ext_core is not None:
             self.ext_core.handle_timer(now)
+        if self.peer_routing is not None:
             self.peer_routing.correspondent.handle_timer(now)
         self.flush_core(now)
         if self.agent is not None:
@@ -812,20 +854,19 @@ class MobileNodeRuntime(MobilityRuntime):
         out["mobility"].update({"state": self.state, "care_of_address": self.care_of, "prefix": self.prefix,
                                 "location": self.presence.location.value,
                                 "home_registered": self.core.home_registered()})
+        now = time.monotonic()
         if self.ext_core is not None:
-            now = time.monotonic()
             out["mobility"]["external"] = {"home_registered": self.ext_core.home_registered(),
                                            "counters": dict(self.ext_core.counters)}
-            if self.peer_routing is not None and self.peer_routing.peers:
-                out["mobility"]["peers"] = [
-                    {"peer": self.peer_names.get(internal), "internal": ipv6.ntop(internal),
-                     "external": ipv6.ntop(external), "optimised": self.peer_routing.ready(external, now),
-                     "peer_care_of": (lambda c: ipv6.ntop(c) if c else None)(
-                         self.peer_routing.correspondent.route(external, now))}
-                    for internal, external in self.peer_routing.peers.items()]
-                out["mobility"]["peer_counters"] = dict(self.peer_routing.counters)
+        if self.peer_routing is not None and self.peer_routing.peers:
+            out["mobility"]["peers"] = [
+                {"peer": self.peer_names.get(internal), "internal": ipv6.ntop(internal),
+                 "external": ipv6.ntop(external), "optimised": self.peer_routing.ready(external, now),
+                 "peer_care_of": (lambda c: ipv6.ntop(c) if c else None)(
+                     self.peer_routing.correspondent.route(external, now))}
+                for internal, external in self.peer_routing.peers.items()]
+            out["mobility"]["peer_counters"] = dict(self.peer_routing.counters)
         if self.agent is not None:
-            now = time.monotonic()
 
             def binding(row):   # home-ro: the direct SA is usable only with both MN–MN bindings live
                 if not self.vcm_ro or self.peer_routing is None or not row.peer_external_hoa:

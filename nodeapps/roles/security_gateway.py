@@ -64,6 +64,8 @@ class GatewayRuntime(MobilityRuntime):
         self.vcm_address_bytes = ipv6.pton(vcm["address"])
         self.sg_inner = ipv6.pton(vcm.get("sg_address", vcm["address"]))   # source of care-of notices
         in_sg = vcm.get("variant", "in-sg") == "in-sg"
+        # Only the care-of pair needs them: over MN–MN route optimisation the MNs' own BUs tell each other.
+        self.care_of_notices = bool(vcm.get("care_of_notices", True))
         self.vcm_peer = None if in_sg else TransportPeer(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
         self.vcm_mns = {int(m["node_id"]): m for m in vcm["mns"]}
         self.vcm_names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
@@ -157,6 +159,8 @@ class GatewayRuntime(MobilityRuntime):
                       type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
 
     def _announce_peer_of(self, data: bytes, receiver: int) -> None:
+        if not self.care_of_notices:
+            return
         try:
             peer = vp.decode(data).one(vp.Peer)
         except vp.VcmParseError:
@@ -299,7 +303,7 @@ class GatewayRuntime(MobilityRuntime):
             self.monitor.update_binding(now, node, self.care_of.get(event.home_address),
                                         home_address=ipv6.ntop(event.home_address))
             # Every other MN learns where this one is now (outer end of their direct SAs with it).
-            for other in self.vcm_mns:
+            for other in self.vcm_mns if self.care_of_notices else ():
                 if other != node and self.binding_key[other] in self.care_of:
                     self._send_care_of(other, node)
                     if event.home_address in self.care_of:

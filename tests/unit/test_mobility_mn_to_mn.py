@@ -32,14 +32,16 @@ def udp(src, dst, payload=b"SVPNLAB-PROBE"):
 
 
 class TwoNodes:
-    def __init__(self):
+    """``public``: embodiment 2, where the applications use the route-optimised home addresses themselves."""
+
+    def __init__(self, public=False):
         self.now = 0.0
         self.ha = HomeAgent(HA, [HOME_PREFIX])
         self.node = {}
         for i, name in enumerate("ab"):
             other = "b" if name == "a" else "a"
             mobile = MobileNode(EXT[name], HA, random_bytes=seeded(10 + i), initial_sequence=100 * (i + 1))
-            self.node[name] = MobilePeerRouting(mobile, {INTERNAL[other]: EXT[other]})
+            self.node[name] = MobilePeerRouting(mobile, {(EXT if public else INTERNAL)[other]: EXT[other]})
         self.hops = []          # (time, where, packet): "ha" = the HA received it
         self.answers = []       # what each node's correspondent side sent
         self.delivered = {"a": [], "b": []}
@@ -126,8 +128,8 @@ class TwoNodes:
         return r.mobile.pop_events() + r.correspondent.pop_events()
 
 
-def both_out():
-    net = TwoNodes()
+def both_out(public=False):
+    net = TwoNodes(public)
     for r in net.node.values():
         r.start(0.0)
     net.move("a", COA["a1"])
@@ -368,3 +370,64 @@ def test_direct_esp_follows_a_move_by_the_nodes_own_binding_update():
     assert b.receive_esp(wire, 10.5) == esp(EXT["a"], EXT["b"], seq=2)
     back = b.route_esp(esp(EXT["b"], EXT["a"]), 10.5)
     assert back[24:40] == COA["a2"] and a.receive_esp(back, 10.5) is not None
+
+
+def test_public_plan_pair_route_optimises_on_the_home_addresses_and_carries_esp_care_of_to_care_of():
+    net = both_out(public=True)
+    a, b = net.node["a"], net.node["b"]
+    assert a.ready(EXT["b"], 3.0) and b.ready(EXT["a"], 3.0)
+    wire = a.route_esp(esp(EXT["a"], EXT["b"]), 3.0)
+    pkt = IPv6(wire)
+    assert (pkt.src, pkt.dst) == (ipv6.ntop(COA["a1"]), ipv6.ntop(COA["b1"]))
+    assert pkt[IPv6ExtHdrRouting].addresses == [ipv6.ntop(EXT["b"])] and pkt[HAO].hoa == ipv6.ntop(EXT["a"])
+    opened = b.receive_esp(wire, 3.0)
+    assert (opened[8:24], opened[24:40], opened[6]) == (EXT["a"], EXT["b"], ipv6.NH_ESP)
+
+
+def test_public_plan_deregistration_from_the_office_is_a_plain_binding_update_to_the_peers_home_address():
+    """Home in the office, the node is on its home link: the lifetime-0 BU leaves from the home address as
+    it is (no IPv6-in-IPv6 between internal addresses, there are none), and reaches the peer through the
+    peer's HA like any packet to its home address."""
+    net = both_out(public=True)
+    a, b = net.node["a"], net.node["b"]
+    (bu_packet,) = b.deregistrations(EXT["b"], 20.0)
+    assert (bu_packet[6], bu_packet[8:24], bu_packet[24:40]) == (ipv6.NH_MOBILITY, EXT["b"], EXT["a"])
+    bu = m.parse_mobility_packet(bu_packet)
+    assert bu.message.lifetime == 0 and not bu.message.ack and bu.home_address is None
+    net.now = 20.0
+    net.deliver(bu_packet)                      # to a's home address: the HA tunnels it to a1
+    assert net.hops[-1][1] == "a"
+    assert a.correspondent.route(EXT["b"], 20.0) is None and not a.ready(EXT["b"], 20.0)
+    assert a.route_esp(esp(EXT["a"], EXT["b"]), 20.0) is None   # nothing may leave on the direct pair now
+
+
+def test_traffic_kept_off_route_optimisation_is_reverse_tunnelled_even_with_a_binding():
+    """A VCM peer's packets that may not use the direct SA go through the HA (and so the SG tunnel): a HAO
+    in clear would expose them."""
+    net = both_out(public=True)
+    mobile = net.node["a"].mobile
+    packet = udp(EXT["a"], EXT["b"])
+    assert mobile.route_optimised(EXT["b"], 3.0)
+    assert HAO in IPv6(mobile.outgoing(packet, 3.0).packet)
+    kept = mobile.outgoing(packet, 3.0, route_optimise=False).packet
+    assert kept[6] == ipv6.NH_IPV6 and (kept[8:24], kept[24:40]) == (COA["a1"], HA) and kept[40:] == packet
+
+
+def test_public_plan_clear_route_optimisation_puts_hao_and_rh2_on_the_application_packet_itself():
+    """Without the VCM (the prior-art variant) in embodiment 2 no inner header is needed: the application
+    packet between the home addresses gets HAO and RH2, and the peer gets it back unchanged."""
+    net = both_out(public=True)
+    a, b = net.node["a"], net.node["b"]
+    packet = udp(EXT["a"], EXT["b"])
+    wire = a.wrap(packet, 3.0)
+    pkt = IPv6(wire)
+    assert (pkt.src, pkt.dst) == (ipv6.ntop(COA["a1"]), ipv6.ntop(COA["b1"]))
+    assert pkt[HAO].hoa == ipv6.ntop(EXT["a"]) and pkt[IPv6ExtHdrRouting].addresses == [ipv6.ntop(EXT["b"])]
+    assert UDP in pkt and IPv6 not in pkt[UDP]                     # no IPv6-in-IPv6
+    assert len(wire) == len(packet) + 48                           # HAO 24 + RH2 24
+    assert b.receive(wire, 3.0) == packet
+    assert b.counters["peer_data_in"] == 1
+    forged = bytearray(a.wrap(udp(EXT["a"], EXT["b"]), 3.0))
+    forged_to_other = IPv6(bytes(forged))
+    forged_to_other[HAO].hoa = "2001:db8:e0::a:9"                   # a home address with no binding at b
+    assert b.receive(bytes(forged_to_other), 3.0) is None

@@ -167,8 +167,8 @@ def test_direct_mn_vcm_sas_are_tunnel_pairs_from_the_care_of_address_and_the_sg_
 
 @pytest.mark.parametrize("kwargs, named", [
     ({"vcm_pair": "tunnel"}, "vcm_pair 'tunnel'"),
-    ({"vcm_pair": "home-ro", "addressing": "public"}, "addressing='private'"),
     ({"vcm_pair": "home-ro", "vcm": None}, "needs a vcm"),
+    ({"vcm_pair": "care-of", "vcm": None, "addressing": "public"}, "needs a vcm"),
 ])
 def test_vcm_pair_is_checked_before_anything_starts(kwargs, named):
     from topologies.lab import LabError, SvpnLab
@@ -192,5 +192,33 @@ def test_private_plan_vcm_pair_rides_on_the_mn_to_mn_binding_and_public_keeps_th
         assert external["peer_data"] == "vcm-esp"
         assert {p["name"] for p in external["mobile_peers"]} == {"mn1", "mn2", "mn3"} - {name}
     # Room for RH2 + HAO (48) instead of the reverse tunnel (40) below the ESP tunnel overhead.
-    public = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True, vcm="in-sg")
-    assert public.vcm_pair == "care-of" and lab.tun_mtu == public.tun_mtu - 8
+    care_of = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True,
+                      vcm="in-sg", vcm_pair="care-of")
+    assert care_of.vcm_pair == "care-of" and lab.tun_mtu == care_of.tun_mtu - 8
+
+
+def test_public_plan_vcm_pair_rides_on_route_optimisation_of_the_home_addresses_by_default(tmp_path):
+    """Embodiment 2: no external HA; each MN's main core route-optimises with every other MN's home address,
+    the office HA is marked as reaching MNs through the SG, and the SG sends care-of notices only for the
+    care-of pair."""
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobile_nodes=3, attachments=["wlan1", "wlan2", "cell"], mobility=True,
+                  vcm="in-sg")
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    assert lab.vcm_pair == "home-ro" and "xha" not in configs
+    homes = {name: lab.plan.mobile(name).home_address for name in ("mn1", "mn2", "mn3")}
+    for name in homes:
+        mobility = configs[name]["mobility"]
+        assert mobility["vcm"]["pair"] == "home-ro" and "external" not in mobility
+        assert mobility["peer_data"] == "vcm-esp"
+        assert {(p["name"], p["internal"], p["external"]) for p in mobility["mobile_peers"]} == \
+            {(other, homes[other], homes[other]) for other in homes if other != name}
+    assert configs["ha"]["mobility"]["behind_security_gateway"] is True
+    assert configs["sg"]["mobility"]["vcm"]["care_of_notices"] is False
+    care_of = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True,
+                      vcm="in-sg", vcm_pair="care-of")
+    care_of.run_dir = str(tmp_path)
+    configs = care_of._make_configs()
+    assert "mobile_peers" not in configs["mn1"]["mobility"]
+    assert configs["sg"]["mobility"]["vcm"]["care_of_notices"] is True

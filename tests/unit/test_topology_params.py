@@ -117,7 +117,6 @@ def test_a_link_override_seed_wins_and_no_seed_keeps_the_links_own():
 
 @pytest.mark.parametrize("kwargs, named", [
     ({"mobility": False}, "mobility=True"),
-    ({"addressing": "public"}, "addressing='private'"),
     ({"vcm": "in-sg"}, "exclude each other"),
     ({"route_optimisation": [("mn1", "mn1")]}, "two different mobile nodes"),
     ({"route_optimisation": [("mn1", "mn3")]}, "two different mobile nodes"),
@@ -135,3 +134,18 @@ def test_mobile_node_route_optimisation_pairs_are_kept():
     lab = SvpnLab(addressing="private", mobility=True, mobile_nodes=3, route_optimisation=[["mn1", "mn3"]])
     assert lab.route_optimisation == [("mn1", "mn3")]
     assert SvpnLab(mobility=True).route_optimisation == []
+
+
+def test_public_plan_pairs_route_optimise_on_their_home_addresses_in_clear(tmp_path):
+    """Embodiment 2 without a VCM: the paired MNs' main cores are each other's correspondents, with data in
+    clear; an MN in no pair gets no peers."""
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobility=True, mobile_nodes=3, attachments=["wlan1", "wlan2", "cell"],
+                  route_optimisation=[["mn1", "mn3"]])
+    lab.run_dir = str(tmp_path)
+    configs = lab._make_configs()
+    h1, h3 = lab.plan.mobile("mn1").home_address, lab.plan.mobile("mn3").home_address
+    assert configs["mn1"]["mobility"]["mobile_peers"] == [{"name": "mn3", "internal": h3, "external": h3}]
+    assert configs["mn3"]["mobility"]["mobile_peers"] == [{"name": "mn1", "internal": h1, "external": h1}]
+    assert configs["mn1"]["mobility"]["peer_data"] == "clear"
+    assert "mobile_peers" not in configs["mn2"]["mobility"] and "xha" not in configs

@@ -311,6 +311,16 @@ class MobileNodeRuntime(MobilityRuntime):
                 self._protect_and_send(packet, "vcm control")
 
     def on_control(self, request: dict) -> dict:
+        if request.get("cmd") == "forget-peer-binding" and self.peer_routing is not None:
+            # Fault injection: lose the binding a peer MN registered with us, as after an early expiry or a
+            # restart; the peer's next route-optimised packet then meets RFC 6275 §9.3.1's Binding Error.
+            try:
+                home = ipv6.pton(str(request.get("home_address", "")))
+            except ValueError:
+                raise ValueError(f"home_address {request.get('home_address')!r}: not an IPv6 address") from None
+            removed = self.peer_routing.correspondent.cache.remove(home) is not None
+            self.log.emit(time.time(), "peer_binding_forgotten", home_address=ipv6.ntop(home), removed=removed)
+            return {"removed": removed}
         if request.get("cmd") == "vcm-inject" and self.agent is not None:
             # Fault injection for experiments and tests: arbitrary bytes as a control datagram, sent the way
             # the agent's own messages go (the receiver's checks are what is under test).

@@ -12,6 +12,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from tests.integration.helpers import start_capture, wait_for
 
 MARKER = "5a5a0ff1ce5a5b"
@@ -121,5 +123,50 @@ def test_public_plan_direct_pair_over_home_address_route_optimisation():
         assert "Malformed" not in office and "Expert Info (Error" not in office
         drops = [lab.status(n)["ipsec"]["counters"] for n in ("mn1", "mn2")]
         assert all(c.get("unknown_spi", 0) == 0 and c.get("icv", 0) == 0 for c in drops), drops
+    finally:
+        lab.stop()
+
+
+def test_a_peer_that_lost_our_binding_stops_the_direct_pair_with_a_binding_error_and_it_recovers():
+    """mn2 forgets mn1's binding (fault injection, as after an early expiry): mn1's next direct packet draws
+    a Binding Error (RFC 6275 §9.3.1), on which mn1 stops using the direct SA at once and redoes return
+    routability and its BU (§11.3.6); the pair is direct again and the pings never stall."""
+    from nodeapps.runtime.control import request
+    from topologies.lab import SvpnLab
+    lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
+                  mobility=True, vcm="in-sg")
+    try:
+        lab.start()
+        mn1, mn2 = lab.plan.mobile("mn1"), lab.plan.mobile("mn2")
+        ping_log = os.path.join(lab.run_dir, "ping.log")
+        lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", mn2.home_address], "ping.log")
+        wait_for(lambda: _path(lab, "mn1", "mn2") == "direct" and _path(lab, "mn2", "mn1") == "direct",
+                 timeout=10, what="direct both ways")
+        time.sleep(0.3)
+        drops = [lab.status(n)["ipsec"]["counters"] for n in ("mn1", "mn2")]
+        with pytest.raises(OSError, match="not an IPv6 address"):
+            request(lab.control_socket("mn2"), "forget-peer-binding", home_address="mn1")
+        forgotten = time.time()
+        assert request(lab.control_socket("mn2"), "forget-peer-binding",
+                       home_address=mn1.home_address) == {"removed": True}
+        wait_for(lambda: [e for e in lab.events() if e["node"] == "mn1" and e["event"] == "binding_error_received"
+                          and e["time"] >= forgotten], timeout=3, what="a Binding Error at mn1")
+        events = [e for e in lab.events() if e["time"] >= forgotten]
+        assert [e for e in events if e["node"] == "mn1" and e["event"] == "route_optimisation_stopped"
+                and e.get("reason") == "binding error"]
+        # (On ideal links the new return routability is done before the next ping, so no packet need take
+        # the SG path in between.)
+        assert lab.status("mn2")["mobility"]["peer_counters"].get("dropped_hao_without_binding", 0) >= 1
+        wait_for(lambda: _path(lab, "mn1", "mn2") == "direct" and _peer_binding(lab, "mn2", "mn1") is not None,
+                 timeout=5, what="direct again after return routability")
+        time.sleep(1.0)
+        with open(ping_log, encoding="utf-8") as f:
+            stamps = [float(m[1]) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", f.read(), re.M)]
+        around = [t for t in stamps if forgotten - 0.5 <= t]
+        gaps = [b - a for a, b in zip(around, around[1:])]
+        assert len(around) >= 50 and max(gaps) < 0.3, (len(around), max(gaps, default=None))
+        after = [lab.status(n)["ipsec"]["counters"] for n in ("mn1", "mn2")]
+        for b, a in zip(drops, after):
+            assert (a.get("unknown_spi", 0), a.get("icv", 0)) == (b.get("unknown_spi", 0), b.get("icv", 0))
     finally:
         lab.stop()

@@ -30,7 +30,7 @@ outbound rule skip the reverse tunnel and go straight through the SPD. Two kinds
   route-optimised binding (``MobilePeerRouting.route_esp`` / ``receive_esp``: HAO and RH2 in front of ESP).
   The KEYS start return routability with the peer; until both bindings exist, nothing leaves on the direct
   SA (the packet takes the SG path). Moves are followed by the nodes' own BUs.
-* ``pair: "care-of"`` (public plan option): tunnel-mode SAs between the two care-of addresses; their local
+* ``pair: "care-of"`` (option): tunnel-mode SAs between the two care-of addresses; their local
   end follows our care-of address on a move, their remote end the care-of notices the SG sends.
 
 Embodiment 2 (``mobile_peers`` in the mobility section): the MN–MN route optimisation runs on the main core,
@@ -51,8 +51,7 @@ from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import MobileNode, PresenceDetector
 from nodeapps.mobility.events import Datagram, Protection
-from nodeapps.mobility import mn_to_mn
-from nodeapps.mobility.mn_to_mn import MobilePeerRouting
+from nodeapps.mobility.mn_to_mn import MobilePeerRouting, mobility_type
 from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
@@ -803,7 +802,7 @@ class MobileNodeRuntime(MobilityRuntime):
                     self.counters["from_tunnel"] += 1
                     if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
                         continue
-                    if self.peers_on_home_core and mn_to_mn.mobility_type(delivered) is not None:
+                    if self.peers_on_home_core and mobility_type(delivered) is not None:
                         # A peer's HoTI / CoTI / BU / HoT / BA for our home address, tunnelled by the HA.
                         self.counters["mh_rx"] += 1
                         self.peer_routing.receive_mobility(delivered, now, esp_protected=True)

@@ -5,45 +5,14 @@ home addresses (external ones in the private plan, the home addresses in the pub
 care-of with RH2 + HAO over the MN–MN binding, moves followed by the MNs' BUs. Public-plan option
 ``care-of``: a tunnel between the care-of addresses, moves followed through the SG's care-of notices."""
 import os
-import re
 import time
 
 import pytest
 
+from tests.integration.helpers import esp_drops, ping_reply_times, sa_packets, start_capture, vcm_paths, wait_for
+
 DIRECT_WITHIN_S = 10.0
 INBOUND_GRACE_S = 2.0
-
-
-def _paths(lab, node):
-    return {row["peer"]: row for row in lab.status(node).get("vcm", {}).get("paths", [])}
-
-
-def _wait(what, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def _sa_packets(lab, node):
-    return {s["name"]: s["counters"]["packets"] for s in lab.status(node)["ipsec"]["sas"]}
-
-
-def _drops(lab, node):
-    counters = lab.status(node)["ipsec"]["counters"]
-    return counters.get("unknown_spi", 0) + counters.get("icv", 0)
-
-
-def _start_capture(lab, node, interface):
-    path = os.path.join(lab.run_dir, f"{interface}.pcap")
-    lab.popen(node, ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", interface, "-w", path, "ip6"],
-              f"{interface}.log")
-    _wait(f"tcpdump on {interface}",
-          lambda: b"listening on" in open(os.path.join(lab.run_dir, f"{interface}.log"), "rb").read(), 5.0)
-    return path
 
 
 def _esp_spis(path):
@@ -75,11 +44,6 @@ def _routed(routed, spi):
     return sum(n for (s, _rh2, _hao), n in routed.items() if s == spi)
 
 
-def _replies(path):
-    with open(path, encoding="utf-8") as f:
-        return [float(m[1]) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", f.read(), re.M)]
-
-
 @pytest.mark.parametrize("addressing, pair", [("public", "home-ro"), ("public", "care-of"), ("private", "home-ro")])
 def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing, pair):
     run_direct_path_scenario(addressing, "in-sg", pair=pair)
@@ -93,30 +57,31 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pa
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
-        drops_before = {n: _drops(lab, n) for n in ("mn1", "mn2")}
-        captures = {name: _start_capture(lab, node, name)
+        drops_before = {n: esp_drops(lab, n) for n in ("mn1", "mn2")}
+        captures = {name: start_capture(lab, node, name, f"{name}.pcap")[1]
                     for node, name in (("sg", "sg-wan"), ("ar1", "ar1-up"), ("ar2", "ar2-up"), ("ar3", "ar3-up"))}
         marker = "5a5a0ff1ce5a5a"
         lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", "-p", marker, h2], "ping.log")
         ping_log = os.path.join(lab.run_dir, "ping.log")
 
         # 1. Direct within a bounded time, on both ends.
-        _wait("mn1 direct to mn2", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
-              DIRECT_WITHIN_S)
-        _wait("mn2 direct to mn1", lambda: _paths(lab, "mn2").get("mn1", {}).get("path") == "direct", 3.0)
-        row = _paths(lab, "mn1")["mn2"]
+        wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+                 DIRECT_WITHIN_S, what="mn1 direct to mn2")
+        wait_for(lambda: vcm_paths(lab, "mn2").get("mn1", {}).get("path") == "direct",
+                 3.0, what="mn2 direct to mn1")
+        row = vcm_paths(lab, "mn1")["mn2"]
         spi_out, spi_in = row["spi_out"], row["spi_in"]
         assert spi_out and spi_in and spi_out != spi_in
         time.sleep(0.3)
-        sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        sg_before, mn2_before = sa_packets(lab, "sg"), sa_packets(lab, "mn2")
         time.sleep(1.0)
-        sg_after, mn2_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        sg_after, mn2_after = sa_packets(lab, "sg"), sa_packets(lab, "mn2")
         relayed = (sg_after["mn1->sg"] - sg_before["mn1->sg"]) + (sg_after["sg->mn2"] - sg_before["sg->mn2"])
         assert relayed <= 4, f"SG still relays mn1->mn2 traffic: {relayed} packets in 1 s"
         direct_in = [n for n in mn2_after if n.endswith("-in") and n.startswith("vcm-")]
         grown = sum(mn2_after[n] - mn2_before.get(n, 0) for n in direct_in)
         assert grown >= 30, f"mn2 direct inbound SA carried {grown} packets in 1 s"
-        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        assert {n: esp_drops(lab, n) for n in ("mn1", "mn2")} == drops_before
         # ESP with the new SPIs on both access links, never on the SG's WAN link; no marker in clear.
         time.sleep(0.2)
         home_ro = lab.vcm_pair == "home-ro"
@@ -144,8 +109,8 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pa
 
         # 2. MN1 moves: the direct path recovers (both ends' SAs follow the care-of address).
         move_events = lab.move("mn1", "cell")
-        _wait("mn1 still direct after its move", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
-              3.0)
+        wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+                 3.0, what="mn1 still direct after its move")
         coa1 = lab.status("mn1")["mobility"]["care_of_address"]
         if home_ro:
             # Followed by mn1's own BU to mn2 (no SG care-of notice is sent at all): mn2's binding for mn1's
@@ -153,7 +118,7 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pa
             def mn2_binding():
                 rows = lab.status("mn2")["mobility"].get("peers", [])
                 return any(r["peer"] == "mn1" and r["peer_care_of"] == coa1 for r in rows)
-            _wait("mn2's binding of mn1 at the new care-of address", mn2_binding, 3.0)
+            wait_for(mn2_binding, 3.0, what="mn2's binding of mn1 at the new care-of address")
             t0 = move_events[0]["time"] if move_events else 0.0
             events = [e for e in lab.events() if e["time"] >= t0]
             coa2 = lab.status("mn2")["mobility"]["care_of_address"]   # the BU carries RH2 (§9.3.2): sent there
@@ -165,37 +130,37 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pa
             sas = {sa["name"]: sa for sa in lab.status("mn2")["ipsec"]["sas"]}
             assert {sa["remote"] for n, sa in sas.items() if n.startswith("vcm-")} == {x1}
         else:
-            _wait("mn2 learnt mn1's new care-of address",
-                  lambda: lab.status("mn2")["vcm"]["peer_care_of"].get("mn1") == coa1, 3.0)
+            wait_for(lambda: lab.status("mn2")["vcm"]["peer_care_of"].get("mn1") == coa1,
+                     3.0, what="mn2 learnt mn1's new care-of address")
         time.sleep(0.5)
-        sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
-        replies_before = len(_replies(ping_log))
+        sg_before, mn2_before = sa_packets(lab, "sg"), sa_packets(lab, "mn2")
+        replies_before = len(ping_reply_times(ping_log))
         time.sleep(1.0)
-        sg_after, mn2_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        sg_after, mn2_after = sa_packets(lab, "sg"), sa_packets(lab, "mn2")
         relayed = (sg_after["mn1->sg"] - sg_before["mn1->sg"]) + (sg_after["sg->mn2"] - sg_before["sg->mn2"])
         assert relayed <= 4, f"after the move the SG relays {relayed} packets in 1 s"
-        assert len(_replies(ping_log)) - replies_before >= 30
-        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        assert len(ping_reply_times(ping_log)) - replies_before >= 30
+        assert {n: esp_drops(lab, n) for n in ("mn1", "mn2")} == drops_before
         if home_ro:   # the direct SPIs with RH2 + HAO on mn1's new access link, from its new care-of address
             routed = _esp_frames(captures["ar3-up"])[1]
             assert routed.get((spi_out, x2, x1), 0) >= 30 and routed.get((spi_in, x1, x2), 0) >= 30, routed
 
         # 3. MN2 returns to the office: MN1 falls back to the SG path, pings continue.
         lab.move("mn2", "office")
-        _wait("mn1 back on the SG path", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "via-sg", 5.0)
+        wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "via-sg",
+                 5.0, what="mn1 back on the SG path")
         time.sleep(0.5)
-        sg_before = _sa_packets(lab, "sg")
-        replies_before = len(_replies(ping_log))
+        sg_before = sa_packets(lab, "sg")
+        replies_before = len(ping_reply_times(ping_log))
         time.sleep(1.0)
-        sg_after = _sa_packets(lab, "sg")
+        sg_after = sa_packets(lab, "sg")
         assert sg_after["mn1->sg"] - sg_before["mn1->sg"] >= 30
-        assert len(_replies(ping_log)) - replies_before >= 30
+        assert len(ping_reply_times(ping_log)) - replies_before >= 30
 
         # Stale direct SAs go: outbound at the fall-back, inbound once the grace has passed, on both MNs.
-        assert not [n for n in _sa_packets(lab, "mn1") if n.startswith("vcm-") and n.endswith("-out")]
-        _wait("direct SAs removed after the grace",
-              lambda: not [n for node in ("mn1", "mn2") for n in _sa_packets(lab, node) if n.startswith("vcm-")],
-              INBOUND_GRACE_S + 3.0)
+        assert not [n for n in sa_packets(lab, "mn1") if n.startswith("vcm-") and n.endswith("-out")]
+        wait_for(lambda: not [n for node in ("mn1", "mn2") for n in sa_packets(lab, node) if n.startswith("vcm-")],
+                 INBOUND_GRACE_S + 3.0, what="direct SAs removed after the grace")
 
         # No plaintext of the pings on any public link at any time (captures ran throughout).
         time.sleep(0.2)
@@ -231,24 +196,23 @@ def test_vcm_rekey_in_the_running_lab_keeps_the_path_direct_without_drops():
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
-        drops_before = {n: _drops(lab, n) for n in ("mn1", "mn2")}
+        drops_before = {n: esp_drops(lab, n) for n in ("mn1", "mn2")}
         lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", h2], "ping.log")
-        _wait("mn1 direct to mn2", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
-              DIRECT_WITHIN_S)
-        first = _paths(lab, "mn1")["mn2"]
-        sg_before = _sa_packets(lab, "sg")
-        _wait("second generation on both ends",
-              lambda: all(_paths(lab, n).get(p, {}).get("generation") == 2 for n, p in (("mn1", "mn2"), ("mn2", "mn1"))),
-              12.0)
-        second = _paths(lab, "mn1")["mn2"]
+        wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+                 DIRECT_WITHIN_S, what="mn1 direct to mn2")
+        first = vcm_paths(lab, "mn1")["mn2"]
+        sg_before = sa_packets(lab, "sg")
+        wait_for(lambda: all(vcm_paths(lab, n).get(p, {}).get("generation") == 2
+                             for n, p in (("mn1", "mn2"), ("mn2", "mn1"))), 12.0, what="second generation on both ends")
+        second = vcm_paths(lab, "mn1")["mn2"]
         assert second["path"] == "direct" and second["spi_out"] != first["spi_out"]
         time.sleep(0.5)
-        replies_before = len(_replies(os.path.join(lab.run_dir, "ping.log")))
+        replies_before = len(ping_reply_times(os.path.join(lab.run_dir, "ping.log")))
         time.sleep(1.0)
-        assert len(_replies(os.path.join(lab.run_dir, "ping.log"))) - replies_before >= 30
-        sg_after = _sa_packets(lab, "sg")
+        assert len(ping_reply_times(os.path.join(lab.run_dir, "ping.log"))) - replies_before >= 30
+        sg_after = sa_packets(lab, "sg")
         assert sg_after["mn1->sg"] - sg_before["mn1->sg"] <= 10   # control only, never the pings
-        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        assert {n: esp_drops(lab, n) for n in ("mn1", "mn2")} == drops_before
         mn1_events = [e["event"] for e in lab.events() if e["node"] == "mn1"]
         assert "fall_back_to_sg" not in mn1_events
     finally:
@@ -271,12 +235,12 @@ def test_vcm_one_way_traffic_goes_direct():
         lab.popen("mn1", [sys.executable, "-c", "import socket, time\n"
                           "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
                           f"while True: s.sendto(b'x' * 100, ('{h2}', 9009)); time.sleep(0.02)\n"], "source.log")
-        _wait("mn1 direct to mn2", lambda: _paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
-              DIRECT_WITHIN_S)
+        wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct",
+                 DIRECT_WITHIN_S, what="mn1 direct to mn2")
         time.sleep(0.3)
-        sg_before, mn2_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        sg_before, mn2_before = sa_packets(lab, "sg"), sa_packets(lab, "mn2")
         time.sleep(1.0)
-        sg_after, mn2_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn2")
+        sg_after, mn2_after = sa_packets(lab, "sg"), sa_packets(lab, "mn2")
         assert sg_after["mn1->sg"] - sg_before["mn1->sg"] <= 4
         grown = sum(mn2_after[n] - mn2_before.get(n, 0) for n in mn2_after if n.startswith("vcm-") and n.endswith("-in"))
         assert grown >= 30

@@ -8,32 +8,25 @@ holds its peer's binding, its CoTI and BU go straight to the peer's care-of addr
 header). Then: a move, a return to the office (the binding at the peer is deleted by a plain BU from the
 office) and a second departure to the same network, after which the pair is direct again."""
 import os
-import re
 import subprocess
 import time
 
 import pytest
 
-from tests.integration.helpers import start_capture, wait_for
+from tests.integration.helpers import ping_reply_times, start_capture, vcm_paths, wait_for
 
 MARKER = "5a5a0ff1ce5a5b"
 HOME_TEST_INIT, HOME_TEST, CARE_OF_TEST = 1, 3, 4
 
 
 def _path(lab, node, peer):
-    rows = {row["peer"]: row for row in lab.status(node).get("vcm", {}).get("paths", [])}
-    return rows.get(peer, {}).get("path")
+    return vcm_paths(lab, node).get(peer, {}).get("path")
 
 
 def _peer_binding(lab, node, peer):
     """The care-of address ``node`` holds for ``peer``'s home address (None without a binding)."""
     rows = lab.status(node)["mobility"].get("peers", [])
     return next((r["peer_care_of"] for r in rows if r["peer"] == peer), None)
-
-
-def _replies(path):
-    with open(path, encoding="utf-8") as f:
-        return len(re.findall(r"^\[\d+\.\d+\] \d+ bytes from", f.read(), re.M))
 
 
 def _clear_mobility(path):
@@ -86,9 +79,9 @@ def test_public_plan_direct_pair_over_home_address_route_optimisation():
         removed = [e for e in lab.events() if e["node"] == "mn1" and e["event"] == "binding_removed"
                    and e["time"] >= back and e.get("home_address") == mn2.home_address]
         assert removed, "mn2's binding at mn1 was not deleted by its deregistration"
-        replies = _replies(ping_log)
+        replies = len(ping_reply_times(ping_log))
         time.sleep(1.0)
-        assert _replies(ping_log) - replies >= 30, "pings stopped after the fall-back"
+        assert len(ping_reply_times(ping_log)) - replies >= 30, "pings stopped after the fall-back"
 
         # Out again to the same network (same care-of address): detected again, keyed again, direct again.
         lab.move("mn2", "wlan2")
@@ -96,9 +89,9 @@ def test_public_plan_direct_pair_over_home_address_route_optimisation():
                  timeout=10, what="direct again after mn2 left the office")
         assert _peer_binding(lab, "mn1", "mn2") == coa2
         time.sleep(0.5)
-        replies = _replies(ping_log)
+        replies = len(ping_reply_times(ping_log))
         time.sleep(1.0)
-        assert _replies(ping_log) - replies >= 30
+        assert len(ping_reply_times(ping_log)) - replies >= 30
         for proc in (core_cap, office_cap):
             lab.stop_helper(proc)
         time.sleep(0.2)
@@ -160,9 +153,7 @@ def test_a_peer_that_lost_our_binding_stops_the_direct_pair_with_a_binding_error
         wait_for(lambda: _path(lab, "mn1", "mn2") == "direct" and _peer_binding(lab, "mn2", "mn1") is not None,
                  timeout=5, what="direct again after return routability")
         time.sleep(1.0)
-        with open(ping_log, encoding="utf-8") as f:
-            stamps = [float(m[1]) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", f.read(), re.M)]
-        around = [t for t in stamps if forgotten - 0.5 <= t]
+        around = [t for t in ping_reply_times(ping_log) if forgotten - 0.5 <= t]
         gaps = [b - a for a, b in zip(around, around[1:])]
         assert len(around) >= 50 and max(gaps) < 0.3, (len(around), max(gaps, default=None))
         after = [lab.status(n)["ipsec"]["counters"] for n in ("mn1", "mn2")]

@@ -6,25 +6,13 @@ import os
 import re
 import time
 
+from tests.integration.helpers import esp_drops, ping_reply_times, sa_packets, vcm_paths, wait_for
+
 LIFETIME_S = 20      # the VCM starts generation 2 at 0.75 x 20 = 15 s, generation 3 only at about 30 s
 GRACE_S = 2.0        # inbound SA of the old generation kept this long past its lifetime
 SLACK_S = 2.0        # timer, polling and shared-CPU latency allowed on top of lifetime + grace
 DIRECT_WITHIN_S = 15.0
 PAIRS = (("mn1", "mn2"), ("mn2", "mn1"))
-
-
-def _wait(what, predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def _paths(lab, node):
-    return {row["peer"]: row for row in lab.status(node).get("vcm", {}).get("paths", [])}
 
 
 def _vcm_sas(lab, node):
@@ -36,24 +24,10 @@ def _vcm_rules(lab, node):
     return {r["sa"] for r in lab.status(node)["ipsec"]["spd"]["rules"] if str(r.get("sa") or "").startswith("vcm-")}
 
 
-def _sa_packets(lab, node):
-    return {s["name"]: s["counters"]["packets"] for s in lab.status(node)["ipsec"]["sas"]}
-
-
-def _drops(lab, node):
-    counters = lab.status(node)["ipsec"]["counters"]
-    return {"unknown_spi": counters.get("unknown_spi", 0), "icv": counters.get("icv", 0)}
-
-
 def _generation_of(name):
     match = re.fullmatch(r"vcm-\d+-\d+-s(\d+)g(\d+)-(in|out)", name)
     assert match, f"unexpected direct SA name {name}"
     return int(match[2])
-
-
-def _replies(path):
-    with open(path, encoding="utf-8") as f:
-        return [float(m[1]) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", f.read(), re.M)]
 
 
 def _event_time(lab, node, event, generation):
@@ -70,16 +44,16 @@ def test_retired_generation_leaves_both_mobile_nodes_while_pings_keep_flowing():
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
-        drops_before = {n: _drops(lab, n) for n in ("mn1", "mn2")}
+        drops_before = {n: esp_drops(lab, n) for n in ("mn1", "mn2")}
         lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", h2], "ping.log")
         ping_log = os.path.join(lab.run_dir, "ping.log")
 
         # Generation 1 direct on both ends.
         for node, peer in PAIRS:
-            _wait(f"{node} direct to {peer}", lambda: _paths(lab, node).get(peer, {}).get("path") == "direct",
-                  DIRECT_WITHIN_S)
+            wait_for(lambda: vcm_paths(lab, node).get(peer, {}).get("path") == "direct",
+                     DIRECT_WITHIN_S, what=f"{node} direct to {peer}")
         direct_at = time.time()
-        first = {node: _paths(lab, node)[peer] for node, peer in PAIRS}
+        first = {node: vcm_paths(lab, node)[peer] for node, peer in PAIRS}
         assert all(row["generation"] == 1 for row in first.values()), first
         gen1 = {node: _vcm_sas(lab, node) for node, _ in PAIRS}
         for node, names in gen1.items():
@@ -89,10 +63,9 @@ def test_retired_generation_leaves_both_mobile_nodes_while_pings_keep_flowing():
 
         # Generation 2 on both ends (make-before-break): generation 1's outbound SA left at the switch,
         # its inbound SA is still there for packets the peer sealed before it switched.
-        _wait("second generation on both ends",
-              lambda: all(_paths(lab, n).get(p, {}).get("generation") == 2 for n, p in PAIRS),
-              LIFETIME_S * 0.75 + 10.0)
-        second = {node: _paths(lab, node)[peer] for node, peer in PAIRS}
+        wait_for(lambda: all(vcm_paths(lab, n).get(p, {}).get("generation") == 2 for n, p in PAIRS),
+                 LIFETIME_S * 0.75 + 10.0, what="second generation on both ends")
+        second = {node: vcm_paths(lab, node)[peer] for node, peer in PAIRS}
         for node, peer in PAIRS:
             assert second[node]["path"] == "direct" and second[node]["spi_out"] != first[node]["spi_out"]
             left = gen1[node] & _vcm_sas(lab, node)
@@ -102,8 +75,8 @@ def test_retired_generation_leaves_both_mobile_nodes_while_pings_keep_flowing():
         gone_at = {}
         for node, _ in PAIRS:
             bound = installed[node] + LIFETIME_S + GRACE_S + SLACK_S - time.time()
-            _wait(f"generation 1 SAs gone from {node}", lambda: not (gen1[node] & _vcm_sas(lab, node)),
-                  max(bound, 0.1))
+            wait_for(lambda: not (gen1[node] & _vcm_sas(lab, node)), max(bound, 0.1),
+                     what=f"generation 1 SAs gone from {node}")
             gone_at[node] = time.time()
         for node, peer in PAIRS:
             retired = _event_time(lab, node, "retire_inbound", 1)
@@ -113,7 +86,7 @@ def test_retired_generation_leaves_both_mobile_nodes_while_pings_keep_flowing():
             now_sas = _vcm_sas(lab, node)
             assert {_generation_of(n) for n in now_sas} == {2} and len(now_sas) == 2, (node, now_sas)
             assert _vcm_rules(lab, node) == now_sas, (node, _vcm_rules(lab, node))   # no rule left behind
-            row = _paths(lab, node)[peer]
+            row = vcm_paths(lab, node)[peer]
             assert (row["path"], row["generation"], row["spi_out"], row["spi_in"]) == \
                 ("direct", 2, second[node]["spi_out"], second[node]["spi_in"]), (node, row)
             print(f"{node}: generation 1 installed -> retired {retired - installed[node]:.2f} s, "
@@ -121,10 +94,10 @@ def test_retired_generation_leaves_both_mobile_nodes_while_pings_keep_flowing():
 
         # Pings kept flowing on the direct path: every second since the path went direct had replies,
         # and mn2's replies came back on generation 2's direct SA, not through the SG.
-        sg_before, mn1_before = _sa_packets(lab, "sg"), _sa_packets(lab, "mn1")
+        sg_before, mn1_before = sa_packets(lab, "sg"), sa_packets(lab, "mn1")
         time.sleep(1.0)
-        sg_after, mn1_after = _sa_packets(lab, "sg"), _sa_packets(lab, "mn1")
-        replies = _replies(ping_log)
+        sg_after, mn1_after = sa_packets(lab, "sg"), sa_packets(lab, "mn1")
+        replies = ping_reply_times(ping_log)
         windows = [sum(1 for t in replies if start <= t < start + 1.0)
                    for start in [direct_at + i for i in range(int(time.time() - direct_at) - 1)]]
         assert len(windows) >= LIFETIME_S and min(windows) >= 35, windows
@@ -135,7 +108,7 @@ def test_retired_generation_leaves_both_mobile_nodes_while_pings_keep_flowing():
         gen2_in = next(n for n in mn1_after if n.startswith("vcm-") and n.endswith("-in"))
         assert mn1_after[gen2_in] - mn1_before[gen2_in] >= 35
         assert sg_after["mn1->sg"] - sg_before["mn1->sg"] <= 10   # control only, never the pings
-        assert {n: _drops(lab, n) for n in ("mn1", "mn2")} == drops_before
+        assert {n: esp_drops(lab, n) for n in ("mn1", "mn2")} == drops_before
         for node in ("mn1", "mn2"):
             events = {e["event"] for e in lab.events() if e["node"] == node}
             assert "fall_back_to_sg" not in events and "vcm_op_error" not in events, (node, events)

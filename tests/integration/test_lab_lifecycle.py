@@ -29,9 +29,12 @@ def test_a_dead_node_app_is_reported_by_name_and_teardown_leaves_nothing():
 
 def test_ctrl_c_during_the_baseline_experiment_tears_everything_down(tmp_path):
     before = our_leftovers()
+    # As typed at a terminal: Ctrl-C reaches the experiment even when the test run itself was started in
+    # the background, where the shell hands its children SIGINT ignored.
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "baseline.py"),
                              "--pings", "100000", "--results", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         for line in proc.stdout:
@@ -44,9 +47,13 @@ def test_ctrl_c_during_the_baseline_experiment_tears_everything_down(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:   # still running: SIGTERM tears the lab down too; kill only as a last resort
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert proc.returncode == 130
     assert "Traceback" not in err and "interrupted" in err
     assert our_leftovers() == before

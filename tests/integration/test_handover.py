@@ -190,8 +190,8 @@ def test_quick_run_writes_results_that_show_route_optimisation(quick_run):
 def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
     """Direct under vcm, via the SG under sg, in the quiet part of the route-optimised phase, against the
     links' delays. Only emulators that kept time say anything about delays: when one on the compared
-    paths fell behind (a busy machine; marked overloaded in config.json), the comparison is skipped, with
-    the numbers."""
+    paths fell behind (a busy machine; marked overloaded in config.json) and the numbers are off, the
+    comparison is skipped, with the numbers; numbers within the tolerance count either way."""
     folder = quick_run
     rtt = pd.read_csv(os.path.join(folder, "rtt.csv"))
     thr = pd.read_csv(os.path.join(folder, "throughput.csv"))
@@ -210,9 +210,11 @@ def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
               f"(links {path_rtt_ms(DIRECT):.2f}), via SG {sg.rtt_ms.median():.2f} ms (links {path_rtt_ms(VIA_SG):.2f})")
     print(detail)
     assert vcm.rtt_ms.median() < sg.rtt_ms.median(), detail
-    if late:
-        pytest.skip(f"link emulation overloaded on {', '.join(late)} (delays inflated); {detail}")
-    assert abs(ratio - expected) <= TOLERANCE * expected, detail
     # The detour itself is link delay: twice the long-haul link, both ways.
     detour = sg.rtt_ms.median() - vcm.rtt_ms.median()
-    assert abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour, detail
+    ratio_ok = abs(ratio - expected) <= TOLERANCE * expected
+    detour_ok = abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour
+    if late and not (ratio_ok and detour_ok):
+        pytest.skip(f"link emulation overloaded on {', '.join(late)} (delays inflated); {detail}")
+    assert ratio_ok, detail
+    assert detour_ok, f"detour {detour:.2f} ms; {detail}"

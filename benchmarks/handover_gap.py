@@ -3,12 +3,16 @@ node cycles wlan1 -> wlan2 -> cell -> office -> wlan1 ...; the gap of a move is 
 last echo reply over the old path and the first over the new one (``topologies.handover``).
 
 Run as root:  .venv/bin/python benchmarks/handover_gap.py [--rounds 10] [--addressing public]
-              [--links ideal|default] [--path home-agent|route-optimised] [--json FILE]
+              [--links ideal|default] [--path home-agent|route-optimised|vcm] [--pair home-ro|care-of]
+              [--json FILE]
 
 --path home-agent (default): fs pings the internal home address, which the office HA tunnels through the
 SG. --path route-optimised: private plan with the correspondent cn pinging the external home address,
 route-optimised (HAO/RH2) after return routability; the cycle then stays outside the office
-(wlan2 -> cell -> wlan1), since the external home address is not used from inside.
+(wlan2 -> cell -> wlan1), since the external home address is not used from inside. --path vcm: a second
+MN (mn2, at wlan2) pings mn1's home address over the VCM's direct SA pair (``--pair``, default home-ro:
+followed by mn1's own BU to mn2; care-of: by the SG's care-of notice), in either address plan; the same
+outside cycle, and the gap includes the time until the pair is direct again or the replies take the SG path.
 
 RA intervals are at their RFC 6275 §7.5 fast setting (0.03-0.07 s). Goal: <= 150 ms. This is a benchmark,
 not a test: the 2 CPUs are shared, so numbers vary from run to run.
@@ -62,33 +66,57 @@ def timeline(events: list[dict], mn: str = "mn1") -> dict:
     return out
 
 
+def wait_direct(lab, timeout: float = 20.0) -> None:
+    """Until both MNs use the VCM's direct pair (the SG detected the probe session and handed out keys)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(any(r["path"] == "direct" for r in lab.status(n).get("vcm", {}).get("paths", []))
+               for n in ("mn1", "mn2")):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"handover_gap: the pair did not go direct within {timeout:.0f} s")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="cycles of 4 moves (default 10)")
     parser.add_argument("--addressing", choices=("public", "private"), default="public")
     parser.add_argument("--links", choices=("ideal", "default"), default="ideal")
     parser.add_argument("--dwell", type=float, default=1.2, help="seconds between moves (default 1.2)")
-    parser.add_argument("--path", choices=("home-agent", "route-optimised"), default="home-agent")
+    parser.add_argument("--path", choices=("home-agent", "route-optimised", "vcm"), default="home-agent")
+    parser.add_argument("--pair", choices=("home-ro", "care-of"), default=None,
+                        help="--path vcm: the VCM's direct pair (default home-ro)")
     parser.add_argument("--json", help="write the per-move results here")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.pair and args.path != "vcm":
+        parser.error("--pair needs --path vcm")
     optimised = args.path == "route-optimised"
+    vcm = args.path == "vcm"
     if optimised:
         args.addressing = "private"
-    lab = SvpnLab(addressing=args.addressing, mobile_nodes=1, attachments=["wlan1"], links=args.links,
-                  mobility=True, correspondent=optimised)
+    if vcm:
+        lab = SvpnLab(addressing=args.addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links=args.links,
+                      mobility=True, vcm="in-sg", vcm_pair=args.pair)
+    else:
+        lab = SvpnLab(addressing=args.addressing, mobile_nodes=1, attachments=["wlan1"], links=args.links,
+                      mobility=True, correspondent=optimised)
     moves = []
     try:
         lab.start()
         time.sleep(1.0)
         mn = lab.plan.mobile("mn1")
         prober, target = ("cn", mn.external_home_address) if optimised else ("fs", mn.home_address)
+        if vcm:
+            prober = "mn2"
         ping = lab.popen(prober, ["ping", "-6", "-n", "-D", "-i", "0.02", target], "probe.txt")
+        if vcm:
+            wait_direct(lab)
         time.sleep(1.0)
         where = "wlan1"
         for _ in range(args.rounds):
-            for network in (RO_CYCLE if optimised else CYCLE):
+            for network in (RO_CYCLE if optimised or vcm else CYCLE):
                 start = time.time()
                 events = lab.move("mn1", network)
                 registered = max(e["time"] for e in events)
@@ -109,7 +137,8 @@ def main(argv=None) -> int:
             lost += 1
             continue
         by_type.setdefault(f"{kind(move['from'])} -> {kind(move['to'])}", []).append(gap["gap_s"])
-    print(f"handover gap, {args.path} path, {args.addressing} addressing, links {args.links}, 50 Hz probe, "
+    path = f"vcm {lab.vcm_pair}" if vcm else args.path
+    print(f"handover gap, {path} path, {args.addressing} addressing, links {args.links}, 50 Hz probe, "
           f"{len(moves)} moves ({lost} without recovery inside {args.dwell} s)")
     print("| move | moves | median | max |")
     print("|---|---|---|---|")

@@ -20,13 +20,12 @@ import platform
 import signal
 import sys
 
-from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options, not_root
+from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies.addressing import ACCESS_NETWORKS, PlanError
 from topologies.lab import LabError, SvpnLab
 from topologies.measurements import MeasurementError, iperf3, ping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["addressing", "flow", "path", "source", "destination", "rtt_median_ms", "rtt_min_ms", "rtt_max_ms",
           "ping_loss_pct", "tcp_mbit_s", "tcp_retransmits"]
 
@@ -40,9 +39,7 @@ def parse_args(argv):
     parser.add_argument("--pings", type=int, default=50, help="echo requests per flow, 20 per second (default 50)")
     parser.add_argument("--attachments", default="wlan1,cell",
                         help=f"network of MN1,MN2 (from {', '.join(ACCESS_NETWORKS)}; default wlan1,cell)")
-    parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
-    parser.add_argument("--ideal-links", action="store_true",
-                        help="no link emulation at all (default: every link gets its profile)")
+    add_output_options(parser, plots=False)
     add_link_options(parser)
     args = parser.parse_args(argv)
     apply_link_options(parser, args)

@@ -1,4 +1,5 @@
-"""Command-line pieces shared by the experiment scripts: one-line argument errors and link overrides."""
+"""Command-line pieces shared by the experiment scripts: one-line argument errors, link overrides, where
+results go."""
 import argparse
 import os
 import sys
@@ -6,6 +7,9 @@ import sys
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.params import add_link_arguments, link_overrides
 from topologies.links import set_default_backend
+
+
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -16,8 +20,16 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def add_link_options(parser: argparse.ArgumentParser) -> None:
-    """``--link LINK:key=value,...`` (repeatable) and ``--link-backend``."""
+    """``--ideal-links``, ``--link LINK:key=value,...`` (repeatable) and ``--link-backend``."""
+    parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
     add_link_arguments(parser)
+
+
+def add_output_options(parser: argparse.ArgumentParser, *, plots: bool = True) -> None:
+    """``--results`` (the folder the run's results folder goes into) and, if the script draws, ``--no-plots``."""
+    parser.add_argument("--results", default=RESULTS, help="results parent folder")
+    if plots:
+        parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
 
 
 def apply_link_options(parser: argparse.ArgumentParser, args) -> None:

@@ -30,14 +30,13 @@ import pandas as pd
 
 from experiments import records
 from experiments.scenario import ScenarioError, load, load_default
-from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options, not_root
+from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies.addressing import PlanError
 from topologies.lab import LabError, SvpnLab
 from topologies.svpn import SvpnTopo
 from topologies.measurements import MeasurementError, iperf3
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = ("sg", "vcm", "insecure-ro")
 MARKER = "SVPNLAB-PROBE-PLAINTEXT"
 CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),
@@ -65,9 +64,7 @@ def parse_args(argv):
                         help="random seed, the same for every strategy: probe sessions and every link's random loss "
                              "and jitter (default 1)")
     parser.add_argument("--cli", metavar="PHASE", help="open the Mininet CLI at the start of this phase")
-    parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
-    parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
-    parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    add_output_options(parser)
     add_link_options(parser)
     args = parser.parse_args(argv)
     apply_link_options(parser, args)

@@ -597,16 +597,17 @@ def draw_all(folder: str, out_dir: str | None = None, formats=FORMATS, only=None
         merged = {k: v for part in parts for k, v in part.items()}
         return {name: merged[name] for name in names}
     builders = figure_builders(res)
-    written = {}
-    for name in names:
-        fig = builders[name](res)
-        paths = []
-        for fmt in formats:
-            path = os.path.join(out_dir, f"{name}.{fmt}")
-            fig.savefig(path, format=fmt)
-            paths.append(path)
-        written[name] = paths
-    return written
+    return {name: save_figure(builders[name](res), out_dir, name, formats) for name in names}
+
+
+def save_figure(fig, out_dir: str, name: str, formats=FORMATS, **savefig) -> list[str]:
+    """``fig`` as ``<out_dir>/<name>.<format>`` in each format; the paths written."""
+    paths = []
+    for fmt in formats:
+        path = os.path.join(out_dir, f"{name}.{fmt}")
+        fig.savefig(path, format=fmt, **savefig)
+        paths.append(path)
+    return paths
 
 
 def _draw_share(job) -> dict[str, list[str]]:

@@ -35,14 +35,14 @@ import time
 import pandas as pd
 
 from experiments import records
-from experiments.cli import OneLineErrorParser, add_link_options, apply_link_options, not_root, redraw
+from experiments.cli import (OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root,
+                             redraw)
 from experiments.stats import percentile
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
 from topologies.lab import LabError, SvpnLab
 from topologies.svpn import SvpnTopo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_PAIRS = MAX_MOBILE_NODES // 2
 QUICK_PAIRS = 5
 SETUP_COLUMNS = ["pair", "initiator", "responder", "net_initiator", "net_responder", "t_start", "ok",
@@ -89,9 +89,7 @@ def parse_args(argv):
                         help="address plan (default private)")
     parser.add_argument("--vcm-host", action="store_true",
                         help="the VCM on its own office host (default: built into the SG)")
-    parser.add_argument("--ideal-links", action="store_true", help="no link emulation (default: link profiles)")
-    parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
-    parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    add_output_options(parser)
     parser.add_argument("--plot", metavar="FOLDER", help="only redraw the figures of a results folder")
     add_link_options(parser)
     args = parser.parse_args(argv)
@@ -286,6 +284,8 @@ def draw(folder: str) -> list[str]:
     import numpy as np
     from matplotlib.figure import Figure
 
+    from experiments.plotting import save_figure
+
     setup = pd.read_csv(os.path.join(folder, "setup.csv"))
     resources = pd.read_csv(os.path.join(folder, "resources.csv"))
     out_dir = os.path.join(folder, "plots")
@@ -307,7 +307,7 @@ def draw(folder: str) -> list[str]:
     ax_hist.set(xlabel="setup time (ms)", ylabel="pairs", title="histogram")
     for ax in (ax_cdf, ax_hist):
         ax.grid(alpha=0.3)
-    written += _save(fig, out_dir, "setup-time")
+    written += save_figure(fig, out_dir, "setup-time", dpi=130)
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax_mem, ax_cpu = fig.subplots(1, 2)
@@ -328,17 +328,9 @@ def draw(folder: str) -> list[str]:
             ax.grid(alpha=0.3, axis="y")
         ax_mem.set_title("memory per node process, by role")
         ax_cpu.set_title("CPU per node process, by role")
-    written += _save(fig, out_dir, "resources")
+    written += save_figure(fig, out_dir, "resources", dpi=130)
     return written
 
-
-def _save(fig, out_dir: str, name: str) -> list[str]:
-    paths = []
-    for ext in ("png", "svg"):
-        path = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    return paths
 
 
 # ---- the run ----------------------------------------------------------------------------------------

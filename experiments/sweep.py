@@ -37,7 +37,7 @@ from types import SimpleNamespace
 import pandas as pd
 
 from experiments import records
-from experiments.cli import OneLineErrorParser, not_root, redraw
+from experiments.cli import OneLineErrorParser, add_output_options, not_root, redraw
 from experiments.scenario import ScenarioError, load
 from experiments.stats import confidence_interval
 from nodeapps.linkemu.errors import LinkConfigError
@@ -99,8 +99,7 @@ def parse_args(argv):
                         help="address plan (default private)")
     parser.add_argument("--vcm-host", action="store_true",
                         help="vcm strategy: the VCM on its own office host (default: built into the SG)")
-    parser.add_argument("--results", default=os.path.join(ROOT, "results"), help="results parent folder")
-    parser.add_argument("--no-plots", action="store_true", help="do not draw the figures")
+    add_output_options(parser)
     parser.add_argument("--plot", metavar="FOLDER", help="only redraw the figures of a results folder")
     args = parser.parse_args(argv)
     if args.plot:
@@ -233,7 +232,7 @@ def draw(folder: str) -> list[str]:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from experiments.plotting import STRATEGY_COLORS
+    from experiments.plotting import STRATEGY_COLORS, save_figure
 
     summary = pd.read_csv(os.path.join(folder, "summary.csv"))
     sweep = pd.read_csv(os.path.join(folder, "sweep.csv"))
@@ -257,7 +256,7 @@ def draw(folder: str) -> list[str]:
         ax.set_title(f"gain vs {axis}")
         ax.grid(alpha=0.3)
         ax.legend()
-    written += _save(fig, out_dir, "gain")
+    written += save_figure(fig, out_dir, "gain", dpi=130)
 
     fig = Figure(figsize=(5 * max(1, len(axes_present)), 4), layout="constrained")
     panels = fig.subplots(1, max(1, len(axes_present)), squeeze=False)[0]
@@ -273,17 +272,9 @@ def draw(folder: str) -> list[str]:
         ax.set_title(f"measured vs analytic RTT, {axis}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    written += _save(fig, out_dir, "rtt-vs-analytic")
+    written += save_figure(fig, out_dir, "rtt-vs-analytic", dpi=130)
     return written
 
-
-def _save(fig, out_dir: str, name: str) -> list[str]:
-    paths = []
-    for ext in ("png", "svg"):
-        path = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(path, dpi=130)
-        paths.append(path)
-    return paths
 
 
 # ---- the run ----------------------------------------------------------------------------------------

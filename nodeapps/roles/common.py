@@ -33,6 +33,7 @@ def event_fields(event) -> tuple[str, dict]:
 
 class MobilityRuntime(NodeRuntime):
     mobility = True
+    tunnel_via_sg = False   # see carried_by_vpn
 
     def __init__(self, config, processor):
         super().__init__(config, processor)
@@ -101,9 +102,16 @@ class MobilityRuntime(NodeRuntime):
         (getattr(peer, "core", None) or self.core).receive(inner, now, esp_protected=True)
         return True
 
+    def carried_by_vpn(self, datagram) -> bool:
+        """A tunnel-marked mobility message (RFC 3776 §3.1: HoTI, HoT, CoT and what an HA tunnels to an MN)
+        for a peer we share no tunnel SA with, on a node whose MNs and HA meet only through the SG: the SG's
+        tunnel SA protects it beyond the office, the office LAN is the VPN's trusted side."""
+        return (self.tunnel_via_sg and datagram.protection is Protection.ESP_TUNNEL
+                and datagram.esp_peer not in self.tunnel_peers)
+
     def seal_for(self, datagram) -> bytes | None:
         """The datagram's packet with its RFC 3776 protection applied, or None if we have no SA for it."""
-        if datagram.protection is Protection.NONE:
+        if datagram.protection is Protection.NONE or self.carried_by_vpn(datagram):
             return datagram.packet
         if datagram.protection is Protection.ESP_TUNNEL and datagram.esp_peer in self.tunnel_peers:
             # RFC 3776 §3.1: the inner packet (HoTI/HoT) goes in the MN–HA tunnel-mode SA.

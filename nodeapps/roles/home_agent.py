@@ -16,7 +16,7 @@ import time
 from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import HomeAgent
-from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated, Datagram, Protection
+from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import (
     ICMPV6_RS, build_announcement, interface_mac, open_router_advertisement_socket, receive_router_advertisement, run_ip,
@@ -34,7 +34,7 @@ class HomeAgentRuntime(MobilityRuntime):
         s = self.section
         self.interface = s["interface"]
         # The office HA reaches away MNs only through the SG, whose tunnel SA protects all of it.
-        self.behind_security_gateway = bool(s.get("behind_security_gateway"))
+        self.tunnel_via_sg = bool(s.get("behind_security_gateway"))
         self.core = HomeAgent(self.address, s["home_prefixes"],
                               served_home_addresses=[p for p in self.peers],
                               max_lifetime=float(s.get("max_lifetime", 3600)),
@@ -69,12 +69,7 @@ class HomeAgentRuntime(MobilityRuntime):
             self.counters["no_binding"] += 1
             return
         self.counters["tunnelled_to_mn"] += 1
-        if self.behind_security_gateway and datagram.protection is Protection.ESP_TUNNEL \
-                and datagram.esp_peer not in self.tunnel_peers:
-            # A peer MN's HoTI / CoTI / BU for an away MN: the SG's tunnel SA with that MN carries it beyond
-            # the office, the way RFC 3776 §3.1's MN–HA tunnel SA would.
-            datagram = Datagram(datagram.packet, Protection.NONE, None, datagram.description)
-        packet = self.seal_for(datagram)
+        packet = self.seal_for(datagram)   # a peer MN's HoTI / CoTI / BU: carried_by_vpn
         if packet is not None:
             self.send_raw(packet, "tunnelled to MN")
 

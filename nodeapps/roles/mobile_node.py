@@ -73,6 +73,7 @@ EARLY_PROOF_S = 0.5   # an announcement heard before the link's RA counts for th
 class MobileNodeRuntime(MobilityRuntime):
     owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING, ipv6.NH_IPV6, ipv6.NH_MOBILITY)
     EXTERNAL_TABLE = "200"
+    tunnel_via_sg = True   # the office HA, our home agent, is reached only through the SG tunnel
 
     def setup_role(self) -> None:
         s = self.section
@@ -721,13 +722,8 @@ class MobileNodeRuntime(MobilityRuntime):
             # CoTI / BU to a peer MN whose binding we hold: type 2 routing header to its care-of address.
             datagram = Datagram(self.peer_routing.route_mobility(datagram.packet, now), datagram.protection,
                                 datagram.esp_peer, datagram.description)
-        protection = datagram.protection.value
-        if datagram.protection is Protection.ESP_TUNNEL and datagram.esp_peer == self.core.home_agent \
-                and datagram.esp_peer not in self.tunnel_peers:
-            # HoTI / HoT / CoT reverse-tunnelled to the office HA: the MN–SG tunnel SA carries them across
-            # the Internet (the SPD below), the office LAN is the VPN's trusted side (RFC 3776 §3.1's aim).
-            datagram = Datagram(datagram.packet, Protection.NONE, None, datagram.description)
-            protection = "vpn"
+        # HoTI / HoT / CoT reverse-tunnelled to the office HA ride the MN–SG tunnel SA (the SPD below).
+        protection = "vpn" if self.carried_by_vpn(datagram) else datagram.protection.value
         packet = self.seal_for(datagram)
         if packet is None:
             return

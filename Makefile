@@ -7,7 +7,7 @@ SYSPY   := /usr/bin/python3
 APT_PACKAGES := mininet iperf3 iputils-ping nftables tshark tcpdump bridge-utils ethtool \
                 iproute2 procps radvd python3-venv python3-pip make
 
-.PHONY: install system-packages venv run test unit bench clean-results
+.PHONY: install system-packages venv run test unit bench clean-results clean-net
 
 install: system-packages venv
 
@@ -31,6 +31,10 @@ test: install
 
 unit: venv
 	$(PYTHON) -m pytest tests/unit
+
+# What a crashed lab (kill -9) left: its processes, namespaces, bridges and run directories; nothing else.
+clean-net: venv
+	$(PYTHON) -m topologies.runs
 
 clean-results:
 	find results -mindepth 1 -not -name README.md -not -name .gitkeep -delete

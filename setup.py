@@ -25,6 +25,7 @@ setup(
     entry_points={
         "console_scripts": [
             "svpnlab-status=nodeapps.cli:main",
+            "svpnlab-clean-net=topologies.runs:main",
         ],
     },
 )

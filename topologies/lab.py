@@ -19,12 +19,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 
+from topologies import runs
 from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
 from topologies.links import emulated_links, emulation_metadata
 from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, CORRESPONDENT_ADDRESS, OFFICE_SWITCH, SvpnTopo
@@ -60,6 +60,9 @@ class LabError(RuntimeError):
 
 class NodeAppDied(LabError):
     pass
+
+
+_UNCLAIMED = object()   # the lab has not tagged the environment with its run directory
 
 
 def _hex(n: int) -> str:
@@ -138,6 +141,7 @@ class SvpnLab:
         self.node_configs: dict[str, dict] = {}
         self._helpers: list[subprocess.Popen] = []
         self._radvd: list[subprocess.Popen] = []
+        self._previous_tag = _UNCLAIMED
 
     @staticmethod
     def _check_route_optimisation(pairs, addressing, mobility, vcm, mobile_nodes) -> list[tuple[str, str]]:
@@ -169,8 +173,10 @@ class SvpnLab:
 
     def start(self) -> None:
         setLogLevel(os.environ.get("SVPNLAB_MININET_LOG", "error"))
-        self.run_dir = self._run_dir_arg or tempfile.mkdtemp(prefix="svpnlab-", dir="/tmp")
+        self.run_dir = self._run_dir_arg or runs.new_run_dir()
         os.chmod(self.run_dir, 0o700)
+        # From here on every process we start carries the run directory (svpnlab-clean-net finds them).
+        self._previous_tag = runs.claim(self.run_dir)
         try:
             self.net = Mininet(topo=self.topo, controller=None, build=False, autoSetMacs=True)
             self.net.build()
@@ -199,6 +205,9 @@ class SvpnLab:
             net.stop()
         if self.run_dir and not self._run_dir_arg:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._previous_tag is not _UNCLAIMED:
+            runs.release(self._previous_tag)
+            self._previous_tag = _UNCLAIMED
 
     # ---- node access ----------------------------------------------------------------------------
     def host(self, name: str):

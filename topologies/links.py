@@ -41,6 +41,7 @@ from mininet.node import Node
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.netem import NetemSupport, choose_backend, detect_netem, direction_commands
 from nodeapps.linkemu.params import BACKENDS, PARAM_KEYS, LinkConfig, default_seed, make_config
+from topologies.runs import RUN_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SIDE_A, SIDE_B = "emu-a", "emu-b"
@@ -178,7 +179,8 @@ class EmulatedLink(Link):
                 # The sender must hand over real frames: loss and rate act per frame, not per 64 KB GSO blob.
                 end.node.pexec(["ethtool", "-K", end.name, "tso", "off", "gso", "off"])
             end.node.pexec(["ip", "link", "set", "dev", end.name, "up"])
-        self._workdir = tempfile.mkdtemp(prefix="linkemu-")
+        # Inside the lab's run directory when there is one: a run's files live only there.
+        self._workdir = tempfile.mkdtemp(prefix="linkemu-", dir=os.environ.get(RUN_ENV) or None)
         stats = os.path.join(self._workdir, "stats.json")
         log = open(os.path.join(self._workdir, "emulator.log"), "wb")
         env = dict(os.environ)

@@ -17,11 +17,11 @@ import datetime
 import json
 import os
 import platform
-import signal
 import sys
 
 from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
+from topologies import runs
 from topologies.addressing import ACCESS_NETWORKS, PlanError
 from topologies.lab import LabError, SvpnLab
 from topologies.measurements import MeasurementError, iperf3, ping
@@ -116,10 +116,7 @@ def main(argv=None) -> int:
     rows, events, complete, interrupted, code = [], [], False, False, 0
     links = {}
 
-    def on_term(_signum, _frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    runs.stop_signals_interrupt()
     try:
         for addressing in plans:
             print(f"building the SVPN lab ({addressing} addressing) ...", flush=True)

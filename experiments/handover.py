@@ -19,10 +19,8 @@ import json
 import os
 import random
 import shutil
-import signal
 import struct
 import sys
-import tempfile
 import threading
 import time
 
@@ -32,6 +30,7 @@ from experiments import records
 from experiments.scenario import ScenarioError, load, load_default
 from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
+from topologies import runs
 from topologies.addressing import PlanError
 from topologies.lab import LabError, SvpnLab
 from topologies.svpn import SvpnTopo
@@ -210,7 +209,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
     if strategy == "vcm":
         vcm = "host" if args.vcm_host else "in-sg"
     route_optimisation = mn_pairs(scenario) if strategy == "insecure-ro" else None
-    run_dir = tempfile.mkdtemp(prefix="svpnlab-handover-", dir="/tmp")
+    run_dir = runs.new_run_dir("handover-")
     try:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
                       attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
@@ -463,8 +462,7 @@ def main(argv=None) -> int:
     def on_signal(_signum, _frame):
         stop_flag.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    runs.on_stop_signals(on_signal)
     config = {"experiment": "handover", "complete": False, "argv": sys.argv, "seed": args.seed,
               "strategies": args.strategies, "quick": args.quick, "addressing": args.addressing,
               "vcm": "host" if args.vcm_host else "in-sg", "scenario": scenario.to_dict(),
@@ -486,13 +484,16 @@ def main(argv=None) -> int:
             if not run_strategy(strategy, args, folder, stop_flag):
                 complete = False
                 break
-            lab_links = os.path.join(folder, f"links-{strategy}.json")
-            with open(lab_links, encoding="utf-8") as f:
-                config["topology"].setdefault("link_backend", {})[strategy] = json.load(f)
-            os.remove(lab_links)
     except (LabError, PlanError, LinkConfigError, ScenarioError, MeasurementError) as exc:
         print(f"handover.py: {exc}", file=sys.stderr)
         complete, code = False, 1
+    for strategy in args.strategies:
+        # Each lab's link report, also of a strategy that was interrupted, goes into config.json.
+        lab_links = os.path.join(folder, f"links-{strategy}.json")
+        if os.path.exists(lab_links):
+            with open(lab_links, encoding="utf-8") as f:
+                config["topology"].setdefault("link_backend", {})[strategy] = json.load(f)
+            os.remove(lab_links)
     config["complete"] = complete
     records.write_config(folder, config)
     records.write_summary(folder)

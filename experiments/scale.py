@@ -28,7 +28,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 
@@ -39,6 +38,7 @@ from experiments.cli import (OneLineErrorParser, add_link_options, add_output_op
                              redraw)
 from experiments.stats import percentile
 from nodeapps.linkemu.errors import LinkConfigError
+from topologies import runs
 from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
 from topologies.lab import LabError, SvpnLab
 from topologies.svpn import SvpnTopo
@@ -464,7 +464,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     n_mn = 2 * args.pairs
     attachments = default_attachments(n_mn)
     vcm = "host" if args.vcm_host else "in-sg"
-    run_dir = tempfile.mkdtemp(prefix="svpnlab-scale-", dir="/tmp")
+    run_dir = runs.new_run_dir("scale-")
     wall: dict[str, float] = {}
     events: list[dict] = []
     exp_events: list[dict] = []
@@ -578,8 +578,7 @@ def main(argv=None) -> int:
     os.makedirs(args.results, exist_ok=True)
     folder = records.new_folder(args.results, "scale")
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runs.on_stop_signals(lambda *_: stop.set())
     config = {"experiment": "scale", "complete": False, "argv": sys.argv, "pairs": args.pairs,
               "mobile_nodes": 2 * args.pairs, "quick": args.quick, "arrival": args.arrival,
               "interval_s": args.interval, "rate_hz": args.rate, "infra_nice": args.infra_nice, "hold_s": args.hold,

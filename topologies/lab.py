@@ -195,19 +195,24 @@ class SvpnLab:
             raise
 
     def stop(self) -> None:
-        """Idempotent; stops only what this lab started."""
-        _terminate_all(self._helpers)
-        self._helpers.clear()
-        _terminate_all(list(self.apps.values()))
-        if self.net is not None:
-            net, self.net = self.net, None
-            _release_busy_shells(net)
-            net.stop()
-        if self.run_dir and not self._run_dir_arg:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-        if self._previous_tag is not _UNCLAIMED:
-            runs.release(self._previous_tag)
-            self._previous_tag = _UNCLAIMED
+        """Idempotent; stops only what this lab started. A second Ctrl-C, SIGTERM or SIGHUP while it runs
+        waits until the lab is down (it would otherwise leave half a lab)."""
+        with runs.signals_held():
+            _terminate_all(self._helpers)
+            self._helpers.clear()
+            _terminate_all(list(self.apps.values()))
+            if self.net is not None:
+                net, self.net = self.net, None
+                _release_busy_shells(net)
+                net.stop()
+            if self._previous_tag is not _UNCLAIMED:
+                # Whatever a shell command started on its own (a daemonised iperf3, a stray probe) carries
+                # our run directory in its environment: nothing of ours outlives the lab.
+                runs.kill_tagged(self.run_dir)
+                runs.release(self._previous_tag)
+                self._previous_tag = _UNCLAIMED
+            if self.run_dir and not self._run_dir_arg:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # ---- node access ----------------------------------------------------------------------------
     def host(self, name: str):

@@ -15,6 +15,7 @@ uses the same bridge names — and remove the directory. Nothing that is not tag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -23,11 +24,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
 RUN_ENV = "SVPNLAB_RUN_DIR"
-RUN_ROOT = "/tmp"
+# Tests point a whole experiment at a private root, so what they check for is only their own.
+RUN_ROOT = os.environ.get("SVPNLAB_RUN_ROOT", "/tmp")
+# Signals that end an experiment: Ctrl-C, kill, and the terminal or SSH session going away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 RUN_PREFIX = "svpnlab-"
 OWNER_FILE = "owner.json"
 # Bridges every lab creates in the root namespace (topologies/svpn.py names them).
@@ -37,9 +42,49 @@ KILL_GRACE_S = 2.0
 
 def new_run_dir(kind: str = "") -> str:
     """A fresh private run directory, ``/tmp/svpnlab-<kind>XXXX``."""
+    os.makedirs(RUN_ROOT, exist_ok=True)
     path = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{kind}", dir=RUN_ROOT)
     os.chmod(path, 0o700)
     return path
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold back the stop signals while a teardown runs (they are delivered, once, when it is done).
+    Only the main thread receives Python's signals, so only there is there anything to hold."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def on_stop_signals(handler) -> None:
+    """Route SIGINT, SIGTERM and SIGHUP to ``handler(signum, frame)``."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def stop_signals_interrupt() -> None:
+    """SIGTERM and SIGHUP end the program the way Ctrl-C does (KeyboardInterrupt), so its ``finally``
+    blocks tear the lab down whichever way it was stopped."""
+    on_stop_signals(_interrupt)
+
+
+def kill_tagged(run_dir: str) -> list[int]:
+    """Stop every process (but us) that carries ``run_dir`` as its tag; returns their PIDs."""
+    me = os.getpid()
+    pids = [pid for pid in _pids() if pid != me and _tag_of(pid) == run_dir]
+    if pids:
+        _kill(pids)
+    return pids
 
 
 def _start_ticks(pid: int) -> int | None:

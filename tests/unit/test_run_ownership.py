@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from topologies import runs
 
@@ -29,6 +30,9 @@ def test_claim_marks_the_owner_and_tags_children(tmp_path, monkeypatch):
         assert runs.owner_alive(run_dir)
         child = subprocess.Popen(["sleep", "5"])
         try:
+            deadline = time.monotonic() + 5   # /proc shows the new environment once the child has exec'd
+            while runs._tag_of(child.pid) != run_dir and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert runs._tag_of(child.pid) == run_dir
         finally:
             child.kill()
@@ -48,6 +52,7 @@ def test_a_dead_owner_makes_a_leftover_and_a_live_one_does_not(tmp_path):
                                                      "start_ticks": runs._start_ticks(os.getpid())}))
     ours, theirs, untagged = _tagged_sleep(str(dead)), _tagged_sleep(str(live)), subprocess.Popen(["sleep", "30"])
     try:
+        time.sleep(0.2)   # all three have exec'd
         found = runs.find_leftovers(root=str(tmp_path))
         assert found.run_dirs == [str(dead)]
         assert found.live_labs == [str(live)]
@@ -79,6 +84,7 @@ def test_a_tag_whose_directory_is_gone_is_a_leftover(tmp_path):
     gone = str(tmp_path / "svpnlab-gone")
     proc = _tagged_sleep(gone)
     try:
+        time.sleep(0.2)
         assert proc.pid in runs.find_leftovers(root=str(tmp_path)).processes
     finally:
         proc.kill()

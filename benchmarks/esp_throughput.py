@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from topologies import runs  # noqa: E402
 from topologies.lab import ESP_ENCAPS, LabError, SvpnLab  # noqa: E402
 from topologies.measurements import iperf3  # noqa: E402
 
@@ -47,6 +48,7 @@ def run_mode(encap: str, args) -> list[tuple[float, float]]:
 
 
 def main() -> int:
+    runs.stop_signals_interrupt()   # SIGTERM / SIGHUP tear the lab down like Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4.0)

@@ -28,6 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from topologies import runs  # noqa: E402
 from topologies.handover import handover_gap, reply_times, summarise  # noqa: E402
 from topologies.lab import SvpnLab  # noqa: E402
 
@@ -78,6 +79,7 @@ def wait_direct(lab, timeout: float = 20.0) -> None:
 
 
 def main(argv=None) -> int:
+    runs.stop_signals_interrupt()   # SIGTERM / SIGHUP tear the lab down like Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="cycles of 4 moves (default 10)")
     parser.add_argument("--addressing", choices=("public", "private"), default="public")

@@ -29,6 +29,7 @@ from mininet.net import Mininet  # noqa: E402
 
 from nodeapps.linkemu.netem import detect_netem  # noqa: E402
 from nodeapps.linkemu.traces import MarkovModel, markov_trace, mean_rate_mbit, trace_text  # noqa: E402
+from topologies import runs  # noqa: E402
 from topologies.links import EmulatedLink  # noqa: E402
 
 MSS_OVER_FRAME = 1448 / 1514     # TCP payload per Ethernet frame (timestamps on), as tc/our rate counts
@@ -220,6 +221,7 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    runs.stop_signals_interrupt()   # SIGTERM / SIGHUP tear the lab down like Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="userspace", choices=["auto", "netem", "userspace"])
     parser.add_argument("--quick", action="store_true", help="fewer samples, shorter transfers")

@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from topologies import runs  # noqa: E402
 from topologies.lab import LabError, SvpnLab  # noqa: E402
 from topologies.measurements import ping  # noqa: E402
 
@@ -65,6 +66,7 @@ def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed
 
 
 def main() -> int:
+    runs.stop_signals_interrupt()   # SIGTERM / SIGHUP tear the lab down like Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--links", default="default", choices=["default", "ideal"])

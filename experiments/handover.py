@@ -28,6 +28,7 @@ import pandas as pd
 
 from experiments import records
 from experiments.scenario import ScenarioError, load, load_default
+from experiments.stats import confidence_interval
 from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies import runs
@@ -41,6 +42,8 @@ MARKER = "SVPNLAB-PROBE-PLAINTEXT"
 CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),
             ("ar3", "ar3-lan", "ar3-lan"))
 PROBE_PORT_BASE = 7777
+# iperf3 reports every this many seconds: a transfer's samples for its confidence interval.
+THROUGHPUT_INTERVAL_S = 0.2
 MAX_SEED = 2 ** 31 - 1
 
 
@@ -337,16 +340,19 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
 def _bulk(lab, traffic, seconds, strategy, phase, t_start, out, port):
     try:
         report = iperf3(lab.host(traffic.src), lab.host(traffic.dst), endpoint_address(lab, traffic.dst),
-                        seconds=seconds, port=port)
+                        seconds=seconds, port=port, interval=THROUGHPUT_INTERVAL_S)
     except (MeasurementError, OSError, ValueError) as exc:
         print(f"[{strategy}]   iperf3 {traffic.flow}: {exc}", flush=True)
         return
     except Exception as exc:   # noqa: BLE001  (the lab was torn down under it)
         print(f"[{strategy}]   iperf3 {traffic.flow}: stopped ({exc.__class__.__name__})", flush=True)
         return
+    samples = report["intervals_mbit_s"]
     out.append({"strategy": strategy, "phase": phase, "flow": traffic.flow, "protocol": report["protocol"],
                 "t_start": t_start, "duration_s": report["seconds"], "mbit_s": report["mbit_s"],
-                "retransmits": report.get("retransmits")})
+                "retransmits": report.get("retransmits"), "samples": len(samples),
+                "ci95_mbit_s": confidence_interval(samples).half_width,
+                "intervals_mbit_s": ";".join(f"{v:.3f}" for v in samples)})
 
 
 def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, snapshots, throughput, probe_files,

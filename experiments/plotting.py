@@ -180,7 +180,9 @@ def rtt_timeline_figure(res: Results) -> Figure:
 
 
 def _grouped(ax, res: Results, phases: list[str], values: dict, errors: dict | None = None,
-             annotate: str | None = None) -> None:
+             annotate: str | None = None, half_widths: dict | None = None) -> None:
+    """Grouped bars per phase; ``errors``: upper whisker ends (e.g. a percentile), ``half_widths``:
+    symmetric whiskers (a confidence interval)."""
     strategies = [s for s in res.strategies if s in values]
     width = 0.8 / max(1, len(strategies))
     x = np.arange(len(phases))
@@ -191,10 +193,15 @@ def _grouped(ax, res: Results, phases: list[str], values: dict, errors: dict | N
         if errors is not None:
             upper = np.nan_to_num(np.array(errors[s], dtype=float) - ys, nan=0.0).clip(min=0)
             yerr = np.vstack([np.zeros_like(upper), upper])
+        elif half_widths is not None:
+            half = np.nan_to_num(np.array(half_widths[s], dtype=float), nan=0.0).clip(min=0)
+            yerr = np.vstack([np.minimum(half, np.nan_to_num(ys)), half])
         ax.bar(offs, np.nan_to_num(ys), width * 0.92, color=res.color(s), label=_label(s), yerr=yerr,
                error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
         if annotate:
             tops = ys if errors is None else np.fmax(ys, np.array(errors[s], dtype=float))
+            if half_widths is not None:
+                tops = ys + np.nan_to_num(np.array(half_widths[s], dtype=float), nan=0.0)
             for xo, y, top in zip(offs, ys, tops):
                 if not math.isnan(y):
                     ax.text(xo, top, annotate.format(y), ha="center", va="bottom", fontsize=7,
@@ -209,7 +216,7 @@ def phase_bars_figure(res: Results) -> Figure:
     phases = res.phases()
     fig = Figure(figsize=(11, 7), dpi=DPI, layout="constrained")
     ax_rtt, ax_thr = fig.subplots(2, 1)
-    med, p95, thr = {}, {}, {}
+    med, p95, thr, thr_ci = {}, {}, {}, {}
     for s in res.strategies:
         g = res.summary[res.summary.strategy == s].set_index("phase")
         if g.empty:
@@ -217,6 +224,7 @@ def phase_bars_figure(res: Results) -> Figure:
         med[s] = [g.rtt_median_ms.get(p, math.nan) for p in phases]
         p95[s] = [g.rtt_p95_ms.get(p, math.nan) for p in phases]
         thr[s] = [g.throughput_mbit_s.get(p, math.nan) for p in phases]
+        thr_ci[s] = [g.throughput_ci95_mbit_s.get(p, math.nan) for p in phases]
     if med:
         _grouped(ax_rtt, res, phases, med, p95, annotate="{:.1f}")
         ax_rtt.set_ylabel(f"median RTT {res.pair} (ms)")
@@ -226,14 +234,14 @@ def phase_bars_figure(res: Results) -> Figure:
     else:
         _empty(ax_rtt, "no RTT records")
     if any(not all(math.isnan(v) for v in vals) for vals in thr.values()):
-        _grouped(ax_thr, res, phases, thr, annotate="{:.1f}")
+        _grouped(ax_thr, res, phases, thr, annotate="{:.1f}", half_widths=thr_ci)
         positive = [v for vals in thr.values() for v in vals if v > 0]
         if positive and max(positive) > 50 * min(positive):   # office Gbit/s next to WLAN Mbit/s
             ax_thr.set_yscale("log", nonpositive="clip")
             ax_thr.set_ylim(min(positive) / 2, max(positive) * 4)
         ax_thr.set_ylabel("throughput (Mbit/s)")
-        ax_thr.set_title("Bulk transfer throughput per phase (mean of the phase's transfers)", loc="left",
-                         fontsize=10)
+        ax_thr.set_title("MN-to-MN TCP throughput per phase (mean of iperf3's interval rates, whisker: 95 % "
+                         "half-width)", loc="left", fontsize=10)
         ax_thr.margins(y=0.15)
     else:
         _empty(ax_thr, "no throughput records")

@@ -46,6 +46,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
+from experiments.stats import confidence_interval
 from nodeapps.probe.core import longest_gap
 
 # name -> [(column, kind)]; kind is "str", "float", "int" or "bool" (written 0/1).
@@ -54,7 +55,8 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
             ("rtt_ms", "float"), ("owd_ms", "float"), ("lost", "bool"), ("path", "str")],
     "throughput": [("strategy", "str"), ("phase", "str"), ("flow", "str"), ("protocol", "str"),
                    ("t_start", "float"), ("duration_s", "float"), ("mbit_s", "float"), ("retransmits", "int"),
-                   ("loss_pct", "float"), ("path", "str")],
+                   ("loss_pct", "float"), ("path", "str"), ("samples", "int"), ("ci95_mbit_s", "float"),
+                   ("intervals_mbit_s", "str")],
     "handovers": [("strategy", "str"), ("node", "str"), ("from", "str"), ("to", "str"), ("phase", "str"),
                   ("t_move", "float"), ("pair", "str"), ("gap_ms", "float"), ("lost_probes", "int"),
                   ("ro_setup_ms", "float")],
@@ -63,6 +65,8 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "summary": [("strategy", "str"), ("phase", "str"), ("duration_s", "float"), ("pair", "str"),
                 ("path", "str"), ("rtt_median_ms", "float"), ("rtt_p95_ms", "float"), ("rtt_samples", "int"),
                 ("loss_pct", "float"), ("owd_median_ms", "float"), ("throughput_mbit_s", "float"),
+                ("throughput_ci95_mbit_s", "float"), ("throughput_samples", "int"),
+                ("emulation_overloaded", "str"),
                 ("sg_relayed_packets", "int"), ("sg_relayed_bytes", "int"), ("sg_mn_office_packets", "int"),
                 ("sg_mn_office_bytes", "int"), ("signalling_messages", "int"), ("signalling_bytes", "int"),
                 ("plaintext_exposure_bytes", "int")],
@@ -468,9 +472,43 @@ def primary_pair(rtt: pd.DataFrame, config: dict) -> str:
     return str(rtt.pair.iloc[0]) if not rtt.empty else ""
 
 
+def is_mn_to_mn(flow: str) -> bool:
+    """A transfer between two mobile nodes ("mn1->mn2"), the flow the strategies differ in."""
+    ends = str(flow).split("->")
+    return len(ends) == 2 and all(e.startswith("mn") for e in ends)
+
+
+def throughput_samples(flows: pd.DataFrame) -> list[float]:
+    """The per-interval rates of these transfers (iperf3's reports), or each transfer's own mean where a
+    record has none (older results)."""
+    samples: list[float] = []
+    for row in flows.itertuples(index=False):
+        text = getattr(row, "intervals_mbit_s", "")
+        values = [float(v) for v in str(text).split(";") if v.strip() and v.strip() != "nan"]
+        samples += values or ([float(row.mbit_s)] if not math.isnan(float(row.mbit_s)) else [])
+    return samples
+
+
+def overloaded_links(config: dict) -> dict[str, list[dict]]:
+    """Per strategy, the links whose emulator fell behind in its lab: {"link", "late_fraction",
+    "max_late_ms"}. The emulators count lateness over the whole lab, so it marks every phase of it."""
+    out: dict[str, list[dict]] = {}
+    for strategy, meta in ((config.get("topology") or {}).get("link_backend") or {}).items():
+        for report in (meta or {}).get("links") or []:
+            if report.get("overloaded"):
+                stats = report.get("stats") or {}
+                out.setdefault(strategy, []).append({"link": report.get("link") or "?",
+                                                     "late_fraction": stats.get("late_fraction", math.nan),
+                                                     "max_late_ms": stats.get("max_late_ms", math.nan)})
+    return out
+
+
 def summarise(folder: str) -> pd.DataFrame:
     """summary.csv rows: one per strategy x phase, RTT statistics of the primary pair (the scenario's first
-    probe), loss, median one-way delay, mean throughput of the phase's transfers, and the counters summed."""
+    probe), loss, median one-way delay, throughput of the phase's MN-to-MN transfers (mean of iperf3's
+    interval rates with a Student-t 95 % half-width; the intervals of one transfer are not independent, so
+    read it as a spread, not a guarantee), the links whose emulator was overloaded in that strategy's lab,
+    and the counters summed."""
     try:
         config = read_config(folder)
     except RecordsError:
@@ -480,13 +518,15 @@ def summarise(folder: str) -> pd.DataFrame:
     counters = read_table(folder, "counters")
     spans = phase_spans(folder)
     pair = primary_pair(rtt, config)
+    overloaded = overloaded_links(config)
     rows = []
     for span in spans.itertuples(index=False):
         probes = rtt[(rtt.strategy == span.strategy) & (rtt.phase == span.phase) & (rtt.pair == pair)]
         ok = probes[~probes.lost]["rtt_ms"].dropna()
         paths = probes[~probes.lost].path
         paths = paths[paths != ""]
-        flows = thr[(thr.strategy == span.strategy) & (thr.phase == span.phase)]
+        flows = thr[(thr.strategy == span.strategy) & (thr.phase == span.phase) & thr.flow.map(is_mn_to_mn)]
+        rate = confidence_interval(throughput_samples(flows))
         row = {"strategy": span.strategy, "phase": span.phase, "duration_s": span.t_end - span.t_start,
                "pair": pair, "path": paths.mode().iloc[0] if not paths.empty else "",
                "rtt_median_ms": ok.median() if not ok.empty else math.nan,
@@ -494,7 +534,9 @@ def summarise(folder: str) -> pd.DataFrame:
                "rtt_samples": len(ok),
                "loss_pct": 100.0 * probes.lost.sum() / len(probes) if len(probes) else math.nan,
                "owd_median_ms": probes.owd_ms.dropna().median() if probes.owd_ms.notna().any() else math.nan,
-               "throughput_mbit_s": flows.mbit_s.mean() if not flows.empty else math.nan}
+               "throughput_mbit_s": rate.mean, "throughput_ci95_mbit_s": rate.half_width,
+               "throughput_samples": rate.n,
+               "emulation_overloaded": "; ".join(o["link"] for o in overloaded.get(span.strategy, []))}
         mine = counters[(counters.strategy == span.strategy) & (counters.phase == span.phase)]
         for metric in SUMMARY_COUNTERS:
             row[metric] = mine[mine.metric == metric].value.sum()
@@ -529,6 +571,8 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
     out = [f"# {title}: {scenario}".rstrip(": "), ""]
     if not config.get("complete", True):
         out += ["**Incomplete run**: interrupted; the tables hold what was measured.", ""]
+    overloaded = overloaded_links(config)
+    out += overload_lines(overloaded)
     out += [f"Median RTT {pair} in ms (path) per phase:", ""]
     body = []
     for phase in phases:
@@ -540,7 +584,22 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
                 continue
             r = r.iloc[0]
             path = f" ({r.path})" if r.path else ""
-            cells.append(_fmt(r.rtt_median_ms, 2) + path)
+            cells.append(_fmt(r.rtt_median_ms, 2) + path + (" ⚠" if s in overloaded else ""))
+        body.append(cells)
+    out += _md_table(["phase"] + strategies, body) + [""]
+    out += ["MN-to-MN TCP throughput per phase, Mbit/s (mean of iperf3's interval rates ± 95 % half-width, "
+            "n intervals):", ""]
+    body = []
+    for phase in phases:
+        cells = [phase]
+        for s in strategies:
+            r = summary[(summary.strategy == s) & (summary.phase == phase)]
+            if r.empty or not r.iloc[0].throughput_samples or pd.isna(r.iloc[0].throughput_samples):
+                cells.append("–")
+                continue
+            r = r.iloc[0]
+            spread = f" ± {_fmt(r.throughput_ci95_mbit_s, 1)}" if not math.isnan(r.throughput_ci95_mbit_s) else ""
+            cells.append(f"{_fmt(r.throughput_mbit_s, 1)}{spread} (n={int(r.throughput_samples)})")
         body.append(cells)
     out += _md_table(["phase"] + strategies, body) + [""]
     out += ["Per strategy, whole run:", ""]
@@ -553,12 +612,12 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
         else:
             w = g.rtt_samples.astype(float)
             overall = (g.rtt_median_ms * w).sum() / w.sum() if w.sum() else math.nan
-        body.append([s, _fmt(overall, 2), _fmt(g.loss_pct.mean(), 1), _fmt(g.throughput_mbit_s.mean(), 1),
+        body.append([s, _fmt(overall, 2), _fmt(g.loss_pct.mean(), 1),
                      _fmt(float(g.sg_relayed_packets.sum()), 0), _fmt(g.sg_relayed_bytes.sum() / 1e6, 2),
                      _fmt(float(g.sg_mn_office_packets.sum()), 0), _fmt(g.sg_mn_office_bytes.sum() / 1e6, 2),
                      _fmt(float(g.signalling_messages.sum()), 0), _fmt(float(g.signalling_bytes.sum()), 0),
                      _fmt(float(g.plaintext_exposure_bytes.sum()), 0)])
-    out += _md_table(["strategy", "median RTT ms", "loss %", "throughput Mbit/s",
+    out += _md_table(["strategy", "median RTT ms", "loss %",
                       "SG relayed MN-MN packets", "SG relayed MN-MN MB", "SG MN-office packets",
                       "SG MN-office MB", "signalling messages", "signalling bytes", "plaintext exposure bytes"],
                      body) + [""]
@@ -590,6 +649,18 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
                 body.append(cells)
             out += _md_table(["message"] + strategies, body)
     return "\n".join(out) + "\n"
+
+
+def overload_lines(overloaded: dict[str, list[dict]]) -> list[str]:
+    """Markdown lines naming every overloaded link emulator per strategy (empty list when all kept time)."""
+    if not overloaded:
+        return []
+    out = ["**Link emulation overloaded**: the delays measured in phases marked ⚠ are inflated.", ""]
+    for strategy, links in overloaded.items():
+        parts = [f"{o['link']} ({100 * o['late_fraction']:.1f} % of frames late, max "
+                 f"{o['max_late_ms']:.1f} ms)" for o in links]
+        out.append(f"- `{strategy}`: " + "; ".join(parts))
+    return out + [""]
 
 
 def write_summary(folder: str) -> pd.DataFrame:

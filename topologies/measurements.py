@@ -36,13 +36,17 @@ def ping(host, destination: str, count: int = 20, interval: float = 0.05, deadli
 
 
 def iperf3(client, server, destination: str, seconds: float = 3.0, udp_rate: str | None = None,
-           port: int = 5201) -> dict:
-    """TCP (or UDP at ``udp_rate``) from ``client`` to ``server`` listening on ``destination``."""
+           port: int = 5201, interval: float | None = None) -> dict:
+    """TCP (or UDP at ``udp_rate``) from ``client`` to ``server`` listening on ``destination``. With
+    ``interval`` (seconds), ``intervals_mbit_s`` holds the rate of each whole reporting interval, the
+    samples a confidence interval of a single transfer is computed from."""
     srv = server.popen(["iperf3", "-s", "-1", "-B", destination, "-p", str(port)],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)  # let the server bind before the client connects
         args = ["iperf3", "-c", destination, "-p", str(port), "-t", str(seconds), "-J"]
+        if interval:
+            args += ["-i", f"{interval:g}"]
         if udp_rate:
             args += ["-u", "-b", udp_rate]
         cli = client.popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -58,11 +62,15 @@ def iperf3(client, server, destination: str, seconds: float = 3.0, udp_rate: str
     if "error" in report:
         raise MeasurementError(f"iperf3 to {destination}: {report['error']}")
     end = report["end"]
+    # The last report may cover a sliver of an interval: its rate is noise, not a sample.
+    samples = [r["sum"]["bits_per_second"] / 1e6 for r in report.get("intervals", [])
+               if interval and r["sum"].get("seconds", 0) >= 0.9 * interval]
     if udp_rate:
         total = end["sum"]
         return {"destination": destination, "protocol": "udp", "seconds": total["seconds"],
-                "mbit_s": total["bits_per_second"] / 1e6, "loss_pct": total.get("lost_percent")}
+                "mbit_s": total["bits_per_second"] / 1e6, "loss_pct": total.get("lost_percent"),
+                "intervals_mbit_s": samples}
     received = end["sum_received"]
     return {"destination": destination, "protocol": "tcp", "seconds": received["seconds"],
             "mbit_s": received["bits_per_second"] / 1e6,
-            "retransmits": end["sum_sent"].get("retransmits")}
+            "retransmits": end["sum_sent"].get("retransmits"), "intervals_mbit_s": samples}

@@ -302,6 +302,48 @@ def test_incomplete_run_is_marked(results, tmp_path):
     assert "INCOMPLETE" in fig._suptitle.get_text()
 
 
+def test_throughput_is_per_phase_mn_to_mn_with_a_confidence_interval(results, tmp_path):
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(results, copy)
+    thr = records.read_table(copy, "throughput")
+    route = thr[(thr.strategy == "vcm") & (thr.phase == "route-optimised")].iloc[0].to_dict()
+    # Interval rates 10/12/14 Mbit/s for the MN-to-MN transfer; a faster MN-to-office one is left out.
+    rows = [r for r in thr.to_dict("records") if not (r["strategy"] == "vcm" and r["phase"] == "route-optimised")]
+    rows.append({**route, "mbit_s": 11.0, "samples": 3, "intervals_mbit_s": "10.0;12.0;14.0"})
+    rows.append({**route, "flow": "mn1->fs", "mbit_s": 900.0, "samples": 2, "intervals_mbit_s": "900;900"})
+    records.write_table(copy, "throughput", rows)
+    summary = records.write_summary(copy)
+    row = summary[(summary.strategy == "vcm") & (summary.phase == "route-optimised")].iloc[0]
+    assert row.throughput_mbit_s == pytest.approx(12.0)
+    assert row.throughput_samples == 3
+    assert row.throughput_ci95_mbit_s == pytest.approx(4.303 * 2 / math.sqrt(3), rel=1e-3)   # t(0.975, 2)
+    md = open(os.path.join(copy, "summary.md")).read()
+    assert "12.0 ± 5.0 (n=3)" in md
+    whole_run = md.split("Per strategy, whole run:")[1].split("\n\n")[1]
+    assert "throughput" not in whole_run.splitlines()[0]
+
+
+def test_overloaded_link_emulators_are_named_and_their_phases_marked(results, tmp_path):
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(results, copy)
+    config = records.read_config(copy)
+    late = {"overloaded": True, "link": "sg-wan<->ir-sg", "stats": {"late_fraction": 0.032, "max_late_ms": 22.1}}
+    config["topology"]["link_backend"] = {"vcm": {"links": [late, {"overloaded": False, "link": "ok"}]},
+                                          "sg": {"links": [{"overloaded": False, "link": "ok"}]}}
+    records.write_config(copy, config)
+    summary = records.write_summary(copy)
+    assert set(summary[summary.strategy == "vcm"].emulation_overloaded) == {"sg-wan<->ir-sg"}
+    assert set(summary[summary.strategy == "sg"].emulation_overloaded) == {""}
+    md = open(os.path.join(copy, "summary.md")).read()
+    assert "Link emulation overloaded" in md and "sg-wan<->ir-sg (3.2 % of frames late, max 22.1 ms)" in md
+    rtt_table = md.split("per phase:")[1].split("\n\n")[1].splitlines()
+    assert all(line.split("|")[3].strip().endswith("⚠") for line in rtt_table[2:])      # vcm column
+    assert not any(line.split("|")[2].strip().endswith("⚠") for line in rtt_table[2:])  # sg column
+    assert "overloaded" not in open(os.path.join(results, "summary.md")).read()
+
+
 def test_message_event_names():
     assert records.message_event("REPORT", "sg", "vcm") == "report_202"
     assert records.message_event("KEYS", "vcm", "mn2") == "keys_206"

@@ -351,7 +351,9 @@ table inet svpnlab_gateway {{
                           "routes": routes},
                   "outer_interfaces": interfaces, "sas": sas, "spd": spd,
                   "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
-                  "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit}
+                  "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit,
+                  # A restarted node app continues its SAs' sequence numbers from here (no nonce reuse).
+                  "sequence_store": os.path.join(self.run_dir, f"{node}.seq.json")}
         if mobility is not None:
             config["mobility"] = mobility
         return config
@@ -659,20 +661,51 @@ table inet svpnlab_gateway {{
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(config, f, indent=1)
-            log = open(os.path.join(self.run_dir, f"{node}.log"), "wb")
-            self.apps[node] = self.host(node).popen(
-                [sys.executable, "-m", "nodeapps.runtime.daemon", path],
-                stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(os.path.dirname(__file__)))
-            log.close()
-        timeout = READY_TIMEOUT_S + READY_TIMEOUT_PER_NODE_S * len(self.node_configs)
+            self._launch(node)
+        self._wait_ready(list(self.node_configs))
+
+    def _launch(self, node: str) -> None:
+        log = open(os.path.join(self.run_dir, f"{node}.log"), "ab")
+        self.apps[node] = self.host(node).popen(
+            [sys.executable, "-m", "nodeapps.runtime.daemon", os.path.join(self.run_dir, f"{node}.json")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(os.path.dirname(__file__)))
+        log.close()
+
+    def _wait_ready(self, nodes: list[str]) -> None:
+        timeout = READY_TIMEOUT_S + READY_TIMEOUT_PER_NODE_S * len(nodes)
         deadline = time.monotonic() + timeout
-        for node in self.node_configs:
+        for node in nodes:
             while not os.path.exists(self.control_socket(node)):
                 self.check_nodes()
                 if time.monotonic() > deadline:
                     raise LabError(f"node app on {node} did not become ready within {timeout:.0f} s")
                 time.sleep(0.02)
         self.check_nodes()
+
+    def _node_app(self, node: str) -> subprocess.Popen:
+        if node not in self.apps:
+            raise LabError(f"no node app on {node!r} (node apps: {', '.join(self.apps) or 'none'})")
+        return self.apps[node]
+
+    def kill(self, node: str) -> None:
+        """Crash a node app (SIGKILL: no teardown of its own, as after a fault); ``restart`` brings it back."""
+        proc = self._node_app(node)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def restart(self, node: str) -> float:
+        """Start a node app again with its configuration (after ``kill``, or killing it first); returns
+        the time it took to answer on its control socket. Its SAs continue their sequence numbers from
+        the node's sequence store, so no nonce is used twice."""
+        self.kill(node)
+        started = time.monotonic()
+        socket_path = self.control_socket(node)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)   # the dead process's socket; readiness is its new one
+        self._launch(node)
+        self._wait_ready([node])
+        return time.monotonic() - started
 
     def link_metadata(self) -> dict:
         """Which emulation backend each link used, with its counters and faithfulness (also after stop)."""

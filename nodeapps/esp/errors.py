@@ -33,5 +33,10 @@ class SequenceExhausted(EspError):
     """The outbound counter would cycle; the SA must be replaced (RFC 4303 §3.3.3)."""
 
 
+class SequenceNotReserved(SequenceExhausted):
+    """The next sequence number lies beyond what the node has recorded as used: sending it could repeat a
+    nonce after a restart (RFC 4106 §3), so the SA waits until the reservation is extended."""
+
+
 class ConfigError(ValueError):
     """Invalid SA or SPD configuration; the message is one line naming the field."""

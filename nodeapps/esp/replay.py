@@ -63,6 +63,13 @@ class ReplayWindow:
         else:
             self.bitmap |= 1 << (top - seq)
 
+    def resume_after(self, top: int) -> None:
+        """After a restart: treat every sequence number up to ``top`` (the last one recorded) as received,
+        so packets captured before the restart cannot be replayed into the new process."""
+        if top > self.top:
+            self.top = top
+            self.bitmap = self._mask
+
     def _infer(self, seq_lo: int) -> int:
         # RFC 4303 Appendix A2.2: pick the high half that puts seq_lo nearest the window.
         top = self.top

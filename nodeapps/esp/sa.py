@@ -13,7 +13,7 @@ import ipaddress
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import packet, udpencap
-from .errors import ConfigError, EspParseError, IntegrityError, ReplayError, SequenceExhausted
+from .errors import ConfigError, EspParseError, IntegrityError, ReplayError, SequenceExhausted, SequenceNotReserved
 from .replay import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, ReplayWindow
 
 # strongSwan / IKEv2 names: AES-GCM with a 16-octet ICV.
@@ -75,7 +75,8 @@ def _is_int(value) -> bool:
 class SecurityAssociation:
     __slots__ = ("name", "direction", "spi", "mode", "local", "remote", "local_bytes", "remote_bytes",
                  "algorithm", "esn", "seq", "max_seq", "soft_limit", "window", "counters", "events",
-                 "created_at", "tunnel", "outbound", "encap", "_aead", "_salt", "_spi_hex", "_exhausted")
+                 "created_at", "tunnel", "outbound", "encap", "reserved", "_aead", "_salt", "_spi_hex",
+                 "_exhausted")
 
     def __init__(self, name: str, direction: str, spi: int, key: bytes, salt: bytes, mode: str, local, remote,
                  replay_window: int = DEFAULT_WINDOW, esn: bool = False, soft_limit: int | None = None,
@@ -132,6 +133,9 @@ class SecurityAssociation:
         self.events: list[dict] = []
         self.created_at = created_at
         self.encap = encap  # None: native ESP (next header 50); "udp": RFC 3948 ESP-in-UDP, port 4500
+        # Highest sequence number the node has recorded (on disk) as possibly used; None: no limit. A
+        # restarted node starts above it, so no (key, nonce) pair is ever used twice (RFC 4106 §3).
+        self.reserved = None
         self._exhausted = False
 
     @classmethod
@@ -180,6 +184,8 @@ class SecurityAssociation:
                 self._exhausted = True
                 self.events.append({"event": "seq_exhausted", "sa": self.name, "spi": self._spi_hex})
             raise SequenceExhausted(f"SA {self.name!r} has used all sequence numbers")  # RFC 4303 §3.3.3
+        if self.reserved is not None and seq > self.reserved:
+            raise SequenceNotReserved(f"SA {self.name!r}: sequence number {seq} not yet recorded as used")
         if seq == self.soft_limit:
             self.events.append({"event": "sa_soft_limit", "sa": self.name, "spi": self._spi_hex, "seq": seq})
         esp = packet.seal(self._aead, self._salt, self.spi, seq, next_header, payload, self.esn, prefix)

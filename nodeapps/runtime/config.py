@@ -34,6 +34,7 @@ class NodeConfig:
     control_socket: str
     mobility: dict | None = None
     event_rate_limit: int = 20   # events of one kind and reason per second before the log drops repeats
+    sequence_store: str | None = None   # file that keeps SA sequence numbers across restarts
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -82,7 +83,14 @@ class NodeConfig:
                    sas=need("sas", list), spd=need("spd", dict),
                    event_log=data.get("event_log"), control_socket=need("control_socket", str),
                    mobility=_mobility(data.get("mobility"), role),
-                   event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)))
+                   event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)),
+                   sequence_store=_optional_path(data.get("sequence_store"), "sequence_store"))
+
+
+def _optional_path(value, field: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"config field {field} must be a file path, not {value!r}")
+    return value
 
 
 def _event_rate_limit(value) -> int:

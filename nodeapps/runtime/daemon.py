@@ -28,7 +28,7 @@ import time
 
 from nodeapps import ipv6
 from nodeapps.esp.processor import IPsecProcessor
-from nodeapps.runtime import nft
+from nodeapps.runtime import nft, sequences
 from nodeapps.runtime.config import ConfigError, NodeConfig, build_processor
 from nodeapps.runtime.control import ControlServer
 from nodeapps.runtime.events import EventLog
@@ -141,6 +141,8 @@ class NodeRuntime:
         poll = self.epoll.poll
         handlers = self.handlers
         next_timer = self.next_timer
+        store = sequences.active()
+        next_upkeep = 0.0
         while not self.stopping:
             deadline = next_timer()
             timeout = 1.0
@@ -161,6 +163,18 @@ class NodeRuntime:
                 self.counters["handler_errors"] = self.counters.get("handler_errors", 0) + 1
                 self.log.emit(time.time(), "handler_error", reason=f"{type(exc).__name__}: {exc}")
             self._drain_core_events()
+            if store is not None and now >= next_upkeep:
+                next_upkeep = now + sequences.MAINTAIN_EVERY_S
+                self._keep_sequences(store, now)
+
+    def _keep_sequences(self, store, now: float) -> None:
+        try:
+            if store.maintain(now):
+                self.counters["sequence_store_writes"] = store.writes
+        except sequences.SequenceStoreError as exc:
+            # The SAs stop at their reservation rather than risk a repeated nonce; say why.
+            self.counters["sequence_store_errors"] = self.counters.get("sequence_store_errors", 0) + 1
+            self.log.emit(time.time(), "sequence_store_error", reason=str(exc))
 
     def _drain_core_events(self) -> None:
         for event in self.processor.pop_events():
@@ -387,7 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = NodeConfig.from_file(args.config)
         processor = build_processor(config, now=time.time)
-    except ConfigError as exc:
+        if config.sequence_store:
+            # Before any SA can send: each continues above what an earlier process of this node used.
+            store = sequences.SequenceStore(config.sequence_store)
+            sequences.install(store)
+            store.adopt(processor.sad)
+    except (ConfigError, sequences.SequenceStoreError) as exc:
         print(f"svpnlab-node: {exc}", file=sys.stderr)
         return 2
     _die_with_parent()

@@ -18,6 +18,7 @@ from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.mobility import messages as mh
+from nodeapps.runtime import sequences
 
 ICMPV6_RA = 134
 ICMPV6_RS = 133
@@ -316,6 +317,7 @@ class TransportPeer:
         self.address = ipv6.pton(address)
         self.out_sa = SecurityAssociation.from_config(out_config)
         self.in_sa = SecurityAssociation.from_config(in_config)
+        sequences.track(self.out_sa, self.in_sa)
         spd = SPD([{"direction": "out", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.out_sa.name},
                    {"direction": "in", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.in_sa.name}])
         self.processor = IPsecProcessor(spd, SAD([self.out_sa, self.in_sa]))
@@ -338,6 +340,7 @@ class TunnelPeer:
         self.address = ipv6.pton(address)
         self.out_sa = SecurityAssociation.from_config(out_config)
         self.in_sa = SecurityAssociation.from_config(in_config)
+        sequences.track(self.out_sa, self.in_sa)
         spd = SPD([{"direction": "out", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.out_sa.name},
                    {"direction": "in", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.in_sa.name}])
         self.sad = SAD([self.out_sa, self.in_sa])

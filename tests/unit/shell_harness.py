@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
+from nodeapps.mobility import messages as mh
 from nodeapps.runtime.config import NodeConfig, build_processor
 from nodeapps.runtime.daemon import runtime_class
 
@@ -506,9 +507,10 @@ class ShellHarness:
         return list(unique.values())
 
     def esp(self, sa_config: dict, next_header: int, payload: bytes, *, src: str | bytes | None = None,
-            dst: str | bytes | None = None) -> bytes:
+            dst: str | bytes | None = None, home_address: str | bytes | None = None) -> bytes:
         """IPv6 + ESP as the SA's peer sends it: sealed with the same key, the next sequence number,
-        from the SA's remote end (or ``src``) to its local end (or ``dst``)."""
+        from the SA's remote end (or ``src``) to its local end (or ``dst``); with ``home_address``, a Home
+        Address option ahead of the ESP header (a mobile node's BU, RFC 3776 §3.1)."""
         key = (sa_config["spi"], sa_config["name"])
         peer = self._peer_sas.get(key)
         if peer is None:
@@ -518,6 +520,9 @@ class ShellHarness:
         body = peer.seal(next_header, bytes(payload))
         source = _packed(src) if src is not None else ipv6.pton(sa_config["remote"])
         target = _packed(dst) if dst is not None else ipv6.pton(sa_config["local"])
+        if home_address is not None:
+            body = mh.encode_home_address_destopts(ipv6.NH_ESP, _packed(home_address)) + body
+            return ipv6.build_header(source, target, ipv6.NH_DSTOPTS, len(body)) + body
         return ipv6.build_header(source, target, ipv6.NH_ESP, len(body)) + body
 
     # ---- addresses ----

@@ -185,7 +185,7 @@ class GatewayRuntime(MobilityRuntime):
 
     def _vcm_inbound(self, sa, inner: bytes, now: float) -> bool:
         """Observe a packet an MN's tunnel SA carried; True if it was a control datagram for us."""
-        node = self.mn_by_sa.get(sa.name)
+        node = self.mn_by_sa.get(sa.name) if sa is not None else None   # None: bypassed, no SA at all
         if node is None:
             return False
         if self.manager is not None and inner[6] == ipv6.NH_UDP and inner[24:40] == self.vcm_address_bytes:

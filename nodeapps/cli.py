@@ -40,7 +40,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 def render(status: dict) -> str:
     out = [f"node {status['node']} ({status['role']}), pid {status['pid']}, up {status['uptime_s']:.1f} s", ""]
     out.append(table(["interface", "address", "scope"],
-                     [[a["interface"], a["address"], a["scope"]] for a in status.get("addresses", [])]))
+                     [[a.get("interface"), a.get("address"), a.get("scope")] for a in status.get("addresses", [])]))
     ipsec = status.get("ipsec", {})
     sas = ipsec.get("sas", [])
     out += ["", "security associations"]
@@ -55,25 +55,8 @@ def render(status: dict) -> str:
     out.append(table(["#", "dir", "src", "dst", "proto", "action", "sa"],
                      [[i, r.get("direction"), r.get("src"), r.get("dst"), r.get("proto") or "any",
                        r.get("action"), r.get("sa") or ""] for i, r in enumerate(rules, 1)]))
-    paths = status.get("vcm", {}).get("paths", [])
-    if paths:
-        out += ["", "vcm paths (per peer: via the SG or direct)"]
-        out.append(table(["peer", "home", "path", "since", "session", "gen", "spi out", "spi in", "pending"],
-                         [[r.get("peer"), r.get("peer_home"), r.get("path"), _clock(r.get("since")),
-                           r.get("session"), r.get("generation"), _spi(r.get("spi_out")), _spi(r.get("spi_in")),
-                           "yes" if r.get("pending") else ""] for r in paths]))
-    sessions = status.get("vcm", {}).get("sessions", [])
-    if sessions:
-        out += ["", "vcm sessions"]
-        out.append(table(["session", "a", "b", "state", "gen"],
-                         [[s.get("session"), s.get("a"), s.get("b"), s.get("state"), s.get("generation")]
-                          for s in sessions]))
-    peers = status.get("mobility", {}).get("peers", [])
-    if peers:
-        out += ["", "route optimisation with mobile nodes (Mobile IPv6 between external home addresses, no SA)"]
-        out.append(table(["peer", "internal home", "external home", "optimised", "peer care-of"],
-                         [[p.get("peer"), p.get("internal"), p.get("external"), "yes" if p.get("optimised") else "no",
-                           p.get("peer_care_of")] for p in peers]))
+    out += _mobility_sections(status.get("mobility") or {})
+    out += _vcm_sections(status.get("vcm") or {})
     counters = {**status.get("counters", {}), **ipsec.get("counters", {})}
     out += ["", "counters: " + ", ".join(f"{k}={v}" for k, v in counters.items() if v)]
     events = status.get("recent_events", [])[-8:]
@@ -83,6 +66,63 @@ def render(status: dict) -> str:
             fields = {k: v for k, v in e.items() if k not in ("time", "node", "event")}
             out.append(f"  {e['time']:.3f} {e['event']} {json.dumps(fields, default=str)}")
     return "\n".join(out)
+
+
+def _mobility_sections(mobility: dict) -> list[str]:
+    """Mobile IPv6: the node's own state (MN), its binding cache (HA, SG, correspondents), the RFC 3776 SA
+    pairs its mobility messages travel in, and route optimisation with peer MNs."""
+    out = []
+    if "state" in mobility:
+        out += ["", f"mobility: {mobility.get('state')}, location {mobility.get('location')}, care-of "
+                    f"{mobility.get('care_of_address') or '-'} (prefix {mobility.get('prefix') or '-'}), home "
+                    f"registration {'yes' if mobility.get('home_registered') else 'no'}"]
+    bindings = mobility.get("bindings") or []
+    if bindings:
+        out += ["", "binding cache"]
+        out.append(table(["home address", "care-of address", "seq", "home reg", "expires in s"],
+                         [[b.get("home_address"), b.get("care_of_address"), b.get("sequence"),
+                           "yes" if b.get("home_registration") else "no", b.get("remaining_s")] for b in bindings]))
+    sa_peers = mobility.get("sa_peers") or {}
+    if sa_peers:
+        out += ["", "mobility message SAs (ESP transport, RFC 3776)"]
+        out.append(table(["peer", "spi out", "spi in", "sent", "received"],
+                         [[peer, sas.get("out", {}).get("spi"), sas.get("in", {}).get("spi"),
+                           sas.get("out", {}).get("counters", {}).get("packets"),
+                           sas.get("in", {}).get("counters", {}).get("packets")] for peer, sas in sa_peers.items()]))
+    peers = mobility.get("peers") or []
+    if peers:
+        out += ["", "route optimisation with mobile nodes (Mobile IPv6 between their home addresses)"]
+        out.append(table(["peer", "internal home", "external home", "optimised", "peer care-of"],
+                         [[p.get("peer"), p.get("internal"), p.get("external"), "yes" if p.get("optimised") else "no",
+                           p.get("peer_care_of")] for p in peers]))
+    return out
+
+
+def _vcm_sections(vcm: dict) -> list[str]:
+    """The VCM as an MN sees it (paths per peer), as the SG sees it (where each MN is), and its sessions."""
+    out = []
+    paths = vcm.get("paths") or []
+    if paths:
+        out += ["", "vcm paths (per peer: via the SG or direct)"]
+        out.append(table(["peer", "home", "path", "since", "session", "gen", "spi out", "spi in", "pending"],
+                         [[r.get("peer"), r.get("peer_home"), r.get("path"), _clock(r.get("since")),
+                           r.get("session"), r.get("generation"), _spi(r.get("spi_out")), _spi(r.get("spi_in")),
+                           "yes" if r.get("pending") else ""] for r in paths]))
+    locations = vcm.get("locations") or {}
+    if locations:
+        out += ["", f"vcm monitor ({vcm.get('variant')}): {vcm.get('flows', 0)} flows"]
+        out.append(table(["mobile node", "location"], [[name, where or "unknown"] for name, where in locations.items()]))
+    sessions = vcm.get("sessions") or []
+    if sessions:
+        out += ["", "vcm sessions"]
+        out.append(table(["session", "a", "b", "state", "gen"],
+                         [[s.get("session"), s.get("a"), s.get("b"), s.get("state"), s.get("generation")]
+                          for s in sessions]))
+    for name in ("stats", "monitor_stats", "manager_stats"):
+        stats = {k: v for k, v in (vcm.get(name) or {}).items() if v}
+        if stats:
+            out += ["", f"vcm {name.replace('_', ' ')}: " + ", ".join(f"{k}={v}" for k, v in stats.items())]
+    return out
 
 
 def _spi(value) -> str:

@@ -169,8 +169,16 @@ class MobilityRuntime(NodeRuntime):
 
     def status(self) -> dict:
         out = super().status()
+        now = time.monotonic()
+        cache = getattr(self.core, "cache", None)
         out["mobility"] = {"counters": dict(self.core.counters) if self.core else {},
-                           "peers": {ipv6.ntop(a): {"out": p.out_sa.status(), "in": p.in_sa.status()}
-                                     for a, p in self.peers.items()}}
+                           # RFC 3776 ESP pairs for Mobility Header messages, per peer address
+                           "sa_peers": {ipv6.ntop(a): {"out": p.out_sa.status(), "in": p.in_sa.status()}
+                                        for a, p in self.peers.items()},
+                           "bindings": [{"home_address": ipv6.ntop(b.home_address),
+                                         "care_of_address": ipv6.ntop(b.care_of_address),
+                                         "sequence": b.sequence, "home_registration": b.home_registration,
+                                         "remaining_s": round(b.remaining(now), 1)}
+                                        for b in (cache if cache is not None else ()) if b.remaining(now) > 0]}
         return out
 

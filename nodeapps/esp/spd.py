@@ -47,7 +47,7 @@ def _protocol(value, where: str):
         text = value.strip().lower()
         if text in PROTOCOL_NAMES:
             return PROTOCOL_NAMES[text]
-        if text.isdigit():
+        if text.isascii() and text.isdigit():   # not "²": isdigit() alone admits what int() refuses
             value = int(text)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255:
         return value
@@ -62,7 +62,7 @@ def _port_range(field: str, value, where: str):
         low = high = value
     elif isinstance(value, str):
         parts = value.strip().split("-")
-        if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
+        if len(parts) in (1, 2) and all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             low, high = int(parts[0]), int(parts[-1])
     elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
             isinstance(p, int) and not isinstance(p, bool) for p in value):

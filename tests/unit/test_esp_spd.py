@@ -215,3 +215,13 @@ def test_any_rule_config_gives_rule_or_config_error(config):
         SPD.from_config({"vpn_prefixes": ["fd00::/16"], "rules": [config]})
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_digits_int_cannot_read_are_a_config_error_too():
+    # "²" is a digit to str.isdigit but not to int()
+    with pytest.raises(ConfigError, match="proto"):
+        SPD.from_config({"vpn_prefixes": ["fd00::/16"], "rules": [{"direction": "out", "action": "bypass",
+                                                                    "proto": "²"}]})
+    with pytest.raises(ConfigError, match="sport"):
+        SPD.from_config({"vpn_prefixes": ["fd00::/16"], "rules": [{"direction": "out", "action": "bypass",
+                                                                    "sport": "1-²"}]})

@@ -75,7 +75,7 @@ class SvpnLab:
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
                  vcm_pair: str | None = None, seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
-                 event_rate_limit: int = 20):
+                 event_rate_limit: int = 20, fault_injection: bool = False):
         if esp_encap not in ESP_ENCAPS:
             raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
                            "(ESP in UDP port 4500, RFC 3948)")
@@ -110,6 +110,8 @@ class SvpnLab:
         # Node event logs drop repeats of one event kind beyond this many per second (floods of per-packet
         # drops); with many mobile nodes, protocol events such as session_detected need a higher cap.
         self.event_rate_limit = event_rate_limit
+        # Control commands that break nodes on purpose (forget a binding, inject VCM bytes): tests only.
+        self.fault_injection = bool(fault_injection)
         self.correspondent = correspondent
         self._links: list = []
         self.mobility = mobility
@@ -337,7 +339,8 @@ table inet svpnlab_gateway {{
                           "routes": routes},
                   "outer_interfaces": interfaces, "sas": sas, "spd": spd,
                   "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
-                  "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit}
+                  "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit,
+                  "fault_injection": self.fault_injection}
         if mobility is not None:
             config["mobility"] = mobility
         return config

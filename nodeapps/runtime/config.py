@@ -34,6 +34,7 @@ class NodeConfig:
     control_socket: str
     mobility: dict | None = None
     event_rate_limit: int = 20   # events of one kind and reason per second before the log drops repeats
+    fault_injection: bool = False   # control commands that break the node on purpose (tests, experiments)
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -82,7 +83,15 @@ class NodeConfig:
                    sas=need("sas", list), spd=need("spd", dict),
                    event_log=data.get("event_log"), control_socket=need("control_socket", str),
                    mobility=_mobility(data.get("mobility"), role),
-                   event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)))
+                   event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)),
+                   fault_injection=_flag(data, "fault_injection"))
+
+
+def _flag(data: dict, key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config field {key} must be true or false, not {value!r}")
+    return value
 
 
 def _event_rate_limit(value) -> int:

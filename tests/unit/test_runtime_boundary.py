@@ -4,6 +4,7 @@ clear packets to its own addresses, and fault-injection commands only where the 
 Runtimes are built from the lab's own configs (no root, no namespaces): their packet handlers read from a
 datagram socketpair standing in for the AF_PACKET capture, and write to a pipe standing in for the TUN.
 """
+import json
 import os
 import socket
 import threading
@@ -307,3 +308,61 @@ def test_fault_injection_config_must_be_a_flag(tmp_path):
         NodeConfig.from_dict({**config, "fault_injection": "yes"})
     assert NodeConfig.from_dict({k: v for k, v in config.items() if k != "fault_injection"}).fault_injection \
         is False
+
+
+# ---- the lab keeps each node's final counters; the integration fixture fails on handler_errors ----
+
+class ExitedProcess:
+    def poll(self):
+        return 0
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def write_events(path, records) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def test_lab_stop_reads_each_node_apps_final_counters_and_tells_listeners(tmp_path, monkeypatch):
+    import topologies.lab as lab_module
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lab = SvpnLab(addressing="public", attachments=["wlan1", "wlan2"], run_dir=str(run_dir))
+    lab.run_dir = str(run_dir)
+    lab.node_configs = {"sg": {}, "mn1": {}, "mn2": {}}
+    lab.apps = {node: ExitedProcess() for node in lab.node_configs}
+    write_events(run_dir / "sg.events.jsonl", [
+        {"time": 1.0, "node": "sg", "event": "node_started", "role": "security-gateway"},
+        {"time": 2.0, "node": "sg", "event": "handler_error", "handler": "network sg-wan",
+         "reason": "AttributeError: 'NoneType' object has no attribute 'name'", "bytes": 64, "head": "6000"},
+        {"time": 3.0, "node": "sg", "event": "handler_error", "handler": "control", "reason": "KeyError: 'x'",
+         "cmd": "status"},
+        {"time": 4.0, "node": "sg", "event": "node_stopped", "handler_errors": 2, "net_rx": 10}])
+    write_events(run_dir / "mn1.events.jsonl", [{"time": 4.0, "node": "mn1", "event": "node_stopped",
+                                                 "handler_errors": 0, "net_rx": 3}])
+    (run_dir / "mn2.events.jsonl").write_text('{"time":4.0,"node":"mn2","event":"node_st')   # killed mid-line
+    told = []
+    monkeypatch.setattr(lab_module, "STOP_LISTENERS", [told.append])
+    lab.stop()
+    lab.stop()   # idempotent: read and told once
+    assert told == [lab]
+    assert lab.final_counters["sg"] == {"handler_errors": 2, "net_rx": 10}
+    assert lab.handler_errors() == {"sg": 2, "mn1": 0}     # mn2 did not exit cleanly: no entry
+    assert [e["handler"] for e in lab.handler_error_events] == ["network sg-wan", "control"]
+
+    report = lab_module.handler_error_report(lab.handler_errors(), lab.handler_error_events)
+    lines = report.splitlines()
+    assert lines[0] == "sg: handler_errors = 2"
+    assert "handler=network sg-wan" in lines[1] and "AttributeError" in lines[1] and "head=6000" in lines[1]
+    assert "cmd=status" in lines[2]
+    assert "mn1" not in report
+
+
+def test_handler_error_report_is_empty_only_when_every_node_has_none():
+    from topologies.lab import handler_error_report
+    assert handler_error_report({"sg": 0, "ha": 0, "mn1": 0}, []) == ""
+    assert handler_error_report({}, []) == ""
+    assert handler_error_report({"sg": 0, "mn2": 1}, []) == "mn2: handler_errors = 1"

@@ -80,7 +80,8 @@ def describe_links(meta: dict) -> str:
     return f"links: {backends} ({netem})"
 
 
-def write_results(out_dir: str, args, rows: list, events: list, complete: bool, links: dict) -> None:
+def write_results(out_dir: str, args, rows: list, events: list, complete: bool, links: dict,
+                  handler_errors: dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "measurements.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -94,7 +95,8 @@ def write_results(out_dir: str, args, rows: list, events: list, complete: bool, 
                    "addressing": args.addressing, "seconds": args.seconds, "pings": args.pings,
                    "attachments": args.attachments, "python": platform.python_version(),
                    "kernel": platform.release(), "link_overrides": args.link_params,
-                   "ideal_links": args.ideal_links, "link_emulation": links},
+                   "ideal_links": args.ideal_links, "link_emulation": links,
+                   "handler_errors": handler_errors},
                   f, indent=2)
 
 
@@ -115,6 +117,7 @@ def main(argv=None) -> int:
     out_dir = os.path.join(args.results, f"baseline-{stamp}")
     rows, events, complete, interrupted, code = [], [], False, False, 0
     links = {}
+    handler_errors = {}   # plan -> {node: handler_errors as it exited}
 
     runs.stop_signals_interrupt()
     try:
@@ -131,6 +134,7 @@ def main(argv=None) -> int:
             finally:
                 lab.stop()
                 links[addressing] = lab.link_metadata()
+                handler_errors[addressing] = lab.handler_errors()
         complete = True
     except KeyboardInterrupt:
         print("\ninterrupted: network torn down; keeping what was measured", file=sys.stderr)
@@ -139,7 +143,7 @@ def main(argv=None) -> int:
         print(f"baseline.py: {exc}", file=sys.stderr)
         code = 1
     if rows or complete or interrupted:
-        write_results(out_dir, args, rows, events, complete, links)
+        write_results(out_dir, args, rows, events, complete, links, handler_errors)
         print_table(rows)
         print(f"\nresults: {out_dir}" + ("" if complete else " (incomplete)"))
     return code

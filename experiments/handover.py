@@ -324,6 +324,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
         finally:
             lab.stop()
             link_meta = lab.link_metadata()
+            records.append_rows(folder, "counters", records.handler_error_rows(strategy, lab.handler_errors()))
     end = time.time()
     if t0 is not None:
         exp_events.append({"time": end, "node": "experiment", "event": "strategy_end", "strategy": strategy,

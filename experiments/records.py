@@ -81,8 +81,10 @@ COUNTER_METRICS = {
     "signalling_messages": "control messages sent (detail: message kind, e.g. keys_206 or bu)",
     "signalling_bytes": "bytes of those messages on the wire",
     "plaintext_exposure_bytes": "payload marker bytes found in captures of public links (detail: link)",
+    "handler_errors": "inputs whose handler raised, caught by the node app (detail: node; phase: end, the "
+                      "node's count as it exited; a node that did not exit cleanly has no row)",
 }
-SUMMARY_COUNTERS = list(COUNTER_METRICS)
+SUMMARY_COUNTERS = [m for m in COUNTER_METRICS if m != "handler_errors"]
 
 # Signalling messages drawn as arrows: event name -> (chart label, default sender, default receiver, meaning).
 # The numbers are those of the signalling diagram the design follows; VCM message types in brackets.
@@ -323,6 +325,12 @@ def _cell(value, kind: str):
     if kind == "float":
         return round(float(value), 6)
     return str(value)
+
+
+def handler_error_rows(strategy: str, handler_errors: dict) -> list[dict]:
+    """counters.csv rows of the nodes' final handler_errors (``SvpnLab.handler_errors()`` after stop)."""
+    return [{"strategy": strategy, "phase": "end", "metric": "handler_errors", "detail": node, "value": count}
+            for node, count in sorted(handler_errors.items())]
 
 
 def append_rows(folder: str, table: str, rows) -> int:

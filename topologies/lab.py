@@ -54,6 +54,13 @@ SPI_TUNNEL, SPI_MH, SPI_GROUP, SPI_VCM, SPI_XHA = (k * SPI_BLOCK for k in range(
 SPI_RESERVED = 5 * SPI_BLOCK
 
 
+# Called with every lab once its node apps have stopped and their final counters are read (the integration
+# tests check handler_errors through this).
+STOP_LISTENERS: list = []
+# handler_error events kept per lab (the first ones: what a failing test shows).
+HANDLER_ERROR_EVENTS_KEPT = 20
+
+
 class LabError(RuntimeError):
     """Something in the lab failed; the message is one line and names the node or parameter."""
 
@@ -78,7 +85,7 @@ class SvpnLab:
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
                  vcm_pair: str | None = None, seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
-                 event_rate_limit: int = 20):
+                 event_rate_limit: int = 20, fault_injection: bool = False):
         if esp_encap not in ESP_ENCAPS:
             raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
                            "(ESP in UDP port 4500, RFC 3948)")
@@ -113,6 +120,8 @@ class SvpnLab:
         # Node event logs drop repeats of one event kind beyond this many per second (floods of per-packet
         # drops); with many mobile nodes, protocol events such as session_detected need a higher cap.
         self.event_rate_limit = event_rate_limit
+        # Control commands that break nodes on purpose (forget a binding, inject VCM bytes): tests only.
+        self.fault_injection = bool(fault_injection)
         self.correspondent = correspondent
         self._links: list = []
         self.mobility = mobility
@@ -142,6 +151,11 @@ class SvpnLab:
         self._helpers: list[subprocess.Popen] = []
         self._radvd: list[subprocess.Popen] = []
         self._previous_tag = _UNCLAIMED
+        # After stop: each node app's counters as it exited (its node_stopped event), and its first
+        # handler_error events. A node that did not exit cleanly has no entry.
+        self.final_counters: dict[str, dict] = {}
+        self.handler_error_events: list[dict] = []
+        self._counters_read = False
 
     @staticmethod
     def _check_route_optimisation(pairs, addressing, mobility, vcm, mobile_nodes) -> list[tuple[str, str]]:
@@ -201,6 +215,11 @@ class SvpnLab:
             _terminate_all(self._helpers)
             self._helpers.clear()
             _terminate_all(list(self.apps.values()))
+            if self.apps and not self._counters_read and self.run_dir and os.path.isdir(self.run_dir):
+                self._read_final_counters()
+                self._counters_read = True
+                for listener in list(STOP_LISTENERS):
+                    listener(self)
             if self.net is not None:
                 net, self.net = self.net, None
                 _release_busy_shells(net)
@@ -213,6 +232,31 @@ class SvpnLab:
                 self._previous_tag = _UNCLAIMED
             if self.run_dir and not self._run_dir_arg:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _read_final_counters(self) -> None:
+        """Each node app writes its counters into its event log as it exits (``node_stopped``)."""
+        for node in self.node_configs:
+            path = os.path.join(self.run_dir, f"{node}.events.jsonl")
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    lines = [line for line in f if '"event":"node_stopped"' in line
+                             or '"event":"handler_error"' in line]
+            except OSError:
+                continue
+            for line in lines:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:   # cut short by a kill
+                    continue
+                if record.get("event") == "node_stopped":
+                    self.final_counters[node] = {k: v for k, v in record.items()
+                                                 if k not in ("time", "node", "event")}
+                elif len(self.handler_error_events) < HANDLER_ERROR_EVENTS_KEPT:
+                    self.handler_error_events.append(record)
+
+    def handler_errors(self) -> dict[str, int]:
+        """{node: handler_errors} from the final counters (after stop)."""
+        return {node: int(c.get("handler_errors", 0)) for node, c in self.final_counters.items()}
 
     # ---- node access ----------------------------------------------------------------------------
     def host(self, name: str):
@@ -353,7 +397,8 @@ table inet svpnlab_gateway {{
                   "event_log": os.path.join(self.run_dir, f"{node}.events.jsonl"),
                   "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit,
                   # A restarted node app continues its SAs' sequence numbers from here (no nonce reuse).
-                  "sequence_store": os.path.join(self.run_dir, f"{node}.seq.json")}
+                  "sequence_store": os.path.join(self.run_dir, f"{node}.seq.json"),
+                  "fault_injection": self.fault_injection}
         if mobility is not None:
             config["mobility"] = mobility
         return config
@@ -720,6 +765,19 @@ table inet svpnlab_gateway {{
                 with open(path, encoding="utf-8") as f:
                     records += [json.loads(line) for line in f if line.strip()]
         return sorted(records, key=lambda r: r["time"])
+
+
+def handler_error_report(handler_errors: dict, events: list, *, shown: int = 3) -> str:
+    """One line per node that caught exceptions in its handlers (and its first ``handler_error`` events);
+    "" when every node ended with none."""
+    lines = []
+    for node, count in sorted(handler_errors.items()):
+        if count > 0:
+            lines.append(f"{node}: handler_errors = {count}")
+            for e in [e for e in events if e.get("node") == node][:shown]:
+                detail = ", ".join(f"{k}={e[k]}" for k in ("handler", "reason", "cmd", "bytes", "head") if k in e)
+                lines.append(f"  {detail}")
+    return "\n".join(lines)
 
 
 def radvd_config(interface: str, prefix: str, min_interval: float, max_interval: float) -> str:

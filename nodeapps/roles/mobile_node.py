@@ -67,6 +67,8 @@ from nodeapps.vcm.channel import vcm_control_path
 from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
 
 
+# Control commands that break the node on purpose: refused unless its config enables fault injection.
+FAULT_COMMANDS = ("forget-peer-binding", "vcm-inject")
 EARLY_PROOF_S = 0.5   # an announcement heard before the link's RA counts for that link this long
 
 
@@ -311,6 +313,8 @@ class MobileNodeRuntime(MobilityRuntime):
                 self._protect_and_send(packet, "vcm control")
 
     def on_control(self, request: dict) -> dict:
+        if request.get("cmd") in FAULT_COMMANDS:
+            self.check_fault_injection()
         if request.get("cmd") == "forget-peer-binding" and self.peer_routing is not None:
             # Fault injection: lose the binding a peer MN registered with us, as after an early expiry or a
             # restart; the peer's next route-optimised packet then meets RFC 6275 §9.3.1's Binding Error.

@@ -47,7 +47,7 @@ class GatewayRuntime(MobilityRuntime):
         # Relay load, split into MN-to-MN and MN-office traffic (the handover experiment's SG load).
         self.mn_tunnel_in = {t[2] for t in self.tunnels.values()}
         self.mn_tunnel_out = {t[1] for t in self.tunnels.values()}
-        self.counters.update({"relayed_mn_mn_packets": 0, "relayed_mn_mn_bytes": 0,
+        self.counters.update({"clear_dropped": 0, "relayed_mn_mn_packets": 0, "relayed_mn_mn_bytes": 0,
                               "relayed_mn_office_packets": 0, "relayed_mn_office_bytes": 0})
         # Care-of routes apply to traffic from the office only: the SG's own ESP packets to the same
         # care-of address must leave by the normal route, not loop back into the TUN.
@@ -214,6 +214,11 @@ class GatewayRuntime(MobilityRuntime):
             if len(packet) < 40 or packet[24:40] not in self.local_addresses:
                 counters["not_for_us"] += 1  # forwarded traffic the kernel handles
                 continue
+            if packet[6] != ipv6.NH_ESP and esp_spi(packet) is None:
+                # RFC 4301 §5.2: the SG's policy names nothing it accepts in clear from the Internet; with
+                # extension headers (a HAO, an RH2) but no ESP behind them a packet is still clear.
+                self._drop_clear(packet)
+                continue
             if self.vcm_peer is not None and self._from_vcm_host(packet, now):
                 continue
             if self.open_mobility(packet, now):
@@ -229,6 +234,11 @@ class GatewayRuntime(MobilityRuntime):
                 self.write_tun(inner)
         self.flush_core(now)
         self._vcm_flush(now)
+
+    def _drop_clear(self, packet: bytes) -> None:
+        self.counters["clear_dropped"] += 1
+        self.log.emit(time.time(), "clear_dropped", reason="no ESP", src=ipv6.ntop(packet[8:24]),
+                      dst=ipv6.ntop(packet[24:40]), next_header=packet[6], bytes=len(packet))
 
     def _count_relay(self, mn_to_mn: bool, size: int) -> None:
         kind = "mn_mn" if mn_to_mn else "mn_office"

@@ -35,6 +35,7 @@ class NodeConfig:
     mobility: dict | None = None
     event_rate_limit: int = 20   # events of one kind and reason per second before the log drops repeats
     sequence_store: str | None = None   # file that keeps SA sequence numbers across restarts
+    fault_injection: bool = False   # control commands that break the node on purpose (tests, experiments)
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -84,12 +85,20 @@ class NodeConfig:
                    event_log=data.get("event_log"), control_socket=need("control_socket", str),
                    mobility=_mobility(data.get("mobility"), role),
                    event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)),
-                   sequence_store=_optional_path(data.get("sequence_store"), "sequence_store"))
+                   sequence_store=_optional_path(data.get("sequence_store"), "sequence_store"),
+                   fault_injection=_flag(data, "fault_injection"))
 
 
 def _optional_path(value, field: str) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigError(f"config field {field} must be a file path, not {value!r}")
+    return value
+
+
+def _flag(data: dict, key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config field {key} must be true or false, not {value!r}")
     return value
 
 

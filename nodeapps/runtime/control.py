@@ -1,6 +1,9 @@
 """Local control socket: one JSON request line in, one JSON reply line out, then close.
 
 Requests: {"cmd": "status"} and {"cmd": "events", "last": N}. Non-blocking, driven by the node's loop.
+Each request is its own input: a handler that refuses it raises ValueError and the client gets that one
+line; anything else it raises is reported to ``on_error`` (the node counts it) and answered with a one-line
+internal error, and the server goes on with the next request.
 """
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ MAX_REQUEST = 4096
 
 
 class ControlServer:
-    def __init__(self, path: str, handler):
+    def __init__(self, path: str, handler, on_error=None):
         self.path = path
         self._handler = handler
+        self._on_error = on_error   # (cmd, exception) of a request whose handler failed
         if os.path.exists(path):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -36,8 +40,7 @@ class ControlServer:
             with conn:
                 conn.settimeout(1.0)
                 try:
-                    reply = self._answer(self._read_line(conn))
-                    conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+                    conn.sendall(self._answer(self._read_line(conn)))
                 except OSError:
                     pass  # client went away; nothing to clean up
 
@@ -51,14 +54,28 @@ class ControlServer:
             data += chunk
         return data.split(b"\n", 1)[0]
 
-    def _answer(self, line: bytes) -> dict:
+    def _answer(self, line: bytes) -> bytes:
+        """The reply line to one request line."""
+        cmd = None
         try:
             request = json.loads(line or b"{}")
             if not isinstance(request, dict):
                 raise ValueError("request must be a JSON object")
-            return {"ok": True, "result": self._handler(request)}
-        except (ValueError, KeyError, TypeError) as exc:
-            return {"ok": False, "error": str(exc)}
+            cmd = request.get("cmd")
+            result = self._handler(request)
+        except ValueError as exc:   # the request was refused: its own fault, told in one line
+            return _line({"ok": False, "error": _one_line(str(exc))})
+        except Exception as exc:    # a fault of the node's
+            return self._failed(cmd, exc)
+        try:
+            return _line({"ok": True, "result": result}, default=str)
+        except Exception as exc:    # a result that is no JSON (e.g. circular)
+            return self._failed(cmd, exc)
+
+    def _failed(self, cmd, exc: Exception) -> bytes:
+        if self._on_error is not None:
+            self._on_error(cmd, exc)
+        return _line({"ok": False, "error": _one_line(f"internal error in {cmd!r}: {type(exc).__name__}: {exc}")})
 
     def close(self) -> None:
         self.sock.close()
@@ -66,6 +83,15 @@ class ControlServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def _line(reply: dict, **json_args) -> bytes:
+    return json.dumps(reply, **json_args).encode() + b"\n"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def request(path: str, cmd: str, timeout: float = 2.0, **args) -> dict:

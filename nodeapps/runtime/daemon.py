@@ -44,6 +44,12 @@ BATCH = 64
 UDP_BATCH = 8
 _CMSG_SPACE = 256
 OWNED_PROTOCOLS = (ipv6.NH_ESP,)
+FAULT_INJECTION_DISABLED = "fault injection is disabled (start the lab with fault_injection=True)"
+# How long a timer that raised is held off, so a timer failing every time costs a hundred errors a
+# second, not a busy loop.
+TIMER_HOLD_S = 0.01
+# Octets of a failed packet shown (in hex) in its handler_error event.
+SUMMARY_OCTETS = 48
 _PR_SET_PDEATHSIG = 1
 _PR_SET_TIMERSLACK = 29
 
@@ -79,7 +85,10 @@ class NodeRuntime:
         self.control = None
         self.epoll = select.epoll()
         self.handlers = {}
-        self.counters = {"tun_rx": 0, "tun_tx": 0, "net_rx": 0, "net_tx": 0, "send_errors": 0,
+        self.handler_names = {}
+        self.last_packet = None   # the packet the current handler took last (for handler_error events)
+        self._timer_hold = 0.0
+        self.counters = {"handler_errors": 0, "tun_rx": 0, "tun_tx": 0, "net_rx": 0, "net_tx": 0, "send_errors": 0,
                          "tun_ignored": 0, "bypass_from_tun": 0, "tun_super_packets": 0, "offload_errors": 0,
                          "udp_rx": 0, "udp_tx": 0, "udp_gso_sends": 0, "udp_not_esp": 0}
 
@@ -95,11 +104,12 @@ class NodeRuntime:
         if any(sa.encap == "udp" for sa in self.processor.sad):
             self.udp_sock = open_udp_encap(udpencap.PORT)
             self.captures.append(self.udp_sock)
-        self.control = ControlServer(cfg.control_socket, self.on_control)
-        self._watch(self.tun_fd, self.on_tun)
-        for sock in self.captures:
-            self._watch(sock.fileno(), lambda now, s=sock: self.on_network(s, now))
-        self._watch(self.control.fileno(), lambda now: self.control.on_readable())
+        self.control = ControlServer(cfg.control_socket, self.on_control, on_error=self.control_error)
+        self._watch(self.tun_fd, self.on_tun, "tun")
+        names = [f"network {i}" for i in cfg.outer_interfaces] + ["udp-encap"]
+        for sock, name in zip(self.captures, names):
+            self._watch(sock.fileno(), lambda now, s=sock: self.on_network(s, now), name)
+        self._watch(self.control.fileno(), lambda now: self.control.on_readable(), "control")
         self.setup_role()
         self.log.emit(time.time(), "node_started", role=cfg.role, pid=os.getpid(), tun=cfg.tun_name,
                       inner_addresses=cfg.tun_addresses, outer_interfaces=cfg.outer_interfaces,
@@ -119,9 +129,10 @@ class NodeRuntime:
     def on_timer(self, now: float) -> None:
         pass
 
-    def _watch(self, fd: int, handler) -> None:
+    def _watch(self, fd: int, handler, name: str | None = None) -> None:
         self.epoll.register(fd, select.EPOLLIN)
         self.handlers[fd] = handler
+        self.handler_names[fd] = name or getattr(handler, "__name__", str(fd))
 
     def close(self) -> None:
         if self.control:
@@ -138,13 +149,21 @@ class NodeRuntime:
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
+        """The loop. Each input (one readiness event of one fd, one timer expiry) runs inside its own
+        boundary: an exception no handler anticipated costs that input, is counted in ``handler_errors`` and
+        logged as ``handler_error``, and the node goes on (Python's try is free until something raises)."""
         poll = self.epoll.poll
         handlers = self.handlers
-        next_timer = self.next_timer
         store = sequences.active()
         next_upkeep = 0.0
         while not self.stopping:
-            deadline = next_timer()
+            try:
+                deadline = self.next_timer()
+            except Exception as exc:
+                self.handler_error("next_timer", exc)
+                deadline = None
+            if deadline is not None and deadline < self._timer_hold:
+                deadline = self._timer_hold
             timeout = 1.0
             if deadline is not None:
                 timeout = min(1.0, max(0.0, deadline - time.monotonic()))
@@ -153,16 +172,23 @@ class NodeRuntime:
             except InterruptedError:
                 continue
             now = time.monotonic()
-            try:
-                for fd, _mask in ready:
+            for fd, _mask in ready:
+                self.last_packet = None
+                try:
                     handlers[fd](now)
-                if deadline is not None and now >= deadline:
+                except Exception as exc:
+                    self._input_failed(fd, exc, now)
+            if deadline is not None and now >= deadline:
+                self.last_packet = None
+                try:
                     self.on_timer(now)
-            except (ValueError, IndexError, KeyError, TypeError) as exc:
-                # A packet no parser anticipated must cost that packet, not the node.
-                self.counters["handler_errors"] = self.counters.get("handler_errors", 0) + 1
-                self.log.emit(time.time(), "handler_error", reason=f"{type(exc).__name__}: {exc}")
-            self._drain_core_events()
+                except Exception as exc:
+                    self.handler_error("timer", exc)
+                    self._timer_hold = now + TIMER_HOLD_S
+            try:
+                self._drain_core_events()
+            except Exception as exc:
+                self.handler_error("core events", exc)
             if store is not None and now >= next_upkeep:
                 next_upkeep = now + sequences.MAINTAIN_EVERY_S
                 self._keep_sequences(store, now)
@@ -175,6 +201,32 @@ class NodeRuntime:
             # The SAs stop at their reservation rather than risk a repeated nonce; say why.
             self.counters["sequence_store_errors"] = self.counters.get("sequence_store_errors", 0) + 1
             self.log.emit(time.time(), "sequence_store_error", reason=str(exc))
+
+    def _input_failed(self, fd: int, exc: Exception, now: float) -> None:
+        """One input of ``fd`` raised: count it, then call the handler once more, so the rest of its batch
+        (still waiting in the socket) and the role's post-batch work (flushes of the cores) still run."""
+        name = self.handler_names.get(fd, str(fd))
+        self.handler_error(name, exc)
+        self.last_packet = None
+        try:
+            self.handlers[fd](now)
+        except Exception as again:
+            self.handler_error(name, again)
+
+    def handler_error(self, where: str, exc: BaseException, **fields) -> None:
+        """Count and log one input that raised: which handler, the exception, and the packet (length and
+        first octets) when the handler had taken one."""
+        self.counters["handler_errors"] += 1
+        packet = self.last_packet
+        if packet is not None and "bytes" not in fields:
+            fields["bytes"] = len(packet)
+            fields["head"] = bytes(packet[:SUMMARY_OCTETS]).hex()
+        self.log.emit(time.time(), "handler_error", handler=where, reason=error_text(exc), **fields)
+
+    def control_error(self, cmd, exc: BaseException) -> None:
+        """A control request whose handler raised something other than a refusal (ValueError)."""
+        self.last_packet = None
+        self.handler_error("control", exc, cmd=str(cmd)[:64])
 
     def _drain_core_events(self) -> None:
         for event in self.processor.pop_events():
@@ -205,6 +257,7 @@ class NodeRuntime:
             except OSError:  # e.g. ENETDOWN while the link is down (a move)
                 return
             counters["tun_rx"] += 1
+            self.last_packet = data
             if not offload:
                 self._send_out(data)
                 continue
@@ -298,7 +351,8 @@ class NodeRuntime:
             except OSError:  # BlockingIOError included: nothing more waiting
                 return
             self.counters["net_rx"] += 1
-            yield frame[ETH_HEADER_LEN:]
+            packet = self.last_packet = frame[ETH_HEADER_LEN:]
+            yield packet
 
     def _udp_packets(self, sock):
         """Native ESP packets rebuilt from the datagrams on our UDP port 4500 (RFC 3948 §3.2), so every
@@ -320,7 +374,8 @@ class NodeRuntime:
                     counters["udp_not_esp"] += 1
                     continue
                 counters["net_rx"] += 1
-                yield native(source, destination, datagram)
+                packet = self.last_packet = native(source, destination, datagram)
+                yield packet
 
     def on_protected(self, inner: bytes, sa) -> None:
         """Hook for roles that watch what they send into an SA (the SG's VCM monitor); default: nothing."""
@@ -331,7 +386,11 @@ class NodeRuntime:
         coalescer = self.coalescer if self.offload else None
         batch = []
         for packet in self.received_packets(sock):
-            _verdict, _sa, inner = inbound(packet)
+            try:
+                _verdict, _sa, inner = inbound(packet)
+            except Exception as exc:  # this packet only: the batch gathered so far still goes out
+                self.handler_error("network", exc)
+                continue
             if inner is None:
                 continue
             if coalescer is not None:
@@ -355,9 +414,16 @@ class NodeRuntime:
         if cmd == "status":
             return self.status()
         if cmd == "events":
-            last = int(request.get("last", 50))
+            last = request.get("last", 50)
+            if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+                raise ValueError(f"last {last!r}: a whole number of events, at least 1")
             return {"events": list(self.log.recent)[-last:]}
         raise ValueError(f"unknown command {cmd!r} (status, events)")
+
+    def check_fault_injection(self) -> None:
+        """Commands that break a node on purpose answer only on a node started with fault injection on."""
+        if not self.config.fault_injection:
+            raise ValueError(FAULT_INJECTION_DISABLED)
 
     def status(self) -> dict:
         return {
@@ -372,6 +438,12 @@ class NodeRuntime:
             "ipsec": self.processor.status(),
             "recent_events": list(self.log.recent)[-20:],
         }
+
+
+def error_text(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one line, at most ``limit`` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _addresses() -> list[dict]:

@@ -107,6 +107,12 @@ def test_quick_run_writes_results_that_show_route_optimisation(quick_run):
     counters = pd.read_csv(os.path.join(folder, "counters.csv"))
     strategies = ["sg", "vcm", "insecure-ro"]
 
+    # No node app caught an exception in a handler, under any strategy (each node's count as it exited).
+    errors = counters[counters.metric == "handler_errors"]
+    for s in strategies:
+        assert {"sg", "ha", "mn1", "mn2"} <= set(errors[errors.strategy == s].detail), errors
+    assert (errors.value == 0).all(), errors[errors.value != 0]
+
     # Every move of the scenario (4) has a gap under every strategy.
     for s in strategies:
         mine = handovers[handovers.strategy == s]

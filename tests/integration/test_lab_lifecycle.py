@@ -60,6 +60,9 @@ def test_ctrl_c_during_the_baseline_experiment_tears_everything_down(tmp_path):
     (run,) = list(tmp_path.iterdir())
     config = json.loads((run / "config.json").read_text())
     assert config["complete"] is False
+    # the node apps' final counters were read before the run directory went: no handler caught anything
+    assert {"sg", "mn1", "mn2"} <= set(config["handler_errors"]["private"])
+    assert not any(config["handler_errors"]["private"].values()), config["handler_errors"]
     # the link emulation backend of the run is part of its metadata
     assert config["link_emulation"]["private"]["backends"]
 

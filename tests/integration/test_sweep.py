@@ -26,6 +26,9 @@ def test_quick_sweep_point_gains_as_computed(tmp_path):
     (folder,) = glob.glob(str(tmp_path / "sweep-*"))
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         assert json.load(f)["complete"]
+    errors = pd.concat([pd.read_csv(path) for path in glob.glob(os.path.join(folder, "runs", "*", "counters.csv"))])
+    errors = errors[errors.metric == "handler_errors"]
+    assert len(errors) >= 2 * 2 * 4 and (errors.value == 0).all(), errors   # 2 reps x 2 strategies x >= 4 nodes
     rows = pd.read_csv(os.path.join(folder, "sweep.csv"))
     assert len(rows) == 4 and set(rows.rep) == {1, 2} and set(rows.strategy) == {"sg", "vcm"}
     assert (rows.samples >= 40).all(), rows        # 1.5 s steady phase at 50 Hz

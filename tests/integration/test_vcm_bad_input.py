@@ -42,7 +42,7 @@ def _in_mn1(lab, script, *args):
 def test_forged_replayed_and_misattributed_control_messages_are_dropped_with_a_reason():
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm="in-sg")
+                  mobility=True, vcm="in-sg", fault_injection=True)
     try:
         lab.start()
         plan = lab.plan

@@ -127,7 +127,7 @@ def test_a_peer_that_lost_our_binding_stops_the_direct_pair_with_a_binding_error
     from nodeapps.runtime.control import request
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm="in-sg")
+                  mobility=True, vcm="in-sg", fault_injection=True)
     try:
         lab.start()
         mn1, mn2 = lab.plan.mobile("mn1"), lab.plan.mobile("mn2")

@@ -41,7 +41,9 @@ seals with the peer's copy, sequence numbers counting up.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import struct
 import tempfile
@@ -69,6 +71,12 @@ LAB_VARIANTS = {
     "private-office": {"addressing": "private", "mobility": True, "attachments": ["office", "wlan1"]},
 }
 
+# Node configurations name files in a run directory; none is ever written there. One folder for the whole
+# test session, removed at exit, and not named like a lab's (svpnlab-clean-net and leftover checks look
+# for those).
+_RUN_ROOT = tempfile.mkdtemp(prefix="shell-harness-")
+atexit.register(shutil.rmtree, _RUN_ROOT, True)
+
 ETHERNET_HEADER = bytes(6) + bytes.fromhex("02000000aa01") + b"\x86\xdd"
 _IPV6_PKTINFO = 50
 
@@ -77,7 +85,7 @@ def lab_configs(variant: str, run_dir: str | None = None, **overrides) -> dict[s
     """The node configurations ``SvpnLab(**LAB_VARIANTS[variant], **overrides)`` would start its nodes with."""
     from topologies.lab import SvpnLab
     lab = SvpnLab(**{**LAB_VARIANTS[variant], **overrides})
-    lab.run_dir = run_dir or tempfile.mkdtemp(prefix="svpnlab-harness-")
+    lab.run_dir = run_dir or tempfile.mkdtemp(prefix="run-", dir=_RUN_ROOT)
     return lab._make_configs()
 
 
@@ -180,8 +188,8 @@ class FakeEpoll:
 
 
 class FakeControlServer:
-    def __init__(self, path, handler):
-        self.path, self.handler = path, handler
+    def __init__(self, path, handler, on_error=None):
+        self.path, self.handler, self.on_error = path, handler, on_error
         self._fileno = next(_fds)
 
     def fileno(self):

@@ -1,0 +1,63 @@
+"""Inbound policy after decapsulation (RFC 4301 §5.2), for nodes that take packets apart themselves.
+
+A Home Address option substitutes the source, a type 2 routing header the destination, an IPv6-in-IPv6
+header hides a whole packet: what the node's applications finally see has addresses the ESP processor
+never looked at. The rule, applied to every such result and to the outer header of anything that arrived
+in clear: a packet whose source is a VPN address must have come out of an ESP SA whose selectors cover
+it, i.e. the node's SPD assigns that very packet to that SA. Otherwise anyone on the Internet could claim
+an office source by wrapping or decorating a clear packet.
+
+The one exception is the documented insecure route optimisation between mobile nodes (MN config
+``peer_data: "clear"``, strategy ``insecure-ro``): data that its own binding check accepted from one of its
+configured peers' home addresses.
+
+Sans-IO and pure: packet, SPD, SA in; a verdict out. The shells count ``unprotected_vpn_source``.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable
+
+from nodeapps.ipv6 import ParseError
+
+
+class VpnPrefixes:
+    """The VPN's address ranges, for a fast "is this a VPN address" on 16 raw bytes."""
+
+    def __init__(self, prefixes: Iterable):
+        nets = [p if isinstance(p, ipaddress.IPv6Network) else ipaddress.IPv6Network(p) for p in prefixes]
+        self._ranges = tuple((int(n.network_address), int(n.netmask)) for n in nets)
+
+    def __contains__(self, address: bytes) -> bool:
+        value = int.from_bytes(address, "big")
+        return any(value & mask == net for net, mask in self._ranges)
+
+    def __bool__(self) -> bool:
+        return bool(self._ranges)
+
+
+def vpn_source_allowed(packet: bytes, vpn: VpnPrefixes, *, spd=None, sa=None,
+                       insecure_peers: frozenset = frozenset(), insecure_path: bool = False) -> bool:
+    """May ``packet`` (an IPv6 packet after decapsulation) be accepted as far as its source goes?
+
+    ``sa``: the ESP SA it came out of (None: it arrived in clear); ``spd``: the node's SPD, whose inbound
+    lookup must name ``sa`` (or, in clear, bypass, as inside the office). ``insecure_path``: it was accepted
+    by the insecure route optimisation's own binding check; then a source in ``insecure_peers`` passes."""
+    if len(packet) < 40:
+        return False
+    source = packet[8:24]
+    if source not in vpn:
+        return True
+    if insecure_path and source in insecure_peers:
+        return True   # documented insecure route optimisation, its own peers only
+    if spd is None:
+        return False
+    try:
+        rule = spd.lookup_in(packet)
+    except ParseError:
+        return False
+    # RFC 4301 §5.2: the SPD entry that covers the packet must be the SA it came out of (or bypass, clear).
+    if sa is None:
+        return rule.action == "bypass" and not rule.is_default
+    return rule.action == "protect" and rule.sa == sa.name
+

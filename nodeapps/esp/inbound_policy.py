@@ -4,7 +4,7 @@ A Home Address option substitutes the source, a type 2 routing header the destin
 header hides a whole packet: what the node's applications finally see has addresses the ESP processor
 never looked at. The rule, applied to every such result and to the outer header of anything that arrived
 in clear: a packet whose source is a VPN address must have come out of an ESP SA whose selectors cover
-it, i.e. the node's SPD assigns that very packet to that SA. Otherwise anyone on the Internet could claim
+it, i.e. one of the node's SPD rules for that SA selects that very packet. Otherwise anyone on the Internet could claim
 an office source by wrapping or decorating a clear packet.
 
 The one exception is the documented insecure route optimisation between mobile nodes (MN config
@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable
 
+from nodeapps.esp.spd import flow_key
 from nodeapps.ipv6 import ParseError
 
 
@@ -40,8 +41,9 @@ def vpn_source_allowed(packet: bytes, vpn: VpnPrefixes, *, spd=None, sa=None,
                        insecure_peers: frozenset = frozenset(), insecure_path: bool = False) -> bool:
     """May ``packet`` (an IPv6 packet after decapsulation) be accepted as far as its source goes?
 
-    ``sa``: the ESP SA it came out of (None: it arrived in clear); ``spd``: the node's SPD, whose inbound
-    lookup must name ``sa`` (or, in clear, bypass, as inside the office). ``insecure_path``: it was accepted
+    ``sa``: the ESP SA it came out of (None: it arrived in clear); ``spd``: the node's SPD, one of whose
+    inbound rules for ``sa`` must cover the packet (in clear: its lookup must say bypass, as inside the
+    office). ``insecure_path``: it was accepted
     by the insecure route optimisation's own binding check; then a source in ``insecure_peers`` passes."""
     if len(packet) < 40:
         return False
@@ -53,11 +55,17 @@ def vpn_source_allowed(packet: bytes, vpn: VpnPrefixes, *, spd=None, sa=None,
     if spd is None:
         return False
     try:
-        rule = spd.lookup_in(packet)
+        if sa is None:
+            rule = spd.lookup_in(packet)
+            # RFC 4301 §5.2 step 3: in clear only what a bypass rule names (inside the office).
+            return rule.action == "bypass" and not rule.is_default
+        key = flow_key(packet)
     except ParseError:
         return False
-    # RFC 4301 §5.2: the SPD entry that covers the packet must be the SA it came out of (or bypass, clear).
-    if sa is None:
-        return rule.action == "bypass" and not rule.is_default
-    return rule.action == "protect" and rule.sa == sa.name
-
+    # RFC 4301 §5.2 step 4: the selectors of the SA it came out of must cover it. Any inbound rule of that SA
+    # counts: a peer-specific rule ahead of it (a VCM direct SA) does not make the SG tunnel's own traffic
+    # from that peer (its return routability via the home agent, data before the switch) unprotected.
+    src, dst = int.from_bytes(key[2:18], "big"), int.from_bytes(key[18:34], "big")
+    ports = ((key[34] << 8) | key[35], (key[36] << 8) | key[37]) if len(key) == 38 else None
+    return any(rule.direction == "in" and rule.action == "protect" and rule.sa == sa.name
+               and rule.selector.matches(src, dst, key[0], ports) for rule in spd.rules)

@@ -337,3 +337,15 @@ def test_bad_announcement_keys_get_a_one_line_config_error(role, announce, named
     with pytest.raises(ConfigError, match=named) as info:
         _mobility({"address": "fdc0::2", "peers": [], "announcement": announce}, role)
     assert "\n" not in str(info.value)
+
+
+def test_a_peer_rule_ahead_of_the_tunnel_rule_does_not_refuse_the_peers_traffic_through_the_sg_tunnel():
+    """After a VCM KEYS the peer's home address has its own inbound rule (the direct SA) first in the SPD;
+    its return routability via the home agent and its data before the switch still come out of the SG
+    tunnel SA, whose selectors cover the whole VPN."""
+    peer = ipv6.pton("fdc0:ffee:0:1::a:2")
+    spd = SPD([{"name": "vcm-in", "direction": "in", "src": "fdc0:ffee:0:1::a:2/128", "dst": "::/0",
+                "action": "protect", "sa": "vcm-7-in"}] + list(external_spd().rules), VPN)
+    assert vpn_source_allowed(udp(peer, HOME), VpnPrefixes(VPN), spd=spd, sa=DOWN)
+    assert vpn_source_allowed(udp(peer, HOME), VpnPrefixes(VPN), spd=spd, sa=FakeSa("vcm-7-in"))
+    assert not vpn_source_allowed(udp(peer, HOME), VpnPrefixes(VPN), spd=spd, sa=None)

@@ -24,6 +24,7 @@ import time
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 
+from nodeapps.mobility.announcement import generate_key_pair
 from topologies import runs
 from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
 from topologies.links import emulated_links, emulation_metadata
@@ -406,7 +407,8 @@ table inet svpnlab_gateway {{
     def _make_mobility_configs(self) -> dict[str, dict]:
         """Mobile IPv6 roles: every MN has its tunnel SA pair with the SG (as without mobility) plus ESP
         transport SA pairs for BU/BA with the office home agent and with the SG (RFC 3776); the HA signs
-        its office announcements with a group SA that every MN holds. Keys are fresh per run."""
+        its office announcements with an Ed25519 key of this lab, whose public half is all an MN holds.
+        Keys are fresh per run."""
         plan = self.plan
         vpn = list(plan.vpn_prefixes)
         ha = plan.office["ha"]
@@ -416,8 +418,7 @@ table inet svpnlab_gateway {{
             return {"name": name, "spi": spi, "algorithm": ALGORITHM, "key": key, "salt": salt, "mode": mode,
                     "direction": direction, "local": local, "remote": remote}
 
-        announce_key, announce_salt = _hex(16), _hex(4)
-        announce_spi = self.spi_base + SPI_GROUP
+        announce_private, announce_public = generate_key_pair()
         sg_sas, sg_rules, sg_peers, ha_peers, configs = [], [], [], [], {}
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
@@ -450,8 +451,7 @@ table inet svpnlab_gateway {{
                          "in": sa(from_ha, mip + 1, "in", home, ha, *keys[1])},
                         {"address": plan.sg_public, "out": sa(to_sg, mip + 2, "out", sg_key, plan.sg_public, *keys[2]),
                          "in": sa(from_sg, mip + 3, "in", sg_key, plan.sg_public, *keys[3])}],
-                    "announcement": {"sa": sa("office-announcement", announce_spi, "in", "ff02::1", ha,
-                                              announce_key, announce_salt)}})
+                    "announcement": {"public_key": announce_public}})
             ha_peers.append({"address": home, "out": sa(from_ha, mip + 1, "out", ha, home, *keys[1]),
                              "in": sa(to_ha, mip, "in", ha, home, *keys[0])})
             sg_peers.append({"address": sg_key, "inner": home, "name": mn.name, "tunnel_out": down, "tunnel_in": up,
@@ -493,8 +493,7 @@ table inet svpnlab_gateway {{
             mobility={"address": ha, "home_prefixes": [office_prefix], "interface": "ha-eth0", "peers": ha_peers,
                       "behind_security_gateway": True,
                       "announcement": {"interval": self.announcement_interval, "prefix": office_prefix,
-                                       "sa": sa("office-announcement", announce_spi, "out", ha, "ff02::1",
-                                                announce_key, announce_salt)}})
+                                       "private_key": announce_private}})
         return configs
 
     def _add_vcm_configs(self, configs: dict, sg_mobility: dict) -> list[dict]:
@@ -611,7 +610,8 @@ table inet svpnlab_gateway {{
         configs["cn"] = self._node_config(
             "cn", "correspondent", addresses=[], routes=[ext_prefix], interfaces=["cn-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},
-            mobility={"address": CORRESPONDENT_ADDRESS, "interface": "cn-eth0", "peers": []})
+            mobility={"address": CORRESPONDENT_ADDRESS, "interface": "cn-eth0", "peers": [],
+                      "vpn_prefixes": list(plan.vpn_prefixes)})
 
     def _start_router_advertisements(self) -> None:
         """radvd on every access router and on the SG's office interface, at ``ra_intervals``."""

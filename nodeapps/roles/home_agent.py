@@ -5,8 +5,9 @@ neighbours switch to us at once), a /128 route for the home address into our TUN
 from the TUN leaves IPv6-in-IPv6 to the care-of address. Reverse-tunnelled packets (next header 41) from
 the registered care-of address are unwrapped and written into the TUN, from where the kernel forwards
 them. BU/BA travel in ESP transport mode with the node's SA pair (RFC 3776). Every ``interval`` seconds
-the HA multicasts an ESP-protected office announcement on the LAN: the proof a mobile node needs to
-believe it is inside (``nodeapps.mobility.location``).
+the HA multicasts an office announcement on the LAN, signed with its Ed25519 key and stamped with the
+time and a counter (``nodeapps.mobility.announcement``): the proof a mobile node needs to believe it is
+inside (``nodeapps.mobility.location``), which no MN can forge, since MNs hold only the public key.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import socket
 import time
 
 from nodeapps import ipv6
-from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import HomeAgent
+from nodeapps.mobility import announcement
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import (
-    ICMPV6_RS, build_announcement, interface_mac, open_router_advertisement_socket, receive_router_advertisement, run_ip,
+    ICMPV6_RS, interface_mac, open_router_advertisement_socket, receive_router_advertisement, run_ip,
     run_ip6_batch, send_unsolicited_na,
 )
 
@@ -44,15 +45,16 @@ class HomeAgentRuntime(MobilityRuntime):
                 f.write(key.split("=")[1])
         self.mac = interface_mac(self.interface)
         self.ifindex = socket.if_nametoindex(self.interface)
-        announcement = s.get("announcement")
-        self.announce_sa = SecurityAssociation.from_config(announcement["sa"]) if announcement else None
-        self.announce_interval = float(announcement.get("interval", 0.05)) if announcement else None
-        self.announce_prefix = announcement.get("prefix") if announcement else None
+        announce = s.get("announcement")
+        self.announce_key = announcement.load_private_key(announce["private_key"]) if announce else None
+        self.announce_interval = float(announce.get("interval", 0.05)) if announce else None
+        self.announce_prefix = ipv6.pton(announce["prefix"].split("/")[0]) if announce else None
+        self.announce_counter = 0
         self.next_announcement = time.monotonic()
         self.last_announcement = float("-inf")
         self.counters.update({"reverse_tunnelled": 0, "tunnelled_to_mn": 0, "no_binding": 0, "announcements": 0,
                               "announcements_solicited": 0})
-        if self.announce_sa is not None:
+        if self.announce_key is not None:
             # A node that just came onto the office link solicits routers: answer with an announcement at once
             # instead of leaving it to wait for the next periodic one.
             self.rs_sock = open_router_advertisement_socket(ICMPV6_RS)
@@ -118,20 +120,20 @@ class HomeAgentRuntime(MobilityRuntime):
     # ---- timers: core + announcements ----
     def next_timer(self):
         core = self.core.get_timer()
-        if self.announce_sa is None:
+        if self.announce_key is None:
             return core
         return self.next_announcement if core is None else min(core, self.next_announcement)
 
     def on_timer(self, now: float) -> None:
         self.core.handle_timer(now)
         self.flush_core(now)
-        if self.announce_sa is not None and now >= self.next_announcement:
+        if self.announce_key is not None and now >= self.next_announcement:
             self._announce(now)
 
     def on_router_solicitation(self, now: float) -> None:
         for _ in range(16):
             try:
-                _message, _source, ifindex = receive_router_advertisement(self.rs_sock)
+                _message, _source, ifindex, _hop_limit = receive_router_advertisement(self.rs_sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -149,7 +151,9 @@ class HomeAgentRuntime(MobilityRuntime):
     def _announce(self, now: float) -> None:
         self.next_announcement = now + self.announce_interval
         self.last_announcement = now
-        packet = build_announcement(self.announce_sa, ipv6.ntop(self.address), self.announce_prefix, time.time())
+        self.announce_counter += 1
+        packet = announcement.build(self.announce_key, self.address, self.announce_prefix, time.time_ns(),
+                                    self.announce_counter)
         try:
             self.sender.sendto(packet, ("ff02::1", 0, 0, self.ifindex))
             self.counters["announcements"] += 1

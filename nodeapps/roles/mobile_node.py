@@ -4,10 +4,18 @@ Movement: router advertisements arrive on a raw ICMPv6 socket. A new (router, pr
 the node forms its care-of address in the prefix with its fixed host id (no DAD: ``nodad``), replaces its
 default route and tells the core ``move_to(care_of)``; the core sends BUs to the security gateway (first:
 the SG must move the tunnel before anything else can pass it) and to the home agent. Inside or outside:
-only an ESP-authenticated office announcement on the current link makes the node internal; then it puts
+only an office announcement on the current link that the HA signed (Ed25519; the node holds the public key
+only) and that is newer than any before and fresh makes the node internal; then it puts
 its home address on the interface, removes the VPN routes into the TUN (plain traffic), announces itself
 with an unsolicited NA and deregisters (``move_to(home_address)``). A network that only copies the office
-prefix gets no address and no traffic from us.
+prefix gets no address and no traffic from us. Router advertisements are validated (RFC 4861 §6.1.2: link-
+local source, hop limit 255) and damped (``nodeapps.mobility.router_discovery``): one link decision per
+carrier change, or per new router once the current one has gone quiet, with a hold-down.
+
+Inbound policy after every decapsulation (RFC 4301 §5.2, ``nodeapps.esp.inbound_policy``): whatever the
+HA's tunnel, a type 2 routing header or a Home Address option hands over must have a non-VPN source or
+have come out of the ESP SA that the SPD names for it; clear packets claiming a VPN source are dropped
+(``unprotected_vpn_source``), except the insecure route optimisation's data from its own peers.
 
 Data: packets from the home address read from the TUN go to ``core.outgoing`` (reverse tunnel to the HA)
 and then through the SPD (the MN–SG tunnel SA, whose local end follows the care-of address). ESP from
@@ -48,8 +56,11 @@ import subprocess
 import time
 
 from nodeapps import ipv6
+from nodeapps.esp.inbound_policy import VpnPrefixes, vpn_source_allowed
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import MobileNode, PresenceDetector
+from nodeapps.mobility import announcement
+from nodeapps.mobility.router_discovery import MovementDamper, RaDecision, ra_invalid_reason
 from nodeapps.mobility.events import Datagram, Protection
 from nodeapps.mobility.mn_to_mn import MobilePeerRouting, mobility_type
 from nodeapps.mobility import messages as mh
@@ -57,7 +68,7 @@ from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import (
     RouterAdvertisementError, TransportPeer, TunnelPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
-    open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na, verify_announcement,
+    open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na,
 )
 from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
@@ -95,11 +106,17 @@ class MobileNodeRuntime(MobilityRuntime):
                                initial_bindack_timeout_first_reg=float(timers.get("initial_bindack_timeout_first_reg",
                                                                                   1.5)))
         self.presence = PresenceDetector(announcement_lifetime=s.get("announcement_lifetime"))
-        announcement = s.get("announcement")
-        self.announce_sa = SecurityAssociation.from_config(announcement["sa"]) if announcement else None
-        self.counters.update({"ra_rx": 0, "ra_bad": 0, "announcements_ok": 0, "announcements_bad": 0,
+        announce = s.get("announcement")
+        self.announce_key = announcement.load_public_key(announce["public_key"]) if announce else None
+        self.announce_max_age = float(announce.get("max_age", announcement.MAX_AGE_S)) if announce else 0.0
+        self.announce_last = None   # (timestamp, counter) of the last accepted announcement
+        self.damper = MovementDamper()
+        self.vpn = VpnPrefixes(self.vpn_prefixes)
+        self.insecure_peers: frozenset = frozenset()   # peer_data "clear": the peers' internal home addresses
+        self.counters.update({"ra_rx": 0, "ra_invalid": 0, "ra_damped": 0, "announcements_ok": 0,
+                              "announcements_bad": 0, "announcements_stale": 0,
                               "reverse_tunnelled": 0, "from_tunnel": 0, "route_optimised": 0,
-                              "route_optimised_in": 0})
+                              "route_optimised_in": 0, "unprotected_vpn_source": 0})
         self.link = None          # (router, prefix) we are attached to
         self.prefix = None
         self.router = None
@@ -130,7 +147,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.carrier = True
         self.early_proof = None   # time of an authentic announcement heard before the RA named the link
         self._watch(self.link_monitor.fileno(), self.on_link_change)
-        self.beacon = open_capture(self.interface, (ipv6.NH_ESP,), rcvbuf=1 << 20, host_only=False)
+        self.beacon = open_capture(self.interface, (announcement.NEXT_HEADER,), rcvbuf=1 << 20, host_only=False)
         self._watch(self.beacon.fileno(), self.on_beacon)
         now = time.monotonic()
         self.ext_core = None
@@ -188,6 +205,8 @@ class MobileNodeRuntime(MobilityRuntime):
         self.peer_data = peer_data
         if self.peer_data == "clear":
             self.peer_routing.start(now)
+            # The documented insecure route optimisation: its peers' data arrives in clear (docs/mobility.md).
+            self.insecure_peers = frozenset(peers)
         self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"]) for p in mobile_peers}
         self.counters.update({"ro_data_out": 0, "ro_data_in": 0})
 
@@ -387,7 +406,7 @@ class MobileNodeRuntime(MobilityRuntime):
     def on_router_advertisement(self, now: float) -> None:
         for _ in range(16):
             try:
-                message, source, ifindex = receive_router_advertisement(self.ra_sock)
+                message, source, ifindex, hop_limit = receive_router_advertisement(self.ra_sock)
             except BlockingIOError:
                 return
             except OSError:  # e.g. ENETDOWN while the link is down (a move)
@@ -395,16 +414,28 @@ class MobileNodeRuntime(MobilityRuntime):
             if ifindex != self.ifindex:
                 continue
             self.counters["ra_rx"] += 1
-            try:
-                ra = parse_router_advertisement(message, source)
-            except RouterAdvertisementError as exc:
-                self.counters["ra_bad"] += 1
-                self.log.emit(time.time(), "ra_dropped", reason=str(exc))
+            # RFC 4861 §6.1.2: validate before any use (link-local source, hop limit 255, code, lengths).
+            reason = ra_invalid_reason(message, source, hop_limit)
+            if reason is None:
+                try:
+                    ra = parse_router_advertisement(message, source)
+                except RouterAdvertisementError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                self.counters["ra_invalid"] += 1
+                self.log.emit(time.time(), "ra_invalid", router=source, hop_limit=hop_limit, reason=reason)
                 continue
             prefixes = [p for p, autonomous in ra.prefixes if autonomous] or [p for p, _ in ra.prefixes]
             if not prefixes or ra.router_lifetime == 0:
                 continue
             link = (ra.router, prefixes[0])
+            # RFC 6275 §11.5.1: while the current router keeps advertising, others do not move us.
+            decision = self.damper.router_advertisement(link, ra.router, now, ra.interval_ms)
+            if decision is RaDecision.DAMPED and link != self.link:
+                self.counters["ra_damped"] += 1
+                self.log.emit(time.time(), "ra_damped", router=ra.router, prefix=prefixes[0],
+                              current=self.link[0] if self.link else None)
+                continue
             if link == self.link:
                 continue
             if self.link == ("address", prefixes[0]):
@@ -443,12 +474,14 @@ class MobileNodeRuntime(MobilityRuntime):
         if up:
             if not self.carrier:
                 self.carrier = True
+                self.damper.carrier_changed(now)
                 self.rs_pending = True
                 self._solicit()
             return
         if not self.carrier:
             return
         self.carrier = False
+        self.damper.carrier_changed(now)
         self.early_proof = None
         self.log.emit(time.time(), "carrier_lost", interface=self.interface)
         if self.link is not None:
@@ -490,6 +523,7 @@ class MobileNodeRuntime(MobilityRuntime):
         if verdict == "lost":
             # Our care-of address is gone (not by us): detect again from the next RA, which we ask for.
             self.link = None
+            self.damper.link_lost(now)
             self.presence.link_down(now)
             self.presence.pop_events()
             self.rs_pending = True
@@ -530,9 +564,7 @@ class MobileNodeRuntime(MobilityRuntime):
             packet = frame[ETH_HEADER_LEN:]
             if len(packet) < 40 or packet[24] != 0xFF:
                 continue
-            prefix = verify_announcement(self.announce_sa, packet) if self.announce_sa else None
-            authentic = prefix is not None and prefix == self.home_prefix.network_address.packed
-            self.counters["announcements_ok" if authentic else "announcements_bad"] += 1
+            authentic = self._check_announcement(packet)
             if self.link is None:
                 if authentic and self.carrier:
                     self.early_proof = now   # our RS prompted it, ahead of the RA: same link, no carrier loss since
@@ -542,6 +574,24 @@ class MobileNodeRuntime(MobilityRuntime):
             if self.presence.location is not before:
                 self._apply_location(now)
                 self.flush_core(now)
+
+    def _check_announcement(self, packet: bytes) -> bool:
+        """Signed by the HA, for our office prefix, newer than the last one we accepted and fresh."""
+        if self.announce_key is None:
+            self.counters["announcements_bad"] += 1
+            return False
+        checked = announcement.verify(self.announce_key, packet, time.time(), self.announce_last,
+                                      self.announce_max_age)
+        if checked.verdict is announcement.Verdict.OK and checked.prefix != self.home_prefix.network_address.packed:
+            checked = announcement.Checked(announcement.Verdict.BAD, "another prefix")
+        if checked.verdict is announcement.Verdict.OK:
+            self.announce_last = checked.stamp
+            self.counters["announcements_ok"] += 1
+            return True
+        stale = checked.verdict is announcement.Verdict.STALE
+        self.counters["announcements_stale" if stale else "announcements_bad"] += 1
+        self.log.emit(time.time(), "announcement_refused", reason=checked.reason, source=ipv6.ntop(packet[8:24]))
+        return False
 
     def _apply_location(self, now: float) -> None:
         for change in self.presence.pop_events():
@@ -798,6 +848,8 @@ class MobileNodeRuntime(MobilityRuntime):
                 upper = None
             if upper == ipv6.NH_IPV6:
                 delivered = self.core.incoming(inner, now)
+                if delivered is not None and not self._source_protected(delivered, sa, "ha-tunnel"):
+                    continue
                 if delivered is not None:
                     self.counters["from_tunnel"] += 1
                     if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
@@ -821,14 +873,33 @@ class MobileNodeRuntime(MobilityRuntime):
     def _external_clear(self, packet: bytes, now: float) -> None:
         """Without ESP: RR messages and BA/BU from correspondents (public ones and peer MNs), data with a
         type 2 routing header (and, from a peer MN, a HAO), or data tunnelled by the external HA."""
+        # RFC 4301 §5.2: nothing in clear may claim a VPN source, the outer header included (a forged
+        # tunnel "from the home agent" in the public plan).
+        if not self._source_protected(packet, None, "clear"):
+            return
         before = self.peer_routing.counters["peer_data_in"]
         delivered = self.peer_routing.receive(packet, now)
         if delivered is not None:
-            if self.peer_routing.counters["peer_data_in"] != before:
+            insecure_path = self.peer_routing.counters["peer_data_in"] != before
+            if not self._source_protected(delivered, None, "clear-decapsulated", insecure_path=insecure_path):
+                return
+            if insecure_path:
                 self.counters["ro_data_in"] += 1
             else:
                 self.counters["route_optimised_in"] += 1
             self.write_tun(delivered)
+
+    def _source_protected(self, packet: bytes, sa, path: str, *, insecure_path: bool = False) -> bool:
+        """RFC 4301 §5.2 after decapsulation (``nodeapps.esp.inbound_policy``); a refusal is counted."""
+        if vpn_source_allowed(packet, self.vpn, spd=self.processor.spd, sa=sa, insecure_peers=self.insecure_peers,
+                              insecure_path=insecure_path):
+            return True
+        self.counters["unprotected_vpn_source"] += 1
+        whole = len(packet) >= ipv6.HEADER_LEN   # a runt has no addresses to name
+        self.log.emit(time.time(), "unprotected_vpn_source", src=ipv6.ntop(packet[8:24]) if whole else None,
+                      dst=ipv6.ntop(packet[24:40]) if whole else None, path=path,
+                      sa=sa.name if sa is not None else None)
+        return False
 
     def next_timer(self):
         cores = [self.core.get_timer(), self.presence.get_timer()]

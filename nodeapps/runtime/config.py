@@ -10,6 +10,7 @@ from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.esp.errors import ConfigError as EspConfigError
+from nodeapps.mobility import announcement
 
 ROLES = ("mobile-node", "security-gateway", "home-agent", "correspondent", "vcm")
 
@@ -124,7 +125,24 @@ def _mobility(section, role: str) -> dict | None:
     for i, peer in enumerate(section["peers"]):
         if not isinstance(peer, dict) or not {"address", "out", "in"} <= set(peer):
             raise ConfigError(f"config field mobility.peers[{i}] needs address, out and in")
+    announce = section.get("announcement")
+    if announce is not None:
+        _check_announcement(announce, role)
     return section
+
+
+def _check_announcement(announce, role: str) -> None:
+    """The HA signs office announcements (private key), an MN checks them (public key only)."""
+    field = "private_key" if role == "home-agent" else "public_key"
+    if not isinstance(announce, dict) or field not in announce:
+        raise ConfigError(f"config field mobility.announcement.{field} is missing")
+    try:
+        (announcement.load_private_key if field == "private_key" else announcement.load_public_key)(announce[field])
+    except ValueError as exc:
+        raise ConfigError(f"config field mobility.announcement.{exc}") from None
+    max_age = announce.get("max_age", announcement.MAX_AGE_S)
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not 0 < max_age <= 3600:
+        raise ConfigError(f"config field mobility.announcement.max_age holds {max_age!r}, not seconds in (0, 3600]")
 
 
 def _check_prefix(value, field: str) -> None:

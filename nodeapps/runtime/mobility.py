@@ -1,5 +1,6 @@
 """Runtime pieces the mobility roles share: router advertisements, neighbour advertisements, per-peer
-ESP transport processors for Mobility Header messages, SA endpoint moves, and the office announcement.
+ESP transport processors for Mobility Header messages and SA endpoint moves (the office announcement is
+``nodeapps.mobility.announcement``).
 
 Parsers here are pure functions (tested without root); the socket helpers are thin.
 """
@@ -12,13 +13,13 @@ import subprocess
 from dataclasses import dataclass
 
 from nodeapps import ipv6
-from nodeapps.esp.errors import EspError
 from nodeapps.esp.processor import IPsecProcessor
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime import sequences
+from nodeapps.mobility.router_discovery import hop_limit_from_ancillary
 
 ICMPV6_RA = 134
 ICMPV6_RS = 133
@@ -26,18 +27,13 @@ ICMPV6_NA = 136
 _ICMP6_FILTER = 1
 _IPV6_RECVPKTINFO = 49
 _IPV6_PKTINFO = 50
+_IPV6_RECVHOPLIMIT = 51
 _IPV6_UNICAST_HOPS = 16
 _IPV6_MULTICAST_HOPS = 18
 _IPV6_MULTICAST_IF = 17
 RA_FIXED_LEN = 16
 OPT_PREFIX_INFO = 3
 OPT_ADV_INTERVAL = 7
-# Office announcement payload: the SA proves who sent it; the next header value is one of the two that
-# RFC 3692 leaves for experiments, so nothing else on the link mistakes it for its own traffic.
-ANNOUNCEMENT_NEXT_HEADER = 253
-ANNOUNCEMENT_MAGIC = b"svpn-office\0"
-
-
 class RouterAdvertisementError(ValueError):
     """An ICMPv6 message that is not a usable router advertisement."""
 
@@ -228,18 +224,19 @@ def open_router_advertisement_socket(icmp_type: int = ICMPV6_RA) -> socket.socke
     words[icmp_type >> 5] &= ~(1 << (icmp_type & 31))  # RFC 3542 §3.2: a set bit blocks the type
     sock.setsockopt(socket.IPPROTO_ICMPV6, _ICMP6_FILTER, struct.pack("8I", *words))
     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVHOPLIMIT, 1)   # RFC 4861 §6.1.2 wants the hop limit
     sock.setblocking(False)
     return sock
 
 
 def receive_router_advertisement(sock: socket.socket):
-    """(message, source address, interface index, hop limit ok) for one waiting message."""
+    """(message, source address, interface index, IP hop limit or None) for one waiting message."""
     data, ancdata, _flags, address = sock.recvmsg(2048, 256)
     ifindex = 0
     for level, kind, value in ancdata:
         if level == socket.IPPROTO_IPV6 and kind == _IPV6_PKTINFO and len(value) >= 20:
             ifindex = struct.unpack_from("I", value, 16)[0]
-    return data, address[0].split("%")[0], ifindex
+    return data, address[0].split("%")[0], ifindex, hop_limit_from_ancillary(ancdata)
 
 
 def neighbour_advertisement(target: str, mac: str) -> bytes:
@@ -386,28 +383,3 @@ def move_sa(sad: SAD, name: str, *, local: str | None = None, remote: str | None
         sa.remote = str(ipaddress.IPv6Address(sa.remote_bytes))
     sad.add(sa)
     return True
-
-
-# ---- office announcement --------------------------------------------------------------------------------
-
-def build_announcement(sa: SecurityAssociation, source: str, prefix: str, now: float) -> bytes:
-    """ESP-protected multicast packet (source -> ff02::1) naming the office prefix; only holders of the
-    office SA can make one, so a network that copies the prefix cannot."""
-    body = ANNOUNCEMENT_MAGIC + ipaddress.IPv6Network(prefix).network_address.packed + struct.pack("!d", now)
-    esp = sa.seal(ANNOUNCEMENT_NEXT_HEADER, body)
-    return ipv6.build_header(ipv6.pton(source), ipv6.pton("ff02::1"), ipv6.NH_ESP, len(esp), hop_limit=255) + esp
-
-
-def verify_announcement(sa: SecurityAssociation, packet: bytes) -> bytes | None:
-    """The announced prefix address (16 bytes) if ``packet`` is an authentic announcement under ``sa``."""
-    if len(packet) < ipv6.HEADER_LEN + 8 or packet[6] != ipv6.NH_ESP or packet[7] != 255:
-        return None
-    if int.from_bytes(packet[40:44], "big") != sa.spi:
-        return None
-    try:
-        next_header, body = sa.open(packet[40:ipv6.HEADER_LEN + ((packet[4] << 8) | packet[5])])
-    except EspError:  # any ESP failure (ICV, replay, format) means "not authenticated"
-        return None
-    if next_header != ANNOUNCEMENT_NEXT_HEADER or not body.startswith(ANNOUNCEMENT_MAGIC):
-        return None
-    return body[len(ANNOUNCEMENT_MAGIC):len(ANNOUNCEMENT_MAGIC) + 16]

@@ -125,7 +125,8 @@ def test_moves_keep_the_home_address_reachable(lab):
 
 
 def test_fake_office_keeps_the_node_external_and_silent(lab):
-    """ar2's network advertises the office prefix and sends announcements with a key it does not have."""
+    """ar2's network advertises the office prefix and sends announcements signed with a key that is not the
+    HA's."""
     from topologies.lab import radvd_config
     plan = lab.plan
     conf = os.path.join(lab.run_dir, "radvd-fake.conf")
@@ -134,15 +135,16 @@ def test_fake_office_keeps_the_node_external_and_silent(lab):
     lab.stop_helper(lab._radvd[1])  # ar2's own radvd
     lab.popen("ar2", ["radvd", "--nodaemon", "--config", conf, "--logmethod", "stderr", "--pidfile",
                       os.path.join(lab.run_dir, "radvd-fake.pid")], "radvd-fake.log")
-    fake_sa = dict(lab.node_configs["ha"]["mobility"]["announcement"]["sa"], key="00" * 16)
-    script = ("import time,socket,json,sys\n"
-              "from nodeapps.esp.sa import SecurityAssociation\n"
-              "from nodeapps.runtime.mobility import build_announcement\n"
+    # Signed with a key of its own (what an MN, holding only the HA's public key, could do at best).
+    script = ("import time,socket\n"
+              "from nodeapps import ipv6\n"
+              "from nodeapps.mobility import announcement as a\n"
               "from nodeapps.runtime.packet_io import open_sender\n"
-              f"sa=SecurityAssociation.from_config(json.loads({repr(__import__('json').dumps(fake_sa))}))\n"
-              "s=open_sender(); i=socket.if_nametoindex('ar2-lan')\n"
-              f"while True:\n s.sendto(build_announcement(sa,'{plan.access['wlan2'].router_address}',"
-              f"'{plan.office_prefix}',time.time()),('ff02::1',0,0,i)); time.sleep(0.05)\n")
+              "key=a.load_private_key(a.generate_key_pair()[0])\n"
+              "s=open_sender(); i=socket.if_nametoindex('ar2-lan'); n=0\n"
+              f"while True:\n n+=1; s.sendto(a.build(key,ipv6.pton('{plan.access['wlan2'].router_address}'),"
+              f"ipv6.pton('{plan.office_prefix.network_address}'),time.time_ns(),n),('ff02::1',0,0,i));"
+              " time.sleep(0.05)\n")
     import sys
     lab.popen("ar2", [sys.executable, "-c", script], "fake-announcer.log")
     lab.move("mn1", "wlan2", wait=False)

@@ -36,7 +36,7 @@ loop's catch is not in the way)::
     h.close()
 
 Packets that look like a peer's need the keys: ``inbound_sas()`` lists every inbound SA configuration of
-the node (SPD SAs, mobility peers, tunnel peers, VCM SAs, the office announcement group SA) and ``esp()``
+the node (SPD SAs, mobility peers, tunnel peers, VCM SAs) and ``esp()``
 seals with the peer's copy, sequence numbers counting up.
 """
 from __future__ import annotations
@@ -114,6 +114,10 @@ class _FakeTimeModule:
     def __init__(self, clock: FakeClock):
         self.monotonic = clock.monotonic
         self.time = clock.time
+
+        def time_ns():
+            return int(clock.time() * 1e9)
+        self.time_ns = time_ns
 
     @staticmethod
     def sleep(_seconds):

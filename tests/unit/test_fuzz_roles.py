@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeapps import ipv6
+from nodeapps.mobility import announcement
 from nodeapps.mobility import messages as mh
 from nodeapps.roles import vcm_shell
 from nodeapps.vcm import protocol as vp
@@ -402,14 +403,22 @@ def test_mobile_node_link_inputs_never_raise(variant, node, data):
         h.router_advertisement(*[draw_router_advertisement(data) for _ in range(data.draw(st.integers(1, 2)))],
                                source=source)
     elif kind == "beacon":
-        sa = h.runtime.announce_sa
+        ha = _configs[variant].get("ha", {}).get("mobility", {}).get("announcement")
         body = data.draw(st.binary(max_size=40))
-        if sa is not None and data.draw(st.booleans()):
-            config = next(s for s in h.inbound_sas() if s["name"] == "office-announcement")
-            body = b"svpn-office\0" + body
-            packet = h.esp(config, data.draw(st.sampled_from([253, 253, 59, 17])), body,
-                           src=ipv6.pton("fd00:10::2"), dst=ipv6.pton("ff02::1"))
-            packet = packet[:7] + bytes((data.draw(st.sampled_from([255, 255, 64])),)) + packet[8:]
+        if ha is not None and data.draw(st.booleans()):
+            # Signed by the HA's key or another, fresh or stale or replayed, then maybe cut or bit-flipped.
+            key = announcement.load_private_key(ha["private_key"]) if data.draw(st.booleans()) else \
+                announcement.load_private_key(announcement.generate_key_pair()[0])
+            stamp = int((h.clock.time() + data.draw(st.sampled_from([0.0, 0.0, -5.0, 3.0]))) * 1e9)
+            packet = announcement.build(key, ipv6.pton(_configs[variant]["ha"]["mobility"]["address"]),
+                                        ipv6.pton(ha["prefix"].split("/")[0]), max(stamp, 0),
+                                        data.draw(st.integers(0, 3)))
+            cut = data.draw(st.integers(0, len(packet)))
+            flip = data.draw(st.integers(0, len(packet) - 1))
+            packet = bytearray(packet[:cut] if data.draw(st.booleans()) else packet)
+            if data.draw(st.booleans()) and flip < len(packet):
+                packet[flip] ^= 0x01
+            packet = bytes(packet)
         else:
             packet = ipv6.build_header(ipv6.pton("fe80::2"), ipv6.pton("ff02::1"), ipv6.NH_ESP, len(body)) + body
         h.beacon(packet)

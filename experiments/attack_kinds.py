@@ -151,7 +151,7 @@ def _exthdr_packet(variant: str, src: str, dst: str, home: str, sequence: int):
     if variant == "rh2_data":
         return base / IPv6ExtHdrRouting(type=2, segleft=1, addresses=[home]) / UDP(sport=40003, dport=7777) / (b"x" * 16)
     if variant == "bu_clear":
-        return base / IPv6ExtHdrDestOpt(options=[HAO(hoa=home)]) / MIP6MH_BU(seq=sequence, flags=0xC000, mhtime=100)
+        return base / IPv6ExtHdrDestOpt(options=[HAO(hoa=home)]) / MIP6MH_BU(seq=sequence, flags="AH", mhtime=100)
     raise BuildError(f"unknown variant {variant!r}")
 
 

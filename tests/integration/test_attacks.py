@@ -1,0 +1,38 @@
+"""experiments/attacks.py --quick: every attack of the suite passes (private plan, VCM in the SG) within the
+CI budget, writes its results, and the lab is gone afterwards."""
+import csv
+import glob
+import os
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, our_leftovers
+
+QUICK_BUDGET_S = 120
+
+
+def test_quick_attack_suite_passes_and_leaves_nothing(tmp_path):
+    before = our_leftovers()
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "attacks.py"), "--quick",
+                             "--results", str(tmp_path)], capture_output=True, text=True, timeout=400)
+    wall = time.monotonic() - started
+    (folder,) = glob.glob(str(tmp_path / "attacks-*"))
+    with open(os.path.join(folder, "attacks.csv"), encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    failed = [f"{r['attack']}: {r['failures']}" for r in rows if r["result"] != "PASS"]
+    assert not failed, "\n".join(failed)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    # Every attack of the files ran, and printed its line while the suite ran.
+    listed = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "attacks.py"), "--list"],
+                            capture_output=True, text=True, timeout=60).stdout.split("\n")
+    names = {line.split()[0] for line in listed if line.strip()}
+    assert {r["attack"] for r in rows} == names
+    assert all(f"PASS  {name}" in result.stdout for name in names)
+    with open(os.path.join(folder, "summary.md"), encoding="utf-8") as f:
+        summary = f.read()
+    assert "| attack | from | expected | observed | result |" in summary and summary.count("pass 1/1") == len(names)
+    assert os.path.getsize(os.path.join(folder, "plots", "grid.png")) > 1000
+    assert wall <= QUICK_BUDGET_S, f"--quick took {wall:.0f} s"
+    assert our_leftovers() == before

@@ -76,6 +76,7 @@ class Attacker:
         self.places = list(lab.topo.attacker_places)
         self.host = lab.host("atk")
         self._sent = 0
+        self._compromised: dict[str, CompromisedNode] = {}
 
     # ---- where atk is -----------------------------------------------------------------------------
     def _check(self, place: str) -> None:
@@ -179,7 +180,9 @@ class Attacker:
     def compromised(self, mn: str) -> "CompromisedNode":
         if mn not in self.lab.node_configs or self.lab.node_configs[mn].get("role") != "mobile-node":
             raise AttackerError(f"{mn!r} is not a mobile node of this lab")
-        return CompromisedNode(self.lab, mn)
+        if mn not in self._compromised:   # one per MN: its SA copies keep their sequence numbers
+            self._compromised[mn] = CompromisedNode(self.lab, mn)
+        return self._compromised[mn]
 
 
 class CompromisedNode:
@@ -239,6 +242,13 @@ class CompromisedNode:
                 esp = sa.seal(ipv6.NH_IPV6, _raw(packet))
                 out.append(ipv6.build_header(sa.local_bytes, sa.remote_bytes, ipv6.NH_ESP, len(esp)) + esp)
         return out
+
+    def caught_up(self) -> bool:
+        """True once the MN's own tunnel SA has gone past every sequence number we used on it: each number
+        we took is one the MN's next packet with that number loses (a replay at the SG) until then."""
+        name = self.tunnel_sa_config()["name"]
+        ours = self._sas.get(name)
+        return ours is None or self.current_seq(name) >= ours.seq
 
     def mobility_peer(self, address: str) -> dict:
         for peer in self.mobility.get("peers", []):

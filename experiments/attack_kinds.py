@@ -334,29 +334,38 @@ def router_advertisement(ctx, attack) -> str:
 
 
 def office_announcement(ctx, attack) -> str:
-    """An office announcement made by a compromised MN with what it holds (the group SA of the lab's
-    configuration, if any, else a key of its own), multicast on a visited network where another MN is."""
-    from nodeapps import ipv6
-    from nodeapps.esp.sa import SecurityAssociation
-    from nodeapps.runtime.mobility import build_announcement
+    """An office announcement made by a compromised MN with what it holds, multicast on a visited network
+    where another MN is: signed with a key of its own when announcements are signed by the HA
+    (nodeapps.mobility.announcement), else sealed with the group SA of the MN's configuration."""
     import time as _time
     p = attack.params
     node = ctx.attacker.compromised(attack.compromised)
     place = p.get("on", "wlan1")
-    config = node.announcement_sa()
-    if config is not None:
-        config = dict(config, direction="out", local=config["remote"], remote=config["local"])
-    else:
-        config = {"name": "forged", "spi": 0x2000, "algorithm": "aes128gcm16", "key": os.urandom(16).hex(),
-                  "salt": os.urandom(4).hex(), "mode": "transport", "direction": "out", "local": "fe80::1",
-                  "remote": "ff02::1"}
-    sa = SecurityAssociation.from_config(config)
-    sa.seq = 1 << 20
     source = ctx.attacker.link_local(place)
-    packets = [build_announcement(sa, source, str(ctx.lab.plan.office_prefix), _time.time())
-               for _ in range(p.get("count", 5))]
-    del ipv6
-    return f"{ctx.attacker.inject(place, packets, gap=0.02)} forged office announcements on {place}"
+    prefix = ctx.lab.plan.office_prefix.network_address.packed
+    count = p.get("count", 5)
+    try:
+        from nodeapps.mobility import announcement
+    except ImportError:
+        announcement = None
+    if announcement is not None and hasattr(announcement, "build"):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from nodeapps import ipv6
+        key = Ed25519PrivateKey.generate()   # not the HA's: only the HA holds that one
+        packets = [announcement.build(key, ipv6.pton(source), prefix, _time.time_ns(), 1 << 40 | i)
+                   for i in range(count)]
+        how = "signed with a key of its own"
+    else:
+        from nodeapps.esp.sa import SecurityAssociation
+        from nodeapps.runtime.mobility import build_announcement
+        config = node.announcement_sa()
+        config = dict(config, direction="out", local=config["remote"], remote=config["local"])
+        sa = SecurityAssociation.from_config(config)
+        sa.seq = 1 << 20
+        packets = [build_announcement(sa, source, str(ctx.lab.plan.office_prefix), _time.time())
+                   for _ in range(count)]
+        how = "under the group SA it holds"
+    return f"{ctx.attacker.inject(place, packets, gap=0.02)} forged office announcements on {place}, {how}"
 
 
 # ---- junk ----------------------------------------------------------------------------------------------

@@ -421,8 +421,8 @@ def main(argv=None) -> int:
         stop.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     args.folder = os.path.join(args.results, "attacks-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
     os.makedirs(args.folder, exist_ok=True)
     started = time.monotonic()
@@ -438,7 +438,8 @@ def main(argv=None) -> int:
     except Exception as exc:   # a lab that would not start: one line, the lab is already down
         print(f"attacks.py: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         wall = time.monotonic() - started
         write_results(args.folder, rows, args, complete, wall)
     failed = [r for r in rows if r["result"] != "PASS"]

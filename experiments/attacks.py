@@ -270,7 +270,8 @@ def run_config(plan: str, vcm: str, attacks, args, stop, rows: list[dict]) -> No
         print(f"[{plan}/{vcm}] building the lab ...", flush=True)
         lab.start()
         for node, intf, label in CAPTURES:
-            lab.popen(node, ["tcpdump", "--immediate-mode", "-n", "-U", "-s", "0", "-i", intf, "-w", os.path.join(run_dir, f"{label}.pcap"),
+            lab.popen(node, ["tcpdump", "--immediate-mode", "-n", "-U", "-s", "0", "-i", intf, "-w",
+                             os.path.join(run_dir, f"{label}.pcap"),
                              "ip6"], f"tcpdump-{label}.log")
         probe_files = []
         for name, src, dst, rate, port in FLOWS:
@@ -386,7 +387,8 @@ def draw_grid(folder: str, rows: list[dict]) -> list[str]:
     configs = list(dict.fromkeys(f"{r['plan']}/{r['vcm']}" for r in rows))
     grid = [[0.5] * len(configs) for _ in attacks]   # 0.5: did not apply
     for r in rows:
-        grid[attacks.index(r["attack"])][configs.index(f"{r['plan']}/{r['vcm']}")] = 1.0 if r["result"] == "PASS" else 0.0
+        cell = 1.0 if r["result"] == "PASS" else 0.0
+        grid[attacks.index(r["attack"])][configs.index(f"{r['plan']}/{r['vcm']}")] = cell
     fig, ax = plt.subplots(figsize=(2.0 + 1.3 * len(configs), 1.0 + 0.28 * len(attacks)))
     ax.imshow(grid, cmap=ListedColormap(["#d62728", "#dddddd", "#2ca02c"]), vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(configs)), configs)

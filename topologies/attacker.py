@@ -164,7 +164,8 @@ class Attacker:
         interface = self.interface(place)
         self._sent += 1
         path = os.path.join(self.lab.run_dir, name or f"atk-sniff-{self._sent}-{place}.pcap")
-        proc = self.host.popen(["timeout", "-s", "INT", f"{seconds:g}", "tcpdump", "--immediate-mode", "-n", "-U", "-s", "0", "-i",
+        proc = self.host.popen(["timeout", "-s", "INT", f"{seconds:g}", "tcpdump", "--immediate-mode", "-n", "-U",
+                                "-s", "0", "-i",
                                 interface, "-w", path] + bpf.split(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
         try:
@@ -269,8 +270,9 @@ class CompromisedNode:
         return out
 
     def vcm_control(self, payloads, sport: int = 7420) -> list[bytes]:
-        """VCM control datagrams (one payload or a list) from the MN's home address, on the path its agent uses: UDP to the SG's
-        office address inside the tunnel (VCM in the SG), or ESP transport to the VCM host inside it."""
+        """VCM control datagrams (one payload or a list) from the MN's home address, on the path its agent
+        uses: UDP to the SG's office address inside the tunnel (VCM in the SG), or ESP transport to the VCM
+        host inside it."""
         from scapy.layers.inet import UDP
         from scapy.layers.inet6 import IPv6
         section = self.mobility.get("vcm")

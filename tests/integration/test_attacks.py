@@ -36,3 +36,30 @@ def test_quick_attack_suite_passes_and_leaves_nothing(tmp_path):
     assert os.path.getsize(os.path.join(folder, "plots", "grid.png")) > 1000
     assert wall <= QUICK_BUDGET_S, f"--quick took {wall:.0f} s"
     assert our_leftovers() == before
+
+
+def test_ctrl_c_tears_the_lab_down_and_keeps_what_was_judged(tmp_path):
+    import signal
+    before = our_leftovers()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "experiments", "attacks.py"), "--quick",
+                             "--results", str(tmp_path), "--only", "esp-unknown-spi,junk-from-core,ra-flood"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:   # interrupt once the first attack has been judged
+            if "esp-unknown-spi" in line or time.monotonic() > deadline:
+                break
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    (folder,) = glob.glob(str(tmp_path / "attacks-*"))
+    with open(os.path.join(folder, "summary.md"), encoding="utf-8") as f:
+        summary = f.read()
+    assert "interrupted: incomplete" in summary and "| esp-unknown-spi |" in summary
+    assert our_leftovers() == before

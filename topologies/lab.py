@@ -86,7 +86,7 @@ class SvpnLab:
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
                  vcm_pair: str | None = None, seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
-                 event_rate_limit: int = 20, fault_injection: bool = False):
+                 event_rate_limit: int = 20, fault_injection: bool = False, attacker=None):
         if esp_encap not in ESP_ENCAPS:
             raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
                            "(ESP in UDP port 4500, RFC 3948)")
@@ -116,8 +116,10 @@ class SvpnLab:
                                                                  mobile_nodes)
         self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
                              link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
-                             correspondent=correspondent, seed=seed)
+                             correspondent=correspondent, seed=seed, attacker=attacker)
         self.seed = seed
+        # ``lab.attacker`` (topologies/attacker.py) once the lab runs, when ``attacker`` names places.
+        self.attacker = None
         # Node event logs drop repeats of one event kind beyond this many per second (floods of per-packet
         # drops); with many mobile nodes, protocol events such as session_detected need a higher cap.
         self.event_rate_limit = event_rate_limit
@@ -202,6 +204,8 @@ class SvpnLab:
                     if intf != "lo":
                         switch.cmd(f"ip link set dev {intf} mtu {self.topo.mtu}")
             self._configure_gateway()
+            if self.topo.attacker_places:
+                self._start_attacker()
             if self.mobility:
                 self._start_router_advertisements()
             self._start_vpn_nodes()
@@ -308,6 +312,20 @@ class SvpnLab:
             self._helpers.remove(proc)
 
     # ---- configuration --------------------------------------------------------------------------
+    def _start_attacker(self) -> None:
+        """An access bridge the attacker sits on floods every frame to every port (ageing time 0), like
+        a radio medium any station can hear; node apps take only frames addressed to them."""
+        from topologies.attacker import Attacker
+        for place in self.topo.attacker_places:
+            bridge = ACCESS_SWITCH.get(place)
+            if bridge is None:
+                continue
+            result = subprocess.run(["ip", "link", "set", "dev", bridge, "type", "bridge", "ageing_time", "0"],
+                                    capture_output=True, text=True)
+            if result.returncode:
+                raise LabError(f"attacker on {place}: {result.stderr.strip()}")
+        self.attacker = Attacker(self)
+
     def _configure_gateway(self) -> None:
         sg = self.host("sg")
         sg.cmd("sysctl -qw net.ipv6.conf.sg-lan.proxy_ndp=1 net.ipv6.neigh.sg-lan.proxy_delay=0")

@@ -55,6 +55,43 @@ LINK_PROFILE_SETS = ("default", "ideal")
 CORRESPONDENT_PREFIX = "2001:db8:0:c0::/64"
 CORRESPONDENT_ADDRESS = "2001:db8:0:c0::2"
 CORRESPONDENT_GATEWAY = "2001:db8:0:c0::1"
+# The lab's attacker host "atk" (SvpnLab(attacker=[...])): a rogue station on a visited network (an address
+# in its prefix, on its access bridge) and/or a host on the Internet core with a public /64 of its own.
+ATTACKER_PLACES = ("wlan1", "wlan2", "cell", "core")
+ATTACKER_HOST_ID = 0xBAD
+ATTACKER_CORE_PREFIX = "2001:db8:0:ba::/64"
+ATTACKER_CORE_ADDRESS = "2001:db8:0:ba::2"
+ATTACKER_CORE_GATEWAY = "2001:db8:0:ba::1"
+
+
+def check_attacker_places(places) -> list[str]:
+    """The attacker's places in order, each once; PlanError (one line) for anything else."""
+    if places is None:
+        return []
+    if isinstance(places, str):
+        places = places.split("+")
+    if not isinstance(places, (list, tuple)) or not places:
+        raise PlanError(f"attacker must name one or more places among {', '.join(ATTACKER_PLACES)}, "
+                        f"not {places!r}")
+    out = []
+    for place in places:
+        if place not in ATTACKER_PLACES:
+            raise PlanError(f"attacker place {place!r} is not one of {', '.join(ATTACKER_PLACES)}")
+        if place in out:
+            raise PlanError(f"attacker place {place!r} named twice")
+        out.append(place)
+    return out
+
+
+def attacker_interface(place: str) -> str:
+    return f"atk-{place}"
+
+
+def attacker_address(plan: AddressPlan, place: str) -> str:
+    """atk's address at ``place``: host id ::bad in a visited prefix, or its own core prefix."""
+    if place == "core":
+        return ATTACKER_CORE_ADDRESS
+    return str(plan.access[place].prefix.network_address + ATTACKER_HOST_ID)
 
 
 class LabNode(Node):
@@ -114,7 +151,7 @@ class SvpnTopo(Topo):
     """
 
     def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
-              plain_service=False, mtu=1500, links="default", correspondent=False, seed=None):
+              plain_service=False, mtu=1500, links="default", correspondent=False, seed=None, attacker=None):
         if isinstance(seed, str) and seed.isdigit():  # from `mn --topo svpn,seed=7`
             seed = int(seed)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -132,6 +169,7 @@ class SvpnTopo(Topo):
             attachments = attachments.split("+")
         plan = make_plan(addressing, mobile_nodes, attachments)
         self.plan: AddressPlan = plan
+        self.attacker_places = check_attacker_places(attacker)
         self.link_names: dict[str, tuple[str, str]] = {}
         link_params = dict(link_params or {})
         self.link_params: dict[str, dict] = {}
@@ -194,6 +232,8 @@ class SvpnTopo(Topo):
             ir_addresses.append(("ir-cn", f"{CORRESPONDENT_GATEWAY}/64"))
             self.addHost("cn", cls=LabNode, ip=None, mtu=mtu, addresses=[("cn-eth0", f"{CORRESPONDENT_ADDRESS}/64")],
                          routes=[f"default via {CORRESPONDENT_GATEWAY}"])
+        if "core" in self.attacker_places:
+            ir_addresses.append(("ir-atk", f"{ATTACKER_CORE_GATEWAY}/64"))
         self.addHost("ir", cls=LabNode, ip=None, mtu=mtu, forwarding=True, addresses=ir_addresses, routes=ir_routes)
         link("sg-ir", "sg-ir", "sg", "ir", "sg-wan", "ir-sg")
         for net_name in plan.access:
@@ -219,9 +259,32 @@ class SvpnTopo(Topo):
                          routes=[f"default via {gateway}"])
             link(f"{mn.name}-access", "access", mn.name, switch, intf)
 
+        if self.attacker_places:
+            self._add_attacker(plan, link)
+
         if link_params:
             raise PlanError(f"link_params names unknown link(s): {', '.join(sorted(link_params))} "
                             f"(links: {', '.join(sorted(self.link_names))})")
+
+
+    def _add_attacker(self, plan: AddressPlan, link) -> None:
+        """Host ``atk`` with one interface per place; its default route leaves by the core when it has
+        a place there, else by the first visited network's access router."""
+        addresses, routes = [], []
+        for place in self.attacker_places:
+            address = attacker_address(plan, place)
+            addresses.append((attacker_interface(place), f"{address}/64"))
+        first = self.attacker_places[0]
+        if "core" in self.attacker_places:
+            routes.append(f"default via {ATTACKER_CORE_GATEWAY} dev {attacker_interface('core')}")
+        else:
+            routes.append(f"default via {plan.access[first].router_address} dev {attacker_interface(first)}")
+        self.addHost("atk", cls=LabNode, ip=None, mtu=self.mtu, addresses=addresses, routes=routes)
+        for place in self.attacker_places:
+            if place == "core":
+                link("atk-core", "access", "atk", "ir", attacker_interface(place), "ir-atk")
+            else:
+                link(f"atk-{place}", "access", "atk", ACCESS_SWITCH[place], attacker_interface(place))
 
 
 topos = {"svpn": SvpnTopo}

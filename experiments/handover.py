@@ -324,6 +324,8 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
         finally:
             lab.stop()
             link_meta = lab.link_metadata()
+            if lab.node_configs:   # the run's ESP keys, so its captures can be decrypted (lab keys)
+                lab.export_wireshark(os.path.join(folder, "captures", strategy, "wireshark"))
             records.append_rows(folder, "counters", records.handler_error_rows(strategy, lab.handler_errors()))
     end = time.time()
     if t0 is not None:

@@ -681,4 +681,27 @@ def write_summary(folder: str) -> pd.DataFrame:
         config = {}
     with open(os.path.join(folder, "summary.md"), "w", encoding="utf-8") as f:
         f.write(summary_markdown(summary, config, read_table(folder, "rtt"), read_table(folder, "counters")))
+        f.write(decryption_markdown(folder))
     return summary
+
+
+def decryption_markdown(folder: str) -> str:
+    """How to read each strategy's captures decrypted: its Wireshark folder (ESP SA table, decryption on,
+    colouring rules) and a tshark line that needs no file; empty when the run kept no keys."""
+    root = os.path.join(folder, "captures")
+    rows = []
+    for strategy in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        table = os.path.join(root, strategy, "wireshark", "esp_sa")
+        if not os.path.exists(table):
+            continue
+        with open(table, encoding="utf-8") as f:
+            records = [line.strip() for line in f if line.startswith('"')]
+        capture = f"captures/{strategy}/ir.pcap"
+        options = " ".join(f"-o 'uat:esp_sa:{r}'" for r in records)
+        rows += [f"- `{strategy}` ({len(records)} SAs): `WIRESHARK_CONFIG_DIR=captures/{strategy}/wireshark "
+                 f"tshark -r {capture}`, or without the folder:", "",
+                 f"  `tshark -r {capture} -o esp.enable_encryption_decode:TRUE {options}`", ""]
+    if not rows:
+        return ""
+    return "\n".join(["", "Decrypting the captures (lab keys, fresh for every run; Wireshark: copy the folder to "
+                      "~/.config/wireshark/profiles/ and choose it as the profile):", ""] + rows)

@@ -25,7 +25,7 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 
 from nodeapps.mobility.announcement import generate_key_pair
-from topologies import runs
+from topologies import runs, wireshark
 from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
 from topologies.links import emulated_links, emulation_metadata
 from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, CORRESPONDENT_ADDRESS, OFFICE_SWITCH, SvpnTopo
@@ -159,6 +159,7 @@ class SvpnLab:
         self.final_counters: dict[str, dict] = {}
         self.handler_error_events: list[dict] = []
         self._counters_read = False
+        self.runtime_sas: list[dict] = []   # SAs the node apps made at run time, read from their key logs at stop
 
     @staticmethod
     def _check_route_optimisation(pairs, addressing, mobility, vcm, mobile_nodes) -> list[tuple[str, str]]:
@@ -222,6 +223,7 @@ class SvpnLab:
             _terminate_all(list(self.apps.values()))
             if self.apps and not self._counters_read and self.run_dir and os.path.isdir(self.run_dir):
                 self._read_final_counters()
+                self.runtime_sas = wireshark.read_key_logs(self.run_dir)
                 self._counters_read = True
                 for listener in list(STOP_LISTENERS):
                     listener(self)
@@ -258,6 +260,16 @@ class SvpnLab:
                                                  if k not in ("time", "node", "event")}
                 elif len(self.handler_error_events) < HANDLER_ERROR_EVENTS_KEPT:
                     self.handler_error_events.append(record)
+
+    def esp_sas(self) -> list[dict]:
+        """Every ESP SA this lab used: the configured ones and those made at run time (read at stop)."""
+        made = self.runtime_sas if self.net is None or not self.run_dir else wireshark.read_key_logs(self.run_dir)
+        return wireshark.unique(wireshark.configured_sas(self.node_configs) + made)
+
+    def export_wireshark(self, folder: str) -> str:
+        """Write a Wireshark configuration folder that decrypts this lab's ESP (also after stop); use it as
+        ``WIRESHARK_CONFIG_DIR=folder tshark -r capture.pcap``."""
+        return wireshark.write_profile(folder, self.esp_sas())
 
     def handler_errors(self) -> dict[str, int]:
         """{node: handler_errors} from the final counters (after stop)."""
@@ -417,6 +429,8 @@ table inet svpnlab_gateway {{
                   "control_socket": self.control_socket(node), "event_rate_limit": self.event_rate_limit,
                   # A restarted node app continues its SAs' sequence numbers from here (no nonce reuse).
                   "sequence_store": os.path.join(self.run_dir, f"{node}.seq.json"),
+                  # SAs made at run time (the VCM's pairs), for the run's Wireshark profile
+                  "key_log": os.path.join(self.run_dir, f"{node}.keys.jsonl"),
                   "fault_injection": self.fault_injection}
         if mobility is not None:
             config["mobility"] = mobility

@@ -368,6 +368,7 @@ class MobileNodeRuntime(MobilityRuntime):
                     cfg["local"] = self.care_of or cfg["local"]
                     cfg["remote"] = self.peer_care_of.get(peer, cfg["remote"])
                 sad.add(SecurityAssociation.from_config(cfg))
+                self.log_key(cfg)
                 self.direct_sa_peer[cfg["name"]] = peer
             elif op.action == "del-sa":
                 self.direct_sa_peer.pop(cfg["name"], None)

@@ -37,6 +37,7 @@ class NodeConfig:
     event_rate_limit: int = 20   # events of one kind and reason per second before the log drops repeats
     sequence_store: str | None = None   # file that keeps SA sequence numbers across restarts
     fault_injection: bool = False   # control commands that break the node on purpose (tests, experiments)
+    key_log: str | None = None      # file the node appends SAs it creates at run time to (lab keys)
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -87,7 +88,8 @@ class NodeConfig:
                    mobility=_mobility(data.get("mobility"), role),
                    event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)),
                    sequence_store=_optional_path(data.get("sequence_store"), "sequence_store"),
-                   fault_injection=_flag(data, "fault_injection"))
+                   fault_injection=_flag(data, "fault_injection"),
+                   key_log=_optional_path(data.get("key_log"), "key_log"))
 
 
 def _optional_path(value, field: str) -> str | None:

@@ -228,6 +228,17 @@ class NodeRuntime:
         self.last_packet = None
         self.handler_error("control", exc, cmd=str(cmd)[:64])
 
+    def log_key(self, sa_config: dict) -> None:
+        """Append an SA made at run time (keys included) to the node's key log, for the run's Wireshark
+        profile: the lab's keys are lab keys (topologies/wireshark.py)."""
+        if not self.config.key_log:
+            return
+        try:
+            with open(self.config.key_log, "a", encoding="utf-8") as f:
+                f.write(json.dumps(sa_config, sort_keys=True) + "\n")
+        except OSError as exc:
+            self.log.emit(time.time(), "key_log_error", reason=exc.strerror)
+
     def _drain_core_events(self) -> None:
         for event in self.processor.pop_events():
             fields = dict(event)

@@ -314,6 +314,10 @@ def run_config(plan: str, vcm: str, attacks, args, stop, rows: list[dict]) -> No
             failures = failures_before + failures
             result = "FAIL" if failures else "PASS"
             observed = "; ".join(failures if failures else seen)
+            # Kept before it is printed: a Ctrl-C right after the line must not lose the verdict.
+            rows.append({"plan": plan, "vcm": vcm, "attack": attack.name, "from": attack.source, "kind": attack.kind,
+                         "expected": attack.expect, "observed": "; ".join(seen), "result": result, "sent": sent,
+                         "seconds": round(t_sent - t0, 3), "failures": "; ".join(failures)})
             print(f"  {result}  {attack.name:<28} expected: {attack.expect} | observed: {observed}", flush=True)
             if attack.compromised:
                 # Let the real MN's tunnel pass the sequence numbers its thief used, so the next attack is
@@ -322,9 +326,6 @@ def run_config(plan: str, vcm: str, attacks, args, stop, rows: list[dict]) -> No
                 deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
                 while not node.caught_up() and time.monotonic() < deadline and not stop.is_set():
                     time.sleep(0.1)
-            rows.append({"plan": plan, "vcm": vcm, "attack": attack.name, "from": attack.source, "kind": attack.kind,
-                         "expected": attack.expect, "observed": "; ".join(seen), "result": result, "sent": sent,
-                         "seconds": round(t_sent - t0, 3), "failures": "; ".join(failures)})
     finally:
         try:
             lab.stop()

@@ -41,7 +41,7 @@ from experiments.scenario import ScenarioError, load
 from experiments.stats import confidence_interval
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.params import make_config
-from topologies import runs
+from topologies.runs import on_stop_signals
 from topologies.addressing import PlanError
 from topologies.lab import LabError
 from topologies.svpn import SvpnTopo
@@ -328,7 +328,7 @@ def main(argv=None) -> int:
     os.makedirs(args.results, exist_ok=True)
     folder = records.new_folder(args.results, "sweep")
     stop = threading.Event()
-    runs.on_stop_signals(lambda *_: stop.set())
+    on_stop_signals(lambda *_: stop.set())
     config = {"experiment": "sweep", "complete": False, "argv": sys.argv, "seed": args.seed, "reps": args.reps,
               "quick": args.quick, "axes": {a: list(v) for a, v in args.axes.items()},
               "axis_links": AXES, "strategies": list(STRATEGIES), "addressing": args.addressing,

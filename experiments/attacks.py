@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from datetime import datetime
 
@@ -154,7 +153,8 @@ def probe_replies(path: str, t0: float, t1: float) -> tuple[int, int]:
 
 
 def exposed_bytes(run_dir: str, t0: float, t1: float) -> dict:
-    from topologies.attacker import pcap_frames
+    from topologies import runs
+from topologies.attacker import pcap_frames
     marker = MARKER.encode()
     out = {}
     for _node, _intf, label in CAPTURES:
@@ -261,7 +261,7 @@ def wait_registered(lab, names, timeout):
 def run_config(plan: str, vcm: str, attacks, args, stop, rows: list[dict]) -> None:
     """Run ``attacks`` on a fresh lab; one row per judged attack is appended to ``rows`` as it is judged."""
     from topologies.lab import SvpnLab
-    run_dir = tempfile.mkdtemp(prefix="svpnlab-attacks-", dir="/tmp")
+    run_dir = runs.new_run_dir("attacks-")
     lab = SvpnLab(addressing=plan, mobile_nodes=2, attachments=["wlan1", "cell"], mobility=True, vcm=vcm,
                   correspondent=True, attacker=ATTACKER_PLACES, run_dir=run_dir, seed=args.seed,
                   link_params=args.link_params, links="ideal" if args.ideal_links else "default")

@@ -29,6 +29,7 @@ from datetime import datetime
 from experiments.attack_kinds import KINDS, SCHEMAS, Ctx
 from experiments.attack_table import PLANS, VCM_PLACEMENTS, AttackFileError, load
 from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
+from topologies import runs
 
 ATTACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attacks")
 MARKER = "SVPNLAB-ATTACK-PROBE"
@@ -153,8 +154,7 @@ def probe_replies(path: str, t0: float, t1: float) -> tuple[int, int]:
 
 
 def exposed_bytes(run_dir: str, t0: float, t1: float) -> dict:
-    from topologies import runs
-from topologies.attacker import pcap_frames
+    from topologies.attacker import pcap_frames
     marker = MARKER.encode()
     out = {}
     for _node, _intf, label in CAPTURES:

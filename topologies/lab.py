@@ -430,7 +430,7 @@ table inet svpnlab_gateway {{
             "ha", "home-agent", addresses=[], routes=[], interfaces=["ha-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},
             mobility={"address": ha, "home_prefixes": [office_prefix], "interface": "ha-eth0", "peers": ha_peers,
-                      "behind_security_gateway": True,
+                      "behind_security_gateway": True, "vpn_prefixes": vpn,
                       "announcement": {"interval": self.announcement_interval, "prefix": office_prefix,
                                        "sa": sa("office-announcement", announce_spi, "out", ha, "ff02::1",
                                                 announce_key, announce_salt)}})

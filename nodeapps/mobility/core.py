@@ -133,7 +133,7 @@ class BindingCacheNode(Core):
         if home_address == sa_home_address:
             return True
         self.counters["mh_wrong_sa"] += 1
-        self._emit(MobilityWrongSa(home_address, sa_home_address, message.name))
+        self._emit(MobilityWrongSa(home_address, sa_home_address, MH_NAMES.get(message.MH_TYPE, "unknown")))
         return False
 
     def _binding_update_allowed(self, now: float) -> bool:

@@ -151,6 +151,9 @@ class GatewayRuntime(MobilityRuntime):
         if spi is None or spi != self.vcm_peer.in_sa.spi:
             return False
         inner = self.vcm_peer.open(packet)
+        if inner is not None and inner[8:24] != self.vcm_peer.address:
+            self._refuse("unprotected_vpn_source", inner[8:24], self.vcm_peer.in_sa.name)   # RFC 4301 §5.2
+            return True
         udp = vcm_shell.parse_udp(inner) if inner is not None else None
         if udp is None or udp[3] != vcm_shell.VCM_PORT:
             self.counters["vcm_bad"] += 1

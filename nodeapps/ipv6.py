@@ -121,3 +121,12 @@ def checksum(src: bytes, dst: bytes, next_header: int, upper: bytes) -> int:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return (~total) & 0xFFFF or 0xFFFF
+
+
+def address_in_prefixes(address: bytes, prefixes) -> bool:
+    """Whether a 16-byte address lies in any of ``prefixes`` (``ipaddress.IPv6Network``s), e.g. the VPN
+    prefixes an inbound policy check (RFC 4301 §5.2) guards."""
+    if len(address) != 16:
+        return False
+    value = ipaddress.IPv6Address(address)
+    return any(value in prefix for prefix in prefixes)

@@ -523,7 +523,7 @@ table inet svpnlab_gateway {{
             "ha", "home-agent", addresses=[], routes=[], interfaces=["ha-eth0"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},
             mobility={"address": ha, "home_prefixes": [office_prefix], "interface": "ha-eth0", "peers": ha_peers,
-                      "behind_security_gateway": True,
+                      "behind_security_gateway": True, "vpn_prefixes": vpn,
                       "announcement": {"interval": self.announcement_interval, "prefix": office_prefix,
                                        "private_key": announce_private}})
         return configs

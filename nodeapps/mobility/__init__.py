@@ -10,6 +10,7 @@ binding update list, backoff, rate limits), ``mobile`` / ``home_agent`` / ``corr
 How a runtime drives a core (the same loop for every role)::
 
     core.receive(packet, now, esp_protected=...)   # mobility packets (upper layer 135, or 41 from the HA)
+                                                   # HA/SG: esp_home_address= the SA's bound home address
     core.handle_timer(now)                         # when now >= core.get_timer()
     for d in core.datagrams_to_send(now):          # apply d.protection with the SA of d.esp_peer, then send
         ...

@@ -87,6 +87,13 @@ class BindingCache:
     def remove(self, home_address: bytes) -> Optional[BindingCacheEntry]:
         return self._entries.pop(home_address, None)
 
+    def evict_oldest(self) -> Optional[BindingCacheEntry]:
+        """Remove and return the entry registered (or last refreshed) longest ago, to make room."""
+        if not self._entries:
+            return None
+        oldest = min(self._entries.values(), key=lambda e: e.registered_at)
+        return self._entries.pop(oldest.home_address)
+
     def expire(self, now: float) -> list[BindingCacheEntry]:
         """Remove and return every entry whose lifetime has run out (RFC 6275 §9.6)."""
         gone = [e for e in self._entries.values() if now >= e.expires_at]

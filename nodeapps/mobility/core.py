@@ -17,7 +17,8 @@ from nodeapps.mobility.constants import (
     BE_UNKNOWN_BINDING_FOR_HAO, BE_UNRECOGNIZED_MH_TYPE, MH_NAMES,
 )
 from nodeapps.mobility.events import (
-    BindingAdded, BindingRejected, BindingRemoved, BindingUpdated, Datagram, MessageDropped, Protection,
+    BindingAdded, BindingRejected, BindingRemoved, BindingUpdated, Datagram, MessageDropped, MobilityWrongSa,
+    Protection,
 )
 
 
@@ -92,9 +93,11 @@ class BindingCacheNode(Core):
                                       entry.home_registration))
 
     # ---- receive ----
-    def receive(self, packet: bytes, now: float, *, esp_protected: bool = False) -> None:
+    def receive(self, packet: bytes, now: float, *, esp_protected: bool = False,
+                esp_home_address: Optional[bytes] = None) -> None:
         """A packet whose upper layer is a Mobility Header (ESP, if any, already removed by the shell;
-        ``esp_protected`` says whether it was)."""
+        ``esp_protected`` says whether it was). ``esp_home_address``: the home address the configuration
+        binds to the SA the packet came out of (None: not under a per-MN SA, e.g. return routability)."""
         self.handle_timer(now)
         parsed = self._parse(packet)
         if parsed is None:
@@ -103,6 +106,8 @@ class BindingCacheNode(Core):
             self._drop("not_for_us", ipv6.ntop(parsed.dst))
             return
         message = parsed.message
+        if esp_home_address is not None and not self._sa_speaks_for(parsed, message, esp_home_address):
+            return
         self.counters["received_" + MH_NAMES.get(message.MH_TYPE, "unknown")] += 1
         if isinstance(message, m.UnknownMobilityMessage):
             # RFC 6275 §9.2: unknown MH type -> Binding Error status 2 to the source.
@@ -111,14 +116,35 @@ class BindingCacheNode(Core):
                                      parsed.home_address or bytes(16), now)
             return
         if isinstance(message, m.BindingUpdate):
-            if not self._bu_limit.allow(now):
-                self._drop("rate_limited", "binding update flood", event=not self._bu_limiting)
-                self._bu_limiting = True
-                return
-            self._bu_limiting = False
             self._on_binding_update(parsed, message, now, esp_protected)
             return
         self._on_other_message(parsed, message, now, esp_protected)
+
+    def _sa_speaks_for(self, parsed: m.MobilityPacket, message, sa_home_address: bytes) -> bool:
+        """RFC 3776 §4.2 / RFC 4877 §4.2: a mobility message under an MN's SA may concern only the home address
+        the configuration binds to that SA (the SA's selectors), whatever the packet claims. No BA answers a
+        refusal: a BA for home address H can only be protected with H's own SA, which the sender does not
+        hold, and none of the RFC 6275 §6.1.8 statuses means "not your home address"; as an inbound policy
+        failure (RFC 4301 §5.2) the message is discarded and counted."""
+        if isinstance(message, m.BindingUpdate):
+            home_address = self._addresses_of(parsed, message)[0]
+        else:
+            home_address = parsed.home_address or parsed.src
+        if home_address == sa_home_address:
+            return True
+        self.counters["mh_wrong_sa"] += 1
+        self._emit(MobilityWrongSa(home_address, sa_home_address, MH_NAMES.get(message.MH_TYPE, "unknown")))
+        return False
+
+    def _binding_update_allowed(self, now: float) -> bool:
+        """The BU token bucket; called only once a BU is authenticated, so a flood of forged BUs cannot
+        spend the tokens of the real mobile nodes."""
+        if not self._bu_limit.allow(now):
+            self._drop("rate_limited", "binding update flood", event=not self._bu_limiting)
+            self._bu_limiting = True
+            return False
+        self._bu_limiting = False
+        return True
 
     def _on_binding_update(self, parsed, bu, now, esp_protected) -> None:
         raise NotImplementedError

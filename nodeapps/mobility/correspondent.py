@@ -23,6 +23,11 @@ from nodeapps.mobility.constants import (
     MAX_RR_BINDING_LIFETIME, seconds_to_units, units_to_seconds,
 )
 from nodeapps.mobility.core import BindingCacheNode
+from nodeapps.mobility.events import BindingRemoved
+
+
+# Bindings a correspondent keeps: the lab's scale experiment has 100 MNs, each with a binding per peer.
+DEFAULT_CACHE_CAPACITY = 1024
 
 
 class CorrespondentNode(BindingCacheNode):
@@ -30,11 +35,12 @@ class CorrespondentNode(BindingCacheNode):
                  kcn: Optional[bytes] = None, max_lifetime: float = MAX_RR_BINDING_LIFETIME,
                  nonce_regeneration_interval: float = rr.NONCE_REGENERATION_INTERVAL,
                  nonce_lifetime: float = MAX_NONCE_LIFETIME, test_rate: float = 50.0, test_burst: float = 20.0,
-                 **limits):
+                 cache_capacity: Optional[int] = DEFAULT_CACHE_CAPACITY, **limits):
         """``random_bytes`` supplies Kcn and nonces (inject a seeded source in tests). ``max_lifetime``: granted
         binding lifetimes are trimmed to it (MAX_RR_BINDING_LIFETIME). ``test_rate``/``test_burst``: token bucket
-        for HoTI/CoTI answers, so we cannot be used as a reflector."""
-        super().__init__(addresses, **limits)
+        for HoTI/CoTI answers, so we cannot be used as a reflector. ``cache_capacity``: most bindings kept; a
+        new one beyond it evicts the oldest (counted ``bindings_evicted``; None: no bound)."""
+        super().__init__(addresses, cache_capacity=cache_capacity, **limits)
         self.nonces = rr.NonceTable(random_bytes, kcn=kcn, regeneration_interval=nonce_regeneration_interval,
                                     nonce_lifetime=nonce_lifetime)
         self.max_lifetime = min(max_lifetime, MAX_RR_BINDING_LIFETIME)
@@ -104,6 +110,8 @@ class CorrespondentNode(BindingCacheNode):
         if not rr.verify(parsed.mh, kbm, care_of, correspondent):
             self._drop("bad_authenticator", ipv6.ntop(home_address))
             return
+        if not self._binding_update_allowed(now):
+            return
         ok, last = self.cache.sequence_acceptable(home_address, bu.sequence, now)
         if not ok:
             answer(BA_SEQUENCE_OUT_OF_WINDOW, sequence=last, kbm=kbm)  # §9.5.1: always answered
@@ -114,8 +122,14 @@ class CorrespondentNode(BindingCacheNode):
                 answer(BA_ACCEPTED, kbm=kbm)
             return
         if self.cache.full(home_address):
-            answer(BA_INSUFFICIENT_RESOURCES, kbm=kbm)  # §9.5.4: answered even without the A flag
-            return
+            # RFC 6275 §9.6: a correspondent may drop any binding to make room (the MN's traffic then goes
+            # through its home agent again); the oldest goes, so a burst of new bindings cannot lock us out.
+            evicted = self.cache.evict_oldest()
+            if evicted is None:   # no room at all (capacity 0)
+                answer(BA_INSUFFICIENT_RESOURCES, kbm=kbm)  # §9.5.4: answered even without the A flag
+                return
+            self.counters["bindings_evicted"] += 1
+            self._emit(BindingRemoved(evicted.home_address, evicted.care_of_address, "evicted", False))
         granted_units = max(1, seconds_to_units(min(bu.lifetime_seconds, self.max_lifetime)))
         self._store_binding(home_address, care_of, bu.sequence, units_to_seconds(granted_units), now, False)
         if bu.ack:

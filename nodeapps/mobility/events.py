@@ -49,6 +49,15 @@ class MessageDropped:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class MobilityWrongSa:
+    """A mobility message for ``home_address`` arrived under the SA the configuration binds to
+    ``sa_home_address`` (RFC 3776 §4.2, RFC 4877 §4.2): one MN speaking for another. Dropped."""
+    home_address: bytes
+    sa_home_address: bytes
+    message: str
+
+
 # ---- binding cache events (home agent, correspondent node, security gateway) ----------------------------
 
 @dataclass(frozen=True)

@@ -26,19 +26,20 @@ from nodeapps.mobility.constants import (
     BA_REGISTRATION_TYPE_CHANGE_DISALLOWED, BA_SEQUENCE_OUT_OF_WINDOW, seconds_to_units, units_to_seconds,
 )
 from nodeapps.mobility.core import BindingCacheNode
-from nodeapps.mobility.events import Datagram, Protection
+from nodeapps.mobility.events import Datagram, MobilityWrongSa, Protection
 
 
 class HomeAgent(BindingCacheNode):
     def __init__(self, address: bytes, home_prefixes: Iterable[str], *,
                  served_home_addresses: Optional[Iterable[bytes]] = None, max_lifetime: float = 3600.0,
                  refresh_advice: Optional[float] = None, require_esp: bool = True,
-                 accept_secured_bindings: bool = False, **limits):
+                 accept_secured_bindings: bool = False, vpn_prefixes: Iterable[str] = (), **limits):
         """``home_prefixes``: prefixes (text, e.g. "2001:db8:1::/64") whose addresses this HA serves (else
         status 132). ``served_home_addresses``: if given, only these (else status 133). ``max_lifetime``:
         granted lifetimes are trimmed to it (seconds). ``refresh_advice``: seconds for a Binding Refresh
         Advice option in BAs (RFC 6275 §10.3.1), None for none. ``require_esp``: drop BUs that did not arrive
-        under ESP (RFC 3776 §3.1)."""
+        under ESP (RFC 3776 §3.1). ``vpn_prefixes``: a reverse-tunnelled packet whose inner source lies in one
+        of them must have come over a protected link (``accept_reverse_tunnel``)."""
         super().__init__([address], **limits)
         self.address = bytes(address)
         self.home_prefixes = [ipaddress.IPv6Network(p) for p in home_prefixes]
@@ -47,6 +48,7 @@ class HomeAgent(BindingCacheNode):
         self.refresh_advice = refresh_advice
         self.require_esp = require_esp
         self.accept_secured_bindings = accept_secured_bindings
+        self.vpn_prefixes = [ipaddress.IPv6Network(p) for p in vpn_prefixes]
 
     def _on_home_subnet(self, home_address: bytes) -> bool:
         address = ipaddress.IPv6Address(home_address)
@@ -55,6 +57,8 @@ class HomeAgent(BindingCacheNode):
     def _on_binding_update(self, parsed, bu: m.BindingUpdate, now: float, esp_protected: bool) -> None:
         if self.require_esp and not esp_protected:
             self._drop("unprotected_binding_update")  # RFC 3776 §3.1 / RFC 6275 §10.3.1
+            return
+        if not self._binding_update_allowed(now):
             return
         home_address, care_of = self._addresses_of(parsed, bu)
         if not self._usable_addresses(home_address, care_of):
@@ -139,15 +143,36 @@ class HomeAgent(BindingCacheNode):
             return Datagram(tunnelled, Protection.ESP_TUNNEL, home_address, "tunnelled to MN (mobility)")
         return Datagram(tunnelled, description="tunnelled to MN")
 
-    def accept_reverse_tunnel(self, packet: bytes, now: float) -> Optional[bytes]:
+    def accept_tunnel_sa(self, outer_src: bytes, inner: bytes, now: float, sa_home_address: bytes) -> bool:
+        """A packet out of the MN–HA tunnel-mode SA bound to ``sa_home_address`` (RFC 3776 §3.1: a HoTI).
+        RFC 4301 §5.2 / RFC 3776 §4.2: its inner source must be that home address (else counted
+        ``mh_wrong_sa``); RFC 6275 §10.4.5: the outer source its registered care-of address."""
+        inner_src = inner[8:24]
+        if inner_src != sa_home_address:
+            self.counters["mh_wrong_sa"] += 1
+            self._emit(MobilityWrongSa(inner_src, sa_home_address, "tunnelled packet"))
+            return False
+        if not self.reverse_tunnel_allowed(outer_src, inner_src, now):
+            self._drop("reverse_tunnel_mismatch", ipv6.ntop(inner_src))
+            return False
+        return True
+
+    def accept_reverse_tunnel(self, packet: bytes, now: float, *, protected_link: bool = False) -> Optional[bytes]:
         """The inner packet of a plain IPv6-in-IPv6 packet from an MN if ``reverse_tunnel_allowed``; else None,
-        counted."""
+        counted. ``protected_link``: the packet can only have reached us through an ESP SA whose selectors
+        cover its source (the office LAN behind the security gateway: the SG forwards nothing in clear from
+        the Internet and checks what leaves an MN's tunnel SA)."""
         try:
             outer_src, outer_dst, inner = m.decapsulate(packet)
         except m.MobilityParseError as exc:
             self._drop("malformed", str(exc))
             return None
-        if outer_dst != self.address or not self.reverse_tunnel_allowed(outer_src, inner[8:24], now):
-            self._drop("reverse_tunnel_mismatch", ipv6.ntop(inner[8:24]))
+        inner_src = inner[8:24]
+        if not protected_link and ipv6.address_in_prefixes(inner_src, self.vpn_prefixes):
+            # RFC 4301 §5.2: after decapsulation a VPN source must have come out of an SA that covers it.
+            self._drop("unprotected_vpn_source", ipv6.ntop(inner_src))
+            return None
+        if outer_dst != self.address or not self.reverse_tunnel_allowed(outer_src, inner_src, now):
+            self._drop("reverse_tunnel_mismatch", ipv6.ntop(inner_src))
             return None
         return inner

@@ -8,7 +8,7 @@ import os
 import time
 
 from nodeapps import ipv6
-from nodeapps.mobility.events import Protection
+from nodeapps.mobility.events import MessageDropped, MobilityWrongSa, Protection
 from nodeapps.runtime.daemon import NodeRuntime
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
@@ -31,9 +31,16 @@ def event_fields(event) -> tuple[str, dict]:
     return name, fields
 
 
+# Core drops that are also node counters (names shared by every role).
+NODE_COUNTED_DROPS = frozenset({"unprotected_vpn_source"})
+
+
 class MobilityRuntime(NodeRuntime):
     mobility = True
     tunnel_via_sg = False   # see carried_by_vpn
+    # Home agent and SG: each transport peer is one MN, and its SA may speak only for the home address the
+    # configuration gives that peer (RFC 3776 §4.2; the core decides, ``esp_home_address``).
+    sa_bound_mobility = False
 
     def __init__(self, config, processor):
         super().__init__(config, processor)
@@ -99,7 +106,11 @@ class MobilityRuntime(NodeRuntime):
             self.counters["mh_esp_failures"] += 1
             return True
         self.counters["mh_rx"] += 1
-        (getattr(peer, "core", None) or self.core).receive(inner, now, esp_protected=True)
+        core = getattr(peer, "core", None) or self.core
+        if self.sa_bound_mobility:
+            core.receive(inner, now, esp_protected=True, esp_home_address=peer.address)
+        else:
+            core.receive(inner, now, esp_protected=True)
         return True
 
     def carried_by_vpn(self, datagram) -> bool:
@@ -143,6 +154,10 @@ class MobilityRuntime(NodeRuntime):
         for event in self.core.pop_events():
             name, fields = event_fields(event)
             self.log.emit(time.time(), name, **fields)
+            if isinstance(event, MobilityWrongSa):
+                self.counters["mh_wrong_sa"] += 1
+            elif isinstance(event, MessageDropped) and event.reason in NODE_COUNTED_DROPS:
+                self.counters[event.reason] += 1
             self.on_core_event(event, now)
         for datagram in self.core.datagrams_to_send(now):  # events may have queued more
             self.send_datagram(datagram, now)

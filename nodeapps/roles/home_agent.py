@@ -30,6 +30,7 @@ SOLICITED_GAP = 0.01   # seconds between announcements that router solicitations
 
 class HomeAgentRuntime(MobilityRuntime):
     owned_protocols = (ipv6.NH_IPV6, ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING)
+    sa_bound_mobility = True
 
     def setup_role(self) -> None:
         s = self.section
@@ -39,7 +40,7 @@ class HomeAgentRuntime(MobilityRuntime):
         self.core = HomeAgent(self.address, s["home_prefixes"],
                               served_home_addresses=[p for p in self.peers],
                               max_lifetime=float(s.get("max_lifetime", 3600)),
-                              refresh_advice=s.get("refresh_advice"))
+                              refresh_advice=s.get("refresh_advice"), vpn_prefixes=s.get("vpn_prefixes", []))
         for key in (f"net.ipv6.conf.{self.interface}.proxy_ndp=1", f"net.ipv6.neigh.{self.interface}.proxy_delay=0"):
             with open("/proc/sys/" + key.split("=")[0].replace(".", "/"), "w") as f:
                 f.write(key.split("=")[1])
@@ -53,7 +54,7 @@ class HomeAgentRuntime(MobilityRuntime):
         self.next_announcement = time.monotonic()
         self.last_announcement = float("-inf")
         self.counters.update({"reverse_tunnelled": 0, "tunnelled_to_mn": 0, "no_binding": 0, "announcements": 0,
-                              "announcements_solicited": 0})
+                              "announcements_solicited": 0, "mh_wrong_sa": 0, "unprotected_vpn_source": 0})
         if self.announce_key is not None:
             # A node that just came onto the office link solicits routers: answer with an announcement at once
             # instead of leaving it to wait for the next periodic one.
@@ -81,18 +82,22 @@ class HomeAgentRuntime(MobilityRuntime):
                 self.counters["not_for_us"] += 1
                 continue
             if packet[6] == ipv6.NH_IPV6:
-                inner = self.core.accept_reverse_tunnel(packet, now)
+                # Behind the SG, our one link is the office LAN: nothing reaches it in clear from the
+                # Internet, and what leaves an MN's tunnel SA there had its innermost source checked.
+                inner = self.core.accept_reverse_tunnel(packet, now, protected_link=self.tunnel_via_sg)
                 if inner is not None:
                     self.counters["reverse_tunnelled"] += 1
                     self.write_tun(inner)
             elif packet[6] == ipv6.NH_ESP and int.from_bytes(packet[40:44], "big") in self.tunnel_by_spi:
-                # A HoTI in the MN–HA tunnel-mode SA: forward it if it came from the registered CoA.
-                inner = self.tunnel_by_spi[int.from_bytes(packet[40:44], "big")].open(packet)
-                if inner is not None and self.core.reverse_tunnel_allowed(packet[8:24], inner[8:24], now):
+                # A HoTI in the MN–HA tunnel-mode SA: forward it if it is from the SA's own home address and
+                # came from its registered CoA.
+                tunnel = self.tunnel_by_spi[int.from_bytes(packet[40:44], "big")]
+                inner = tunnel.open(packet)
+                if inner is None:
+                    self.counters["mh_esp_failures"] += 1
+                elif self.core.accept_tunnel_sa(packet[8:24], inner, now, tunnel.address):
                     self.counters["reverse_tunnelled"] += 1
                     self.write_tun(inner)
-                else:
-                    self.counters["mh_esp_failures"] += 1
             elif not self.open_mobility(packet, now):
                 self.counters["not_for_us"] += 1
         self.flush_core(now)

@@ -31,6 +31,7 @@ from nodeapps.vcm.sg_monitor import MnBinding, MonitorConfig, SgMonitor
 
 class GatewayRuntime(MobilityRuntime):
     owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING)
+    sa_bound_mobility = True
 
     def setup_role(self) -> None:
         s = self.section
@@ -48,7 +49,12 @@ class GatewayRuntime(MobilityRuntime):
         self.mn_tunnel_in = {t[2] for t in self.tunnels.values()}
         self.mn_tunnel_out = {t[1] for t in self.tunnels.values()}
         self.counters.update({"clear_dropped": 0, "relayed_mn_mn_packets": 0, "relayed_mn_mn_bytes": 0,
-                              "relayed_mn_office_packets": 0, "relayed_mn_office_bytes": 0})
+                              "relayed_mn_office_packets": 0, "relayed_mn_office_bytes": 0,
+                              "mh_wrong_sa": 0, "inner_source_mismatch": 0, "unprotected_vpn_source": 0})
+        # Tunnel SA (in) -> binding key: whose packets that SA may carry (``_sa_owner_source``).
+        self.binding_of_sa = {t[2]: key for key, t in self.tunnels.items()}
+        self.inner_of_binding = {key: inner for inner, key in self.binding_of_inner.items()}
+        self.owner_sources = {key: self._sa_owner_sources(key) for key in self.tunnels}
         # Care-of routes apply to traffic from the office only: the SG's own ESP packets to the same
         # care-of address must leave by the normal route, not loop back into the TUN.
         self.table = str(s.get("route_table", 100))
@@ -145,6 +151,9 @@ class GatewayRuntime(MobilityRuntime):
         if spi is None or spi != self.vcm_peer.in_sa.spi:
             return False
         inner = self.vcm_peer.open(packet)
+        if inner is not None and inner[8:24] != self.vcm_peer.address:
+            self._refuse("unprotected_vpn_source", inner[8:24], self.vcm_peer.in_sa.name)   # RFC 4301 §5.2
+            return True
         udp = vcm_shell.parse_udp(inner) if inner is not None else None
         if udp is None or udp[3] != vcm_shell.VCM_PORT:
             self.counters["vcm_bad"] += 1
@@ -194,7 +203,6 @@ class GatewayRuntime(MobilityRuntime):
                 self.counters["vcm_bad"] += 1
                 return True
             self.counters["vcm_rx"] += 1
-            src = ipv6.ntop(udp[0])
             try:
                 kind = vcm_shell.chart_event(vcm_shell.message_type(udp[4]), self.vcm_names[node], "vcm")
                 # received: the MN logs the same message as it sends it (counted and charted from there)
@@ -202,7 +210,9 @@ class GatewayRuntime(MobilityRuntime):
                               received=True)
             except KeyError:
                 pass
-            self.manager.receive(udp[4], mn_control_path(src, vcm_in_sg=True), now)
+            # The path is that of the SA's MN (its source was checked against the SA before): the channel then
+            # refuses a message whose sender id is another node's (RFC 4301 §5.2 applied to VCM control).
+            self.manager.receive(udp[4], mn_control_path(self.vcm_mns[node]["home"], vcm_in_sg=True), now)
             return True
         src, dst = vcm_shell.innermost_addresses(inner)
         self.monitor.observe(now, src, dst, "in", node)
@@ -226,6 +236,8 @@ class GatewayRuntime(MobilityRuntime):
                 continue
             _verdict, sa, inner = processor.inbound(packet)
             if inner is not None:
+                if not self._inbound_source_allowed(sa, inner):
+                    continue
                 if self.monitor is not None and self._vcm_inbound(sa, inner, now):
                     continue
                 if sa is not None and sa.name in self.mn_tunnel_in:
@@ -239,6 +251,34 @@ class GatewayRuntime(MobilityRuntime):
         self.counters["clear_dropped"] += 1
         self.log.emit(time.time(), "clear_dropped", reason="no ESP", src=ipv6.ntop(packet[8:24]),
                       dst=ipv6.ntop(packet[24:40]), next_header=packet[6], bytes=len(packet))
+
+    def _inbound_source_allowed(self, sa, inner: bytes) -> bool:
+        """RFC 4301 §5.2 after every decapsulation: the SPD has checked the packet that left the SA; the
+        innermost source (inside the MN's reverse tunnel to its home agent) must belong to the SA's MN too,
+        or one MN could speak for another to the office, the monitor and the VCM. A packet without ESP may
+        not carry a VPN source at all."""
+        src = vcm_shell.innermost_addresses(inner)[0]
+        if sa is None:
+            if ipv6.address_in_prefixes(src, self.processor.spd.vpn_prefixes):
+                self._refuse("unprotected_vpn_source", src, None)
+                return False
+            return True
+        key = self.binding_of_sa.get(sa.name)
+        if key is None or src in self.owner_sources[key]:
+            return True
+        self._refuse("inner_source_mismatch", src, sa.name)
+        return False
+
+    def _sa_owner_sources(self, key: bytes) -> frozenset:
+        """Sources an MN's tunnel SA may carry innermost: its VPN home address, the home address of its
+        binding with us (the external one in the private plan) and its care-of address (its BU to the home
+        agent travels from there, the home address in a Home Address option)."""
+        care_of = self.care_of.get(key)
+        return frozenset({self.inner_of_binding[key], key} | ({ipv6.pton(care_of)} if care_of is not None else set()))
+
+    def _refuse(self, counter: str, src: bytes, sa_name) -> None:
+        self.counters[counter] += 1
+        self.log.emit(time.time(), counter, src=ipv6.ntop(src), sa=sa_name)
 
     def _count_relay(self, mn_to_mn: bool, size: int) -> None:
         kind = "mn_mn" if mn_to_mn else "mn_office"
@@ -348,4 +388,5 @@ class GatewayRuntime(MobilityRuntime):
             self.care_of.pop(home, None)
         else:
             self.care_of[home] = care_of
+        self.owner_sources[home] = self._sa_owner_sources(home)
         self.log.emit(time.time(), "tunnel_follows", mobile_node=name, care_of_address=care_of, previous=old)

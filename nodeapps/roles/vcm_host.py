@@ -55,7 +55,7 @@ class VcmHostRuntime(MobilityRuntime):
             initial_counter=int(time.time()) << 20)
         self.path_names = {path: self.names[node] for node, path in
                            [(vcm_shell.SG_NODE_ID, self.sg_path)] + [(e.node_id, e.path) for e in entries]}
-        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0})
+        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "unprotected_vpn_source": 0})
 
     def on_network(self, sock, now: float) -> None:
         for packet in self.received_packets(sock):
@@ -69,6 +69,13 @@ class VcmHostRuntime(MobilityRuntime):
                 continue
             path, peer = known
             inner = peer.open(packet)
+            if inner is not None and inner[8:24] != peer.address:
+                # RFC 4301 §5.2: what leaves a peer's SA must carry that peer's own address; the control
+                # path (and with it the node id the channel accepts) is the SA's, never the packet's.
+                self.counters["unprotected_vpn_source"] += 1
+                self.log.emit(time.time(), "unprotected_vpn_source", src=ipv6.ntop(inner[8:24]),
+                              sa=peer.in_sa.name)
+                continue
             udp = vcm_shell.parse_udp(inner) if inner is not None else None
             if udp is None or udp[3] != vcm_shell.VCM_PORT:
                 self.counters["vcm_bad"] += 1

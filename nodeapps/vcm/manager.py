@@ -53,6 +53,7 @@ class ManagerConfig:
     vcm_in_sg: bool = False
     fallback_both: bool = True        # also tell the MN that went inside to drop its direct SAs
     reserved_spis: frozenset = frozenset()   # SPIs the MNs already use (e.g. their SG SAs)
+    max_sessions: int = 8192          # sessions kept at most (100 MNs make 4950 pairs); beyond, the oldest goes
 
 
 @dataclass
@@ -256,6 +257,9 @@ class VcmManager:
         existing = self.session_between(a.node_id, b.node_id)
         if existing is not None and existing.state in (SETTING_UP, ESTABLISHED, CLOSING):
             return   # already handled: reports are idempotent
+        if len(self.sessions) >= self.config.max_sessions and not self._evict_oldest_session(now):
+            self._ignore("session-limit", f"session {a.node_id}-{b.node_id}: {len(self.sessions)} sessions")
+            return
         session = Session(self._next_session, a.node_id, b.node_id, seen.trigger, SETTING_UP, now)
         self._next_session += 1
         self.sessions[session.session_id] = session
@@ -264,6 +268,16 @@ class VcmManager:
         self._start_generation(session, now, rekey=False)
 
     # -- key generation ---------------------------------------------------------------------------
+    def _evict_oldest_session(self, now: float) -> bool:
+        """Make room: the oldest live session falls back to the SG path (its MNs are told). False if every
+        session is already closing."""
+        for session in self.sessions.values():   # creation order
+            if session.state in (SETTING_UP, ESTABLISHED):
+                self.stats["sessions_evicted"] += 1
+                self._fall_back(session, None, now, "evicted to make room")
+                return True
+        return False
+
     def _new_spi(self) -> int:
         while True:
             spi = int.from_bytes(self._random(4), "big")

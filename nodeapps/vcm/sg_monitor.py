@@ -50,6 +50,7 @@ class MonitorConfig:
     sweep_interval: float = 1.0
     re_report_after: float = 30.0          # report a pair again if it still talks through the SG
     combine: bool = True                   # location and session in one REPORT when they coincide
+    max_flows: int = 8192                  # flows cached at most; beyond, the oldest goes (100 MNs, margin)
 
 
 @dataclass(frozen=True)
@@ -197,12 +198,22 @@ class SgMonitor:
     def _new_flow(self, now: float, src: bytes, dst: bytes, direction: str, mn: Optional[int]) -> None:
         key = (src, dst, mn)
         record = [now, direction]
+        if len(self._flows) >= self.config.max_flows:
+            self._forget_flow(next(iter(self._flows)))   # oldest first: dicts keep insertion order
+            self.stats["flows_evicted"] += 1
         if mn is not None and mn not in self._mns:
             self._flows[key] = record
             self._ensure_sweep(now)
             self.stats["unknown-mn"] += 1   # an SA the shell did not tell us about; cached, not classified
             return
         src_mn, dst_mn = self._addr_mn.get(src), self._addr_mn.get(dst)
+        if mn is not None:
+            # RFC 4301 §5.2: a packet on MN X's SA speaks only for X. Another MN's home address on X's side
+            # of the flow (source coming in, destination going out) is not attributed to anyone.
+            own = src_mn if direction == "in" else dst_mn
+            if own is not None and own != mn:
+                self.stats["inner_source_mismatch"] += 1
+                return
         # Location first: a change purges the MN's cached flows, and this one must survive it.
         if mn is None:
             if src_mn is not None and direction == "in":
@@ -231,6 +242,13 @@ class SgMonitor:
             elif mn is not None:
                 self._consider_session(pair, pair in self._pairs_seen, initiator, record, now)
         self._flush(now)
+
+    def _forget_flow(self, key: tuple) -> None:
+        self._flows.pop(key, None)
+        for node in {self._addr_mn.get(key[0]), self._addr_mn.get(key[1]), key[2]} - {None}:
+            state = self._mns.get(node)
+            if state is not None:
+                state.flow_keys.discard(key)
 
     def _consider_session(self, pair: frozenset, existed: bool, initiator: Optional[int], record: list,
                           now: float) -> None:

@@ -184,6 +184,12 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pa
         # Signalling was logged under the chart's names.
         kinds = {e["event"] for e in lab.events()}
         assert {"report_202", "ack_204", "keys_206", "keys_210", "ack_208", "ack_212", "fallback"} <= kinds
+
+        # Every MN spoke only for itself: the SA and inner-source checks refused nothing legitimate.
+        for node in ("sg", "ha") + (("vcm",) if variant == "host" else ()):
+            counters = lab.status(node)["counters"]
+            refused = {k: counters.get(k, 0) for k in ("mh_wrong_sa", "inner_source_mismatch", "unprotected_vpn_source")}
+            assert not any(refused.values()), (node, refused)
     finally:
         lab.stop()
 

@@ -164,3 +164,37 @@ def test_agent_retires_inbound_sas_of_every_superseded_session():
     retired = sorted(e.session_id for e in mn.pop_events() if isinstance(e, RetireInbound))
     assert retired == [1, 2]
     assert mn.path_status()[12].session_id == 3 and mn.path_status()[12].spi_in == 3001
+
+
+def test_a_message_claiming_another_mns_node_id_over_an_mns_sa_is_dropped():
+    spis = itertools.count(300)
+    vcm = manager(lambda n: next(spis).to_bytes(4, "big") if n == 4 else bytes(n))
+    report_both_outside(vcm, Sender(1))
+    vcm.pop_events()
+    session = next(iter(vcm.sessions.values()))
+    # MN 11's SA (its path) carries a KEYS_ACK that claims to come from MN 12.
+    vcm.receive(Sender(12)(p.KEYS_ACK, 1, p.SessionRef(session.session_id, 1)), MN_PATHS[11], 0.1)
+    drops = [e for e in vcm.pop_events() if isinstance(e, ControlDrop)]
+    assert [d.reason for d in drops] == ["wrong-path"] and vcm.stats["wrong-path"] == 1
+
+
+def test_sessions_are_bounded_and_the_oldest_falls_back_to_make_room():
+    mns = tuple(MnEntry(n, ControlPath("sg-sa", f"fd00:10::{n}"), f"2001:db8:1::{n}", f"fd00:10::{n}")
+                for n in (11, 12, 13, 14))
+    spis = itertools.count(300)
+    vcm = VcmManager(ManagerConfig(2, 1, SG_PATH, mns, max_sessions=1),
+                     random_bytes=lambda n: next(spis).to_bytes(4, "big") if n == 4 else bytes(n))
+    sg = Sender(1)
+    vcm.receive(sg(p.REPORT, 1, *(p.MnInfo(n, p.LOCATION_OUTSIDE, f"2001:db8:1::{n}") for n in (11, 12, 13, 14)),
+                   p.SessionSeen(11, 12)), SG_PATH, 0.0)
+    vcm.datagrams_to_send(0.0)
+    first = vcm.session_between(11, 12)
+    vcm.receive(sg(p.REPORT, 2, p.SessionSeen(13, 14)), SG_PATH, 1.0)
+    sent = [(p.decode(d), path) for d, path in vcm.datagrams_to_send(1.0)]
+    assert vcm.stats["sessions_evicted"] == 1 and first.state == "closing"
+    assert {path.address for m, path in sent if m.type == p.FALLBACK} == {"fd00:10::11", "fd00:10::12"}
+    assert vcm.session_between(13, 14) is not None
+    # Every session closing already: a further one is refused, not stacked up.
+    vcm.session_between(13, 14).state = "closing"
+    vcm.receive(sg(p.REPORT, 3, p.SessionSeen(11, 13)), SG_PATH, 2.0)
+    assert vcm.session_between(11, 13) is None and vcm.stats["ignored-session-limit"] == 1

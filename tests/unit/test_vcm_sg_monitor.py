@@ -158,3 +158,44 @@ def test_the_external_home_address_is_learned_from_the_sg_binding():
     mon.observe(2.1, MN2_INT, learned, "in", 12)      # MN2 talks to MN1's learned external HoA
     mon.observe(2.1, learned, MN2_INT, "in", 11)
     assert [e for e in mon.pop_events() if isinstance(e, SessionDetected)]
+
+
+MN3_INT = ipaddress.IPv6Address("fd00:10::13").packed
+
+
+def three_outside():
+    mns = tuple(MnBinding(10 + i, f"2001:db8:1::1{i}", f"fd00:10::1{i}") for i in (1, 2, 3))
+    mon = SgMonitor(MonitorConfig(1, 2, VCM_PATH, mns))
+    for node in (11, 12, 13):
+        mon.update_binding(0.0, node, f"2001:db8:a::{node}")
+    mon.pop_events()
+    return mon
+
+
+def test_a_packet_on_one_mns_sa_never_makes_a_session_for_two_others():
+    mon = three_outside()
+    for _ in range(3):
+        mon.observe(1.0, MN1_INT, MN2_INT, "in", 13)    # MN3's SA claims MN1 -> MN2
+        mon.observe(1.0, MN2_INT, MN1_INT, "out", 13)   # and the answer into MN3's SA
+    assert [e for e in mon.pop_events() if isinstance(e, SessionDetected)] == []
+    assert mon.stats["inner_source_mismatch"] == 6 and mon.flow_count() == 0
+    assert mon.correspondents(13) == set()
+    # MN3 speaking for itself still counts.
+    mon.observe(1.1, MN3_INT, MN1_INT, "in", 13)
+    assert [e for e in mon.pop_events() if isinstance(e, SessionDetected)] == [SessionDetected(13, 11, "external-initiator")]
+
+
+def test_flow_cache_is_bounded_and_evicts_the_oldest_flow():
+    mon = monitor(max_flows=4)
+    hosts = [ipaddress.IPv6Address(f"fd00:10::1:{i}").packed for i in range(10)]
+    for i, host in enumerate(hosts):
+        mon.observe(0.01 * i, MN1_INT, host, "in", 11)
+    assert mon.flow_count() == 4 and mon.stats["flows_evicted"] == 6
+    # The newest flows are the ones kept; a kept flow is not classified again.
+    mon.pop_events()
+    mon.observe(1.0, MN1_INT, hosts[-1], "in", 11)
+    assert mon.stats["flows_evicted"] == 6
+
+
+def test_default_flow_bound_fits_the_scale_experiment():
+    assert MonitorConfig(1, 2, VCM_PATH, ()).max_flows >= 100 * 20

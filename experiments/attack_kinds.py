@@ -186,7 +186,7 @@ def bu_for_other(ctx, attack) -> str:
     node = ctx.attacker.compromised(attack.compromised)
     victim = p["victim"]
     at = p.get("at", "ha")
-    care_of = _place_address(ctx, attack)
+    care_of = node.care_of()   # the MN's own: the SG's policy for its tunnel names it as the BU's source
     config = node.config["mobility"]
     if at == "ha":
         peer, home = config["home_agent"], ctx.address(f"{victim}.home")
@@ -254,7 +254,7 @@ def inner_source(ctx, attack) -> str:
     node = ctx.attacker.compromised(attack.compromised)
     inner = IPv6(src=ctx.address(f"{p['as']}.home"), dst=ctx.address(p.get("to", "fs"))) / \
         UDP(sport=40005, dport=7777) / b"someone else's session"
-    packets = node.tunnel(inner, count=p.get("count", 5))
+    packets = node.tunnel(node.reverse_tunnel(inner), count=p.get("count", 5))
     return f"{ctx.attacker.inject(ctx.place_of(attack), packets)} tunnel packets with inner source {p['as']}"
 
 
@@ -406,7 +406,8 @@ def junk(ctx, attack) -> str:
                 else:
                     raise BuildError(f"params.protocols: {proto!r} is not one of {', '.join(JUNK_PROTOCOLS)}")
     if node is not None:
-        packets = node.tunnel([pk for pk in packets if len(pk) >= 40 and (pk[4] << 8 | pk[5]) + 40 == len(pk)])
+        packets = node.tunnel(node.reverse_tunnel(
+            [pk for pk in packets if len(pk) >= 40 and (pk[4] << 8 | pk[5]) + 40 == len(pk)]))
     return f"{ctx.attacker.inject(ctx.place_of(attack), packets)} junk packets"
 
 

@@ -244,6 +244,20 @@ class CompromisedNode:
                 out.append(ipv6.build_header(sa.local_bytes, sa.remote_bytes, ipv6.NH_ESP, len(esp)) + esp)
         return out
 
+    def care_of(self) -> str:
+        """The MN's care-of address now (from its status; else where its configuration put it)."""
+        mobility = self.lab.status(self.name).get("mobility") or {}
+        return mobility.get("care_of_address") or self.tunnel_sa_config()["local"]
+
+    def reverse_tunnel(self, inner) -> list[bytes]:
+        """``inner`` (one IPv6 packet or a list) as the MN sends its own traffic to the office: inside IPv6
+        from its care-of address to its home agent (RFC 6275 §11.3.1). The SG's policy for the MN's tunnel
+        names that care-of address as the source, so only a packet wrapped like this reaches the SG's checks
+        of the innermost source."""
+        care_of, home_agent = ipv6.pton(self.care_of()), ipv6.pton(self.mobility["home_agent"])
+        inners = inner if isinstance(inner, list) else [inner]
+        return [ipv6.build_header(care_of, home_agent, ipv6.NH_IPV6, len(raw)) + raw for raw in map(_raw, inners)]
+
     def caught_up(self) -> bool:
         """True once the MN's own tunnel SA has gone past every sequence number we used on it: each number
         we took is one the MN's next packet with that number loses (a replay at the SG) until then."""

@@ -13,6 +13,11 @@ per-packet helpers ``encapsulate_to_mobile`` and ``accept_reverse_tunnel`` are p
 With ``accept_secured_bindings`` the same core serves as the mobility peer of a security gateway: BUs
 without the H flag that arrived under ESP create plain bindings (no tunnel, ``home_registration`` False),
 whose care-of address the gateway uses as its tunnel endpoint.
+
+After a restart the cache is empty while the MNs still hold their registrations: ``request_refresh`` asks an
+MN whose protected traffic arrives without a binding to register again (a Binding Refresh Request, which the
+MN answers with a BU, RFC 6275 §11.7.4), so its traffic resumes within a round trip instead of waiting for
+its next scheduled refresh.
 """
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ from nodeapps.mobility.constants import (
 )
 from nodeapps.mobility.core import BindingCacheNode
 from nodeapps.mobility.events import Datagram, MobilityWrongSa, Protection
+
+
+REFRESH_REQUEST_GAP_S = 1.0    # at most one BRR per home address per second: the BU answers it in a round trip
+REFRESH_REQUEST_MEMORY = 1024  # home addresses remembered for that gap (only served ones when the HA has a list)
 
 
 class HomeAgent(BindingCacheNode):
@@ -49,6 +58,7 @@ class HomeAgent(BindingCacheNode):
         self.require_esp = require_esp
         self.accept_secured_bindings = accept_secured_bindings
         self.vpn_prefixes = [ipaddress.IPv6Network(p) for p in vpn_prefixes]
+        self._refresh_requested: dict[bytes, float] = {}   # home address -> when we last sent it a BRR
 
     def _on_home_subnet(self, home_address: bytes) -> bool:
         address = ipaddress.IPv6Address(home_address)
@@ -109,6 +119,27 @@ class HomeAgent(BindingCacheNode):
         if self.refresh_advice is not None:
             options.append(m.BindingRefreshAdvice(max(1, seconds_to_units(min(self.refresh_advice, granted)))))
         answer(BA_ACCEPTED, lifetime_units=granted_units, options=options)
+
+    def request_refresh(self, home_address: bytes, source: bytes, now: float) -> bool:
+        """Traffic of the MN at ``home_address`` came in authenticated (out of its SA, or over the office link
+        behind the SG) from ``source`` while we hold no binding for it: we restarted and lost the cache. Queue
+        a Binding Refresh Request (RFC 6275 §6.1.2) to ``source`` with a type 2 routing header holding the
+        home address, under the MN's SA; the MN answers with a BU (§11.7.4). At most one per home address per
+        REFRESH_REQUEST_GAP_S; False when none was queued."""
+        home_address, source = bytes(home_address), bytes(source)
+        if (self.served is not None and home_address not in self.served) or self.cache.get(home_address, now):
+            return False
+        last = self._refresh_requested.get(home_address)
+        if last is not None and now - last < REFRESH_REQUEST_GAP_S:
+            self.counters["refresh_requests_suppressed"] += 1
+            return False
+        if last is None and len(self._refresh_requested) >= REFRESH_REQUEST_MEMORY:
+            del self._refresh_requested[next(iter(self._refresh_requested))]   # the oldest entry
+        self._refresh_requested.pop(home_address, None)
+        self._refresh_requested[home_address] = now
+        packet = m.build_mobility_packet(self.address, source, m.BindingRefreshRequest(), routing_address=home_address)
+        self._queue(packet, "BRR after losing the binding", Protection.ESP_TRANSPORT, home_address)
+        return True
 
     # ---- data plane decisions ----
     def tunnel_endpoint(self, home_address: bytes, now: float) -> Optional[bytes]:
@@ -174,5 +205,7 @@ class HomeAgent(BindingCacheNode):
             return None
         if outer_dst != self.address or not self.reverse_tunnel_allowed(outer_src, inner_src, now):
             self._drop("reverse_tunnel_mismatch", ipv6.ntop(inner_src))
+            if protected_link and outer_dst == self.address:
+                self.request_refresh(inner_src, outer_src, now)   # only what passed the SG's checks asks
             return None
         return inner

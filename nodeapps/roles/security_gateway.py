@@ -50,7 +50,9 @@ class GatewayRuntime(MobilityRuntime):
         self.mn_tunnel_out = {t[1] for t in self.tunnels.values()}
         self.counters.update({"clear_dropped": 0, "relayed_mn_mn_packets": 0, "relayed_mn_mn_bytes": 0,
                               "relayed_mn_office_packets": 0, "relayed_mn_office_bytes": 0,
-                              "mh_wrong_sa": 0, "inner_source_mismatch": 0, "unprotected_vpn_source": 0})
+                              "mh_wrong_sa": 0, "inner_source_mismatch": 0, "unprotected_vpn_source": 0,
+                              "refresh_requests": 0})
+        self.policy_drops_seen = 0   # the processor's "policy" drops: a rise means the SA authenticated the packet
         # Tunnel SA (in) -> binding key: whose packets that SA may carry (``_sa_owner_source``).
         self.binding_of_sa = {t[2]: key for key, t in self.tunnels.items()}
         self.inner_of_binding = {key: inner for inner, key in self.binding_of_inner.items()}
@@ -235,7 +237,9 @@ class GatewayRuntime(MobilityRuntime):
                 self.flush_core(now)  # a moved tunnel must be in place for the very next packet
                 continue
             _verdict, sa, inner = processor.inbound(packet)
-            if inner is not None:
+            if inner is None:
+                self._refresh_if_unbound(sa, packet, now)
+            else:
                 if not self._inbound_source_allowed(sa, inner):
                     continue
                 if self.monitor is not None and self._vcm_inbound(sa, inner, now):
@@ -246,6 +250,17 @@ class GatewayRuntime(MobilityRuntime):
                 self.write_tun(inner)
         self.flush_core(now)
         self._vcm_flush(now)
+
+    def _refresh_if_unbound(self, sa, packet: bytes, now: float) -> None:
+        """An MN's tunnel SA authenticated the packet, but our policy has no rule for its care-of address
+        because we hold no binding for the MN (we restarted): ask it to register again (a BRR under its
+        Mobility Header SA) rather than drop its traffic until its next scheduled refresh."""
+        policy_drops = self.processor.counters.get("policy", 0)
+        authenticated, self.policy_drops_seen = policy_drops != self.policy_drops_seen, policy_drops
+        key = self.binding_of_sa.get(sa.name) if sa is not None and authenticated else None
+        if key is not None and key not in self.care_of and self.core.request_refresh(key, packet[8:24], now):
+            self.counters["refresh_requests"] += 1
+            self.flush_core(now)
 
     def _drop_clear(self, packet: bytes) -> None:
         self.counters["clear_dropped"] += 1

@@ -872,3 +872,47 @@ def test_test_init_flood_is_rate_limited_at_the_correspondent():
         cn.receive(hoti, 0.0)
     assert len(cn.datagrams_to_send(0.0)) == 5 and cn.counters["dropped_rate_limited"] == 95
     assert cn.pop_events() == [ev.MessageDropped("rate_limited", "test init flood")]
+
+
+# ============================================================================ a restarted home agent
+
+def restarted(net):
+    """The HA process came back with an empty binding cache; the MN still holds its registration."""
+    net.ha = HomeAgent(HA, [HOME_PREFIX])
+    return net
+
+
+def from_mn(net):
+    return m.encapsulate(ipv6.build_header(HOA, CN, 59, 0), net.mn.care_of_address, HA)
+
+
+def test_a_restarted_home_agent_asks_the_mn_to_register_again_and_its_traffic_resumes_at_once():
+    net = restarted(registered(make(), at=0.0))
+    net.now, before = 5.0, len(net.log)
+    assert net.ha.accept_reverse_tunnel(from_mn(net), net.now, protected_link=True) is None
+    net.settle()   # BRR -> MN, its BU -> HA, the BA -> MN: no timer needed
+    assert [d.description.split()[0] for _t, d, _a in net.log[before:]] == ["BRR", "BU", "BA"]
+    assert net.ha.tunnel_endpoint(HOA, net.now) == COA1
+    assert net.ha.accept_reverse_tunnel(from_mn(net), net.now, protected_link=True) is not None
+    assert net.ha.counters["sent_BRR"] == 1
+
+
+def test_refresh_requests_are_paced_per_home_address():
+    net = restarted(registered(make(), at=0.0))
+    net.rules.append(drop("BU"))   # the MN's answer is lost: the HA asks again, but not for every packet
+    for k in range(20):
+        net.now = 5.0 + k * 0.1
+        net.ha.accept_reverse_tunnel(from_mn(net), net.now, protected_link=True)
+        net.settle()
+    assert len(net.sent("BRR")) == 2   # at 5.0 s and at 6.0 s
+    assert net.ha.counters["refresh_requests_suppressed"] == 18
+
+
+def test_only_traffic_over_the_protected_link_of_a_served_mn_makes_the_home_agent_ask():
+    net = restarted(registered(make(), at=0.0))
+    net.now = 5.0
+    net.ha.accept_reverse_tunnel(from_mn(net), net.now)   # from the Internet: its source is easy to forge
+    assert net.ha.datagrams_to_send(net.now) == []
+    served = HomeAgent(HA, [HOME_PREFIX], served_home_addresses=[CN])
+    assert not served.request_refresh(HOA, COA1, 5.0)   # not an MN this HA serves
+    assert served.datagrams_to_send(5.0) == []

@@ -45,6 +45,7 @@ import os
 from typing import Iterable, Optional
 
 import pandas as pd
+from tabulate import tabulate
 
 from experiments.stats import confidence_interval
 from nodeapps.probe.core import longest_gap
@@ -561,9 +562,9 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
+    """A Markdown table: the first column (names) left-aligned, the figures right-aligned."""
+    align = ["left"] + ["right"] * (len(header) - 1)
+    return tabulate(rows, header, tablefmt="pipe", colalign=align, disable_numparse=True).splitlines()
 
 
 def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataFrame] = None,

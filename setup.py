@@ -28,6 +28,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "svpnlab-node=nodeapps.node:main",
             "svpnlab-status=nodeapps.cli:main",
             "svpnlab-clean-net=topologies.runs:main",
         ],

@@ -16,6 +16,10 @@ setup(
         "scapy>=2.5",
         "matplotlib>=3.6",
         "pandas>=1.5",
+        "scipy>=1.9",  # Student-t quantiles for the experiments' confidence intervals
+        "tabulate>=0.9",  # status and report tables
+        "tomli>=1.1; python_version < '3.11'",  # reading scenario and attack files (tomllib from 3.11)
+        "tomli-w>=1.0",  # writing scenario files
         # Comes from Debian's `mininet` package; the venv sees it through --system-site-packages.
         "mininet>=2.3",
     ],
@@ -24,6 +28,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "svpnlab-node=nodeapps.node:main",
             "svpnlab-status=nodeapps.cli:main",
             "svpnlab-clean-net=topologies.runs:main",
         ],

@@ -24,6 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from experiments import records  # noqa: E402
 from topologies import runs  # noqa: E402
 from topologies.lab import LabError, SvpnLab  # noqa: E402
 from topologies.measurements import ping  # noqa: E402
@@ -32,6 +33,11 @@ from topologies.measurements import ping  # noqa: E402
 def first(events, name, node=None, after=0.0):
     return next((e["time"] for e in events if e["event"] == name and (node is None or e["node"] == node)
                  and e["time"] >= after), None)
+
+
+def first_message(events, kind):
+    """When the first signalling message of ``kind`` (experiments.records.MESSAGE_KINDS) was sent."""
+    return next((e["time"] for e in events if (records.signalling_message(e) or {}).get("kind") == kind), None)
 
 
 def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed: int | None = None) -> dict:
@@ -58,7 +64,7 @@ def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed
     finally:
         lab.stop()
     detect = first(events, "session_detected", "sg")
-    out = {"detect": detect, "keys": first(events, "keys_210", "vcm"),
+    out = {"detect": detect, "keys": first_message(events, "keys_210"),
            "switch": first(events, "switch_outbound", "mn1"),
            "first_direct": first(events, "data_first_direct", "mn1"),
            "fallback": first(events, "fall_back_to_sg", "mn1", after=move_at), "move": move_at, "rtt": rtt}

@@ -5,7 +5,7 @@ import os
 import sys
 
 from nodeapps.linkemu.errors import LinkConfigError
-from nodeapps.linkemu.params import add_link_arguments, link_overrides
+from nodeapps.linkemu.overrides import add_link_arguments, link_overrides
 from topologies.links import set_default_backend
 
 

@@ -27,10 +27,13 @@ Experiment events (written by the experiment itself, ``node`` is "experiment" un
     {"event": "strategy_end", "strategy": "vcm", "complete": true}
 
 Node events without a ``strategy`` field belong to the strategy whose start..end window holds their time.
-Signalling messages are events named after :data:`MESSAGE_KINDS` (the sequence chart draws them as
-arrows): ``{"time": ..., "node": sender, "event": "keys_206", "to": receiver, "bytes": 180}``; ``to`` may be
-left out where the table gives a default receiver. :func:`message_event` translates the VCM protocol's
-type names and the Mobile IPv6 message names into these.
+Nodes log their signalling in neutral terms: a VCM control message as ``{"time": ..., "node": sender,
+"event": "vcm_message", "peer": receiver, "type": "KEYS", "bytes": 180}`` (``"received": true`` on a
+receiver's copy), a Mobile IPv6 message as ``mobility_sent``. Only this module names them after the
+signalling diagram's steps, :data:`MESSAGE_KINDS` (the sequence chart's arrows and the counters' detail):
+:func:`message_event` picks the step from the type, sender and receiver, :func:`signalling_message` reads an
+event. Runs recorded before nodes logged neutrally hold events named after the kinds themselves
+(``{"event": "keys_206", "node": sender, "to": receiver}``); they read the same.
 
 Counter metrics (``counters.csv``, column ``metric``; ``detail`` says more, e.g. the message type or link):
 :data:`COUNTER_METRICS`.
@@ -45,6 +48,7 @@ import os
 from typing import Iterable, Optional
 
 import pandas as pd
+from tabulate import tabulate
 
 from experiments.stats import confidence_interval
 from nodeapps.probe.core import longest_gap
@@ -146,13 +150,22 @@ def message_event(type_name: str, sender: str, receiver: str) -> str:
 
 def signalling_message(event: dict, addresses: Optional[dict] = None) -> Optional[dict]:
     """The signalling message an event records, as {"kind", "src", "dst", "bytes"} (``dst`` and ``bytes``
-    may be None), or None. Events named after :data:`MESSAGE_KINDS` are taken as they are, except a
-    receiver's record (``received``: the sender logged the message too) (``node`` sends
-    to ``to``, else the table's defaults); a node's ``mobility_sent`` event (``what`` = "BU seq 7 ...",
-    "BA status 0 seq 7", "HoTI", ...) is named by its first word, and its receiver is the node that owns
-    its ``dst`` address in ``addresses`` (address -> node name, config.json ``topology.addresses``)."""
+    may be None), or None. A ``vcm_message`` (``node`` sends to ``peer``) is named by :func:`message_event`;
+    a receiver's record (``received``: the sender logged the message too) is left out. A node's
+    ``mobility_sent`` event (``what`` = "BU seq 7 ...", "BA status 0 seq 7", "HoTI", ...) is named by its
+    first word, and its receiver is the node that owns its ``dst`` address in ``addresses`` (address -> node
+    name, config.json ``topology.addresses``). Events named after :data:`MESSAGE_KINDS` (older runs) are
+    taken as they are (``node`` sends to ``to``, else the table's defaults)."""
     name = event.get("event")
-    if name == "mobility_sent":
+    if name == "vcm_message":
+        if event.get("received"):
+            return None
+        src, dst = event.get("node"), event.get("peer")
+        try:
+            kind = message_event(str(event.get("type")), str(src), str(dst))
+        except RecordsError:
+            return None   # a type this table does not chart
+    elif name == "mobility_sent":
         word = str(event.get("what", "")).split(" ")[0].upper()
         if word not in _MIPV6_NAMES:
             return None
@@ -561,9 +574,9 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
+    """A Markdown table: the first column (names) left-aligned, the figures right-aligned."""
+    align = ["left"] + ["right"] * (len(header) - 1)
+    return tabulate(rows, header, tablefmt="pipe", colalign=align, disable_numparse=True).splitlines()
 
 
 def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataFrame] = None,

@@ -1,6 +1,6 @@
 """Scenarios as data: a timeline of named phases in which mobile nodes move between networks.
 
-A scenario file is TOML (read with the standard library's ``tomllib``), so users can copy the default
+A scenario file is TOML (read with ``tomllib``, written with ``tomli_w``), so users can copy the default
 (``experiments/scenarios/default.toml``), edit it and pass it with ``--scenario FILE``::
 
     name = "my-scenario"
@@ -41,8 +41,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, replace
+
+import tomli_w
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
 
 from topologies.addressing import ACCESS_NETWORKS, MAX_MOBILE_NODES
 
@@ -410,38 +416,9 @@ def _build(data: dict, source: str) -> Scenario:
 
 
 # ------------------------------------------------------------------------------------------------------
-# Writing (only the shapes this module produces: strings, numbers, lists and one-level inline tables)
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_value(key)
+# Writing
 
 
 def dumps(scenario: Scenario) -> str:
     """The scenario as TOML text that :func:`loads` reads back to an equal scenario."""
-    d = scenario.to_dict()
-    lines = [f"{k} = {_toml_value(d[k])}" for k in ("name", "description", "mobile_nodes", "quick_scale",
-                                                     "quick_min_phase_s", "quick_min_traffic_s")]
-    lines += ["", "[start]"] + [f"{k} = {_toml_value(v)}" for k, v in d["start"].items()]
-    for probe in d["probe"]:
-        lines += ["", "[[probe]]"] + [f"{k} = {_toml_value(v)}" for k, v in probe.items()]
-    for phase in d["phase"]:
-        lines += ["", "[[phase]]"] + [f"{k} = {_toml_value(v)}" for k, v in phase.items()]
-    return "\n".join(lines) + "\n"
+    return tomli_w.dumps(scenario.to_dict())

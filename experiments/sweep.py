@@ -40,7 +40,7 @@ from experiments.cli import OneLineErrorParser, add_output_options, not_root, re
 from experiments.scenario import ScenarioError, load
 from experiments.stats import confidence_interval
 from nodeapps.linkemu.errors import LinkConfigError
-from nodeapps.linkemu.params import make_config
+from nodeapps.linkemu.profiles import make_config
 from topologies.runs import on_stop_signals
 from topologies.addressing import PlanError
 from topologies.lab import LabError

@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+from tabulate import tabulate
+
 from nodeapps.runtime.control import request
 
 RUN_DIR_GLOB = "/tmp/svpnlab-*"
@@ -30,11 +32,9 @@ def find_socket(target: str, run_dir: str | None) -> str:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """Left-aligned plain-text columns; an empty cell for a missing value."""
+    return tabulate(rows, headers, tablefmt="simple", missingval="", disable_numparse=True,
+                    numalign="left", stralign="left")
 
 
 def render(status: dict) -> str:

@@ -5,7 +5,7 @@
 
 Theory of operation: Mininet builds the namespaces and links (``topologies.svpn``). The lab then writes
 one JSON config per VPN node into a private run directory (keys are fresh per run, files are 0600), starts
-``python -m nodeapps.runtime.daemon`` inside each node's namespace, and waits for its control socket.
+``python -m nodeapps.node`` inside each node's namespace, and waits for its control socket.
 External mobile nodes get a pair of ESP tunnel-mode SAs with the security gateway; the SG proxies
 neighbour discovery for their inner addresses on the office LAN and forbids plain forwarding between the
 office and the Internet. On stop (or any error, or SIGINT/SIGTERM) it stops exactly the processes it
@@ -744,7 +744,7 @@ table inet svpnlab_gateway {{
     def _launch(self, node: str) -> None:
         log = open(os.path.join(self.run_dir, f"{node}.log"), "ab")
         self.apps[node] = self.host(node).popen(
-            [sys.executable, "-m", "nodeapps.runtime.daemon", os.path.join(self.run_dir, f"{node}.json")],
+            [sys.executable, "-m", "nodeapps.node", os.path.join(self.run_dir, f"{node}.json")],
             stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(os.path.dirname(__file__)))
         log.close()
 

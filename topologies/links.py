@@ -40,7 +40,8 @@ from mininet.node import Node
 
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.netem import NetemSupport, choose_backend, detect_netem, direction_commands
-from nodeapps.linkemu.params import BACKENDS, PARAM_KEYS, LinkConfig, default_seed, make_config
+from nodeapps.linkemu.params import BACKENDS, PARAM_KEYS, LinkConfig, default_seed
+from nodeapps.linkemu.profiles import make_config
 from topologies.runs import RUN_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -30,13 +30,15 @@ try:
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
     from topologies.links import EmulatedLink
     from nodeapps.linkemu.errors import LinkConfigError
-    from nodeapps.linkemu.params import default_seed, make_config
+    from nodeapps.linkemu.params import default_seed
+    from nodeapps.linkemu.profiles import make_config
 except ImportError:  # `mn --custom` executes this file without a package (and without __file__)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename))))
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
     from topologies.links import EmulatedLink
     from nodeapps.linkemu.errors import LinkConfigError
-    from nodeapps.linkemu.params import default_seed, make_config
+    from nodeapps.linkemu.params import default_seed
+    from nodeapps.linkemu.profiles import make_config
 
 OFFICE_SWITCH = "soffice"
 ACCESS_SWITCH = {"wlan1": "swlan1", "wlan2": "swlan2", "cell": "scell"}

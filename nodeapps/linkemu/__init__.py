@@ -7,11 +7,14 @@ Two mechanisms give the same link model:
 - a userspace emulator (``python -m nodeapps.linkemu.emulator``) in a small hidden namespace spliced into
   the link: node1 ⇄ veth ⇄ [emulator] ⇄ veth ⇄ node2.
 
-Modules: ``params`` (validated parameters, units, command-line overrides), ``model`` (sans-IO link model,
-deterministic under a seed), ``traces`` (Mahimahi capacity traces, our Markov generator), ``profiles``
-(named link types), ``netem`` (kernel probe and tc command generation), ``emulator`` (the I/O shell).
+Modules: ``params`` (validated parameters and units), ``profiles`` (named link types; ``make_config``
+builds a link from a profile plus overrides), ``overrides`` (``--link`` on the command line), ``model``
+(sans-IO link model, deterministic under a seed), ``traces`` (Mahimahi capacity traces, our Markov
+generator), ``netem`` (kernel probe and tc command generation), ``emulator`` (the I/O shell).
 The Mininet link class lives in ``topologies.links``.
 """
-from nodeapps.linkemu.params import LinkConfig, LinkConfigError, LinkParams, make_config, parse_override
+from nodeapps.linkemu.overrides import parse_override
+from nodeapps.linkemu.params import LinkConfig, LinkConfigError, LinkParams
+from nodeapps.linkemu.profiles import make_config
 
 __all__ = ["LinkConfig", "LinkConfigError", "LinkParams", "make_config", "parse_override"]

@@ -1,4 +1,4 @@
-"""Link parameters: units, validation, both directions, profiles plus overrides, command-line overrides.
+"""Link parameters: units, validation, both directions (profiles: ``profiles``; ``--link``: ``overrides``).
 
 Canonical units inside :class:`LinkParams`: milliseconds, percent, Mbit/s, packets, bytes. Users may also
 write strings with units (``"20ms"``, ``"500us"``, ``"1s"``, ``"10mbit"``, ``"1.5%"``); a bare number is in
@@ -260,7 +260,7 @@ _CONVERTERS = {
     "trace": ("trace", lambda n, v: str(v)),
 }
 PARAM_KEYS = frozenset(_CONVERTERS) | {"burst_loss"}
-_NONE_WORDS = ("none", "off", "")
+NONE_WORDS = ("none", "off", "")
 
 
 def params_fields(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,7 +273,7 @@ def params_fields(overrides: Mapping[str, Any]) -> dict[str, Any]:
         if key not in _CONVERTERS:
             raise LinkConfigError(f"unknown link parameter {key!r} (known: {', '.join(sorted(PARAM_KEYS))})")
         target, convert = _CONVERTERS[key]
-        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS
+        if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS
                              and target in ("rate_mbit", "queue_packets", "queue_bytes", "trace",
                                             "ge_p", "ge_r")):
             fields[target] = None
@@ -301,91 +301,6 @@ def make_params(base: Optional[LinkParams] = None, **overrides: Any) -> LinkPara
         raise LinkConfigError(str(exc)) from None
 
 
-def make_config(profile: Optional[str] = None, *, forward: Optional[Mapping[str, Any]] = None,
-                reverse: Optional[Mapping[str, Any]] = None, seed: Optional[int] = None,
-                backend: Optional[str] = None, **common: Any) -> LinkConfig:
-    """A validated :class:`LinkConfig`: the profile's values, then ``common`` overrides for both
-    directions, then the per-direction ``forward`` / ``reverse`` overrides."""
-    from nodeapps.linkemu import profiles  # profiles import this module
-    if profile is not None:
-        base = profiles.definition(profile)
-        fwd_fields = {**base.get("common", {}), **base.get("forward", {})}
-        rev_fields = {**base.get("common", {}), **base.get("reverse", {})}
-    else:
-        fwd_fields, rev_fields = {}, {}
-    for key in ("forward", "reverse"):
-        value = {"forward": forward, "reverse": reverse}[key]
-        if value is not None and not isinstance(value, Mapping):
-            raise LinkConfigError(f"{key} must be a dict of link parameters, not {value!r}")
-    fwd = make_params(make_params(None, **fwd_fields), **{**common, **(forward or {})})
-    rev = make_params(make_params(None, **rev_fields), **{**common, **(reverse or {})})
-    return LinkConfig(forward=fwd, reverse=rev, profile=profile, seed=seed, backend=backend or "auto")
-
-
 def default_seed(*names: str) -> int:
     """A stable per-link seed from its names, so repeated runs see the same random draws."""
     return zlib.crc32("|".join(names).encode())
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command-line overrides: "SELECTOR:key=value,key=value"
-
-def parse_override(text: str) -> tuple[str, dict[str, str]]:
-    """``"mn1-ar1:profile=lte,delay=30ms"`` -> (``"mn1-ar1"``, {"profile": "lte", "delay": "30ms"}).
-
-    Keys may be prefixed ``fwd.`` / ``rev.`` for one direction (e.g. ``rev.rate=5mbit``); values are kept as
-    strings and checked when the link is made (use :func:`override_to_kwargs` to check them early)."""
-    selector, sep, body = text.partition(":")
-    if not sep or not selector.strip() or not body.strip():
-        raise LinkConfigError(f"link override {text!r} must look like LINK:key=value[,key=value...]")
-    values: dict[str, str] = {}
-    for item in body.split(","):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise LinkConfigError(f"link override {text!r}: {item!r} is not key=value")
-        values[key.strip()] = value.strip()
-    override_to_kwargs(values)  # fail now on unknown keys or bad values, with a one-line message
-    return selector.strip(), values
-
-
-def override_to_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat override dict (``fwd.``/``rev.`` prefixes allowed) -> keyword arguments for :func:`make_config`."""
-    kwargs: dict[str, Any] = {}
-    forward: dict[str, Any] = {}
-    reverse: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in ("profile", "backend"):
-            kwargs[key] = None if str(value).lower() in _NONE_WORDS else str(value)
-        elif key == "seed":
-            kwargs["seed"] = int(parse_size("seed", value, {"": 1}))
-        elif key.startswith(("fwd.", "forward.")):
-            forward[key.split(".", 1)[1]] = value
-        elif key.startswith(("rev.", "reverse.")):
-            reverse[key.split(".", 1)[1]] = value
-        else:
-            kwargs[key] = value
-    if forward:
-        kwargs["forward"] = forward
-    if reverse:
-        kwargs["reverse"] = reverse
-    make_config(**kwargs)  # validation only
-    return kwargs
-
-
-def add_link_arguments(parser) -> None:
-    """``--link SELECTOR:key=value,...`` (repeatable) and ``--link-backend`` for an experiment's argparse."""
-    parser.add_argument("--link", action="append", default=[], metavar="LINK:key=value[,key=value]",
-                        help="override a link, e.g. mn1-ar1:profile=lte,delay=30ms,rev.rate=5mbit "
-                             "(repeatable; keys: profile, backend, seed, " + ", ".join(sorted(PARAM_KEYS))
-                        + "; fwd./rev. prefix for one direction)")
-    parser.add_argument("--link-backend", choices=BACKENDS, default=None,
-                        help="backend for links that do not name one (default: auto)")
-
-
-def link_overrides(texts) -> dict[str, dict[str, Any]]:
-    """``--link`` values -> {selector: keyword arguments for EmulatedLink}; later values win per key."""
-    merged: dict[str, dict[str, str]] = {}
-    for text in texts:
-        selector, values = parse_override(text)
-        merged.setdefault(selector, {}).update(values)
-    return {selector: override_to_kwargs(values) for selector, values in merged.items()}

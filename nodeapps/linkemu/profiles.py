@@ -6,10 +6,10 @@ Forward is the uplink (terminal → network): put the terminal as node1. Importa
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from nodeapps.linkemu.errors import LinkConfigError
-from nodeapps.linkemu.params import LinkConfig, make_config
+from nodeapps.linkemu.params import LinkConfig, make_params
 
 # name -> {"summary", "common": both directions, "forward": uplink, "reverse": downlink, "sources"}.
 # Values are one-way. "sources" are keys of the reference list in docs/links.md.
@@ -81,5 +81,25 @@ def definition(name: str) -> dict[str, Any]:
 
 
 def get(name: str, **overrides: Any) -> LinkConfig:
-    """Validated parameters of profile ``name`` with ``overrides`` (see ``params.make_config``)."""
+    """Validated parameters of profile ``name`` with ``overrides`` (see :func:`make_config`)."""
     return make_config(name, **overrides)
+
+
+def make_config(profile: Optional[str] = None, *, forward: Optional[Mapping[str, Any]] = None,
+                reverse: Optional[Mapping[str, Any]] = None, seed: Optional[int] = None,
+                backend: Optional[str] = None, **common: Any) -> LinkConfig:
+    """A validated :class:`LinkConfig`: the profile's values, then ``common`` overrides for both
+    directions, then the per-direction ``forward`` / ``reverse`` overrides."""
+    if profile is not None:
+        base = definition(profile)
+        fwd_fields = {**base.get("common", {}), **base.get("forward", {})}
+        rev_fields = {**base.get("common", {}), **base.get("reverse", {})}
+    else:
+        fwd_fields, rev_fields = {}, {}
+    for key in ("forward", "reverse"):
+        value = {"forward": forward, "reverse": reverse}[key]
+        if value is not None and not isinstance(value, Mapping):
+            raise LinkConfigError(f"{key} must be a dict of link parameters, not {value!r}")
+    fwd = make_params(make_params(None, **fwd_fields), **{**common, **(forward or {})})
+    rev = make_params(make_params(None, **rev_fields), **{**common, **(reverse or {})})
+    return LinkConfig(forward=fwd, reverse=rev, profile=profile, seed=seed, backend=backend or "auto")

@@ -73,7 +73,6 @@ from nodeapps.runtime.mobility import (
 from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
 from nodeapps.roles import vcm_shell
-from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import vcm_control_path
 from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
 
@@ -311,9 +310,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                    if r["direction"] == "out"}
                 self.first_direct_logged &= self.direct_out
         for data, _path in self.agent.datagrams_to_send(now):
-            kind = vcm_shell.chart_event(vcm_shell.message_type(data), self.config.node, "vcm")
-            self.log.emit(time.time(), kind, to="vcm", bytes=len(data),
-                          type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
+            self.log.emit(time.time(), "vcm_message", peer="vcm", **vcm_shell.message_fields(data))
             self._send_to_vcm(data)
         if self.ro_pending:
             self.ro_pending = False

@@ -114,7 +114,7 @@ class GatewayRuntime(MobilityRuntime):
                     self.log.emit(time.time(), name, role=who, **fields)
             for data, _path in self.monitor.datagrams_to_send(now):
                 moved = True
-                self._chart(data, "sg", "vcm")
+                self._log_message(data, "sg", "vcm")
                 if self.manager is None:
                     self._send_to_vcm_host(data)
                     continue
@@ -124,7 +124,7 @@ class GatewayRuntime(MobilityRuntime):
             for data, path in self.manager.datagrams_to_send(now):
                 moved = True
                 if path == self.manager.config.sg_path:
-                    self._chart(data, "vcm", "sg")
+                    self._log_message(data, "vcm", "sg")
                     self.monitor.receive(data, self.monitor.config.vcm_path, now)
                     continue
                 node = self.mn_by_home.get(ipv6.pton(path.address))
@@ -132,7 +132,7 @@ class GatewayRuntime(MobilityRuntime):
                     continue
                 if vcm_shell.message_type(data) == vp.KEYS:
                     self._announce_peer_of(data, node)  # the direct SA's outer end must be known first
-                self._chart(data, "vcm", self.vcm_names[node])
+                self._log_message(data, "vcm", self.vcm_names[node])
                 self._send_control(path.address, vcm_shell.VCM_PORT, data)
             if not moved:
                 break
@@ -164,10 +164,9 @@ class GatewayRuntime(MobilityRuntime):
         self.monitor.receive(udp[4], self.monitor.config.vcm_path, now)
         return True
 
-    def _chart(self, data: bytes, sender: str, receiver: str) -> None:
-        kind = vcm_shell.chart_event(vcm_shell.message_type(data), sender, receiver)
-        self.log.emit(time.time(), kind, node=sender, to=receiver, bytes=len(data),
-                      type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
+    def _log_message(self, data: bytes, sender: str, receiver: str, **extra) -> None:
+        self.log.emit(time.time(), "vcm_message", node=sender, peer=receiver, **vcm_shell.message_fields(data),
+                      **extra)
 
     def _announce_peer_of(self, data: bytes, receiver: int) -> None:
         if not self.care_of_notices:
@@ -205,13 +204,9 @@ class GatewayRuntime(MobilityRuntime):
                 self.counters["vcm_bad"] += 1
                 return True
             self.counters["vcm_rx"] += 1
-            try:
-                kind = vcm_shell.chart_event(vcm_shell.message_type(udp[4]), self.vcm_names[node], "vcm")
-                # received: the MN logs the same message as it sends it (counted and charted from there)
-                self.log.emit(time.time(), kind, node=self.vcm_names[node], to="vcm", bytes=len(udp[4]),
-                              received=True)
-            except KeyError:
-                pass
+            if node in self.vcm_names:
+                # received: the MN logs the same message as it sends it (the experiments count it from there)
+                self._log_message(udp[4], self.vcm_names[node], "vcm", received=True)
             # The path is that of the SA's MN (its source was checked against the SA before): the channel then
             # refuses a message whose sender id is another node's (RFC 4301 §5.2 applied to VCM control).
             self.manager.receive(udp[4], mn_control_path(self.vcm_mns[node]["home"], vcm_in_sg=True), now)

@@ -14,7 +14,6 @@ from nodeapps import ipv6
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
-from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
 from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
 
@@ -100,14 +99,13 @@ class VcmHostRuntime(MobilityRuntime):
                 care_of = self.manager.contexts[peer.node].care_of   # from the SG's latest REPORT
                 if care_of is not None:
                     self._follow(peer.node, care_of, "report")
-            kind = vcm_shell.chart_event(vcm_shell.message_type(data), "vcm", receiver)
-            self.log.emit(time.time(), kind, to=receiver, bytes=len(data),
-                          type=vp.TYPE_NAMES.get(vcm_shell.message_type(data)))
+            fields = vcm_shell.message_fields(data)
+            self.log.emit(time.time(), "vcm_message", peer=receiver, **fields)
             packet = vcm_shell.build_udp(self.address, peer.address, vcm_shell.VCM_PORT, vcm_shell.VCM_PORT, data)
             sealed = peer.seal(packet)
             if sealed is not None:
                 self.counters["vcm_tx"] += 1
-                self.send_raw(sealed, kind)
+                self.send_raw(sealed, f"vcm {fields['type']} to {receiver}")
 
     def _follow(self, node: int, address: str, source: str) -> None:
         """Point the direct SA pair with ``node`` at the address it is reachable at now."""

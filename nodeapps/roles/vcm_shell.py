@@ -1,5 +1,6 @@
 """Glue between the VCM cores (``nodeapps.vcm``) and the node shells: UDP framing of control datagrams
-inside the MN–SG tunnel SAs, the care-of address notice the SG sends to peers, and chart event names.
+inside the MN–SG tunnel SAs, the care-of address notice the SG sends to peers, and what a node logs
+about a control message.
 
 Control datagrams (VCM built into the SG, issue item 5) are UDP between the MN's home address and the SG's
 inner (office) address, port 7420, protected by the MN's existing tunnel SA pair with the SG: the SG's SPD
@@ -76,25 +77,10 @@ def decode_care_of(data: bytes) -> tuple[int, str, str | None]:
     return node_id, ipv6.ntop(home), ipv6.ntop(care_of) if flags & 1 else None
 
 
-def chart_event(msg_type: int, sender: str, receiver: str) -> str:
-    """Event name of a control message for the sequence chart (experiments.records.MESSAGE_KINDS)."""
-    if msg_type == p.REPORT:
-        return "report_202"
-    if msg_type == p.REPORT_ACK:
-        return "ack_204"
-    if msg_type == p.KEYS:
-        return {"mn2": "keys_206", "mn1": "keys_210"}.get(receiver, "keys")
-    if msg_type == p.KEYS_ACK:
-        return {"mn2": "ack_208", "mn1": "ack_212"}.get(sender, "keys")
-    if msg_type == p.PEER_READY:
-        return {"mn1": "ack_208", "mn2": "ack_212"}.get(receiver, "keys")
-    if msg_type == p.PEER_READY_ACK:
-        return "peer_ready_ack"
-    if msg_type == p.FALLBACK:
-        return "fallback"
-    if msg_type == p.FALLBACK_ACK:
-        return "fallback_ack"
-    return "vcm_message"
+def message_fields(data: bytes) -> dict:
+    """What a node logs about a control message it sends or receives (event ``vcm_message``, together with
+    ``node`` = sender and ``peer`` = receiver): the protocol's type name and the size."""
+    return {"type": p.TYPE_NAMES.get(message_type(data)), "bytes": len(data)}
 
 
 def message_type(data: bytes) -> int | None:

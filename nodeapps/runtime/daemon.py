@@ -11,25 +11,21 @@ SAs configured with ``"encap": "udp"`` (RFC 3948, docs/esp.md) use a UDP socket 
 the ESP packets of one TUN read leave in as few UDP_SEGMENT sends as their sizes allow, and datagrams
 arrive GRO-coalesced, are split, and are rebuilt into native ESP packets for the same inbound path.
 
-Run: python -m nodeapps.runtime.daemon CONFIG.json
+Started by ``nodeapps.node`` (``python -m nodeapps.node CONFIG.json``), which picks the role's runtime.
 """
 from __future__ import annotations
 
-import argparse
-import ctypes
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
-import sys
 import time
 
 from nodeapps import ipv6
 from nodeapps.esp.processor import IPsecProcessor
 from nodeapps.runtime import nft, sequences
-from nodeapps.runtime.config import ConfigError, NodeConfig, build_processor
+from nodeapps.runtime.config import NodeConfig
 from nodeapps.runtime.control import ControlServer
 from nodeapps.runtime.events import EventLog
 from nodeapps.runtime.offload import VNET_HDR_LEN, Coalescer, OffloadError, from_tun
@@ -50,20 +46,6 @@ FAULT_INJECTION_DISABLED = "fault injection is disabled (start the lab with faul
 TIMER_HOLD_S = 0.01
 # Octets of a failed packet shown (in hex) in its handler_error event.
 SUMMARY_OCTETS = 48
-_PR_SET_PDEATHSIG = 1
-_PR_SET_TIMERSLACK = 29
-
-
-def _die_with_parent() -> None:
-    """A node app must not outlive the lab that started it (it would pin its namespace)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        libc.prctl(_PR_SET_TIMERSLACK, 1)
-    except OSError:
-        pass
-
-
 class NodeRuntime:
     # Next headers (first after the IPv6 header) this node's AF_PACKET sockets take from the kernel.
     owned_protocols = OWNED_PROTOCOLS
@@ -467,50 +449,3 @@ def _addresses() -> list[dict]:
                                "address": f"{info.get('local')}/{info.get('prefixlen')}",
                                "scope": info.get("scope")})
     return result
-
-
-def runtime_class(config: NodeConfig):
-    """The runtime for a node's role; mobility roles live in nodeapps.roles."""
-    if config.mobility is None:
-        return NodeRuntime
-    from nodeapps.roles import RUNTIMES
-    return RUNTIMES[config.role]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="svpnlab-node", description="Run one svpnlab VPN node.")
-    parser.add_argument("config", help="node configuration (JSON)")
-    args = parser.parse_args(argv)
-    try:
-        config = NodeConfig.from_file(args.config)
-        processor = build_processor(config, now=time.time)
-        if config.sequence_store:
-            # Before any SA can send: each continues above what an earlier process of this node used.
-            store = sequences.SequenceStore(config.sequence_store)
-            sequences.install(store)
-            store.adopt(processor.sad)
-    except (ConfigError, sequences.SequenceStoreError) as exc:
-        print(f"svpnlab-node: {exc}", file=sys.stderr)
-        return 2
-    _die_with_parent()
-    runtime = runtime_class(config)(config, processor)
-
-    def stop(_signum, _frame):
-        runtime.stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        runtime.setup()
-        print(f"svpnlab-node {config.node}: ready", flush=True)
-        runtime.run()
-    except OSError as exc:
-        print(f"svpnlab-node {config.node}: {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        runtime.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

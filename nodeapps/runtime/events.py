@@ -6,7 +6,7 @@ import json
 
 
 class EventLog:
-    """Writes events to a JSON-lines file; repeats of one (event, reason) are capped per second."""
+    """Writes events to a JSON-lines file; repeats of one (event, reason, type) are capped per second."""
 
     def __init__(self, node: str, path: str | None, *, recent: int = 200, per_second: int = 20):
         self.node = node
@@ -18,7 +18,7 @@ class EventLog:
         self.suppressed = 0
 
     def emit(self, wall_time: float, event: str, **fields) -> None:
-        key = (event, fields.get("reason"))
+        key = (event, fields.get("reason"), fields.get("type"))
         if wall_time - self._window_start >= 1.0:
             if self.suppressed:
                 self._write(wall_time, "events_suppressed", {"count": self.suppressed})

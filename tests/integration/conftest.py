@@ -27,7 +27,7 @@ def our_leftovers() -> dict:
     prefixes = tuple([OFFICE_SWITCH, "sxhome"] + list(ACCESS_SWITCH.values()))
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     interfaces = [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
-    daemons = subprocess.run(["pgrep", "-f", "nodeapps.runtime.daemon|nodeapps.linkemu.emulator"],
+    daemons = subprocess.run(["pgrep", "-f", "nodeapps[.]node |nodeapps.linkemu.emulator"],
                              capture_output=True, text=True).stdout
     return {"interfaces": [i for i in interfaces if i.startswith(prefixes)],
             "daemons": daemons.split(),

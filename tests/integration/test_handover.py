@@ -23,7 +23,7 @@ def one_way_ms(kind: str, direction: str, frame: int) -> float:
     that clipping the normal jitter at zero adds, and serialisation of the frame at its rate."""
     import math
 
-    from nodeapps.linkemu.params import make_config
+    from nodeapps.linkemu.profiles import make_config
     from topologies.svpn import DEFAULT_PROFILES
 
     params = getattr(make_config(DEFAULT_PROFILES[kind]), direction)

@@ -3,7 +3,7 @@ from topologies.measurements import ping
 
 
 def test_default_link_profiles_put_the_office_tens_of_milliseconds_away():
-    from nodeapps.linkemu.params import make_config
+    from nodeapps.linkemu.profiles import make_config
     from topologies.lab import SvpnLab
 
     def one_way_ms(name):

@@ -53,7 +53,7 @@ from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime.config import NodeConfig, build_processor
-from nodeapps.runtime.daemon import runtime_class
+from nodeapps.node import runtime_class
 
 # Lab configurations the harness knows, by name: SvpnLab keyword arguments.
 LAB_VARIANTS = {

@@ -5,7 +5,7 @@ import pytest
 
 from nodeapps import ipv6
 from nodeapps.mobility import messages as m
-from nodeapps.roles import RUNTIMES
+from nodeapps.node import RUNTIMES
 from nodeapps.roles import security_gateway
 from nodeapps.runtime.config import NodeConfig, build_processor
 from nodeapps.runtime.mobility import TransportPeer

@@ -2,7 +2,7 @@
 import json
 
 from nodeapps.linkemu import emulator
-from nodeapps.linkemu.params import make_config
+from nodeapps.linkemu.profiles import make_config
 
 
 def run(capsys, argv):

@@ -6,7 +6,8 @@ import pytest
 from nodeapps.linkemu import netem
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.netem import NetemSupport, choose_backend, direction_commands, link_commands
-from nodeapps.linkemu.params import LinkParams, make_config
+from nodeapps.linkemu.params import LinkParams
+from nodeapps.linkemu.profiles import make_config
 
 
 class FakeRunner:

@@ -5,8 +5,9 @@ import pytest
 
 from nodeapps.linkemu import profiles
 from nodeapps.linkemu.errors import LinkConfigError
-from nodeapps.linkemu.params import (LinkConfig, LinkParams, make_config, override_to_kwargs,
-                                     parse_override)
+from nodeapps.linkemu.overrides import override_to_kwargs, parse_override
+from nodeapps.linkemu.params import LinkConfig, LinkParams
+from nodeapps.linkemu.profiles import make_config
 from topologies import link_profiles
 
 
@@ -149,7 +150,7 @@ def test_derived_properties():
 
 def test_argparse_helpers_collect_overrides_per_link():
     import argparse
-    from nodeapps.linkemu.params import add_link_arguments, link_overrides
+    from nodeapps.linkemu.overrides import add_link_arguments, link_overrides
     parser = argparse.ArgumentParser()
     add_link_arguments(parser)
     args = parser.parse_args(["--link", "mn1-ar1:profile=lte", "--link", "mn1-ar1:delay=30ms,fwd.loss=1",

@@ -4,7 +4,9 @@ from hypothesis import strategies as st
 
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.model import DirectionModel
-from nodeapps.linkemu.params import LinkParams, make_config, parse_override
+from nodeapps.linkemu.overrides import parse_override
+from nodeapps.linkemu.params import LinkParams
+from nodeapps.linkemu.profiles import make_config
 
 MS = 1_000_000
 

@@ -58,7 +58,7 @@ def test_daemon_with_a_broken_config_exits_2_with_one_line(tmp_path):
     config = good_config()
     config["sas"][0]["spi"] = 7  # reserved SPI
     path.write_text(json.dumps(config))
-    result = subprocess.run([sys.executable, "-m", "nodeapps.runtime.daemon", str(path)],
+    result = subprocess.run([sys.executable, "-m", "nodeapps.node", str(path)],
                             capture_output=True, text=True, timeout=30,
                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert result.returncode == 2

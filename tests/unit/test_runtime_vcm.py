@@ -1,4 +1,4 @@
-"""VCM glue of the node shells: UDP framing (scapy as oracle), care-of notices, chart event names."""
+"""VCM glue of the node shells: UDP framing (scapy as oracle), care-of notices, logged control messages."""
 import pytest
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
@@ -49,6 +49,10 @@ def test_malformed_care_of_notice_is_one_parse_error(data):
         vcm_shell.decode_care_of(data)
 
 
+def control_message(msg_type: int) -> bytes:
+    return bytes([1, msg_type]) + bytes(30)
+
+
 @pytest.mark.parametrize("msg_type, sender, receiver, name", [
     (p.REPORT, "sg", "vcm", "report_202"), (p.REPORT_ACK, "vcm", "sg", "ack_204"),
     (p.KEYS, "vcm", "mn2", "keys_206"), (p.KEYS, "vcm", "mn1", "keys_210"),
@@ -57,17 +61,54 @@ def test_malformed_care_of_notice_is_one_parse_error(data):
     (p.PEER_READY_ACK, "mn1", "vcm", "peer_ready_ack"), (p.FALLBACK, "vcm", "mn1", "fallback"),
     (p.FALLBACK_ACK, "mn2", "vcm", "fallback_ack"), (p.KEYS, "vcm", "mn3", "keys"),
 ])
-def test_chart_event_names_follow_the_sequence_chart(msg_type, sender, receiver, name):
-    assert vcm_shell.chart_event(msg_type, sender, receiver) == name
+def test_a_logged_control_message_reads_as_its_sequence_chart_step(msg_type, sender, receiver, name):
+    from experiments.records import signalling_message
+    event = {"event": "vcm_message", "node": sender, "peer": receiver,
+             **vcm_shell.message_fields(control_message(msg_type))}
+    assert event["type"] == p.TYPE_NAMES[msg_type]
+    assert signalling_message(event) == {"kind": name, "src": sender, "dst": receiver, "bytes": 32}
+    assert signalling_message({**event, "received": True}) is None   # the sender's copy counts
 
 
-def test_chart_names_exist_in_the_experiment_records():
+def test_every_control_message_type_has_a_chart_step():
     from experiments.records import MESSAGE_KINDS, message_event
-    for msg_type, name in p.TYPE_NAMES.items():
+    for name in p.TYPE_NAMES.values():
         for sender, receiver in (("vcm", "mn1"), ("mn2", "vcm"), ("sg", "vcm")):
-            ours = vcm_shell.chart_event(msg_type, sender, receiver)
-            assert ours in MESSAGE_KINDS
-            assert ours == message_event(name, sender, receiver)
+            assert message_event(name, sender, receiver) in MESSAGE_KINDS
+
+
+def test_the_sg_logs_a_received_control_message_in_neutral_terms():
+    from shell_harness import ShellHarness
+    h = ShellHarness.for_node("sg", "private-vcm-in-sg")
+    try:
+        sa = next(sa for sa in h.inbound_sas() if sa["name"] == "mn1->sg")
+        home = h.runtime.vcm_mns[vcm_shell.mn_node_id(1)]["home"]
+        inner = vcm_shell.build_udp(ipv6.pton(home), h.runtime.vcm_address_bytes, vcm_shell.VCM_PORT,
+                                    vcm_shell.VCM_PORT, control_message(p.KEYS_ACK))
+        h.network(h.esp(sa, ipv6.NH_IPV6, inner))
+        logged = h.events("vcm_message")
+    finally:
+        h.close()
+    assert h.counters["vcm_rx"] == 1
+    assert [{k: e[k] for k in ("node", "peer", "type", "bytes", "received")} for e in logged] == [
+        {"node": "mn1", "peer": "vcm", "type": "KEYS_ACK", "bytes": 32, "received": True}]
+
+
+def test_the_vcm_host_logs_what_it_sends_in_neutral_terms():
+    from shell_harness import ShellHarness
+    h = ShellHarness.for_node("vcm", "private-vcm-host")
+    try:
+        rt = h.runtime
+        sg_path = next(path for path, name in rt.path_names.items() if name == "sg")
+        rt.manager.datagrams_to_send = lambda now: [(control_message(p.REPORT_ACK), sg_path)]
+        rt._flush(0.0)
+        logged = h.events("vcm_message")
+        sent = h.counters["vcm_tx"]
+    finally:
+        h.close()
+    assert sent == 1
+    assert [{k: e[k] for k in ("node", "peer", "type", "bytes")} for e in logged] == [
+        {"node": "vcm", "peer": "sg", "type": "REPORT_ACK", "bytes": 32}]
 
 
 def test_status_renders_the_vcm_path_table():

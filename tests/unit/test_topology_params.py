@@ -74,7 +74,8 @@ def test_bad_link_profile_set_and_mtu_are_refused():
 
 def emulator_config(topo, name):
     """The LinkConfig the link's emulator gets on its command line (EmulatedLink passes it as JSON)."""
-    from nodeapps.linkemu.params import LinkConfig, make_config
+    from nodeapps.linkemu.params import LinkConfig
+    from nodeapps.linkemu.profiles import make_config
     settings = dict(topo.link_params[name])
     config = make_config(**settings)
     return LinkConfig.from_dict(config.to_dict())

@@ -784,6 +784,24 @@ table inet svpnlab_gateway {{
         self._wait_ready([node])
         return time.monotonic() - started
 
+    def control(self, node: str, cmd: str, **args) -> dict:
+        """One control request to a node app; its refusal (or an unknown node) as a one-line LabError."""
+        self._node_app(node)
+        from nodeapps.runtime.control import request
+        try:
+            return request(self.control_socket(node), cmd, **args)
+        except OSError as exc:
+            raise LabError(f"{node}: {exc}") from None
+
+    def drop_next(self, node: str, message: str, direction: str | None = None, count: int = 1) -> dict:
+        """Make ``node`` lose its next ``count`` ``message`` (a Mobility Header or VCM message name) at its
+        shell boundary, "in" (default: on its way to the node's core) or "out" (on its way out); needs
+        ``fault_injection=True``. Returns what the node armed."""
+        args = {"message": message, "count": count}
+        if direction is not None:
+            args["direction"] = direction
+        return self.control(node, "drop-next", **args)
+
     def link_metadata(self) -> dict:
         """Which emulation backend each link used, with its counters and faithfulness (also after stop)."""
         return emulation_metadata(self._links)

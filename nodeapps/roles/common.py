@@ -10,6 +10,7 @@ import time
 from nodeapps import ipv6
 from nodeapps.mobility.events import MessageDropped, MobilityWrongSa, Protection
 from nodeapps.runtime.daemon import NodeRuntime
+from nodeapps.runtime.faults import MOBILITY_MESSAGES
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.runtime.offload import PLAIN_VNET_HDR
@@ -58,6 +59,7 @@ class MobilityRuntime(NodeRuntime):
         for peer in section.get("tunnel_peers", []):
             self.add_tunnel_peer(peer)
         self.core = None
+        self.message_drops.carried.update(MOBILITY_MESSAGES)
         self.counters.update({"mh_rx": 0, "mh_tx": 0, "mh_esp_failures": 0, "not_for_us": 0,
                               "unprotectable": 0})
 
@@ -104,6 +106,8 @@ class MobilityRuntime(NodeRuntime):
         self._drain_peer_events(peer)
         if inner is None:
             self.counters["mh_esp_failures"] += 1
+            return True
+        if self.drop_mobility(inner, "in"):
             return True
         self.counters["mh_rx"] += 1
         core = getattr(peer, "core", None) or self.core
@@ -163,6 +167,8 @@ class MobilityRuntime(NodeRuntime):
             self.send_datagram(datagram, now)
 
     def send_datagram(self, datagram, now: float) -> None:
+        if self.drop_mobility(datagram.packet, "out"):
+            return
         packet = self.seal_for(datagram)
         if packet is None:
             return

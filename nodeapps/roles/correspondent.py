@@ -54,6 +54,8 @@ class CorrespondentRuntime(MobilityRuntime):
                 self.counters["not_for_us"] += 1
                 continue
             if upper == ipv6.NH_MOBILITY:
+                if self.drop_mobility(packet, "in"):
+                    continue
                 self.counters["mh_rx"] += 1
                 self.core.receive(packet, now)
             elif hao is not None:

@@ -71,6 +71,7 @@ from nodeapps.runtime.mobility import (
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na,
 )
 from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
+from nodeapps.runtime.faults import VCM_MESSAGES
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
 from nodeapps.roles import vcm_shell
 from nodeapps.vcm.channel import vcm_control_path
@@ -243,6 +244,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                  initial_counter=int(time.time()) << 20)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
                               "vcm_op_errors": 0, "direct_in": 0})
+        self.message_drops.carried.update(VCM_MESSAGES)
 
     def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
         """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""
@@ -254,6 +256,8 @@ class MobileNodeRuntime(MobilityRuntime):
             self.counters["vcm_bad"] += 1
             return True
         if udp[3] == vcm_shell.VCM_PORT and self.vcm_peer is None:
+            if self.drop_vcm(udp[4], "in"):
+                return True
             self.counters["vcm_rx"] += 1
             self.agent.receive(udp[4], self.vcm_path, now)
         elif udp[3] == vcm_shell.CARE_OF_PORT:
@@ -288,6 +292,8 @@ class MobileNodeRuntime(MobilityRuntime):
         if udp is None or udp[3] != vcm_shell.VCM_PORT:
             self.counters["vcm_bad"] += 1
             return True
+        if self.drop_vcm(udp[4], "in"):
+            return True
         self.counters["vcm_rx"] += 1
         self.agent.receive(udp[4], self.vcm_path, now)
         self._vcm_flush(now)
@@ -310,6 +316,8 @@ class MobileNodeRuntime(MobilityRuntime):
                                    if r["direction"] == "out"}
                 self.first_direct_logged &= self.direct_out
         for data, _path in self.agent.datagrams_to_send(now):
+            if self.drop_vcm(data, "out"):
+                continue
             self.log.emit(time.time(), "vcm_message", peer="vcm", **vcm_shell.message_fields(data))
             self._send_to_vcm(data)
         if self.ro_pending:
@@ -655,6 +663,8 @@ class MobileNodeRuntime(MobilityRuntime):
             # is deleted with a BU carried through the VPN (office HA, SG tunnel). Built before the core
             # learns it is home, so that it does not start a return-routability deregistration of its own.
             for packet in self.peer_routing.deregistrations(self.address, now):
+                if self.drop_mobility(packet, "out"):
+                    continue
                 self.log.emit(time.time(), "mobility_sent", what="BU lifetime 0 via the VPN",
                               dst=ipv6.ntop(packet[24:40]), protection="vpn")
                 self.send_raw(packet, "deregistration via the VPN")
@@ -770,6 +780,8 @@ class MobileNodeRuntime(MobilityRuntime):
             self.send_raw(out, description)
 
     def send_datagram(self, datagram, now: float) -> None:
+        if self.drop_mobility(datagram.packet, "out"):
+            return
         if self.peer_routing is not None and datagram.protection is Protection.NONE:
             # CoTI / BU to a peer MN whose binding we hold: type 2 routing header to its care-of address.
             datagram = Datagram(self.peer_routing.route_mobility(datagram.packet, now), datagram.protection,
@@ -819,7 +831,7 @@ class MobileNodeRuntime(MobilityRuntime):
             spi = esp_spi(packet)
             if spi is not None and spi in self.tunnel_by_spi:
                 inner = self.tunnel_by_spi[spi].open(packet)  # HoT (or a peer's HoTI) from the external HA
-                if inner is not None:
+                if inner is not None and not self.drop_mobility(inner, "in"):
                     self.counters["mh_rx"] += 1
                     self.peer_routing.receive(inner, now, esp_protected=True)
                 continue
@@ -848,6 +860,8 @@ class MobileNodeRuntime(MobilityRuntime):
                 delivered = self.core.incoming(inner, now)
                 if delivered is not None and not self._source_protected(delivered, sa, "ha-tunnel"):
                     continue
+                if delivered is not None and self.drop_mobility(delivered, "in"):
+                    continue   # a peer's signalling the HA tunnelled to us, lost on purpose
                 if delivered is not None:
                     self.counters["from_tunnel"] += 1
                     if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
@@ -862,6 +876,8 @@ class MobileNodeRuntime(MobilityRuntime):
                     self.write_tun(delivered)
             elif self.peers_on_home_core and upper == ipv6.NH_MOBILITY:
                 # CoT / BA from a peer, forwarded by its HA to our care-of address through the SG tunnel.
+                if self.drop_mobility(inner, "in"):
+                    continue
                 self.counters["mh_rx"] += 1
                 self.peer_routing.receive(inner, now, esp_protected=True)
             else:
@@ -874,6 +890,8 @@ class MobileNodeRuntime(MobilityRuntime):
         # RFC 4301 §5.2: nothing in clear may claim a VPN source, the outer header included (a forged
         # tunnel "from the home agent" in the public plan).
         if not self._source_protected(packet, None, "clear"):
+            return
+        if self.drop_mobility(packet, "in"):
             return
         before = self.peer_routing.counters["peer_data_in"]
         delivered = self.peer_routing.receive(packet, now)

@@ -23,6 +23,7 @@ from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa, run_ip, run_ip6_batch
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import event_fields
+from nodeapps.runtime.faults import VCM_MESSAGES
 from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
 from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
@@ -91,6 +92,7 @@ class GatewayRuntime(MobilityRuntime):
             tuple(MnBinding(i, m["external"], m.get("internal")) for i, m in self.vcm_mns.items())),
             initial_counter=counter)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "care_of_notices": 0})
+        self.message_drops.carried.update(VCM_MESSAGES)
         if not in_sg:
             return   # the VCM host runs the manager; REPORTs go to it in the SG–VCM SA
         # fallback_both=False: an MN that returns drops its direct SAs itself on proving the office, and a
@@ -114,18 +116,24 @@ class GatewayRuntime(MobilityRuntime):
                     self.log.emit(time.time(), name, role=who, **fields)
             for data, _path in self.monitor.datagrams_to_send(now):
                 moved = True
+                if self.drop_vcm(data, "out"):
+                    continue
                 self._log_message(data, "sg", "vcm")
                 if self.manager is None:
                     self._send_to_vcm_host(data)
                     continue
-                self.manager.receive(data, self.manager.config.sg_path, now)
+                if not self.drop_vcm(data, "in"):   # the manager's side of the in-process hop
+                    self.manager.receive(data, self.manager.config.sg_path, now)
             if self.manager is None:
                 break
             for data, path in self.manager.datagrams_to_send(now):
                 moved = True
+                if self.drop_vcm(data, "out"):
+                    continue
                 if path == self.manager.config.sg_path:
                     self._log_message(data, "vcm", "sg")
-                    self.monitor.receive(data, self.monitor.config.vcm_path, now)
+                    if not self.drop_vcm(data, "in"):   # the monitor's side of the in-process hop
+                        self.monitor.receive(data, self.monitor.config.vcm_path, now)
                     continue
                 node = self.mn_by_home.get(ipv6.pton(path.address))
                 if node is None:
@@ -159,6 +167,8 @@ class GatewayRuntime(MobilityRuntime):
         udp = vcm_shell.parse_udp(inner) if inner is not None else None
         if udp is None or udp[3] != vcm_shell.VCM_PORT:
             self.counters["vcm_bad"] += 1
+            return True
+        if self.drop_vcm(udp[4], "in"):
             return True
         self.counters["vcm_rx"] += 1
         self.monitor.receive(udp[4], self.monitor.config.vcm_path, now)
@@ -202,6 +212,8 @@ class GatewayRuntime(MobilityRuntime):
             udp = vcm_shell.parse_udp(inner)
             if udp is None or udp[3] != vcm_shell.VCM_PORT:
                 self.counters["vcm_bad"] += 1
+                return True
+            if self.drop_vcm(udp[4], "in"):
                 return True
             self.counters["vcm_rx"] += 1
             if node in self.vcm_names:

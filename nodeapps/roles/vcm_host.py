@@ -13,6 +13,7 @@ import time
 from nodeapps import ipv6
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import MobilityRuntime, event_fields
+from nodeapps.runtime.faults import VCM_MESSAGES
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
 from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
@@ -23,6 +24,7 @@ class VcmHostRuntime(MobilityRuntime):
 
     def setup_role(self) -> None:
         s = self.section["vcm"]
+        self.message_drops.carried = set(VCM_MESSAGES)   # no mobility core of its own
         self.names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
         self.sg_path = sg_vcm_path(s["sg_address"], vcm_in_sg=False)
         # SPI -> (control path, peer): the path a datagram arrived on is that of the SA's owner.
@@ -82,6 +84,8 @@ class VcmHostRuntime(MobilityRuntime):
             if peer.node in self.direct:
                 # Authenticated by the SA: its outer source is where the MN is now.
                 self._follow(peer.node, ipv6.ntop(packet[8:24]), "datagram")
+            if self.drop_vcm(udp[4], "in"):
+                continue
             self.counters["vcm_rx"] += 1
             self.manager.receive(udp[4], path, now)
         self._flush(now)
@@ -95,6 +99,8 @@ class VcmHostRuntime(MobilityRuntime):
             if peer is None:
                 continue
             receiver = self.path_names[path]
+            if self.drop_vcm(data, "out"):
+                continue
             if peer.node in self.direct:
                 care_of = self.manager.contexts[peer.node].care_of   # from the SG's latest REPORT
                 if care_of is not None:

@@ -1,6 +1,7 @@
 """Local control socket: one JSON request line in, one JSON reply line out, then close.
 
-Requests: {"cmd": "status"} and {"cmd": "events", "last": N}. Non-blocking, driven by the node's loop.
+Requests: {"cmd": "status"} and {"cmd": "events", "last": N}; with fault injection on, "drop-next" and the
+roles' own fault commands. Non-blocking, driven by the node's loop.
 Each request is its own input: a handler that refuses it raises ValueError and the client gets that one
 line; anything else it raises is reported to ``on_error`` (the node counts it) and answered with a one-line
 internal error, and the server goes on with the next request.

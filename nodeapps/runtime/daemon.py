@@ -28,6 +28,7 @@ from nodeapps.runtime import nft, sequences
 from nodeapps.runtime.config import NodeConfig
 from nodeapps.runtime.control import ControlServer
 from nodeapps.runtime.events import EventLog
+from nodeapps.runtime.faults import MessageDrops, mobility_message, vcm_message
 from nodeapps.runtime.offload import VNET_HDR_LEN, Coalescer, OffloadError, from_tun
 from nodeapps.esp import udpencap
 from nodeapps.runtime.packet_io import (ETH_HEADER_LEN, UDP_MAX_SEGMENTS, gso, open_capture, open_sender,
@@ -70,9 +71,12 @@ class NodeRuntime:
         self.handler_names = {}
         self.last_packet = None   # the packet the current handler took last (for handler_error events)
         self._timer_hold = 0.0
+        # drop-next faults; the roles name the Mobility Header and VCM messages their shells carry.
+        self.message_drops = MessageDrops()
         self.counters = {"handler_errors": 0, "tun_rx": 0, "tun_tx": 0, "net_rx": 0, "net_tx": 0, "send_errors": 0,
                          "tun_ignored": 0, "bypass_from_tun": 0, "tun_super_packets": 0, "offload_errors": 0,
-                         "udp_rx": 0, "udp_tx": 0, "udp_gso_sends": 0, "udp_not_esp": 0}
+                         "udp_rx": 0, "udp_tx": 0, "udp_gso_sends": 0, "udp_not_esp": 0,
+                         "fault_dropped": 0}
 
     # ---- set-up and tear-down -------------------------------------------------------------------
     def setup(self) -> None:
@@ -411,12 +415,34 @@ class NodeRuntime:
             if isinstance(last, bool) or not isinstance(last, int) or last < 1:
                 raise ValueError(f"last {last!r}: a whole number of events, at least 1")
             return {"events": list(self.log.recent)[-last:]}
-        raise ValueError(f"unknown command {cmd!r} (status, events)")
+        if cmd == "drop-next":
+            self.check_fault_injection()
+            armed = self.message_drops.arm(request)
+            self.log.emit(time.time(), "fault_armed", **armed)
+            return armed
+        raise ValueError(f"unknown command {cmd!r} (status, events, drop-next)")
 
     def check_fault_injection(self) -> None:
         """Commands that break a node on purpose answer only on a node started with fault injection on."""
         if not self.config.fault_injection:
             raise ValueError(FAULT_INJECTION_DISABLED)
+
+    # ---- drop-next: the shell's boundary with its cores asks before it hands over or sends ----
+    def drop_mobility(self, packet: bytes, direction: str) -> bool:
+        """True if a drop-next fault takes this Mobility Header packet (then counted and logged)."""
+        return self.message_drops.armed and self._fault_drop(mobility_message(packet), direction)
+
+    def drop_vcm(self, data: bytes, direction: str) -> bool:
+        """True if a drop-next fault takes this VCM control datagram (then counted and logged)."""
+        return self.message_drops.armed and self._fault_drop(vcm_message(data), direction)
+
+    def _fault_drop(self, name: str | None, direction: str) -> bool:
+        left = self.message_drops.take(name, direction)
+        if left is None:
+            return False
+        self.counters["fault_dropped"] += 1
+        self.log.emit(time.time(), "fault_dropped", message=name, direction=direction, pending=left)
+        return True
 
     def status(self) -> dict:
         return {
@@ -430,6 +456,7 @@ class NodeRuntime:
             "counters": {**self.counters, "tun_segments_merged": self.coalescer.merged},
             "ipsec": self.processor.status(),
             "recent_events": list(self.log.recent)[-20:],
+            "faults": self.message_drops.status(),
         }
 
 

@@ -31,6 +31,8 @@ CARRIER_VCM_SA_IN_SG_SA = "vcm-sa-in-sg-sa"  # MN<->VCM ESP SA carried inside th
 CARRIER_SG_SA = "sg-sa"                      # MN<->SG SA (VCM built into the SG)
 CARRIER_SG_VCM_SA = "sg-vcm-sa"              # SG<->VCM SA
 CARRIER_LOCAL = "local"                      # same process (VCM built into the SG)
+# First retransmission timeout of a request (docs/vcm-protocol.md), doubled per retransmission.
+INITIAL_RTO_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class _PeerState:
 
 
 class ControlChannel:
-    def __init__(self, node_id: int, peers: dict, *, initial_counter: int = 0, initial_rto: float = 0.25,
+    def __init__(self, node_id: int, peers: dict, *, initial_counter: int = 0, initial_rto: float = INITIAL_RTO_S,
                  max_rto: float = 8.0, max_attempts: int = 8, memory: int = 256):
         """``initial_counter`` must grow across restarts (e.g. wall-clock seconds << 20) or peers that
         remember the old counters reject everything until they forget."""

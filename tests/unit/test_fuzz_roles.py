@@ -326,14 +326,17 @@ def test_tun_input_never_raises(variant, node, data):
     _assert_clean(h)
 
 
-_COMMANDS = ["status", "events", "forget-peer-binding", "vcm-inject", "fault", "nonsense"]
+_COMMANDS = ["status", "events", "forget-peer-binding", "vcm-inject", "drop-next", "fault", "nonsense"]
 
 
 @pytest.mark.parametrize("variant, node", ROLE_CASES[::3], ids=CASE_IDS[::3])
 @settings(FUZZ, max_examples=int(15 * SCALE))
 @given(request=st.fixed_dictionaries({"cmd": st.sampled_from(_COMMANDS)}, optional={
     "last": st.integers(-5, 500) | st.text(max_size=3), "data": st.text("0123456789abcdef", max_size=40),
-    "home_address": st.sampled_from(["fd00:10::a:1", "x", ""]) | st.text(max_size=5)}))
+    "home_address": st.sampled_from(["fd00:10::a:1", "x", ""]) | st.text(max_size=5),
+    "message": st.sampled_from(["KEYS", "bu", "HoTI", "REPORT", ""]) | st.text(max_size=5) | st.integers(),
+    "direction": st.sampled_from(["in", "out"]) | st.text(max_size=3) | st.none(),
+    "count": st.integers(-2, 2000) | st.booleans() | st.text(max_size=2)}))
 def test_control_requests_answer_or_raise_value_error(variant, node, request):
     """The control server turns a ValueError into a one-line error reply; nothing else may escape."""
     h = harness(variant, node)

@@ -104,6 +104,9 @@ MESSAGE_KINDS: dict[str, tuple[str, str, Optional[str], str]] = {
     "peer_ready_ack": ("ready ack", None, "vcm", "an MN confirms a relayed 208/212 [PEER_READY_ACK]"),
     "fallback": ("fallback", "vcm", None, "peer went back inside: use the SG SA again [FALLBACK]"),
     "fallback_ack": ("fallback ack", None, "vcm", "[FALLBACK_ACK]"),
+    "restarted": ("restarted", None, "vcm", "an MN's process started without direct SAs: its peers fall back "
+                                            "and the pair is set up anew [RESTARTED]"),
+    "restarted_ack": ("restarted ack", "vcm", None, "[RESTARTED_ACK]"),
     "keys": ("keys", "vcm", None, "keys for a pair other than MN1-MN2 [KEYS]"),
     "bu": ("BU", None, None, "Mobile IPv6 binding update (RFC 6275 §6.1.7)"),
     "ba": ("BA", None, None, "binding acknowledgement (§6.1.8)"),
@@ -143,7 +146,7 @@ def message_event(type_name: str, sender: str, receiver: str) -> str:
         return {"mn1": "ack_208", "mn2": "ack_212"}.get(receiver, "keys")
     if t == "PEER_READY_ACK":
         return "peer_ready_ack"
-    if t in ("FALLBACK", "FALLBACK_ACK"):
+    if t in ("FALLBACK", "FALLBACK_ACK", "RESTARTED", "RESTARTED_ACK"):
         return t.lower()
     raise RecordsError(f"unknown message type {type_name!r}")
 

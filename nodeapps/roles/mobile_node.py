@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import secrets
 import socket
 import subprocess
 import time
@@ -241,7 +242,9 @@ class MobileNodeRuntime(MobilityRuntime):
         self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
                                                    vcm["external"], vcm.get("internal"),
                                                    inbound_grace=float(vcm.get("inbound_grace", 45.0))),
-                                 initial_counter=int(time.time()) << 20)
+                                 initial_counter=int(time.time()) << 20,
+                                 initial_txid=1 + secrets.randbelow(0xFFFFFFFF))
+        self.announce_start = True   # RESTARTED, once we are away and can reach the VCM (``_go_away``)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
                               "vcm_op_errors": 0, "direct_in": 0})
         self.message_drops.carried.update(VCM_MESSAGES)
@@ -637,6 +640,12 @@ class MobileNodeRuntime(MobilityRuntime):
             self.agent.left_office(now)
         self._switch_policy(internal=False)
         self.care_of, self.state = coa, "away"
+        if self.agent is not None and self.announce_start:
+            # A restart leaves peers sending under direct SAs this process never had: the VCM moves them
+            # back. Sent as soon as the VCM can be reached, not at a retransmission seconds later.
+            self.announce_start = False
+            self.agent.started(now)
+            self._vcm_flush(now)
         self.log.emit(time.time(), "care_of_address", address=coa, error=error or None)
         self.core.move_to(ipv6.pton(coa), now)
         if self.ext_core is not None:

@@ -99,9 +99,11 @@ class _PeerState:
 
 class ControlChannel:
     def __init__(self, node_id: int, peers: dict, *, initial_counter: int = 0, initial_rto: float = INITIAL_RTO_S,
-                 max_rto: float = 8.0, max_attempts: int = 8, memory: int = 256):
+                 max_rto: float = 8.0, max_attempts: int = 8, memory: int = 256, initial_txid: int = 1):
         """``initial_counter`` must grow across restarts (e.g. wall-clock seconds << 20) or peers that
-        remember the old counters reject everything until they forget."""
+        remember the old counters reject everything until they forget. ``initial_txid``: a node whose own
+        requests a peer may still remember from an earlier process (an MN's RESTARTED) starts its
+        transaction ids at a random point, or the peer would answer from its cache instead of acting."""
         if not 0 < node_id <= 0xFFFFFFFF:
             raise ValueError(f"node id {node_id} outside 1..2^32-1")
         self.node_id = node_id
@@ -114,7 +116,9 @@ class ControlChannel:
         for peer_id, address in peers.items():
             self.add_peer(peer_id, address)
         self._pending: dict[tuple[int, int], _Pending] = {}
-        self._next_txid = 1
+        if not 0 < initial_txid <= 0xFFFFFFFF:
+            raise ValueError(f"initial transaction id {initial_txid} outside 1..2^32-1")
+        self._next_txid = initial_txid
         self._outbox: list[tuple[bytes, Hashable]] = []
         self.events: list = []
         self.stats: Counter = Counter()

@@ -106,6 +106,7 @@ class Session:
     current: int = 0
     established_at: Optional[float] = None
     fallback_txid: dict = field(default_factory=dict)
+    set_up_again: bool = False   # after the fall-back completes (an MN restarted)
 
     def other(self, node: int) -> int:
         return self.node_b if node == self.node_a else self.node_a
@@ -166,6 +167,8 @@ class VcmManager:
             else:
                 self._ignore("not-from-sg", f"REPORT from node {msg.sender}")
                 self.channel.reject(msg, p.STATUS_BAD_REQUEST)
+        elif msg.type == p.RESTARTED:
+            self._on_restarted(msg, now)
         elif msg.type in p.REQUEST_TYPES:
             self._ignore("unexpected-request", f"{msg.name} from node {msg.sender}")
             self.channel.reject(msg, p.STATUS_BAD_REQUEST)
@@ -372,6 +375,10 @@ class VcmManager:
         session.fallback_txid.pop(msg.sender, None)
         if not session.fallback_txid and session.state == CLOSING:
             self._close(session, "fell back")
+            if session.set_up_again:
+                # The peer is back on the SG path: only now may new keys reach it (a KEYS overtaking the
+                # FALLBACK would install inbound SAs the FALLBACK then removes).
+                self._on_session_seen(p.SessionSeen(session.node_a, session.node_b, session.trigger), now)
 
     def _on_gave_up(self, event: RequestGaveUp, now: float) -> None:
         ref = event.request.one(p.SessionRef)
@@ -385,14 +392,36 @@ class VcmManager:
         elif session.state in (SETTING_UP, ESTABLISHED):
             self._fall_back(session, None, now, reason=f"node {event.peer} did not answer {event.request.name}")
 
+    # -- a restarted MN ---------------------------------------------------------------------------
+    def _on_restarted(self, msg: p.Message, now: float) -> None:
+        """The MN's new process holds none of the direct SAs its sessions gave it: its peers must stop
+        sending under them at once (FALLBACK to the peer only; the restarted MN has nothing to remove),
+        and each session that was in use is set up again as soon as the peer has confirmed."""
+        ctx = self.contexts.get(msg.sender)
+        if ctx is None:   # the channel knows only configured nodes; an SG or VCM id is not an MN
+            self._ignore("unknown-node", f"RESTARTED from node {msg.sender}")
+            self.channel.reject(msg, p.STATUS_UNKNOWN_NODE)
+            return
+        self.stats["restarted"] += 1
+        for sid in list(ctx.sessions.values()):
+            session = self.sessions.get(sid)
+            if session is not None and session.state in (SETTING_UP, ESTABLISHED):
+                session.set_up_again = True
+                self._fall_back(session, None, now, reason=f"node {ctx.node_id} restarted",
+                                targets=[session.other(ctx.node_id)])
+        self.channel.respond(msg, [])
+
     # -- fall-back and teardown -------------------------------------------------------------------
-    def _fall_back(self, session: Session, inside_node: Optional[int], now: float, reason: str = "") -> None:
-        """Tell the MN(s) to go back to the SG path; stop all outstanding key exchanges."""
+    def _fall_back(self, session: Session, inside_node: Optional[int], now: float, reason: str = "",
+                   targets: Optional[list] = None) -> None:
+        """Tell the MN(s) (``targets``, by default both or the one not inside) to go back to the SG path;
+        stop all outstanding key exchanges."""
         self._cancel_pending(session)
         session.state = CLOSING
-        targets = [session.node_a, session.node_b]
-        if inside_node is not None and not self.config.fallback_both:
-            targets = [session.other(inside_node)]
+        if targets is None:
+            targets = [session.node_a, session.node_b]
+            if inside_node is not None and not self.config.fallback_both:
+                targets = [session.other(inside_node)]
         newest = max(session.generations)
         for node in targets:
             peer = session.other(node)

@@ -190,6 +190,12 @@ class MobileAgent:
         return events
 
     # -- local API --------------------------------------------------------------------------------
+    def started(self, now: float) -> None:
+        """The MN's process has just started and holds no direct SA. Peers of a session set up before may
+        still send under one we no longer have: tell the VCM (RESTARTED), which moves those peers back to
+        the SG path and sets the sessions up anew. Retransmitted until answered, like any request."""
+        self.channel.send_request(self.config.vcm_id, p.RESTARTED, [], now)
+
     def returned_inside(self, now: float) -> None:
         """The MN is back in the office: stop direct outbound at once; inbound SAs linger for the grace."""
         self.inside = True

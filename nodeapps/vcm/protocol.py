@@ -31,14 +31,16 @@ PEER_READY = 5       # VCM -> MN (relayed "208" / "212": the peer can now decryp
 PEER_READY_ACK = 6   # MN -> VCM
 FALLBACK = 7         # VCM -> MN (peer went back inside: use the SG SA again, delete direct SAs)
 FALLBACK_ACK = 8     # MN -> VCM
+RESTARTED = 9        # MN -> VCM (its process started holding no direct SA: the VCM ends its sessions, sets them up anew)
+RESTARTED_ACK = 10   # VCM -> MN
 
 TYPE_NAMES = {
     REPORT: "REPORT", REPORT_ACK: "REPORT_ACK", KEYS: "KEYS", KEYS_ACK: "KEYS_ACK",
     PEER_READY: "PEER_READY", PEER_READY_ACK: "PEER_READY_ACK", FALLBACK: "FALLBACK",
-    FALLBACK_ACK: "FALLBACK_ACK",
+    FALLBACK_ACK: "FALLBACK_ACK", RESTARTED: "RESTARTED", RESTARTED_ACK: "RESTARTED_ACK",
 }
-REQUEST_TYPES = frozenset({REPORT, KEYS, PEER_READY, FALLBACK})
-RESPONSE_TYPES = frozenset({REPORT_ACK, KEYS_ACK, PEER_READY_ACK, FALLBACK_ACK})
+REQUEST_TYPES = frozenset({REPORT, KEYS, PEER_READY, FALLBACK, RESTARTED})
+RESPONSE_TYPES = frozenset({REPORT_ACK, KEYS_ACK, PEER_READY_ACK, FALLBACK_ACK, RESTARTED_ACK})
 
 # Header flags. Unknown flags are ignored by receivers.
 FLAG_REKEY = 0x0001        # KEYS: a further generation for an existing session (make-before-break)
@@ -264,6 +266,8 @@ _SHAPES = {
     PEER_READY_ACK: ((SessionRef, 1, 1), (Status, 0, 1)),
     FALLBACK: ((SessionRef, 1, 1), (Peer, 1, 1)),
     FALLBACK_ACK: ((SessionRef, 1, 1), (Status, 0, 1)),
+    RESTARTED: (),
+    RESTARTED_ACK: ((Status, 0, 1),),
 }
 
 

@@ -184,6 +184,7 @@ class Lab:
         self.db = {node: FakeSecurityDb(f"MN{node - 10}") for node in self.agents}
         self.cores = {SG: self.sg, VCM: self.vcm, MN1: self.agents[MN1], MN2: self.agents[MN2]}
         self.location = {MN1: "inside", MN2: "inside"}
+        self.lost_spis: set = set()   # outbound SPIs whose receiver restarted without them (``restart_mn``)
 
     # -- wiring -----------------------------------------------------------------------------------
     def _route(self, src: int, path) -> int:
@@ -301,11 +302,29 @@ class Lab:
                     continue
                 peer = by_external[sa["remote"]]
                 inbound = self.db[peer].inbound_by_spi(sa["spi"])
+                if inbound is None and sa["spi"] in self.lost_spis:
+                    continue   # the black hole a restart opens; the protocol must close it (tests measure it)
                 if inbound is None:
                     raise InvariantError(f"MN{node - 10} has outbound SPI {sa['spi']} but MN{peer - 10} "
                                          f"has no inbound SA for it (t={self.now:.3f})")
                 if (inbound["key"], inbound["salt"], inbound["algorithm"]) != (sa["key"], sa["salt"], sa["algorithm"]):
                     raise InvariantError(f"SPI {sa['spi']}: key material differs between MN{node - 10} and peer")
+
+    def restart_mn(self, node: int) -> None:
+        """The MN's process starts again: a fresh agent (a higher counter, transaction ids from a new point)
+        with an empty SAD/SPD, which tells the VCM at once. Its peers' outbound SAs towards it can no longer
+        be decrypted (``lost_spis``) until the VCM moves those peers back to the SG path."""
+        external = self.mn[node].external
+        for other, db in self.db.items():
+            if other != node:
+                self.lost_spis |= {sa["spi"] for sa in db.sad.values()
+                                   if sa["direction"] == "out" and sa["remote"] == external}
+        old = self.agents[node]
+        agent = type(old)(old.config, initial_counter=1 << 40, initial_txid=1 + self.rng.randrange(0xFFFFFFFF))
+        self.agents[node] = self.cores[node] = agent
+        self.db[node] = FakeSecurityDb(f"MN{node - 10}")
+        agent.started(self.now)
+        self.drain()
 
     def messages(self, msg_type: int, src: Optional[int] = None, dst: Optional[int] = None) -> list:
         return [m for t, s, d, m in self.delivered

@@ -79,7 +79,7 @@ def test_vcm_classifier_on_encoded_messages_and_garbage():
     ack = vp.encode(vp.Message(vp.KEYS_ACK, 11, 2, 3, (vp.SessionRef(1, 1),)))
     assert (vcm_message(report), vcm_message(ack)) == ("REPORT", "KEYS_ACK")
     for data in (b"", vcm_header(vp.KEYS)[:vp.HEADER_LEN - 1], vcm_header(vp.KEYS, version=2), vcm_header(0),
-                 vcm_header(9), vcm_header(0xFF)):
+                 vcm_header(max(vp.TYPE_NAMES) + 1), vcm_header(0xFF)):
         assert vcm_message(data) is None
     assert set(VCM_MESSAGES) == set(vp.TYPE_NAMES.values())
 
@@ -118,7 +118,7 @@ def test_names_are_matched_without_regard_to_case():
 @pytest.mark.parametrize("request_, error", [
     ({"message": "KEYZ"}, "drop-next: unknown message 'KEYZ' (mobility: BRR, HoTI, CoTI, HoT, CoT, BU, BA, "
                           "BE; VCM: REPORT, REPORT_ACK, KEYS, KEYS_ACK, PEER_READY, PEER_READY_ACK, FALLBACK, "
-                          "FALLBACK_ACK)"),
+                          "FALLBACK_ACK, RESTARTED, RESTARTED_ACK)"),
     ({}, "drop-next: unknown message None"),
     ({"message": 206}, "drop-next: unknown message 206"),
     ({"message": "KEYS", "direction": "sideways"}, "drop-next: direction 'sideways'"),

@@ -513,3 +513,44 @@ def test_spis_of_retired_generations_are_never_handed_out_again():
     assert lab.agents[MN1].path_status()[MN2].generation == 3
     in_use = {sa["spi"] for sa in lab.db[MN1].sad.values()}
     assert set(first) & in_use and {9999, 6666} <= in_use   # generation 1's inbound SA is still there
+
+
+# -- a restarted MN -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_restarted_mn_makes_its_peer_fall_back_and_the_pair_is_set_up_anew(variant):
+    lab = Lab(**VARIANTS[variant])
+    establish(lab)
+    assert both_direct(lab)
+    old_spis = {sa["spi"] for db in lab.db.values() for sa in db.sad.values()}
+    restart = lab.now
+    lab.restart_mn(MN2)
+    assert lab.lost_spis   # MN1 still sends under an SA MN2's new process does not have
+    lab.run(0.05)   # RESTARTED -> FALLBACK to MN1 -> its ACK: a few one-way delays of 5 ms
+    assert not lab.lost_spis & {sa["spi"] for sa in lab.db[MN1].sad.values() if sa["direction"] == "out"}
+    assert len(lab.messages(p.RESTARTED, MN2, VCM)) == 1
+    assert lab.messages(p.FALLBACK, VCM, MN1) and not lab.messages(p.FALLBACK, VCM, MN2)
+    lab.run(1.0)
+    assert both_direct(lab) and lab.agents[MN1].path_status()[MN2].session_id == 2
+    assert {sa["spi"] for sa in lab.db[MN2].sad.values()}.isdisjoint(old_spis)
+    assert lab.send_data(MN1, MN2) == "direct" and lab.send_data(MN2, MN1) == "direct"
+    assert lab.vcm.stats["restarted"] == 1
+    assert any(isinstance(e, SessionClosed) and "restarted" in e.reason for e in lab.events[VCM])
+    assert restart < lab.now
+
+
+def test_a_restart_before_any_session_changes_nothing():
+    lab = Lab()
+    lab.restart_mn(MN1)
+    lab.run(1.0)
+    assert [m.type for m in lab.messages(p.RESTARTED_ACK, VCM, MN1)] == [p.RESTARTED_ACK]
+    assert lab.vcm.sessions == {} and not lab.messages(p.FALLBACK)
+
+
+def test_restarted_from_a_node_that_is_not_an_mn_is_refused():
+    lab = Lab()
+    sg = p.encode(p.Message(p.RESTARTED, SG, 1 << 40, 77, ()))
+    lab.inject(sg, VCM, lab.paths[VCM][SG])
+    lab.run(0.1)
+    answers = lab.messages(p.RESTARTED_ACK, VCM, SG)
+    assert [a.status for a in answers] == [p.STATUS_UNKNOWN_NODE] and lab.vcm.stats["restarted"] == 0

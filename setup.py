@@ -26,6 +26,7 @@ setup(
         "console_scripts": [
             "svpnlab-status=nodeapps.cli:main",
             "svpnlab-clean-net=topologies.runs:main",
+            "svpnlab-shell=experiments.shell:main",
         ],
     },
 )

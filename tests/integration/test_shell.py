@@ -126,3 +126,28 @@ def test_handover_cli_with_piped_input_resumes_and_leaves_the_pause_out(tmp_path
                   if pause["time"] - start + 0.5 < float(row["t"]) < pause["until"] - start - 0.5]
     assert inside and {row["phase"] for row in inside} == {""}, "probes sent in the pause count for no phase"
     _nothing_left(root)
+
+
+def test_ctrl_c_in_the_handover_shell_stops_the_experiment(tmp_path):
+    root, results = str(tmp_path / "runs"), tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, HANDOVER, "--quick", "--strategies", "sg", "--no-plots", "--cli",
+                             "both-inside", "--results", str(results)], cwd=ROOT, env=_env(root),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 90
+        for line in proc.stdout:   # stdin stays open: the shell waits for a command
+            if line.startswith("*** svpnlab shell"):
+                break
+            assert time.monotonic() < deadline, "the shell did not open"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "*** SIGINT: leaving the shell" in out and "Traceback" not in err
+    (run,) = list(results.iterdir())
+    assert json.loads((run / "config.json").read_text())["complete"] is False
+    _nothing_left(root)

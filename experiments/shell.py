@@ -12,7 +12,7 @@ the command stands for its address in the plan, as in `mn1 ping6 -c 3 fs`):
   status [NODE]       a node app's tables (svpnlab-status), or one line per node app
   paths               per mobile-node pair: via the SG or direct, and since when
   ping6all            IPv6 ping between every two VPN members (office hosts and mobile nodes)
-  capture INTERFACE   start a pcapng capture of an interface (ar1-lan, sg-wan, swlan1, ...); again: stop it
+  capture INTERFACE   capture an interface (ar1-lan, sg-wan, swlan1, ...) with tcpdump; again: stop it (pcapng)
   keys                write the Wireshark profile that decrypts the lab's ESP, and say where it is
 
 Input from a terminal is interactive (Ctrl-C stops a running node command; at the prompt it ends the
@@ -27,6 +27,7 @@ import argparse
 import datetime
 import os
 import signal
+import subprocess
 import sys
 import time
 from cmd import Cmd
@@ -49,6 +50,7 @@ from topologies.svpn import ACCESS_SWITCH
 PROG = "svpnlab-shell"
 NETWORKS = ("office", *ACCESS_SWITCH)
 CAPTURE_START_TIMEOUT_S = 5.0
+REGISTRATION_TIMEOUT_S = 30.0
 
 
 class ShellStopped(BaseException):
@@ -103,6 +105,7 @@ class LabShell(CLI):
         self.ending = ending
         self.captures: dict[str, tuple] = {}   # interface -> (process, path, log path)
         self._node_running = False
+        self._stopping = False
 
     # ---- the loop -------------------------------------------------------------------------------------
     def loop(self) -> int | None:
@@ -117,12 +120,11 @@ class LabShell(CLI):
         if self.interactive:
             self.initReadline()
             quietRun("stty echo sane intr ^C")
+        signum = None
         try:
             self.cmdloop(self.intro_text())
-            return None
         except ShellStopped as stop:
-            self.say(f"\n*** {signal.Signals(stop.signum).name}: leaving the shell")
-            return stop.signum
+            signum = stop.signum
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
@@ -130,9 +132,9 @@ class LabShell(CLI):
             lg.ch.setStream(previous_stream)
             if self.interactive:
                 quietRun("stty echo sane intr ^C")   # a node command may have left the terminal raw
-            running = ", ".join(self.captures)
-            if running:
-                self.say(f"*** captures still running until the lab stops: {running}")
+        if signum is not None:
+            self.say(f"\n*** {signal.Signals(signum).name}: leaving the shell")
+        return signum
 
     def intro_text(self) -> str:
         mobility = "" if self.lab.mobility else " (no mobility: start with --mobility to move nodes)"
@@ -140,8 +142,11 @@ class LabShell(CLI):
                 f"keys ('help NAME' says more); 'exit' or end of input {self.ending}")
 
     def _on_stop_signal(self, signum, _frame):
+        if self._stopping:   # a second signal while the first one unwinds: that one is enough
+            return
         if signum == signal.SIGINT and self.interactive and self._node_running:
             raise KeyboardInterrupt   # Mininet's waitForNode passes it on to the node's command
+        self._stopping = True
         raise ShellStopped(signum)
 
     def say(self, text: str) -> None:
@@ -271,36 +276,53 @@ class LabShell(CLI):
         ping6_all(self.mn, [members], write=self.say)
 
     def do_capture(self, line):
-        """capture INTERFACE: start a pcapng capture (dumpcap) of INTERFACE, e.g. ar1-lan, sg-wan, ir-sg or a
-        bridge such as swlan1; the same command again stops it. 'capture' alone lists the running ones."""
+        """capture INTERFACE: capture INTERFACE (e.g. ar1-lan, sg-wan, ir-sg or a bridge such as swlan1) with
+        tcpdump; the same command again stops it and leaves a pcapng file. 'capture' alone lists them."""
         args = line.split()
         if not args:
-            self.say("\n".join(f"capturing {name} into {path}" for name, (_p, path, _l) in self.captures.items())
+            self.say("\n".join(f"capturing {name} into {raw}" for name, (_p, raw, _l) in self.captures.items())
                      or "no capture running")
             return
         if len(args) != 1:
             raise UsageError("usage: capture INTERFACE (again to stop it)")
         name = args[0]
         if name in self.captures:
-            proc, path, log = self.captures.pop(name)
-            self.lab.stop_helper(proc)
-            self.say(f"capture of {name} stopped: {_captured(log)} packets in {path}")
+            self.stop_capture(name)
             return
         node = self.interface_node(name)
         folder = os.path.join(self.out_dir, "captures")
         os.makedirs(folder, exist_ok=True)
-        path = _fresh_path(os.path.join(folder, f"{name}.pcapng"))
-        log_name = f"capture-{os.path.basename(path)}.log"
-        proc = self.lab.popen(node, ["dumpcap", "-i", name, "-w", path], log_name)
+        # tcpdump writes pcap as packets come (--immediate-mode -U: nothing is lost at the stop); the
+        # stop turns it into pcapng.
+        raw = os.path.splitext(_fresh_path(os.path.join(folder, f"{name}.pcapng")))[0] + ".pcap"
+        log_name = f"capture-{os.path.basename(raw)}.log"
+        proc = self.lab.popen(node, ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", name, "-w", raw],
+                              log_name)
         log = os.path.join(self.lab.run_dir, log_name)
         deadline = time.monotonic() + CAPTURE_START_TIMEOUT_S
-        while not _log_says(log, "Capturing on") and proc.poll() is None and time.monotonic() < deadline:
+        while not _log_says(log, "listening on") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if proc.poll() is not None or not _log_says(log, "Capturing on"):
+        if proc.poll() is not None or not _log_says(log, "listening on"):
             self.lab.stop_helper(proc)
-            raise UsageError(f"capture: dumpcap on {name} did not start: {_last_line(log)}")
-        self.captures[name] = (proc, path, log)
-        self.say(f"capturing {name} (on {node}) into {path}; 'capture {name}' again stops it")
+            raise UsageError(f"capture: tcpdump on {name} did not start: {_last_line(log)}")
+        self.captures[name] = (proc, raw, log)
+        self.say(f"capturing {name} (on {node}) into {raw}; 'capture {name}' again stops it")
+
+    def stop_capture(self, name: str) -> None:
+        proc, raw, log = self.captures.pop(name)
+        self.lab.stop_helper(proc)
+        path = os.path.splitext(raw)[0] + ".pcapng"
+        result = subprocess.run(["editcap", "-F", "pcapng", raw, path], capture_output=True, text=True)
+        if result.returncode == 0:
+            os.unlink(raw)
+        else:
+            path = raw
+        self.say(f"capture of {name} stopped: {_captured(log)} packets in {path}")
+
+    def stop_captures(self) -> None:
+        """Stop every capture still running (as the shell ends, before the lab goes)."""
+        for name in list(self.captures):
+            self.stop_capture(name)
 
     def interface_node(self, name: str) -> str:
         """The node that holds interface ``name`` (a bridge is its own switch node)."""
@@ -355,12 +377,12 @@ def _log_says(path: str, text: str) -> bool:
 
 
 def _captured(log: str) -> str:
-    """Packet count from dumpcap's closing report."""
+    """Packet count from tcpdump's closing report."""
     try:
         with open(log, encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("Packets captured:"):
-                    return line.split(":", 1)[1].strip()
+                if line.rstrip().endswith("packets captured"):
+                    return line.split()[0]
     except OSError:
         pass
     return "?"
@@ -414,12 +436,27 @@ def path_rows(lab) -> list[list]:
     return rows
 
 
+def wait_registered(lab, timeout: float = REGISTRATION_TIMEOUT_S) -> None:
+    """Return once every mobile node away from the office is registered with its home agent (until then
+    its home address answers nothing, and the first commands would see a lab still starting)."""
+    away = [mn.name for mn in lab.plan.mobile_nodes if lab.attachment[mn.name] != "office" and mn.name in lab.apps]
+    deadline = time.monotonic() + timeout
+    while not all(lab.status(name)["mobility"].get("home_registered") for name in away):
+        lab.check_nodes()
+        if time.monotonic() > deadline:
+            raise LabError(f"mobile nodes not registered with their home agent within {timeout:g} s")
+        time.sleep(0.05)
+
+
 def pause(lab, banner: str, out_dir: str) -> tuple[float, float, int | None]:
     """Open the shell on a running experiment's lab; 'exit' or end of input resumes. Returns (paused,
     resumed, stop signal or None): the caller leaves the pause out of its figures and stops on a signal."""
     paused = time.time()
     print(f"{banner}: lab shell; 'exit' or end of input resumes the scenario", flush=True)
-    signum = LabShell(lab, out_dir=out_dir, ending="resumes the scenario").loop()
+    lab_shell = LabShell(lab, out_dir=out_dir, ending="resumes the scenario")
+    signum = lab_shell.loop()
+    for name, (_proc, raw, _log) in lab_shell.captures.items():
+        print(f"{banner}: capture of {name} runs on until the lab stops ({raw})", flush=True)
     return paused, time.time(), signum
 
 
@@ -479,8 +516,12 @@ def _run(args) -> int:
         print(f"*** building the lab ({args.addressing} addressing, mobility {'on' if args.mobility else 'off'}, "
               f"vcm {args.vcm or 'none'}) ...", flush=True)
         lab.start()
+        if args.mobility:
+            wait_registered(lab)
         print(f"*** lab up: run directory {lab.run_dir}", flush=True)
-        stopped = LabShell(lab, stdin=script, out_dir=out_dir).loop()
+        lab_shell = LabShell(lab, stdin=script, out_dir=out_dir)
+        stopped = lab_shell.loop()
+        lab_shell.stop_captures()
     except KeyboardInterrupt:
         stopped = signal.SIGINT
     except (LabError, PlanError, LinkConfigError) as exc:

@@ -31,6 +31,7 @@ setup(
             "svpnlab-node=nodeapps.node:main",
             "svpnlab-status=nodeapps.cli:main",
             "svpnlab-clean-net=topologies.runs:main",
+            "svpnlab-shell=experiments.shell:main",
         ],
     },
 )

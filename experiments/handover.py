@@ -26,7 +26,7 @@ import time
 
 import pandas as pd
 
-from experiments import records
+from experiments import records, shell
 from experiments.scenario import ScenarioError, load, load_default
 from experiments.stats import confidence_interval
 from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
@@ -65,7 +65,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=1,
                         help="random seed, the same for every strategy: probe sessions and every link's random loss "
                              "and jitter (default 1)")
-    parser.add_argument("--cli", metavar="PHASE", help="open the Mininet CLI at the start of this phase")
+    parser.add_argument("--cli", metavar="PHASE", help="open the lab shell (experiments/shell.py) before this phase; "
+                                                       "its time is left out of the figures")
     add_output_options(parser)
     add_link_options(parser)
     args = parser.parse_args(argv)
@@ -262,6 +263,15 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
                                          "--timeout", "1", "--out", out], f"probe-{i}.log"))
         phase_start = t0
         for phase in scenario.phases:
+            if args.cli == phase.name:   # the pause belongs to no phase: its counters, events and time
+                snapshots.append(("", sg_relay_counters(lab)))
+                paused, resumed, signum = shell.pause(lab, f"[{strategy}] before phase {phase.name}",
+                                                      os.path.join(folder, "captures", strategy))
+                exp_events.append({"time": paused, "node": "experiment", "event": "pause", "strategy": strategy,
+                                   "phase": phase.name, "until": resumed})
+                phase_start += resumed - paused
+                if signum is not None:
+                    stop_flag.set()
             if stop_flag.is_set():
                 raise Interrupted
             now = time.time()
@@ -269,11 +279,6 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             exp_events.append({"time": now, "node": "experiment", "event": "phase_start", "strategy": strategy,
                                "phase": phase.name})
             print(f"[{strategy}] phase {phase.name} ({phase.duration_s:g} s)", flush=True)
-            if args.cli == phase.name:
-                from mininet.cli import CLI
-                print(f"[{strategy}] Mininet CLI at phase {phase.name}; 'exit' resumes the scenario", flush=True)
-                CLI(lab.net)
-                phase_start = time.time() - (now - phase_start)
             actions = [(m.at_s, "move", m) for m in phase.moves] + [(tr.start_s, "traffic", tr) for tr in phase.traffic]
             actions.sort(key=lambda x: x[0])
             for at, kind, item in actions:

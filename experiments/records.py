@@ -25,6 +25,8 @@ Experiment events (written by the experiment itself, ``node`` is "experiment" un
     {"event": "phase_start", "strategy": "vcm", "phase": "mn1-out"}
     {"event": "move", "strategy": "vcm", "phase": "mn1-out", "node": "mn1", "from": "office", "to": "wlan1"}
     {"event": "strategy_end", "strategy": "vcm", "complete": true}
+    {"event": "pause", "strategy": "vcm", "phase": "mn1-out", "until": epoch seconds}   (``--cli``: the lab
+        shell was open before that phase; the time up to ``until`` belongs to no phase)
 
 Node events without a ``strategy`` field belong to the strategy whose start..end window holds their time.
 Nodes log their signalling in neutral terms: a VCM control message as ``{"time": ..., "node": sender,
@@ -121,7 +123,7 @@ MESSAGE_KINDS: dict[str, tuple[str, str, Optional[str], str]] = {
 }
 _MIPV6_NAMES = {"BU": "bu", "BA": "ba", "HOTI": "hoti", "COTI": "coti", "HOT": "hot", "COT": "cot", "BE": "be",
                 "BRR": "brr"}
-EXPERIMENT_EVENTS = ("strategy_start", "phase_start", "move", "strategy_end")
+EXPERIMENT_EVENTS = ("strategy_start", "phase_start", "move", "strategy_end", "pause")
 
 
 class RecordsError(ValueError):
@@ -300,10 +302,13 @@ def phase_spans(folder: str, events: Optional[list[dict]] = None) -> pd.DataFram
     per = events_by_strategy(events)
     for strategy, evs in per.items():
         starts = [(e["phase"], e["t"]) for e in evs if e["event"] == "phase_start"]
+        pauses = [e["t"] for e in evs if e["event"] == "pause"]
         end = next((e["t"] for e in evs if e["event"] == "strategy_end"), evs[-1]["t"] if evs else 0.0)
         for i, (phase, t) in enumerate(starts):
-            rows.append({"strategy": strategy, "phase": phase, "t_start": t,
-                         "t_end": starts[i + 1][1] if i + 1 < len(starts) else max(end, t)})
+            t_end = starts[i + 1][1] if i + 1 < len(starts) else max(end, t)
+            # A pause (the lab shell) before the next phase ends this one where it began.
+            t_end = min([t_end] + [p for p in pauses if t <= p < t_end])
+            rows.append({"strategy": strategy, "phase": phase, "t_start": t, "t_end": t_end})
     if not rows:
         try:
             config = read_config(folder)
@@ -419,7 +424,7 @@ def _dtype(kind: str) -> str:
 
 def phase_finder(spans: pd.DataFrame, strategy: str):
     """``t -> phase name`` for one strategy: the first span holding ``t``, else the last span begun by
-    then, else ``""``. The table is read once, so it suits per-packet and per-probe loops (a scenario has a
+    then, else ``""``; a time between two spans (a pause) belongs to none. The table is read once, so it suits per-packet and per-probe loops (a scenario has a
     handful of phases: a plain scan is enough)."""
     own = spans[spans.strategy == strategy]
     table = list(zip(own.t_start.tolist(), own.t_end.tolist(), (str(p) for p in own.phase)))
@@ -431,6 +436,8 @@ def phase_finder(spans: pd.DataFrame, strategy: str):
                 if t < end:
                     return name
                 begun = name
+            elif begun:
+                return ""
         return begun
     return find
 

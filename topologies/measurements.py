@@ -74,3 +74,35 @@ def iperf3(client, server, destination: str, seconds: float = 3.0, udp_rate: str
     return {"destination": destination, "protocol": "tcp", "seconds": received["seconds"],
             "mbit_s": received["bits_per_second"] / 1e6,
             "retransmits": end["sum_sent"].get("retransmits"), "intervals_mbit_s": samples}
+
+
+def ping6_all(net, groups, write=print, timeout_s: float = 3.0) -> dict:
+    """Every member of each group pings every other member of that group (``groups``: lists of (node
+    name, IPv6 address)), all pairs at once. A pair counts as reached on its first echo reply; until then
+    a request goes out every 0.2 s for ``timeout_s`` (emulated links lose packets at random). Writes one
+    line per source as Mininet's ``pingall`` does (the names it reached, ``X`` for a miss) and a summary;
+    returns {"pairs", "reached", "loss_pct", "lost": [(src, dst), ...]}."""
+    probes = []
+    for group in groups:
+        for src, _ in group:
+            for dst, address in group:
+                if dst != src:
+                    proc = net[src].popen(["ping", "-6", "-n", "-q", "-c", "1", "-i", "0.2", "-w", f"{timeout_s:g}",
+                                           address], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    probes.append((src, dst, proc))
+    lost, lines = [], {}
+    for src, dst, proc in probes:
+        try:
+            code = proc.wait(timeout=timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if code != 0:
+            lost.append((src, dst))
+        lines.setdefault(src, []).append("X" if code else dst)
+    for src, reached in lines.items():
+        write(f"{src} -> {' '.join(reached)}")
+    pairs = len(probes)
+    loss = 100.0 * len(lost) / pairs if pairs else 0.0
+    write(f"*** Results: {loss:.3g}% dropped ({pairs - len(lost)}/{pairs} pairs answered)")
+    return {"pairs": pairs, "reached": pairs - len(lost), "loss_pct": loss, "lost": lost}

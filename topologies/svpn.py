@@ -14,15 +14,18 @@ Every node is a plain Linux namespace (``LabNode``): IPv6 only, no DAD, static r
 bridges, so neither Open vSwitch nor a controller is needed. Node apps (the IPsec stack) are started by
 ``topologies.lab.SvpnLab`` from the Python API, not by this module.
 
-From the command line:  sudo mn --custom topologies/svpn.py --topo svpn --controller none
-                        sudo mn --custom topologies/svpn.py --topo svpn,addressing=public --controller none
+From the command line:  sudo mn --custom topologies/svpn.py --topo svpn
+                        sudo mn --custom topologies/svpn.py --topo svpn,addressing=public
+                        sudo mn --custom topologies/svpn.py --topo svpn --test ping6all
+(``--test ping6all`` pings between the hosts the bare topology connects and exits 1 on any loss; the
+VPN itself — node apps, ESP, mobility — comes with ``experiments/shell.py``, the lab shell.)
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from mininet.node import Node
+from mininet.node import Node, NullController
 from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 
@@ -289,4 +292,35 @@ class SvpnTopo(Topo):
                 link(f"atk-{place}", "access", "atk", ACCESS_SWITCH[place], attacker_interface(place))
 
 
+def reachability_groups(plan: AddressPlan, hosts) -> list[list[tuple[str, str]]]:
+    """Who must reach whom in the bare topology (no node apps, so no VPN): the office LAN among itself, and
+    the public side (SG, routers, external home agent, correspondent, mobile nodes on visited networks)
+    among itself. Only nodes present in ``hosts`` (names) are listed."""
+    office = [(name, address) for name, address in plan.office.items() if name in hosts]
+    public = [("sg", plan.sg_public), ("ir", str(plan.ir_sg_side))]
+    public += [(ACCESS_ROUTER[name], str(access.router_address)) for name, access in plan.access.items()]
+    if plan.xha_address:
+        public.append(("xha", plan.xha_address))
+    if "cn" in hosts:
+        public.append(("cn", CORRESPONDENT_ADDRESS))
+    for mn in plan.mobile_nodes:
+        (office if mn.attachment == "office" else public).append((mn.name, plan.current_address(mn)))
+    return [group for group in (office, public) if len(group) > 1]
+
+
+def ping6all(net) -> None:
+    """``mn --test ping6all``: IPv6 pings inside each reachability group; on any loss the network is
+    stopped and mn exits with status 1 (mn itself ignores what a test returns)."""
+    from topologies.measurements import ping6_all
+    hosts = {host.name for host in net.hosts}
+    print("*** Ping6: office LAN and public side (no VPN without node apps)", flush=True)
+    result = ping6_all(net, reachability_groups(net.topo.plan, hosts), write=lambda line: print(line, flush=True))
+    if result["lost"]:
+        net.stop()
+        raise SystemExit(1)
+
+
 topos = {"svpn": SvpnTopo}
+tests = {"ping6all": ping6all}
+# Linux bridges need no OpenFlow controller: `mn --custom` takes this as its default controller.
+controllers = {"default": NullController}

@@ -3,6 +3,8 @@ import os
 import re
 import time
 
+from topologies import runs
+
 
 def wait_for(predicate, timeout=5.0, what="condition"):
     """The predicate's first true value, polled until ``timeout`` seconds have passed."""
@@ -45,3 +47,14 @@ def start_capture(lab, node, interface, name):
     wait_for(lambda: b"listening on" in open(os.path.join(lab.run_dir, name + ".log"), "rb").read(),
              what=f"tcpdump on {interface}")
     return proc, path
+
+
+def tagged_processes(root):
+    """Processes tagged with a run directory under ``root`` (an experiment run with SVPNLAB_RUN_ROOT=root),
+    with their command lines: what of that experiment still runs."""
+    out = {}
+    for pid in runs._pids():
+        tag = runs._tag_of(pid)
+        if tag is not None and tag.startswith(root + os.sep):
+            out[pid] = runs._cmdline(pid)
+    return out

@@ -14,19 +14,13 @@ import time
 import pytest
 
 from conftest import ROOT
+from helpers import tagged_processes
 from topologies import runs
 
 HANDOVER = os.path.join(ROOT, "experiments", "handover.py")
 
 
-def _ours(root: str) -> dict[int, str]:
-    """Processes tagged with a run directory under ``root``, with their command lines."""
-    out = {}
-    for pid in runs._pids():
-        tag = runs._tag_of(pid)
-        if tag is not None and tag.startswith(root + os.sep):
-            out[pid] = runs._cmdline(pid)
-    return out
+_ours = tagged_processes
 
 
 def _wait(predicate, timeout: float, what: str):

@@ -58,7 +58,7 @@ FIRST_MN = 11                  # node ids as in nodeapps/vcm/simulation.py: SG 1
 LAB_ACCESS = ("wlan", "lte", "wlan")
 LAB_METRO, LAB_LONGHAUL = "wan-metro", "wan-longhaul"
 SUMMARY_COLUMNS = [
-    "mns", "sessions", "set_up", "already_direct", "interrupted", "failed", "wall_s",
+    "mns", "sessions", "set_up", "already_direct", "interrupted", "failed", "wall_s", "cpu_s",
     "keys_p50_ms", "keys_p90_ms", "keys_p99_ms", "switch_p50_ms", "switch_p90_ms", "switch_p99_ms",
     "setup_p50_ms", "setup_p90_ms", "setup_p99_ms", "both_direct_p99_ms", "min_margin_ms",
     "vcm_cpu_us_per_session", "sg_cpu_us_per_session", "mn_cpu_us_per_session",
@@ -639,7 +639,7 @@ class Simulation:
                          "outcome": s.outcome})
         return rows
 
-    def summary(self, wall: float, memory: bool = True) -> dict:
+    def summary(self, wall: float, cpu: float, memory: bool = True) -> dict:
         rows = self.session_rows()
         ok = [r for r in rows if r["outcome"] == "direct" and r["switch_ms"] is not None]
         count = {o: sum(1 for r in rows if r["outcome"] == o) for o in ("direct", "interrupted", "failed")}
@@ -648,7 +648,7 @@ class Simulation:
         agent_retx = sum(a.channel.stats["retransmit"] for a in self.agents)
         out = {"mns": self.cfg.mns, "sessions": self.cfg.sessions, "set_up": count["direct"],
                "already_direct": self.already_direct, "interrupted": count["interrupted"],
-               "failed": count["failed"], "wall_s": wall}
+               "failed": count["failed"], "wall_s": wall, "cpu_s": cpu}
         for name in ("keys", "switch", "setup"):
             values = [r[f"{name}_ms"] for r in ok]
             for q in (50, 90, 99):
@@ -726,14 +726,14 @@ def simulate(cfg: SimConfig, memory: bool = True) -> tuple[Simulation, dict]:
     """Run one simulation; (the simulation, its summary row)."""
     gc_was = gc.isenabled()
     gc.disable()   # the cores make no reference cycles worth collecting mid-run; the sweep is slow at 1e6 objects
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         sim = Simulation(cfg).run()
     finally:
         if gc_was:
             gc.enable()
-    wall = time.perf_counter() - started
-    return sim, sim.summary(wall, memory)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return sim, sim.summary(wall, cpu, memory)
 
 
 # ---- command line ---------------------------------------------------------------------------------------
@@ -813,14 +813,14 @@ def summary_markdown(rows: list[dict], config: dict) -> str:
            "switch = the initiator switched outbound (the VCM's own part); setup = the initiator's first "
            "direct packet (after MN-MN route optimisation in `home-ro`).", "",
            "| N | sessions | set up | keys p50/p99 ms | switch p50/p99 ms | setup p50/p90/p99 ms | "
-           "VCM CPU µs/session | control B/session | retransmissions | VCM sessions | VCM KiB | SG KiB | wall s |",
+           "VCM CPU µs/session | control B/session | retransmissions | VCM sessions | VCM KiB | SG KiB | run wall / CPU s |",
            "|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['mns']} | {r['sessions']} | {r['set_up']} | {f(r['keys_p50_ms'])} / {f(r['keys_p99_ms'])} | "
                    f"{f(r['switch_p50_ms'])} / {f(r['switch_p99_ms'])} | {f(r['setup_p50_ms'])} / "
                    f"{f(r['setup_p90_ms'])} / {f(r['setup_p99_ms'])} | {f(r['vcm_cpu_us_per_session'], 0)} | "
                    f"{f(r['control_bytes_per_session'], 0)} | {r['retransmissions']} | {r['vcm_sessions']} | "
-                   f"{f(r.get('vcm_memory_kib'), 0)} | {f(r.get('sg_memory_kib'), 0)} | {f(r['wall_s'])} |")
+                   f"{f(r.get('vcm_memory_kib'), 0)} | {f(r.get('sg_memory_kib'), 0)} | {f(r['wall_s'])} / {f(r['cpu_s'])} |")
     out += ["", "Not set up: `already_direct` (the pair was direct or being set up already), `interrupted` (an MN "
             "went back to the office first), `failed` (not direct by the end). Memory: deep sys.getsizeof of "
             "the core objects (docs/simulation.md).", ""]

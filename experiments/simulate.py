@@ -16,8 +16,8 @@ Per N it reports the setup time (session detected at the SG -> both MNs hold the
 initiator's outbound switch, the VCM's own part; -> the initiator's first direct packet), the VCM's CPU
 time per session (time.process_time around every call into the manager), control bytes per session (the
 encoded messages), the monitor's and manager's table sizes and memory (deep sys.getsizeof), and the
-retransmissions. Writes results/simulate-<time>/: config.json, runs.csv (one row per session, largest N
-only), summary.csv (one row per N), summary.md, plots/metrics-vs-n.{png,pdf}.
+retransmissions. Writes results/simulate-<time>/: config.json, runs.csv (one row per session, last N
+only), summary.csv (one row per N), summary.md, plots/metrics-vs-n.{png,svg}.
 
     python3 experiments/simulate.py                                   # 1000 MNs, 10000 sessions
     python3 experiments/simulate.py --mns 10000 --sessions 100000
@@ -58,7 +58,7 @@ FIRST_MN = 11                  # node ids as in nodeapps/vcm/simulation.py: SG 1
 LAB_ACCESS = ("wlan", "lte", "wlan")
 LAB_METRO, LAB_LONGHAUL = "wan-metro", "wan-longhaul"
 SUMMARY_COLUMNS = [
-    "mns", "sessions", "set_up", "already_direct", "interrupted", "failed", "wall_s", "cpu_s",
+    "mns", "sessions", "set_up", "already_direct", "no_pair", "interrupted", "failed", "wall_s", "cpu_s",
     "keys_p50_ms", "keys_p90_ms", "keys_p99_ms", "switch_p50_ms", "switch_p90_ms", "switch_p99_ms",
     "setup_p50_ms", "setup_p90_ms", "setup_p99_ms", "both_direct_p99_ms", "min_margin_ms",
     "vcm_cpu_us_per_session", "sg_cpu_us_per_session", "mn_cpu_us_per_session",
@@ -323,6 +323,7 @@ class Simulation:
         self.moves = self.returns = 0
         self.redirects: list = []
         self.already_direct = 0
+        self.no_pair = 0
 
     # -- event heap --------------------------------------------------------------------------------
     def _push(self, when: float, kind: int, a=None, b=None) -> None:
@@ -474,6 +475,7 @@ class Simulation:
                 outside = (a, b)
                 break
         if outside is None:
+            self.no_pair += 1   # (nearly) everyone is in the office
             return
         a, b = outside
         key = frozenset((a, b))
@@ -649,7 +651,7 @@ class Simulation:
         vcm_stats, sg_stats = self.vcm.channel.stats, self.sg.channel.stats
         agent_retx = sum(a.channel.stats["retransmit"] for a in self.agents)
         out = {"mns": self.cfg.mns, "sessions": self.cfg.sessions, "set_up": count["direct"],
-               "already_direct": self.already_direct, "interrupted": count["interrupted"],
+               "already_direct": self.already_direct, "no_pair": self.no_pair, "interrupted": count["interrupted"],
                "failed": count["failed"], "wall_s": wall, "cpu_s": cpu}
         for name in ("keys", "switch", "setup"):
             values = [r[f"{name}_ms"] for r in ok]
@@ -860,11 +862,12 @@ def draw(folder: str) -> list[str]:
     ax = axes[1][0]
     ax.plot(n, table.control_bytes_per_session, "-o", color="#0072B2")
     ax.set(ylabel="bytes per session", title="control bytes per session (VCM messages)")
+    ax.set_ylim(0, 1.25 * table.control_bytes_per_session.max())
     ax = axes[1][1]
     if "vcm_memory_kib" in table:
         ax.plot(n, table.vcm_memory_kib / 1024.0, "-o", label="VCM manager")
         ax.plot(n, table.sg_memory_kib / 1024.0, "-s", label="SG monitor")
-    ax.set(ylabel="MiB (deep sys.getsizeof)", title="core state at the end")
+    ax.set(ylabel="MiB (deep sys.getsizeof)", title="core state at the end", yscale="log")
     ax.legend()
     for row in axes:
         for ax in row:

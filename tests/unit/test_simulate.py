@@ -28,7 +28,7 @@ def lossless():
 def test_every_session_ends_direct_without_loss(lossless):
     simulation, row = lossless
     rows = simulation.session_rows()
-    assert len(rows) + row["already_direct"] == 1000
+    assert len(rows) + row["already_direct"] == 1000 and row["no_pair"] == 0
     assert {r["outcome"] for r in rows} == {"direct"}
     assert row["failed"] == row["interrupted"] == 0
     assert row["retransmissions"] == 0 and row["gave_up"] == 0

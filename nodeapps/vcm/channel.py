@@ -19,6 +19,7 @@ Addresses are opaque hashables chosen by the shell; :class:`ControlPath` is the 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, Optional
@@ -116,6 +117,9 @@ class ControlChannel:
         for peer_id, address in peers.items():
             self.add_peer(peer_id, address)
         self._pending: dict[tuple[int, int], _Pending] = {}
+        # (deadline, peer, txid) of every pending request, plus superseded entries that get_timer drops
+        # when they reach the top: the next deadline without a scan of all pending requests.
+        self._deadlines: list = []
         if not 0 < initial_txid <= 0xFFFFFFFF:
             raise ValueError(f"initial transaction id {initial_txid} outside 1..2^32-1")
         self._next_txid = initial_txid
@@ -154,6 +158,7 @@ class ControlChannel:
         self._emit(peer_id, msg_type, txid, tlvs, flags)
         self._pending[(peer_id, txid)] = _Pending(peer_id, msg_type, txid, tlvs, flags, 1,
                                                   self.initial_rto, now + self.initial_rto)
+        heapq.heappush(self._deadlines, (now + self.initial_rto, peer_id, txid))
         return txid
 
     def cancel(self, peer_id: int, txid: int) -> None:
@@ -179,7 +184,14 @@ class ControlChannel:
 
     # -- timers -----------------------------------------------------------------------------------
     def get_timer(self) -> Optional[float]:
-        return min((pending.deadline for pending in self._pending.values()), default=None)
+        heap = self._deadlines
+        while heap:
+            deadline, peer_id, txid = heap[0]
+            pending = self._pending.get((peer_id, txid))
+            if pending is not None and pending.deadline == deadline:
+                return deadline
+            heapq.heappop(heap)   # answered, cancelled, given up or re-armed since
+        return None
 
     def handle_timer(self, now: float) -> list:
         """Retransmit what is due; returns the requests given up on now (also queued as events)."""
@@ -196,6 +208,7 @@ class ControlChannel:
             pending.attempts += 1
             pending.interval = min(pending.interval * 2, self.max_rto)
             pending.deadline = now + pending.interval
+            heapq.heappush(self._deadlines, (pending.deadline, pending.peer, pending.txid))
             self.stats["retransmit"] += 1
             self._emit(pending.peer, pending.msg_type, pending.txid, pending.tlvs,
                        pending.flags | p.FLAG_RETRANSMIT)

@@ -17,6 +17,7 @@ arrive over a local path; nothing else changes.
 """
 from __future__ import annotations
 
+import heapq
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional
@@ -152,6 +153,10 @@ class VcmManager:
         # SPIs are never handed out twice by one VCM: an MN may still hold a retired inbound SA with an
         # old SPI for a grace period, and 2 SPIs per generation make the set's growth negligible.
         self._spis_in_use: set = set(config.reserved_spis)
+        # Session deadlines (rekey, hard end) as a heap of (deadline, session id): an entry is pushed after
+        # every change to a session, and entries that no longer match the session are dropped when they
+        # reach the top, so timers cost O(log sessions), not a scan of every session.
+        self._deadlines: list = []
         self._events: list = []
         self.stats = self.channel.stats
 
@@ -182,20 +187,44 @@ class VcmManager:
     def handle_timer(self, now: float) -> None:
         for event in self.channel.handle_timer(now):
             self._on_gave_up(event, now)
-        for session in list(self.sessions.values()):
+        due = set()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            due.add(heapq.heappop(heap)[1])
+        for sid in sorted(due):   # session ids grow with creation: the order of self.sessions
+            session = self.sessions.get(sid)
+            if session is None:
+                continue
             if session.state == ESTABLISHED and now >= self._rekey_time(session):
                 self._start_generation(session, now, rekey=True)
             elif session.state in (SETTING_UP, ESTABLISHED) and now >= self._hard_end(session):
                 self._fall_back(session, None, now, reason="lifetime ended without a usable generation")
+            self._schedule(session)
 
     def get_timer(self) -> Optional[float]:
-        deadlines = [self.channel.get_timer()]
-        for session in self.sessions.values():
-            if session.state == ESTABLISHED:
-                deadlines.append(self._rekey_time(session))
-            if session.state in (SETTING_UP, ESTABLISHED):
-                deadlines.append(self._hard_end(session))
+        heap = self._deadlines
+        while heap:
+            deadline, sid = heap[0]
+            session = self.sessions.get(sid)
+            if session is not None and self._deadline(session) == deadline:
+                break
+            heapq.heappop(heap)   # superseded by a later push for the same session, or the session is gone
+        deadlines = [self.channel.get_timer(), heap[0][0] if heap else None]
         return min((d for d in deadlines if d is not None), default=None)
+
+    def _deadline(self, session: Session) -> Optional[float]:
+        """The session's next timer: its rekey time (established) or hard end (setting up or established)."""
+        deadlines = []
+        if session.state == ESTABLISHED:
+            deadlines.append(self._rekey_time(session))
+        if session.state in (SETTING_UP, ESTABLISHED):
+            deadlines.append(self._hard_end(session))
+        return min(deadlines, default=None)
+
+    def _schedule(self, session: Session) -> None:
+        deadline = self._deadline(session)
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, session.session_id))
 
     def datagrams_to_send(self, now: float) -> list:
         return self.channel.datagrams_to_send()
@@ -269,6 +298,7 @@ class VcmManager:
         a.sessions[b.node_id] = session.session_id
         b.sessions[a.node_id] = session.session_id
         self._start_generation(session, now, rekey=False)
+        self._schedule(session)
 
     # -- key generation ---------------------------------------------------------------------------
     def _evict_oldest_session(self, now: float) -> bool:
@@ -367,6 +397,7 @@ class VcmManager:
             self._events.append(SessionEstablished(session.session_id, session.node_a, session.node_b,
                                                    gen.number))
             self._drop_old_generations(session)
+            self._schedule(session)
 
     def _on_fallback_ack(self, msg: p.Message, request: p.Message, now: float) -> None:
         session = self.sessions.get(request.one(p.SessionRef).session_id)

@@ -172,14 +172,15 @@ class MobileAgent:
                     self._retire_inbound(link, gen)
 
     def get_timer(self) -> Optional[float]:
-        deadlines = [self.channel.get_timer()]
-        for link in self._links.values():
-            for gen in _all_generations(link):
-                if gen.outbound_up:
-                    deadlines.append(gen.expires)
-                if gen.inbound_up:
-                    deadlines.append(gen.retire_at)
-        return min((d for d in deadlines if d is not None), default=None)
+        best = self.channel.get_timer()
+        for link in self._links.values():   # no lists built: this runs after every datagram
+            for generations in (link.generations.values(), link.retiring):
+                for gen in generations:
+                    if gen.outbound_up and (best is None or gen.expires < best):
+                        best = gen.expires
+                    if gen.inbound_up and (best is None or gen.retire_at < best):
+                        best = gen.retire_at
+        return best
 
     def datagrams_to_send(self, now: float) -> list:
         return self.channel.datagrams_to_send()

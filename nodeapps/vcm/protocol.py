@@ -9,6 +9,7 @@ Addresses are IPv6 text in the dataclasses (they end up in SA configuration dict
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass, field
@@ -85,11 +86,23 @@ class VcmParseError(ValueError):
 
 
 def _addr_bytes(text: Optional[str]) -> bytes:
-    return _ZERO_ADDR if text is None else ipaddress.IPv6Address(text).packed
+    return _ZERO_ADDR if text is None else _packed(text)
 
 
 def _addr_text(raw: bytes, present: bool) -> Optional[str]:
-    return str(ipaddress.IPv6Address(raw)) if present else None
+    return _text(raw) if present else None
+
+
+# Address conversions dominate encoding and decoding, and a node talks about the same few addresses
+# again and again: remember the latest ones (bounded, so hostile input cannot grow them).
+@functools.lru_cache(maxsize=1 << 16)
+def _packed(text: str) -> bytes:
+    return ipaddress.IPv6Address(text).packed
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _text(raw: bytes) -> str:
+    return str(ipaddress.IPv6Address(raw))
 
 
 def check_spi(spi: int) -> None:
@@ -300,16 +313,22 @@ class Message:
         return TYPE_NAMES.get(self.type, str(self.type))
 
 
+_ALLOWED = {msg_type: frozenset(cls for cls, _, _ in shape) for msg_type, shape in _SHAPES.items()}
+
+
 def _check_shape(msg_type: int, tlvs) -> None:
     shape = _SHAPES.get(msg_type)
     if shape is None:
         raise VcmParseError(f"unknown message type {msg_type}")
-    allowed = {cls for cls, _, _ in shape}
+    allowed = _ALLOWED[msg_type]
+    counts: dict = {}
     for tlv in tlvs:
-        if type(tlv) not in allowed:
-            raise VcmParseError(f"{TYPE_NAMES[msg_type]} may not carry {type(tlv).__name__}")
+        kind = type(tlv)
+        if kind not in allowed:
+            raise VcmParseError(f"{TYPE_NAMES[msg_type]} may not carry {kind.__name__}")
+        counts[kind] = counts.get(kind, 0) + 1
     for cls, low, high in shape:
-        count = sum(1 for tlv in tlvs if type(tlv) is cls)
+        count = counts.get(cls, 0)
         if count < low or (high is not None and count > high):
             raise VcmParseError(f"{TYPE_NAMES[msg_type]} carries {count} {cls.__name__}")
     if msg_type == REPORT and not tlvs:

@@ -100,6 +100,15 @@ class SgMonitor:
         self._flows: dict[tuple, list] = {}
         self._pairs_seen: set = set()          # MN pairs seen talking while one of them was inside
         self._reported: dict[frozenset, list] = {}   # pair -> [reported at, flow records]
+        # Indexes over _reported, so that neither a sweep nor a location change scans every pair ever
+        # reported: pairs by node, report order, the reported pair a cached flow's record belongs to, and
+        # pairs to look at in the next sweep although none of their cached flows was seen since the last.
+        self._reported_of: dict[int, set] = {}
+        self._report_order: dict[frozenset, int] = {}
+        self._pair_of_flow: dict[tuple, frozenset] = {}
+        self._recheck: set = set()
+        self._next_report_order = 0
+        self._last_sweep = float("-inf")
         self._queued: list = []
         self._events: list = []
         self._next_sweep: Optional[float] = None
@@ -240,17 +249,20 @@ class SgMonitor:
             if any(self._mns[node].location == p.LOCATION_INSIDE for node in pair):
                 self._pairs_seen.add(pair)
             elif mn is not None:
-                self._consider_session(pair, pair in self._pairs_seen, initiator, record, now)
+                self._consider_session(pair, pair in self._pairs_seen, initiator, key, record, now)
         self._flush(now)
 
     def _forget_flow(self, key: tuple) -> None:
         self._flows.pop(key, None)
+        pair = self._pair_of_flow.pop(key, None)
+        if pair is not None:
+            self._recheck.add(pair)   # its record stays with the pair until it is older than the flow timeout
         for node in {self._addr_mn.get(key[0]), self._addr_mn.get(key[1]), key[2]} - {None}:
             state = self._mns.get(node)
             if state is not None:
                 state.flow_keys.discard(key)
 
-    def _consider_session(self, pair: frozenset, existed: bool, initiator: Optional[int], record: list,
+    def _consider_session(self, pair: frozenset, existed: bool, initiator: Optional[int], key: tuple, record: list,
                           now: float) -> None:
         a, b = sorted(pair, key=lambda node: node != initiator)   # initiator first
         if not all(self._mns[n].location == p.LOCATION_OUTSIDE for n in pair):
@@ -258,11 +270,17 @@ class SgMonitor:
         reported = self._reported.get(pair)
         if reported is not None:
             reported[1].append(record)
+            self._pair_of_flow[key] = pair
             return
         trigger = p.TRIGGER_EXISTING_SESSION if existed else p.TRIGGER_EXTERNAL_INITIATOR
         if trigger not in self.config.triggers:
             return
         self._reported[pair] = [now, [record]]
+        self._report_order[pair] = self._next_report_order
+        self._next_report_order += 1
+        self._pair_of_flow[key] = pair
+        for node in pair:
+            self._reported_of.setdefault(node, set()).add(pair)
         self._events.append(SessionDetected(a, b, TRIGGER_NAMES[trigger]))
         self._queued.append(p.SessionSeen(a, b, trigger))
 
@@ -279,11 +297,15 @@ class SgMonitor:
         # Flows classified under the old location must be classified again.
         for key in state.flow_keys:
             self._flows.pop(key, None)
+            self._pair_of_flow.pop(key, None)
             for other in {self._addr_mn.get(key[0]), self._addr_mn.get(key[1]), key[2]} - {None, node}:
                 self._mns[other].flow_keys.discard(key)
         state.flow_keys.clear()
-        for pair in [pair for pair in self._reported if node in pair]:
+        for pair in self._reported_of.pop(node, ()):
             del self._reported[pair]
+            del self._report_order[pair]
+            for other in pair - {node}:
+                self._reported_of[other].discard(pair)
         self._events.append(MnLocationChanged(node, "outside" if location == p.LOCATION_OUTSIDE else "inside",
                                               reason))
         self._queued.append(self._info(state))
@@ -292,12 +314,26 @@ class SgMonitor:
     # -- timers -----------------------------------------------------------------------------------
     def _sweep(self, now: float) -> None:
         cfg = self.config
-        stale = [key for key, record in self._flows.items() if record[0] < now - cfg.flow_timeout]
+        horizon = now - cfg.flow_timeout
+        since = self._last_sweep
+        self._last_sweep = now
+        stale = []
+        seen_since: list = []   # flows seen since the last sweep: only their pairs can have become due
+        for key, record in self._flows.items():
+            seen = record[0]
+            if seen < horizon:
+                stale.append(key)
+            elif seen >= since:
+                seen_since.append(key)
+        pair_of = self._pair_of_flow
+        candidates = self._recheck
+        self._recheck = set()
+        for key in seen_since:
+            pair = pair_of.get(key)
+            if pair is not None:
+                candidates.add(pair)
         for key in stale:
-            del self._flows[key]
-        if stale:
-            for state in self._mns.values():
-                state.flow_keys.intersection_update(self._flows.keys())
+            self._forget_flow(key)
         if cfg.idle_timeout is not None:
             for state in self._mns.values():
                 if state.location != p.LOCATION_OUTSIDE or now - state.since < cfg.idle_timeout:
@@ -307,13 +343,27 @@ class SgMonitor:
                 last_in = max((r[0] for r in records if r is not None and r[1] == "in"), default=state.since)
                 if now - last_in >= cfg.idle_timeout:
                     self._set_location(state, p.LOCATION_INSIDE, now, "SG SA silent")
-        for pair, reported in self._reported.items():
-            if any(record[0] > reported[0] + cfg.re_report_after for record in reported[1]):
+        # A pair is re-reported when one of its flows was seen re_report_after past its report. Such a
+        # sighting happened since the last sweep (or that sweep re-reported the pair), so only the pairs
+        # of flows seen since are looked at, in the order they were first reported. Older records of
+        # other pairs wait for their next look to be dropped: they can never make a pair due again.
+        order = self._report_order
+        for pair in sorted((pair for pair in candidates if pair in order), key=order.__getitem__):
+            reported = self._reported[pair]
+            limit = reported[0] + cfg.re_report_after
+            due = False
+            kept = []
+            for record in reported[1]:
+                seen = record[0]
+                if seen > limit:
+                    due = True
+                if seen >= horizon:
+                    kept.append(record)
+            if due:
                 reported[0] = now   # still talking through the SG: the VCM may have given up
                 a, b = sorted(pair)
                 self._queued.append(p.SessionSeen(a, b, p.TRIGGER_EXISTING_SESSION))
-        for reported in self._reported.values():
-            reported[1] = [record for record in reported[1] if record[0] >= now - cfg.flow_timeout]
+            reported[1] = kept   # flow records older than the flow timeout no longer count
         self._next_sweep = None
         self._ensure_sweep(now)
 

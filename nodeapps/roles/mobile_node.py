@@ -279,6 +279,7 @@ class MobileNodeRuntime(MobilityRuntime):
         """A care-of notice about mesh peer ``node``: move our SAs' remote end to it, or (None: the peer is
         inside the office, where only the SG reaches it) send to it through the SG until it is out again."""
         home = self.mesh_home[node]
+        before = (self.peer_care_of.get(node), home in self.direct_out)
         moved = []
         if care_of is None:
             self.peer_care_of.pop(node, None)
@@ -294,8 +295,9 @@ class MobileNodeRuntime(MobilityRuntime):
                     move_sa(self.processor.sad, name, remote=care_of)
                 self.counters["direct_sas_moved"] += len(moved)
             self.direct_out.add(home)
-        self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node), care_of_address=care_of,
-                      direct_sas_moved=len(moved))
+        if (self.peer_care_of.get(node), home in self.direct_out) != before:   # the SG repeats its notices
+            self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node), care_of_address=care_of,
+                          direct_sas_moved=len(moved))
 
     def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
         """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""

@@ -29,6 +29,12 @@ from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
 from nodeapps.vcm.sg_monitor import MnBinding, MonitorConfig, SgMonitor
 
 
+# A care-of notice is one datagram, and radio links drop bursts of them: after a binding change the SG sends
+# the notices about it again this long after (each with the care-of address of that moment), so a lost one
+# does not leave a peer's direct SAs pointing at the old address until the next move.
+NOTICE_REPEATS_S = (0.25, 0.75, 1.75)
+
+
 class GatewayRuntime(MobilityRuntime):
     owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING)
     sa_bound_mobility = True
@@ -62,6 +68,7 @@ class GatewayRuntime(MobilityRuntime):
         run_ip("-6", "rule", "add", "iif", self.lan, "lookup", self.table, "priority", "100")
         self.monitor = self.manager = self.vcm_peer = None
         self.notice_mns: dict[int, dict] = {}    # MNs told where their peers are (care-of notices)
+        self.notice_repeats: dict[int, list[float]] = {}   # mover -> when its notices go out again
         self.binding_key: dict[int, bytes] = {}
         self.mn_by_binding: dict[bytes, int] = {}
         if s.get("vcm"):
@@ -319,7 +326,7 @@ class GatewayRuntime(MobilityRuntime):
         self._vcm_flush(now)
 
     def next_timer(self):
-        times = [self.core.get_timer()]
+        times = [self.core.get_timer()] + [due[0] for due in self.notice_repeats.values()]
         if self.monitor is not None:
             times += [self.monitor.get_timer()] + ([self.manager.get_timer()] if self.manager else [])
         return min((t for t in times if t is not None), default=None)
@@ -327,6 +334,7 @@ class GatewayRuntime(MobilityRuntime):
     def on_timer(self, now: float) -> None:
         self.core.handle_timer(now)
         self.flush_core(now)
+        self._repeat_notices(now)
         if self.monitor is not None:
             for core in (self.monitor, self.manager):
                 if core is None:
@@ -368,14 +376,29 @@ class GatewayRuntime(MobilityRuntime):
         if self.monitor is not None:
             self.monitor.update_binding(now, node, self.care_of.get(event.home_address),
                                         home_address=ipv6.ntop(event.home_address))
-        # Every other MN learns where this one is now (outer end of their direct SAs with it), and a node
-        # that (re)appears outside learns where every other one is.
-        for other in self.notice_mns if node in self.notice_mns else ():
+        if node in self.notice_mns:
+            self._announce(node)
+            self.notice_repeats[node] = [now + delay for delay in NOTICE_REPEATS_S]
+        self._vcm_flush(now)
+
+    def _announce(self, node: int) -> None:
+        """Every other outside MN learns where ``node`` is now (outer end of their direct SAs with it), and
+        ``node``, if outside, where every other one is."""
+        moved = self.binding_key[node]
+        for other in self.notice_mns:
             if other != node and self.binding_key[other] in self.care_of:
                 self._send_care_of(other, node)
-                if event.home_address in self.care_of:
+                if moved in self.care_of:
                     self._send_care_of(node, other)
-        self._vcm_flush(now)
+
+    def _repeat_notices(self, now: float) -> None:
+        for node, due in list(self.notice_repeats.items()):
+            if due[0] <= now:
+                self._announce(node)
+                while due and due[0] <= now:
+                    due.pop(0)
+            if not due:
+                del self.notice_repeats[node]
 
     def _follow(self, home: bytes, care_of: str | None) -> None:
         """Point the node's tunnel, SPD rules and TUN route at ``care_of`` (None: the node is home)."""

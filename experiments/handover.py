@@ -34,7 +34,7 @@ from topologies.svpn import SvpnTopo
 from topologies.measurements import MeasurementError, iperf3
 from topologies.pcap import pcap_frames
 
-# Run when --strategies is not given (every registered strategy: strategies.names()).
+# The run without --strategies: the strategies marked default (strategies.names() lists every one).
 STRATEGIES = strategies.names(default_only=True)
 MARKER = "SVPNLAB-PROBE-PLAINTEXT"
 CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),

@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 
+from experiments import strategies
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.overrides import add_link_arguments, link_overrides
 from topologies.links import set_default_backend
@@ -17,6 +18,18 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: {message}\n")
+
+
+def strategy_parser(doc: str, script: str) -> OneLineErrorParser:
+    """A script's parser: its docstring's first paragraph as the description, the rest and the registered
+    strategies (one line each) as the epilog. A broken strategy module: one line, exit."""
+    try:
+        listing = strategies.describe()
+    except strategies.StrategyError as exc:
+        sys.exit(f"{script}: {exc}")
+    return OneLineErrorParser(description=doc.split("\n\n")[0],
+                              epilog=doc.split("\n\n", 1)[1] + f"\nStrategies:\n{listing}\n",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_link_options(parser: argparse.ArgumentParser) -> None:

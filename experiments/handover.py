@@ -3,41 +3,39 @@
 RTT probes, bulk transfers, SG counters, signalling events and eavesdropper captures; writes a results
 folder (experiments/records.py) and its figures (experiments/plotting.py).
 
-Strategies:
-  sg           today's VPN: external mobile nodes always talk through the security gateway
-  vcm          route optimisation handed out by the VPN connectivity manager (direct ESP SA pair between
-               the MNs)
-  insecure-ro  Mobile IPv6 route optimisation between the MNs (return routability, binding updates, HAO
-               and type 2 routing header) with no SA between them: direct, and readable on public links
+Strategies are plug-ins, one module each in experiments/strategies/ (docs/strategies.md); --help lists
+them. Without --strategies the run covers sg, vcm and insecure-ro; "--strategies all" adds the rest
+(e.g. the mesh baseline).
 
     sudo python3 experiments/handover.py [--quick] [--strategies sg,vcm] [--scenario FILE]
 """
 import _venv  # noqa: F401  (re-executes inside .venv)
 
-import argparse
 import json
 import os
 import random
 import shutil
-import struct
 import sys
 import threading
 import time
 
 import pandas as pd
 
-from experiments import records, shell
+from experiments import records, shell, strategies
 from experiments.scenario import ScenarioError, load, load_default
 from experiments.stats import confidence_interval
-from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
+from experiments.cli import add_link_options, add_output_options, apply_link_options, not_root, strategy_parser
+from experiments.strategies import StrategyError, StrategyRun
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies import runs
 from topologies.addressing import PlanError
 from topologies.lab import LabError, SvpnLab
 from topologies.svpn import SvpnTopo
 from topologies.measurements import MeasurementError, iperf3
+from topologies.pcap import pcap_frames
 
-STRATEGIES = ("sg", "vcm", "insecure-ro")
+# The run without --strategies: the strategies marked default (strategies.names() lists every one).
+STRATEGIES = strategies.names(default_only=True)
 MARKER = "SVPNLAB-PROBE-PLAINTEXT"
 CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),
             ("ar3", "ar3-lan", "ar3-lan"))
@@ -52,12 +50,12 @@ class Interrupted(Exception):
 
 
 def parse_args(argv):
-    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = strategy_parser(__doc__, "handover.py")
     parser.add_argument("--scenario", help="scenario file (TOML; default experiments/scenarios/default.toml)")
     parser.add_argument("--quick", action="store_true", help="short phases (the scenario's quick form, for CI)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help=f"comma-separated, run in this order (from {', '.join(STRATEGIES)}; default all)")
+                        help=f"comma-separated, run in this order (from {', '.join(strategies.names())}, or all; "
+                             f"default {','.join(STRATEGIES)})")
     parser.add_argument("--addressing", choices=["private", "public"], default="private",
                         help="address plan (default private)")
     parser.add_argument("--vcm-host", action="store_true",
@@ -71,14 +69,10 @@ def parse_args(argv):
     add_link_options(parser)
     args = parser.parse_args(argv)
     apply_link_options(parser, args)
-    args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    for s in args.strategies:
-        if s not in STRATEGIES:
-            parser.error(f"--strategies: unknown strategy {s!r} (available: {', '.join(STRATEGIES)})")
-    if not args.strategies:
-        parser.error("--strategies: name at least one strategy")
-    if len(set(args.strategies)) != len(args.strategies):
-        parser.error("--strategies: a strategy is named twice")
+    try:
+        args.strategies = strategies.parse_list(args.strategies)
+    except StrategyError as exc:
+        parser.error(f"--strategies: {exc}")
     if not 0 <= args.seed <= MAX_SEED:
         parser.error(f"--seed must be between 0 and {MAX_SEED}")
     try:
@@ -90,6 +84,8 @@ def parse_args(argv):
     if args.cli and args.cli not in [p.name for p in scenario.phases]:
         parser.error(f"--cli: no phase named {args.cli!r} (phases: {', '.join(p.name for p in scenario.phases)})")
     args.scenario_obj = scenario
+    args.run = StrategyRun(scenario=scenario, addressing=args.addressing, seed=args.seed, vcm_host=args.vcm_host,
+                           link_params=args.link_params, ideal_links=args.ideal_links, cli_phase=args.cli)
     return args
 
 
@@ -196,30 +192,17 @@ def path_function(scenario, t_moves: list[tuple[float, str, str]], node_events: 
     return path_of
 
 
-def mn_pairs(scenario) -> list[tuple[str, str]]:
-    """Pairs of mobile nodes the scenario probes between (insecure-ro route-optimises each)."""
-    pairs = []
-    for probe in scenario.probes:
-        a, b = probe.between
-        if a.startswith("mn") and b.startswith("mn") and (a, b) not in pairs and (b, a) not in pairs:
-            pairs.append((a, b))
-    return pairs
-
-
-def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -> bool:
-    """Run the scenario under one strategy; append its rows and events to the folder. True if complete."""
-    scenario = args.scenario_obj
-    vcm = None
-    if strategy == "vcm":
-        vcm = "host" if args.vcm_host else "in-sg"
-    route_optimisation = mn_pairs(scenario) if strategy == "insecure-ro" else None
+def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: threading.Event) -> bool:
+    """Run the scenario under one strategy (a registered name); append its rows and events to the folder.
+    True if complete."""
+    plugin = strategies.get(strategy)
+    scenario = run.scenario
     run_dir = runs.new_run_dir("handover-")
     try:
-        lab = SvpnLab(addressing=args.addressing, mobile_nodes=scenario.mobile_nodes,
-                      attachments=[scenario.start[n] for n in scenario.nodes], mobility=True, vcm=vcm,
-                      route_optimisation=route_optimisation,
-                      link_params=args.link_params, links="ideal" if args.ideal_links else "default",
-                      run_dir=run_dir, seed=args.seed)
+        lab = SvpnLab(addressing=run.addressing, mobile_nodes=scenario.mobile_nodes,
+                      attachments=[scenario.start[n] for n in scenario.nodes], mobility=True,
+                      link_params=run.link_params, links=run.links, run_dir=run_dir, seed=run.seed,
+                      **plugin.lab_options(run))
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -233,9 +216,10 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
     node_events: list[dict] = []
     link_meta = {}
     try:
-        print(f"[{strategy}] building the lab ({args.addressing} addressing, vcm={vcm}) ...", flush=True)
+        print(f"[{strategy}] building the lab ({run.addressing} addressing, {plugin.lab_summary(run)}) ...",
+              flush=True)
         lab.start()
-        rng = random.Random(args.seed)
+        rng = random.Random(run.seed)
         for i, probe in enumerate(scenario.probes):
             a, b = probe.between
             port = PROBE_PORT_BASE + i
@@ -263,7 +247,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
                                          "--timeout", "1", "--out", out], f"probe-{i}.log"))
         phase_start = t0
         for phase in scenario.phases:
-            if args.cli == phase.name:   # the pause belongs to no phase: its counters, events and time
+            if run.cli_phase == phase.name:   # the pause belongs to no phase: its counters, events and time
                 snapshots.append(("", sg_relay_counters(lab)))
                 paused, resumed, signum = shell.pause(lab, f"[{strategy}] before phase {phase.name}",
                                                       os.path.join(folder, "captures", strategy))
@@ -279,6 +263,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             exp_events.append({"time": now, "node": "experiment", "event": "phase_start", "strategy": strategy,
                                "phase": phase.name})
             print(f"[{strategy}] phase {phase.name} ({phase.duration_s:g} s)", flush=True)
+            plugin.before_phase(lab, phase, run)
             actions = [(m.at_s, "move", m) for m in phase.moves] + [(tr.start_s, "traffic", tr) for tr in phase.traffic]
             actions.sort(key=lambda x: x[0])
             for at, kind, item in actions:
@@ -308,6 +293,7 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             delay = phase_start + phase.duration_s - time.time()
             if delay > 0 and stop_flag.wait(delay):
                 raise Interrupted
+            plugin.after_phase(lab, phase, run)
             phase_start += phase.duration_s
         snapshots.append(("", sg_relay_counters(lab)))
         for th in threads:
@@ -332,6 +318,8 @@ def run_strategy(strategy: str, args, folder: str, stop_flag: threading.Event) -
             if lab.node_configs:   # the run's ESP keys, so its captures can be decrypted (lab keys)
                 lab.export_wireshark(os.path.join(folder, "captures", strategy, "wireshark"))
             records.append_rows(folder, "counters", records.handler_error_rows(strategy, lab.handler_errors()))
+            records.append_rows(folder, "counters", [{"strategy": strategy, "phase": "end", **row}
+                                                     for row in plugin.report(lab, run)])
     end = time.time()
     if t0 is not None:
         exp_events.append({"time": end, "node": "experiment", "event": "strategy_end", "strategy": strategy,
@@ -435,28 +423,6 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
     del all_events
 
 
-def pcap_frames(path: str):
-    """(time, frame bytes) of each record of a classic pcap file as tcpdump -w writes it (micro- or
-    nanosecond timestamps, either byte order); nothing for a missing or truncated file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return
-    if len(data) < 24:
-        return
-    magic = data[:4]
-    order = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    scale = 1e-9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
-    record = struct.Struct(order + "IIII")
-    pos = 24
-    while pos + record.size <= len(data):
-        seconds, fraction, length, _original = record.unpack_from(data, pos)
-        pos += record.size
-        yield seconds + fraction * scale, data[pos:pos + length]
-        pos += length
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not_root("handover.py"):
@@ -495,10 +461,10 @@ def main(argv=None) -> int:
             if stop_flag.is_set():
                 complete = False
                 break
-            if not run_strategy(strategy, args, folder, stop_flag):
+            if not run_strategy(strategy, args.run, folder, stop_flag):
                 complete = False
                 break
-    except (LabError, PlanError, LinkConfigError, ScenarioError, MeasurementError) as exc:
+    except (LabError, PlanError, LinkConfigError, ScenarioError, MeasurementError, StrategyError) as exc:
         print(f"handover.py: {exc}", file=sys.stderr)
         complete, code = False, 1
     for strategy in args.strategies:

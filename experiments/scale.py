@@ -4,6 +4,11 @@ VCM gives every pair a direct ESP SA pair. Records per pair the VCM setup time (
 SG -> the initiator's first direct ESP packet, from the node events) and per node process its CPU time and
 memory (RSS and PSS from /proc), sampled during the run.
 
+--strategy runs another registered strategy (experiments/strategies/) instead: with `mesh` every two MNs
+hold an SA pair from the start, so a pair's setup time runs from its first packet (no session to detect)
+and is ~0, while the MN-MN SAs and their key material grow with the square of N. summary.csv holds the
+MN-MN SAs made and their key material, and the model of both for vcm and mesh at this N.
+
 Pair i is mn(2i-1) -> mn(2i); the 2N mobile nodes are spread round-robin over wlan1, cell and wlan2 (the
 topology's default attachments) and start outside, registered with their home agent. Each pair's
 initiator pings its peer's home address at --rate Hz from its arrival time (all at once, or one pair
@@ -16,11 +21,11 @@ SG's counters and VCM channel statistics at the end), plots/.
     sudo python3 experiments/scale.py                    # 50 pairs (100 mobile nodes)
     sudo python3 experiments/scale.py --quick            # 5 pairs, for CI
     sudo python3 experiments/scale.py --pairs 20 --arrival staggered --interval 0.5 --vcm-host
+    sudo python3 experiments/scale.py --quick --strategy mesh
     python3 experiments/scale.py --plot results/scale-<timestamp>   # redraw the figures only
 """
 import _venv  # noqa: F401  (re-executes inside .venv)
 
-import argparse
 import json
 import math
 import os
@@ -33,10 +38,11 @@ import time
 
 import pandas as pd
 
-from experiments import records
-from experiments.cli import (OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root,
-                             redraw)
+from experiments import records, strategies
+from experiments.cli import (add_link_options, add_output_options, apply_link_options, not_root, redraw,
+                             strategy_parser)
 from experiments.stats import percentile
+from experiments.strategies import KEY_MATERIAL_PER_SA, StrategyError, StrategyRun
 from nodeapps.linkemu.errors import LinkConfigError
 from topologies import runs
 from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
@@ -55,6 +61,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The SG logs one session_detected (and the VCM's messages) per pair: the default cap of 20 events of a
 # kind per second would hide most of them when 50 pairs start at once.
 EVENT_RATE_LIMIT = 5000
+# The key costs summary.csv models at the run's N, side by side.
+COMPARED_STRATEGIES = ("vcm", "mesh")
 
 
 class Interrupted(Exception):
@@ -62,8 +70,9 @@ class Interrupted(Exception):
 
 
 def parse_args(argv):
-    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = strategy_parser(__doc__, "scale.py")
+    parser.add_argument("--strategy", default="vcm",
+                        help=f"how the pairs go direct (one of {', '.join(strategies.names())}; default vcm)")
     parser.add_argument("--pairs", type=int, help=f"mobile-node pairs (default 50, --quick {QUICK_PAIRS}; "
                                                    f"at most {MAX_PAIRS})")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PAIRS} pairs and a short hold (for CI)")
@@ -96,6 +105,12 @@ def parse_args(argv):
     apply_link_options(parser, args)
     if args.plot:
         return args
+    try:
+        plugin = strategies.get(args.strategy)
+    except StrategyError as exc:
+        parser.error(f"--strategy: {exc}")
+    if plugin.mn_mn_path != "direct":
+        parser.error(f"--strategy: {args.strategy} never takes a pair direct; scale.py times how pairs go direct")
     if args.pairs is None:
         args.pairs = QUICK_PAIRS if args.quick else 50
     if not 1 <= args.pairs <= MAX_PAIRS:
@@ -130,17 +145,21 @@ def node_id(name: str) -> int:
 
 
 def setup_rows(events: list[dict], pairs: list[tuple[str, str]], homes: dict[str, str],
-               starts: dict[str, float], attachments: dict[str, str], t0: float) -> list[dict]:
+               starts: dict[str, float], attachments: dict[str, str], t0: float, *,
+               session_detected: bool = True) -> list[dict]:
     """One setup.csv row per pair from the node events (times in epoch seconds): the first session
     detected at the SG for the pair's node ids after its start, the initiator's switch of its outbound
-    traffic to the peer and its first direct packet, and the responder's first direct packet."""
+    traffic to the peer and its first direct packet, and the responder's first direct packet. Without
+    ``session_detected`` (a strategy with no session to detect, as the mesh) times run from the pair's
+    start."""
     rows = []
     wanted = ("session_detected", "switch_outbound", "data_first_direct")
     events = [e for e in events if e.get("event") in wanted]
     for i, (a, b) in enumerate(pairs, start=1):
         ida, idb = node_id(a), node_id(b)
         start = starts.get(a)
-        detect = switch = first_a = first_b = None
+        switch = first_a = first_b = None
+        detect = None if session_detected else start
         for e in events:
             if start is None or e["time"] < start:
                 continue
@@ -212,6 +231,47 @@ def role_of(node: str) -> str:
     return "emulator"
 
 
+def mn_mn_sas_made(node_configs: dict, run_dir: str) -> dict[str, int]:
+    """Per MN: the MN–MN SAs it held from the start (the mesh's pairs, in its configuration) plus those it
+    made while running (the VCM's pairs, one line each in its key log)."""
+    out = {}
+    for node, config in node_configs.items():
+        if not node.startswith("mn"):
+            continue
+        count = 2 * len((config.get("mobility", {}).get("mesh") or {}).get("peers", []))
+        try:
+            with open(os.path.join(run_dir, f"{node}.keys.jsonl"), encoding="utf-8", errors="replace") as f:
+                count += sum(1 for line in f if line.strip())
+        except OSError:
+            pass
+        out[node] = count
+    return out
+
+
+def key_rows(strategy: str, mobile_nodes: int, made: dict[str, int]) -> list[dict]:
+    """summary.csv rows of the MN–MN keys: what this run's MNs made (median and total SAs, key material),
+    and the model of every compared strategy at this N (each MN talking to one peer, as here)."""
+    rows = []
+
+    def add(metric, group, value, unit):
+        rows.append({"metric": metric, "group": group, "value": value, "unit": unit})
+
+    counts = sorted(made.values())
+    median = counts[len(counts) // 2] if counts else math.nan
+    add("mn_mn_sas_per_mn_median", strategy, median, "count")
+    add("mn_mn_sas_total", strategy, sum(counts), "count")
+    add("key_bytes_total", strategy, sum(counts) // 2 * KEY_MATERIAL_PER_SA, "bytes")
+    for name in dict.fromkeys((strategy,) + COMPARED_STRATEGIES):
+        try:
+            model = strategies.get(name).costs(mobile_nodes, peers_per_mn=1)
+        except StrategyError:
+            continue
+        add("model_sas_per_mn", name, model["mn_mn_sas_per_mn"], "count")
+        add("model_key_bytes_per_mn", name, model["key_bytes_per_mn"], "bytes")
+        add("model_key_bytes_total", name, model["key_bytes_total"], "bytes")
+    return rows
+
+
 def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict) -> list[dict]:
     """summary.csv: setup-time percentiles and success count over all pairs; per role the median and
     maximum of each process's peak RSS and PSS and of its CPU time during the run; wall times."""
@@ -259,11 +319,14 @@ def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
         r = summary[(summary.metric == metric) & (summary.group == group)]
         return float(r.value.iloc[0]) if not r.empty else math.nan
 
+    strategy = config.get("strategy", "vcm")
+    how = f"VCM {config.get('vcm')}" if strategy == "vcm" else f"strategy {strategy}"
     out = [f"# scale: {config.get('pairs')} pairs ({2 * config.get('pairs', 0)} mobile nodes), "
-           f"VCM {config.get('vcm')}, arrival {config.get('arrival')}", ""]
+           f"{how}, arrival {config.get('arrival')}", ""]
     if not config.get("complete", True):
         out += ["**Incomplete run**: interrupted or failed; the tables hold what was measured.", ""]
-    out += [f"Pairs direct: {get('pairs_ok'):.0f} of {get('pairs'):.0f}. Setup time (session detected at the SG "
+    since = "session detected at the SG" if config.get("vcm") else "the pair's first packet: no session to detect"
+    out += [f"Pairs direct: {get('pairs_ok'):.0f} of {get('pairs'):.0f}. Setup time ({since} "
             f"-> first direct packet): p50 {get('setup_p50'):.1f} ms, p90 {get('setup_p90'):.1f} ms, "
             f"p99 {get('setup_p99'):.1f} ms, max {get('setup_max'):.1f} ms.", ""]
     out += ["| role | processes | RSS median MiB | PSS median MiB | PSS total MiB | CPU median s |",
@@ -271,6 +334,14 @@ def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
     for role in [g for g in dict.fromkeys(summary[summary.metric == "processes"].group)]:
         out.append(f"| {role} | {get('processes', role):.0f} | {get('rss_median', role):.1f} | "
                    f"{get('pss_median', role):.1f} | {get('pss_total', role):.1f} | {get('cpu_median', role):.2f} |")
+    models = [g for g in dict.fromkeys(summary[summary.metric == "model_sas_per_mn"].group)]
+    if models:
+        out += ["", f"MN-MN keys: {get('mn_mn_sas_total', strategy):.0f} SAs made in this run "
+                    f"({get('key_bytes_total', strategy):.0f} bytes of key material). At this N, per model:", "",
+                "| strategy | SAs per MN | key bytes per MN | key bytes in all |", "|---|---:|---:|---:|"]
+        for name in models:
+            out.append(f"| {name} | {get('model_sas_per_mn', name):.0f} | {get('model_key_bytes_per_mn', name):.0f} | "
+                       f"{get('model_key_bytes_total', name):.0f} |")
     walls = summary[summary.metric.str.startswith("wall_")]
     out += ["", "Wall time: " + ", ".join(f"{r.metric[5:]} {r.value:.1f} s" for r in walls.itertuples()), ""]
     return "\n".join(out)
@@ -463,8 +534,14 @@ def direct_initiators(lab: SvpnLab, pairs: list[tuple[str, str]], homes: dict[st
 def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     n_mn = 2 * args.pairs
     attachments = default_attachments(n_mn)
-    vcm = "host" if args.vcm_host else "in-sg"
+    plugin = strategies.get(args.strategy)
+    strategy_run = StrategyRun(scenario=None, addressing=args.addressing, vcm_host=args.vcm_host,
+                               link_params=args.link_params, ideal_links=args.ideal_links,
+                               pairs=tuple(pairs_of(args.pairs)))
+    options = plugin.lab_options(strategy_run)
+    vcm = options.get("vcm")
     run_dir = runs.new_run_dir("scale-")
+    made: dict[str, int] = {}
     wall: dict[str, float] = {}
     events: list[dict] = []
     exp_events: list[dict] = []
@@ -476,10 +553,10 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     lab = None
     try:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=n_mn, attachments=attachments, mobility=True,
-                      vcm=vcm, link_params=args.link_params, links="ideal" if args.ideal_links else "default",
-                      run_dir=run_dir, event_rate_limit=EVENT_RATE_LIMIT)
-        print(f"scale: building the lab with {n_mn} mobile nodes ({args.addressing} addressing, VCM {vcm}) ...",
-              flush=True)
+                      link_params=args.link_params, links=strategy_run.links, run_dir=run_dir,
+                      event_rate_limit=EVENT_RATE_LIMIT, **options)
+        print(f"scale: building the lab with {n_mn} mobile nodes ({args.addressing} addressing, "
+              f"{plugin.lab_summary(strategy_run)}) ...", flush=True)
         started = time.monotonic()
         lab.start()
         wall["build"] = time.monotonic() - started
@@ -550,7 +627,8 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
             records.append_events(folder, sorted(exp_events + events, key=lambda e: e["time"]))
             homes = {mn.name: mn.home_address for mn in lab.plan.mobile_nodes} if lab is not None else {}
             setup = pd.DataFrame(setup_rows(events, pairs_of(args.pairs), homes, starts,
-                                            dict(zip([f"mn{i}" for i in range(1, n_mn + 1)], attachments)), t0)
+                                            dict(zip([f"mn{i}" for i in range(1, n_mn + 1)], attachments)), t0,
+                                            session_detected=vcm is not None)
                                  if homes else [], columns=SETUP_COLUMNS)
             for i, (a, _b) in enumerate(pairs_of(args.pairs)):
                 sent, received = ping_counts(os.path.join(run_dir, f"ping-{a}.log"))
@@ -558,7 +636,10 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
             resources = pd.DataFrame(sampler.rows if sampler else [], columns=RESOURCE_COLUMNS)
             setup.to_csv(os.path.join(folder, "setup.csv"), index=False, float_format="%.3f")
             resources.to_csv(os.path.join(folder, "resources.csv"), index=False, float_format="%.3f")
-            summary = pd.DataFrame(summary_rows(setup, resources, wall), columns=SUMMARY_COLUMNS)
+            if lab is not None:
+                made = mn_mn_sas_made(lab.node_configs, run_dir)
+            summary = pd.DataFrame(summary_rows(setup, resources, wall) + key_rows(args.strategy, n_mn, made),
+                                   columns=SUMMARY_COLUMNS)
             summary.to_csv(os.path.join(folder, "summary.csv"), index=False, float_format="%.3f")
             shutil.rmtree(run_dir, ignore_errors=True)
     return complete
@@ -584,7 +665,9 @@ def main(argv=None) -> int:
               "mobile_nodes": 2 * args.pairs, "quick": args.quick, "arrival": args.arrival,
               "interval_s": args.interval, "rate_hz": args.rate, "infra_nice": args.infra_nice, "hold_s": args.hold,
               "setup_timeout_s": args.setup_timeout, "sample_s": args.sample, "addressing": args.addressing,
-              "vcm": "host" if args.vcm_host else "in-sg",
+              "strategy": args.strategy,
+              "vcm": strategies.get(args.strategy).lab_options(StrategyRun(scenario=None, vcm_host=args.vcm_host))
+              .get("vcm"),
               "attachments": default_attachments(2 * args.pairs),
               "topology": {"links": "ideal" if args.ideal_links else "default", "link_params": args.link_params},
               "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()},
@@ -595,7 +678,7 @@ def main(argv=None) -> int:
     complete = False
     try:
         complete = run(args, folder, stop, config)
-    except (LabError, PlanError, LinkConfigError) as exc:
+    except (LabError, PlanError, LinkConfigError, StrategyError) as exc:
         print(f"scale.py: {exc}", file=sys.stderr)
         code = 1
     config["complete"] = complete

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Sweep experiment: the RTT gain of route optimisation (RTT between the two MNs' home addresses via the
-SG under `sg` / on the direct path under `vcm`) as a function of the distance to the office (the SG <->
-Internet long-haul link's one-way delay) and of the cellular access delay, with R repetitions per point
-and 95 % Student-t confidence intervals, against the value computed from the link delays.
+SG under `sg` / on the direct path under `vcm`, or under the strategies --strategies names) as a function
+of the distance to the office (the SG <-> Internet long-haul link's one-way delay) and of the cellular
+access delay, with R repetitions per point and 95 % Student-t confidence intervals, against the value
+computed from the link delays.
 
 Each (axis value, repetition, strategy) runs the short scenario experiments/scenarios/sweep-point.toml
 (MN1 on wlan1, MN2 on cellular, 50 Hz probes; setup phase, then a steady phase whose median RTT counts)
@@ -12,7 +13,8 @@ its default (long-haul 35 ms, cellular 20 ms).
 
 Analytic one-way delays (the office LAN is ideal): direct = wlan1 + metro + metro + cellular;
 via the SG = direct + 2 x long-haul (MN1 -> SG -> home agent -> SG -> MN2). RTT = 2 x one-way;
-gain = RTT via the SG / RTT direct.
+gain = RTT under the first strategy (sg) / RTT under the second (vcm); with more strategies, one gain
+per further strategy (gain_<name>).
 
 Writes results/sweep-<timestamp>/: config.json, sweep.csv (one row per axis x value x strategy x
 repetition), summary.csv (mean and CI per axis x value x quantity, with the analytic value), summary.md,
@@ -21,24 +23,24 @@ plots/, and runs/<axis>-<value>-r<rep>/ with each point's handover-style records
     sudo python3 experiments/sweep.py                     # long-haul 5,15,35,70 ms; cellular 10,20,40,80 ms; 3 reps
     sudo python3 experiments/sweep.py --quick             # 2 values per axis, 2 reps, short phases (CI)
     sudo python3 experiments/sweep.py --longhaul 10,50 --cell "" --reps 5
+    sudo python3 experiments/sweep.py --quick --strategies sg,vcm,mesh
     python3 experiments/sweep.py --plot results/sweep-<timestamp>    # redraw the figures only
 """
 import _venv  # noqa: F401  (re-executes inside .venv)
 
-import argparse
 import math
 import os
 import sys
 import threading
 import time
-from types import SimpleNamespace
 
 import pandas as pd
 
-from experiments import records
-from experiments.cli import OneLineErrorParser, add_output_options, not_root, redraw
+from experiments import records, strategies
+from experiments.cli import add_output_options, not_root, redraw, strategy_parser
 from experiments.scenario import ScenarioError, load
 from experiments.stats import confidence_interval
+from experiments.strategies import StrategyError, StrategyRun
 from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.linkemu.profiles import make_config
 from topologies.runs import on_stop_signals
@@ -48,7 +50,7 @@ from topologies.svpn import SvpnTopo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENARIO = os.path.join(ROOT, "experiments", "scenarios", "sweep-point.toml")
-STRATEGIES = ("sg", "vcm")
+STRATEGIES = ("sg", "vcm")   # the default: the gain of the VCM's route optimisation over today's VPN
 AXES = {"longhaul": "sg-ir", "cell": "ar3-cell"}      # axis -> the link whose one-way delay it sets
 AXIS_LABELS = {"longhaul": "SG <-> Internet long-haul one-way delay (ms)",
                "cell": "cellular access one-way delay (ms)"}
@@ -62,7 +64,6 @@ MAX_DELAY_MS = 1000.0
 SWEEP_COLUMNS = ["axis", "value_ms", "strategy", "rep", "seed", "longhaul_ms", "cell_ms", "path",
                  "rtt_median_ms", "rtt_mean_ms", "rtt_p95_ms", "samples", "loss_pct", "analytic_rtt_ms"]
 SUMMARY_COLUMNS = ["axis", "value_ms", "quantity", "n", "mean", "ci_low", "ci_high", "half_width", "analytic"]
-EXPECTED_PATH = {"sg": "via-sg", "vcm": "direct"}
 
 
 def _values(parser, option: str, text: str) -> tuple[float, ...]:
@@ -83,8 +84,10 @@ def _values(parser, option: str, text: str) -> tuple[float, ...]:
 
 
 def parse_args(argv):
-    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = strategy_parser(__doc__, "sweep.py")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help="comma-separated, at least two; the gain is the first one's RTT over each other's "
+                             f"(from {', '.join(strategies.names())}; default {','.join(STRATEGIES)})")
     parser.add_argument("--longhaul", help="long-haul one-way delays in ms, comma-separated "
                                            "(default 5,15,35,70; --quick 5,70; empty: skip the axis)")
     parser.add_argument("--cell", help="cellular one-way delays in ms (default 10,20,40,80; --quick 80; "
@@ -104,6 +107,12 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.plot:
         return args
+    try:
+        args.strategies = strategies.parse_list(args.strategies)
+    except StrategyError as exc:
+        parser.error(f"--strategies: {exc}")
+    if len(args.strategies) < 2:
+        parser.error("--strategies: name at least two (the gain compares the first with the others)")
     values = QUICK_VALUES if args.quick else DEFAULT_VALUES
     args.axes = {}
     for axis in AXES:
@@ -154,14 +163,21 @@ def link_delays(link_params: dict, addressing: str = "private") -> dict[str, tup
     return out
 
 
-def analytic_rtt(delays: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """RTT in ms per strategy (sg, vcm): both directions of every link on the path. The userspace ESP,
-    tunnel and link-emulation processes add a few milliseconds on top (measured in the README)."""
+def analytic_rtt(delays: dict[str, tuple[float, float]], names=STRATEGIES) -> dict[str, float]:
+    """RTT in ms per strategy (each on the path it promises, ``Strategy.mn_mn_path``): both directions of
+    every link on the path. The userspace ESP, tunnel and link-emulation processes add a few milliseconds
+    on top (measured in the README)."""
     def both(name):
         return delays[name][0] + delays[name][1]
 
     direct = both("ar1-wlan1") + both("ir-ar1") + both("ir-ar3") + both("ar3-cell")
-    return {"vcm": direct, "sg": direct + 2 * both("sg-ir")}
+    by_path = {"direct": direct, "via-sg": direct + 2 * both("sg-ir")}
+    return {name: by_path[strategies.get(name).mn_mn_path] for name in names}
+
+
+def gain_quantity(others: list[str], strategy: str) -> str:
+    """summary.csv quantity of ``strategy``'s gain: "gain" for the first compared strategy."""
+    return "gain" if strategy == others[0] else f"gain_{strategy}"
 
 
 def run_folder_name(axis: str, value: float, rep: int) -> str:
@@ -185,23 +201,27 @@ def sweep_row(rtt: pd.DataFrame, *, axis, value, strategy, rep, seed, delays, an
 
 
 def summarise(sweep: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Per axis x value: mean and CI of each strategy's median RTT over repetitions, and of the gain
-    (per repetition: RTT via SG / RTT direct of the runs with the same seed)."""
+    """Per axis x value: mean and CI of each strategy's median RTT over repetitions, and of the gain of
+    each strategy after the first (per repetition: the first one's RTT / its RTT, runs with the same seed)."""
     rows = []
+    names = list(dict.fromkeys(sweep.strategy))
+    reference, others = names[0], names[1:]
     for (axis, value), group in sweep.groupby(["axis", "value_ms"], sort=False):
-        by = {s: group[group.strategy == s].set_index("rep") for s in STRATEGIES}
-        for s in STRATEGIES:
+        by = {s: group[group.strategy == s].set_index("rep") for s in names}
+        for s in names:
             ci = confidence_interval(by[s].rtt_median_ms, level)
             analytic = by[s].analytic_rtt_ms.iloc[0] if not by[s].empty else math.nan
             rows.append({"axis": axis, "value_ms": value, "quantity": f"rtt_{s}_ms", "n": ci.n, "mean": ci.mean,
                          "ci_low": ci.low, "ci_high": ci.high, "half_width": ci.half_width, "analytic": analytic})
-        reps = sorted(set(by["sg"].index) & set(by["vcm"].index))
-        gains = [by["sg"].rtt_median_ms[r] / by["vcm"].rtt_median_ms[r] for r in reps]
-        ci = confidence_interval(gains, level)
-        analytic = (by["sg"].analytic_rtt_ms.iloc[0] / by["vcm"].analytic_rtt_ms.iloc[0]
-                    if reps else math.nan)
-        rows.append({"axis": axis, "value_ms": value, "quantity": "gain", "n": ci.n, "mean": ci.mean,
-                     "ci_low": ci.low, "ci_high": ci.high, "half_width": ci.half_width, "analytic": analytic})
+        for s in others:
+            reps = sorted(set(by[reference].index) & set(by[s].index))
+            gains = [by[reference].rtt_median_ms[r] / by[s].rtt_median_ms[r] for r in reps]
+            ci = confidence_interval(gains, level)
+            analytic = (by[reference].analytic_rtt_ms.iloc[0] / by[s].analytic_rtt_ms.iloc[0]
+                        if reps else math.nan)
+            rows.append({"axis": axis, "value_ms": value, "quantity": gain_quantity(others, s), "n": ci.n,
+                         "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "half_width": ci.half_width,
+                         "analytic": analytic})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -209,7 +229,12 @@ def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
     out = [f"# sweep: RTT gain of route optimisation ({config.get('reps')} repetitions, 95 % CI)", ""]
     if not config.get("complete", True):
         out += ["**Incomplete run**: interrupted or failed; the tables hold what was measured.", ""]
-    out += ["| axis | one-way ms | RTT sg ms | RTT vcm ms | gain | gain analytic |", "|---|---:|---:|---:|---:|---:|"]
+    quantities = list(dict.fromkeys(summary.quantity))
+    rtts = [q for q in quantities if q.startswith("rtt_")]
+    gains = [q for q in quantities if q.startswith("gain")]
+    out += ["| axis | one-way ms | " + " | ".join(f"RTT {q[4:-3]} ms" for q in rtts) + " | "
+            + " | ".join(f"{q.replace('_', ' ')} | {q.replace('_', ' ')} analytic" for q in gains) + " |",
+            "|---|---:|" + "---:|" * (len(rtts) + 2 * len(gains))]
 
     def cell(r):
         if r.empty or math.isnan(r["mean"].iloc[0]):
@@ -218,10 +243,12 @@ def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
         return f"{r['mean'].iloc[0]:.2f}" + ("" if math.isnan(hw) else f" ± {hw:.2f}")
 
     for (axis, value), g in summary.groupby(["axis", "value_ms"], sort=False):
-        q = {k: g[g.quantity == k] for k in ("rtt_sg_ms", "rtt_vcm_ms", "gain")}
-        analytic = q["gain"].analytic.iloc[0] if not q["gain"].empty else math.nan
-        out.append(f"| {axis} | {value:g} | {cell(q['rtt_sg_ms'])} | {cell(q['rtt_vcm_ms'])} | {cell(q['gain'])} "
-                   f"| {analytic:.2f} |")
+        q = {k: g[g.quantity == k] for k in rtts + gains}
+        cells = [cell(q[k]) for k in rtts]
+        for k in gains:
+            analytic = q[k].analytic.iloc[0] if not q[k].empty else math.nan
+            cells += [cell(q[k]), f"{analytic:.2f}"]
+        out.append(f"| {axis} | {value:g} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -247,12 +274,17 @@ def draw(folder: str) -> list[str]:
 
     fig = Figure(figsize=(5 * max(1, len(axes_present)), 4), layout="constrained")
     panels = fig.subplots(1, max(1, len(axes_present)), squeeze=False)[0]
+    names = list(dict.fromkeys(sweep.strategy))
+    gains = [q for q in dict.fromkeys(summary.quantity) if q.startswith("gain")]
     for ax, axis in zip(panels, axes_present):
-        g = summary[(summary.axis == axis) & (summary.quantity == "gain")].sort_values("value_ms")
-        errorbar(ax, g, "#0072B2", "measured (mean, 95 % CI)")
-        ax.plot(g.value_ms, g.analytic, "k--", marker="x", label="analytic (link delays)")
+        for quantity, s in zip(gains, names[1:]):
+            g = summary[(summary.axis == axis) & (summary.quantity == quantity)].sort_values("value_ms")
+            suffix = "" if len(gains) == 1 else f", {s}"
+            errorbar(ax, g, STRATEGY_COLORS.get(s, "#0072B2") if len(gains) > 1 else "#0072B2",
+                     f"measured (mean, 95 % CI{suffix})")
+            ax.plot(g.value_ms, g.analytic, "k--", marker="x", label=f"analytic (link delays{suffix})")
         ax.axhline(1.0, color="#999999", linewidth=0.8)
-        ax.set(xlabel=AXIS_LABELS.get(axis, axis), ylabel="RTT gain (via SG / direct)")
+        ax.set(xlabel=AXIS_LABELS.get(axis, axis), ylabel=f"RTT gain ({names[0]} / other)")
         ax.set_title(f"gain vs {axis}")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -261,7 +293,7 @@ def draw(folder: str) -> list[str]:
     fig = Figure(figsize=(5 * max(1, len(axes_present)), 4), layout="constrained")
     panels = fig.subplots(1, max(1, len(axes_present)), squeeze=False)[0]
     for ax, axis in zip(panels, axes_present):
-        for s in STRATEGIES:
+        for s in names:
             g = summary[(summary.axis == axis) & (summary.quantity == f"rtt_{s}_ms")].sort_values("value_ms")
             errorbar(ax, g, STRATEGY_COLORS.get(s, "#555555"), f"{s} measured")
             ax.plot(g.value_ms, g.analytic, "--", color=STRATEGY_COLORS.get(s, "#555555"), alpha=0.7,
@@ -280,26 +312,26 @@ def draw(folder: str) -> list[str]:
 # ---- the run ----------------------------------------------------------------------------------------
 
 def run_point(args, folder: str, axis: str, value: float, rep: int, stop: threading.Event) -> list[dict] | None:
-    """Both strategies at one point and repetition; sweep.csv rows, or None if interrupted."""
+    """Every strategy at one point and repetition; sweep.csv rows, or None if interrupted."""
     from experiments.handover import run_strategy
     seed = args.seed + rep - 1
     link_params = point_link_params(axis, value, seed)
     delays = link_delays(link_params, args.addressing)
-    analytic = analytic_rtt(delays)
+    analytic = analytic_rtt(delays, args.strategies)
     sub = os.path.join(folder, "runs", run_folder_name(axis, value, rep))
     os.makedirs(sub)
     records.write_config(sub, {"experiment": "sweep-point", "complete": False, "seed": seed,
-                               "strategies": list(STRATEGIES), "addressing": args.addressing,
+                               "strategies": list(args.strategies), "addressing": args.addressing,
                                "scenario": args.scenario_obj.to_dict(),
                                "topology": {"links": "default", "link_params": link_params}})
-    run_args = SimpleNamespace(scenario_obj=args.scenario_obj, addressing=args.addressing, vcm_host=args.vcm_host,
-                               seed=seed, cli=None, link_params=link_params, ideal_links=False)
-    for strategy in STRATEGIES:
-        if stop.is_set() or not run_strategy(strategy, run_args, sub, stop):
+    run = StrategyRun(scenario=args.scenario_obj, addressing=args.addressing, seed=seed, vcm_host=args.vcm_host,
+                      link_params=link_params)
+    for strategy in args.strategies:
+        if stop.is_set() or not run_strategy(strategy, run, sub, stop):
             return None
     rtt = records.read_table(sub, "rtt")
     return [sweep_row(rtt, axis=axis, value=value, strategy=s, rep=rep, seed=seed, delays=delays, analytic=analytic)
-            for s in STRATEGIES]
+            for s in args.strategies]
 
 
 def write_outputs(folder: str, rows: list[dict], config: dict) -> pd.DataFrame:
@@ -331,12 +363,12 @@ def main(argv=None) -> int:
     on_stop_signals(lambda *_: stop.set())
     config = {"experiment": "sweep", "complete": False, "argv": sys.argv, "seed": args.seed, "reps": args.reps,
               "quick": args.quick, "axes": {a: list(v) for a, v in args.axes.items()},
-              "axis_links": AXES, "strategies": list(STRATEGIES), "addressing": args.addressing,
+              "axis_links": AXES, "strategies": list(args.strategies), "addressing": args.addressing,
               "vcm": "host" if args.vcm_host else "in-sg", "scenario": args.scenario_obj.to_dict(),
               "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}, "versions": records.versions()}
     records.write_config(folder, config)
-    runs = len(todo) * args.reps * len(STRATEGIES)
-    print(f"sweep: {len(todo)} points x {args.reps} reps x {len(STRATEGIES)} strategies = {runs} runs; "
+    runs = len(todo) * args.reps * len(args.strategies)
+    print(f"sweep: {len(todo)} points x {args.reps} reps x {len(args.strategies)} strategies = {runs} runs; "
           f"results in {folder}", flush=True)
     started = time.monotonic()
     rows: list[dict] = []
@@ -353,7 +385,7 @@ def main(argv=None) -> int:
         complete = True
     except KeyboardInterrupt:
         print("sweep: interrupted: keeping what was measured", flush=True)
-    except (LabError, PlanError, LinkConfigError, ScenarioError) as exc:
+    except (LabError, PlanError, LinkConfigError, ScenarioError, StrategyError) as exc:
         print(f"sweep.py: {exc}", file=sys.stderr)
         code = 1
     config["complete"] = complete

@@ -27,6 +27,7 @@ import sys
 from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.runtime.mobility import TransportPeer
+from topologies.pcap import pcap_frames
 from topologies.svpn import ACCESS_ROUTER, attacker_address, attacker_interface
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,28 +35,6 @@ ETH_P_IPV6 = b"\x86\xdd"
 SEND_TIMEOUT_S = 20.0
 # How far above the MN's own last sequence number the attacker starts: inside a 64-packet window.
 SEQ_AHEAD = 20
-
-
-def pcap_frames(path: str):
-    """(time, frame) of each record of a classic pcap file as tcpdump -w writes it."""
-    import struct
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return
-    if len(data) < 24:
-        return
-    magic = data[:4]
-    order = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    scale = 1e-9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e-6
-    record = struct.Struct(order + "IIII")
-    pos = 24
-    while pos + record.size <= len(data):
-        seconds, fraction, length, _original = record.unpack_from(data, pos)
-        pos += record.size
-        yield seconds + fraction * scale, data[pos:pos + length]
-        pos += length
 
 
 class AttackerError(RuntimeError):

@@ -53,6 +53,9 @@ SPI_BLOCK = 0x400
 assert 4 * MAX_MOBILE_NODES <= SPI_BLOCK
 SPI_TUNNEL, SPI_MH, SPI_GROUP, SPI_VCM, SPI_XHA = (k * SPI_BLOCK for k in range(5))
 SPI_RESERVED = 5 * SPI_BLOCK
+# The mesh's pre-distributed MN–MN pairs (``mesh=True``, never with a VCM, so nothing draws from there):
+# two SPIs per pair of mobile nodes, after the reserved blocks.
+SPI_MESH = SPI_RESERVED
 
 
 # Called with every lab once its node apps have stopped and their final counters are read (the integration
@@ -86,7 +89,7 @@ class SvpnLab:
                  correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
                  vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
                  vcm_pair: str | None = None, seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
-                 event_rate_limit: int = 20, fault_injection: bool = False, attacker=None):
+                 event_rate_limit: int = 20, fault_injection: bool = False, attacker=None, mesh: bool = False):
         if esp_encap not in ESP_ENCAPS:
             raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
                            "(ESP in UDP port 4500, RFC 3948)")
@@ -106,6 +109,10 @@ class SvpnLab:
                            "binding) or 'care-of' (ESP tunnel between the care-of addresses)")
         if vcm_pair is not None and vcm is None:
             raise LabError(f"vcm_pair={vcm_pair!r} needs a vcm")
+        if mesh and (not mobility or vcm is not None or route_optimisation):
+            raise LabError("mesh (an SA pair between every two mobile nodes from the start) needs "
+                           "SvpnLab(mobility=True) and neither a vcm nor route_optimisation")
+        self.mesh = bool(mesh)
         # Both plans: the direct pair rides on MN–MN route optimisation unless told otherwise.
         self.vcm_pair = vcm_pair or ("home-ro" if vcm is not None else "care-of")
         self.vcm = vcm
@@ -512,6 +519,8 @@ table inet svpnlab_gateway {{
                        "peers": sg_peers}
         if self.vcm:
             sg_rules += self._add_vcm_configs(configs, sg_mobility)
+        if self.mesh:
+            sg_rules += self._add_mesh_configs(configs, sg_mobility)
         # The SG's tunnel to an MN carries the MN's packets inside the home agent's IPv6-in-IPv6 header
         # (RFC 6275 §10.4.5): an MN-sized packet plus those 40 octets must fit, or TCP between two MNs through
         # the SG stalls (the SG's Packet Too Big goes to the home agent, which does not pass it on).
@@ -540,16 +549,6 @@ table inet svpnlab_gateway {{
         names = {mn_node_id(mn.index): mn.name for mn in mns}
         reserved = list(range(self.spi_base, self.spi_base + SPI_RESERVED))
 
-        def pair(name_out, name_in, spi, local, remote, mode="transport"):
-            keys = [(_hex(16), _hex(4)) for _ in range(2)]
-            mk = lambda name, s, d, k: {"name": name, "spi": s, "algorithm": ALGORITHM, "key": k[0],  # noqa: E731
-                                        "salt": k[1], "mode": mode, "direction": d, "local": local,
-                                        "remote": remote}
-            ours = {"out": mk(name_out, spi, "out", keys[0]), "in": mk(name_in, spi + 1, "in", keys[1])}
-            theirs = {"out": dict(ours["in"], direction="out", local=remote, remote=local),
-                      "in": dict(ours["out"], direction="in", local=remote, remote=local)}
-            return ours, theirs
-
         entries, rules = [], []
         for mn in mns:
             external = mn.external_home_address or mn.home_address
@@ -562,13 +561,14 @@ table inet svpnlab_gateway {{
             if host and self.vcm_control == "direct":
                 # MN–VCM SA sent directly (vcm-sa): tunnel mode, outer ends the care-of address (moved by
                 # both ends) and the VCM, inner the home address (docs/vcm-runtime.md)
-                section["sa"], entry["sa"] = pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
-                                                  self.spi_base + 0x310 + 2 * mn.index,
-                                                  self.plan.current_address(mn), vcm_address, mode="tunnel")
+                section["sa"], entry["sa"] = _sa_pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
+                                                      self.spi_base + 0x310 + 2 * mn.index,
+                                                      self.plan.current_address(mn), vcm_address, mode="tunnel")
                 section["control"] = entry["control"] = "direct"
             elif host:   # MN–VCM SA (vcm-sa-in-sg-sa): ESP transport between home address and VCM
-                section["sa"], entry["sa"] = pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
-                                                  self.spi_base + SPI_VCM + 2 * mn.index, mn.home_address, vcm_address)
+                section["sa"], entry["sa"] = _sa_pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
+                                                      self.spi_base + SPI_VCM + 2 * mn.index, mn.home_address,
+                                                      vcm_address)
             entries.append(entry)   # MN–VCM keys only in the VCM's config, not the SG's
             configs[mn.name]["mobility"]["vcm"] = section
             # Care-of notices (and, VCM in the SG, control) between the SG and the MN's home address.
@@ -581,7 +581,8 @@ table inet svpnlab_gateway {{
                               "care_of_notices": self.vcm_pair == "care-of",
                               "mns": [{k: v for k, v in e.items() if k != "sa"} for e in entries], "lifetime": self.vcm_lifetime, "reserved_spis": reserved}
         if host:   # SG–VCM SA (sg-vcm-sa) on the office LAN
-            sg_side, vcm_side = pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address, vcm_address)
+            sg_side, vcm_side = _sa_pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address,
+                                         vcm_address)
             sg_mobility["vcm"]["sa"] = sg_side
             configs["vcm"] = self._node_config(
                 "vcm", "vcm", addresses=[], routes=[], interfaces=["vcm-eth0"], sas=[],
@@ -589,6 +590,38 @@ table inet svpnlab_gateway {{
                 mobility={"address": vcm_address, "peers": [], "vcm": {
                     "sg_address": sg_address, "sg_sa": vcm_side, "lifetime": self.vcm_lifetime,
                     "reserved_spis": reserved, "mns": entries}})
+        return rules
+
+    def _add_mesh_configs(self, configs: dict, sg_mobility: dict) -> list[dict]:
+        """The mesh baseline: every two mobile nodes hold an ESP tunnel-mode SA pair from the start (outer
+        ends their current addresses, inner their home addresses), made like the VCM's pairs but before the
+        run. The outer ends follow moves as the VCM's care-of pairs do: each MN moves its own end, and the
+        SG's care-of notices (UDP inside its tunnel SA to each MN) move the peers' ends; a peer inside the
+        office is reached through the SG. Returns the SG's SPD rules for those notices."""
+        from nodeapps.roles.vcm_shell import mn_node_id
+        mns = self.external_mobile_nodes()
+        sg_address = self.plan.office["sg"]
+        names = {mn_node_id(mn.index): mn.name for mn in mns}
+        sections = {mn.name: {"sg_address": sg_address, "node_id": mn_node_id(mn.index), "names": names,
+                              "peers": []} for mn in mns}
+        pair_index = 0
+        for i, a in enumerate(mns):
+            for b in mns[i + 1:]:
+                ours, theirs = _sa_pair(f"mesh {a.name}->{b.name}", f"mesh {b.name}->{a.name}",
+                                        self.spi_base + SPI_MESH + 2 * pair_index, self.plan.current_address(a),
+                                        self.plan.current_address(b), mode="tunnel")
+                pair_index += 1
+                for me, peer, sas in ((a, b, ours), (b, a, theirs)):
+                    sections[me.name]["peers"].append({
+                        "node_id": mn_node_id(peer.index), "name": peer.name, "home": peer.home_address,
+                        "care_of": None if peer.attachment == "office" else self.plan.current_address(peer), **sas})
+        rules = []
+        for mn in mns:
+            configs[mn.name]["mobility"]["mesh"] = sections[mn.name]
+            rules.append({"name": f"{mn.name}-notice-out", "direction": "out", "src": f"{sg_address}/128",
+                          "dst": f"{mn.home_address}/128", "proto": 17, "action": "protect", "sa": f"sg->{mn.name}"})
+        sg_mobility["care_of_notices"] = {"sg_address": sg_address, "mns": [
+            {"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address} for mn in mns]}
         return rules
 
     def _add_external_configs(self, configs: dict) -> None:
@@ -815,6 +848,19 @@ table inet svpnlab_gateway {{
                 with open(path, encoding="utf-8") as f:
                     records += [json.loads(line) for line in f if line.strip()]
         return sorted(records, key=lambda r: r["time"])
+
+
+def _sa_pair(name_out: str, name_in: str, spi: int, local: str, remote: str, mode: str = "transport"):
+    """Fresh keys for an ESP SA pair between ``local`` and ``remote``: (our out/in SAs, their out/in SAs)."""
+    keys = [(_hex(16), _hex(4)) for _ in range(2)]
+
+    def sa(name, s, direction, key):
+        return {"name": name, "spi": s, "algorithm": ALGORITHM, "key": key[0], "salt": key[1], "mode": mode,
+                "direction": direction, "local": local, "remote": remote}
+    ours = {"out": sa(name_out, spi, "out", keys[0]), "in": sa(name_in, spi + 1, "in", keys[1])}
+    theirs = {"out": dict(ours["in"], direction="out", local=remote, remote=local),
+              "in": dict(ours["out"], direction="in", local=remote, remote=local)}
+    return ours, theirs
 
 
 def handler_error_report(handler_errors: dict, events: list, *, shown: int = 3) -> str:

@@ -138,8 +138,12 @@ class MobileNodeRuntime(MobilityRuntime):
         self.direct_out: set[bytes] = set()    # peer home addresses with a direct outbound rule
         self.peer_care_of: dict[int, str] = {}
         self.first_direct_logged: set[bytes] = set()
+        self.sg_inner = None                   # source of the SG's care-of notices (VCM or mesh)
+        self.mesh_home: dict[int, bytes] = {}  # mesh: peer node id -> its home address
         if s.get("vcm"):
             self._setup_vcm(s["vcm"])
+        elif s.get("mesh"):
+            self._setup_mesh(s["mesh"])
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
         self.link_monitor = open_link_monitor(addresses=True)
@@ -249,6 +253,56 @@ class MobileNodeRuntime(MobilityRuntime):
                               "vcm_op_errors": 0, "direct_in": 0})
         self.message_drops.carried.update(VCM_MESSAGES)
 
+    # ---- mesh: pre-distributed SA pairs with every other MN ----
+    def _setup_mesh(self, mesh: dict) -> None:
+        """Install the direct SA pair with every peer and its SPD rules ahead of the SG tunnel's; a peer
+        whose care-of address is known (it is outside) is reached directly from the first packet. The
+        pairs' outer ends follow moves as the VCM's care-of pairs do (``_go_away``, care-of notices)."""
+        self.sg_inner = ipv6.pton(mesh["sg_address"])
+        self.vcm_names = {int(k): v for k, v in mesh.get("names", {}).items()}
+        sad, spd = self.processor.sad, self.processor.spd
+        own = f"{self.home_text}/128"
+        for peer in mesh["peers"]:
+            node, home = int(peer["node_id"]), ipv6.pton(peer["home"])
+            self.mesh_home[node] = home
+            for direction in ("out", "in"):
+                sad.add(SecurityAssociation.from_config(peer[direction]))
+                self.direct_sa_peer[peer[direction]["name"]] = node
+            for direction, sa in (("out", peer["out"]), ("in", peer["in"])):
+                ends = (own, f"{peer['home']}/128") if direction == "out" else (f"{peer['home']}/128", own)
+                rule = {"name": f"{sa['name']}-spd", "direction": direction, "src": ends[0], "dst": ends[1],
+                        "proto": None, "action": "protect", "sa": sa["name"]}
+                self.direct_rules.append(rule)
+                spd.insert(rule, 0)
+            if peer.get("care_of"):
+                self.peer_care_of[node] = peer["care_of"]
+                self.direct_out.add(home)
+        self.counters.update({"vcm_bad": 0, "direct_out": 0, "care_of_notices": 0, "direct_sas_moved": 0})
+
+    def _mesh_peer_at(self, node: int, care_of: str | None) -> None:
+        """A care-of notice about mesh peer ``node``: move our SAs' remote end to it, or (None: the peer is
+        inside the office, where only the SG reaches it) send to it through the SG until it is out again."""
+        home = self.mesh_home[node]
+        before = (self.peer_care_of.get(node), home in self.direct_out)
+        moved = []
+        if care_of is None:
+            self.peer_care_of.pop(node, None)
+            self.direct_out.discard(home)
+            if home in self.first_direct_logged:
+                self.first_direct_logged.discard(home)
+                self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(home), reason="peer inside the office")
+        else:
+            if self.peer_care_of.get(node) != care_of:
+                self.peer_care_of[node] = care_of
+                moved = [name for name, peer in self.direct_sa_peer.items() if peer == node]
+                for name in moved:
+                    move_sa(self.processor.sad, name, remote=care_of)
+                self.counters["direct_sas_moved"] += len(moved)
+            self.direct_out.add(home)
+        if (self.peer_care_of.get(node), home in self.direct_out) != before:   # the SG repeats its notices
+            self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node), care_of_address=care_of,
+                          direct_sas_moved=len(moved))
+
     def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
         """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""
         if inner[6] != ipv6.NH_UDP or inner[8:24] != self.sg_inner or sa is None \
@@ -258,7 +312,7 @@ class MobileNodeRuntime(MobilityRuntime):
         if udp is None:
             self.counters["vcm_bad"] += 1
             return True
-        if udp[3] == vcm_shell.VCM_PORT and self.vcm_peer is None:
+        if udp[3] == vcm_shell.VCM_PORT and self.agent is not None and self.vcm_peer is None:
             if self.drop_vcm(udp[4], "in"):
                 return True
             self.counters["vcm_rx"] += 1
@@ -271,7 +325,9 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.log.emit(time.time(), "care_of_notice_dropped", reason=str(exc))
                 return True
             self.counters["care_of_notices"] += 1
-            if care_of is not None and self.peer_care_of.get(node) != care_of:
+            if node in self.mesh_home:
+                self._mesh_peer_at(node, care_of)
+            elif care_of is not None and self.peer_care_of.get(node) != care_of:
                 self.peer_care_of[node] = care_of
                 # home-ro: the SA ends are home addresses; the peer's own BU moves its binding, not this notice
                 moved = [] if self.vcm_ro else [name for name, peer in self.direct_sa_peer.items() if peer == node]
@@ -655,6 +711,12 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.agent is not None:
             self.agent.returned_inside(now)  # direct outbound goes before anything leaves in clear
             self._vcm_flush(now)
+        if self.mesh_home:
+            # Inside, the SG sends us no notices: where the peers are is learnt afresh from the notices
+            # that come when we are outside again.
+            self.direct_out.clear()
+            self.peer_care_of.clear()
+            self.first_direct_logged.clear()
         if self.care_of:
             run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
         for prefix in self.vpn_prefixes:
@@ -857,7 +919,7 @@ class MobileNodeRuntime(MobilityRuntime):
             _verdict, sa, inner = processor.inbound(packet)
             if inner is None:
                 continue
-            if self.agent is not None and self._vcm_receive(sa, inner, now):
+            if self.sg_inner is not None and self._vcm_receive(sa, inner, now):
                 continue
             if self.open_mobility(inner, now):
                 continue
@@ -971,6 +1033,9 @@ class MobileNodeRuntime(MobilityRuntime):
                      self.peer_routing.correspondent.route(external, now))}
                 for internal, external in self.peer_routing.peers.items()]
             out["mobility"]["peer_counters"] = dict(self.peer_routing.counters)
+        if self.mesh_home:
+            out["mesh"] = {"peers": len(self.mesh_home), "direct": sorted(ipv6.ntop(h) for h in self.direct_out),
+                           "peer_care_of": {self.vcm_names.get(k, str(k)): v for k, v in self.peer_care_of.items()}}
         if self.agent is not None:
 
             def binding(row):   # home-ro: the direct SA is usable only with both MN–MN bindings live

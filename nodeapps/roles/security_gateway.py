@@ -30,6 +30,12 @@ from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
 from nodeapps.vcm.sg_monitor import MnBinding, MonitorConfig, SgMonitor
 
 
+# A care-of notice is one datagram, and radio links drop bursts of them: after a binding change the SG sends
+# the notices about it again this long after (each with the care-of address of that moment), so a lost one
+# does not leave a peer's direct SAs pointing at the old address until the next move.
+NOTICE_REPEATS_S = (0.25, 0.75, 1.75)
+
+
 class GatewayRuntime(MobilityRuntime):
     owned_protocols = (ipv6.NH_ESP, ipv6.NH_DSTOPTS, ipv6.NH_ROUTING)
     sa_bound_mobility = True
@@ -64,24 +70,39 @@ class GatewayRuntime(MobilityRuntime):
         self.lan = s.get("lan_interface", "sg-lan")
         run_ip("-6", "rule", "add", "iif", self.lan, "lookup", self.table, "priority", "100")
         self.monitor = self.manager = self.vcm_peer = None
+        self.notice_mns: dict[int, dict] = {}    # MNs told where their peers are (care-of notices)
+        self.notice_repeats: dict[int, list[float]] = {}   # mover -> when its notices go out again
+        self.binding_key: dict[int, bytes] = {}
+        self.mn_by_binding: dict[bytes, int] = {}
         if s.get("vcm"):
             self._setup_vcm(s["vcm"])
+        elif s.get("care_of_notices"):
+            self._setup_care_of_notices(s["care_of_notices"], enabled=True)
+
+    def _setup_care_of_notices(self, section: dict, *, enabled: bool) -> None:
+        """The MNs whose peers' direct SAs end at their care-of address: after every binding change each
+        of them hears where the moving node is now (``section``: ``sg_address``, ``mns``). Used by the VCM's
+        care-of pairs and, without a VCM, by the mesh's pre-distributed pairs."""
+        self.sg_inner = ipv6.pton(section.get("sg_address", section.get("address")))   # source of the notices
+        self.care_of_notices = enabled
+        mns = {int(m["node_id"]): m for m in section["mns"]}
+        self.notice_mns = mns if enabled else {}
+        self.binding_key = {i: self.binding_of_inner[ipv6.pton(m["home"])] for i, m in mns.items()}
+        self.mn_by_binding = {key: i for i, key in self.binding_key.items()}
+        self.counters.update({"vcm_tx": 0, "vcm_bad": 0, "care_of_notices": 0})
 
     # ---- VCM built into the SG ----
     def _setup_vcm(self, vcm: dict) -> None:
         self.vcm_address = vcm["address"]
         self.vcm_address_bytes = ipv6.pton(vcm["address"])
-        self.sg_inner = ipv6.pton(vcm.get("sg_address", vcm["address"]))   # source of care-of notices
         in_sg = vcm.get("variant", "in-sg") == "in-sg"
         # Only the care-of pair needs them: over MN–MN route optimisation the MNs' own BUs tell each other.
-        self.care_of_notices = bool(vcm.get("care_of_notices", True))
+        self._setup_care_of_notices(vcm, enabled=bool(vcm.get("care_of_notices", True)))
         self.vcm_peer = None if in_sg else TransportPeer(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
         self.vcm_mns = {int(m["node_id"]): m for m in vcm["mns"]}
         self.vcm_names = {vcm_shell.SG_NODE_ID: "sg", vcm_shell.VCM_NODE_ID: "vcm"}
         self.vcm_names.update({i: m["name"] for i, m in self.vcm_mns.items()})
         self.mn_by_home = {ipv6.pton(m["home"]): i for i, m in self.vcm_mns.items()}
-        self.binding_key = {i: self.binding_of_inner[ipv6.pton(m["home"])] for i, m in self.vcm_mns.items()}
-        self.mn_by_binding = {key: i for i, key in self.binding_key.items()}
         self.mn_by_sa = {}
         for i, m in self.vcm_mns.items():
             _name, tunnel_out, tunnel_in = self.tunnels[self.binding_key[i]]
@@ -91,7 +112,7 @@ class GatewayRuntime(MobilityRuntime):
             vcm_shell.SG_NODE_ID, vcm_shell.VCM_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=in_sg),
             tuple(MnBinding(i, m["external"], m.get("internal")) for i, m in self.vcm_mns.items())),
             initial_counter=counter)
-        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "care_of_notices": 0})
+        self.counters["vcm_rx"] = 0
         self.message_drops.carried.update(VCM_MESSAGES)
         if not in_sg:
             return   # the VCM host runs the manager; REPORTs go to it in the SG–VCM SA
@@ -185,14 +206,14 @@ class GatewayRuntime(MobilityRuntime):
             peer = vp.decode(data).one(vp.Peer)
         except vp.VcmParseError:
             return
-        if peer is not None and peer.node_id in self.vcm_mns:
+        if peer is not None and peer.node_id in self.notice_mns:
             self._send_care_of(receiver, peer.node_id)
 
     def _send_care_of(self, receiver: int, about: int) -> None:
         key = self.binding_key[about]
         notice = vcm_shell.encode_care_of(about, ipv6.ntop(key), self.care_of.get(key))
         self.counters["care_of_notices"] += 1
-        self._send_control(self.vcm_mns[receiver]["home"], vcm_shell.CARE_OF_PORT, notice)
+        self._send_control(self.notice_mns[receiver]["home"], vcm_shell.CARE_OF_PORT, notice)
 
     def _send_control(self, home: str, port: int, payload: bytes) -> None:
         packet = vcm_shell.build_udp(self.sg_inner, ipv6.pton(home), port, port, payload)
@@ -327,7 +348,7 @@ class GatewayRuntime(MobilityRuntime):
         self._vcm_flush(now)
 
     def next_timer(self):
-        times = [self.core.get_timer()]
+        times = [self.core.get_timer()] + [due[0] for due in self.notice_repeats.values()]
         if self.monitor is not None:
             times += [self.monitor.get_timer()] + ([self.manager.get_timer()] if self.manager else [])
         return min((t for t in times if t is not None), default=None)
@@ -335,6 +356,7 @@ class GatewayRuntime(MobilityRuntime):
     def on_timer(self, now: float) -> None:
         self.core.handle_timer(now)
         self.flush_core(now)
+        self._repeat_notices(now)
         if self.monitor is not None:
             for core in (self.monitor, self.manager):
                 if core is None:
@@ -370,17 +392,35 @@ class GatewayRuntime(MobilityRuntime):
             self._follow(event.home_address, None)
         else:
             return
-        node = self.mn_by_binding.get(event.home_address) if self.monitor is not None else None
-        if node is not None:
+        node = self.mn_by_binding.get(event.home_address)
+        if node is None:
+            return
+        if self.monitor is not None:
             self.monitor.update_binding(now, node, self.care_of.get(event.home_address),
                                         home_address=ipv6.ntop(event.home_address))
-            # Every other MN learns where this one is now (outer end of their direct SAs with it).
-            for other in self.vcm_mns if self.care_of_notices else ():
-                if other != node and self.binding_key[other] in self.care_of:
-                    self._send_care_of(other, node)
-                    if event.home_address in self.care_of:
-                        self._send_care_of(node, other)
-            self._vcm_flush(now)
+        if node in self.notice_mns:
+            self._announce(node)
+            self.notice_repeats[node] = [now + delay for delay in NOTICE_REPEATS_S]
+        self._vcm_flush(now)
+
+    def _announce(self, node: int) -> None:
+        """Every other outside MN learns where ``node`` is now (outer end of their direct SAs with it), and
+        ``node``, if outside, where every other one is."""
+        moved = self.binding_key[node]
+        for other in self.notice_mns:
+            if other != node and self.binding_key[other] in self.care_of:
+                self._send_care_of(other, node)
+                if moved in self.care_of:
+                    self._send_care_of(node, other)
+
+    def _repeat_notices(self, now: float) -> None:
+        for node, due in list(self.notice_repeats.items()):
+            if due[0] <= now:
+                self._announce(node)
+                while due and due[0] <= now:
+                    due.pop(0)
+            if not due:
+                del self.notice_repeats[node]
 
     def _follow(self, home: bytes, care_of: str | None) -> None:
         """Point the node's tunnel, SPD rules and TUN route at ``care_of`` (None: the node is home)."""

@@ -69,6 +69,8 @@ LAB_VARIANTS = {
     "public-vcm-host-direct": {"addressing": "public", "mobility": True, "vcm": "host", "vcm_control": "direct"},
     "private-udp": {"addressing": "private", "mobility": True, "esp_encap": "udp"},
     "private-office": {"addressing": "private", "mobility": True, "attachments": ["office", "wlan1"]},
+    "private-mesh": {"addressing": "private", "mobility": True, "mesh": True, "mobile_nodes": 3,
+                     "attachments": ["wlan1", "wlan2", "office"]},
 }
 
 # Node configurations name files in a run directory; none is ever written there. One folder for the whole
@@ -572,4 +574,5 @@ ROLE_CASES = [
     ("public-vcm-host-direct", "mn1"), ("public-vcm-host-direct", "sg"), ("public-vcm-host-direct", "vcm"),
     ("private-udp", "mn1"), ("private-udp", "sg"),
     ("private-office", "mn1"),
+    ("private-mesh", "mn1"), ("private-mesh", "sg"),
 ]

@@ -151,3 +151,37 @@ def test_ping_counts(tmp_path):
                    "250 packets transmitted, 248 received, 0.8% packet loss, time 5000ms\n")
     assert scale.ping_counts(str(log)) == (250, 248)
     assert scale.ping_counts(str(tmp_path / "none.log")) == (None, None)
+
+
+def test_mesh_pairs_time_from_their_start_and_keys_are_counted_and_modelled(tmp_path):
+    events = [ev(100.02, "mn1", "data_first_direct", dst=HOMES["mn2"]),
+              ev(100.05, "mn2", "data_first_direct", dst=HOMES["mn1"])]
+    (row,) = scale.setup_rows(events, [("mn1", "mn2")], HOMES, {"mn1": 100.0}, {}, t0=90.0,
+                              session_detected=False)
+    assert row["ok"] and row["detect_ms"] == 0 and row["setup_ms"] == pytest.approx(20.0)
+    (row,) = scale.setup_rows(events, [("mn1", "mn2")], HOMES, {"mn1": 100.0}, {}, t0=90.0)
+    assert not row["ok"] and row["error"] == "no session detected"   # the VCM's timing needs the SG's event
+    # mn1 holds a mesh with 3 peers; mn2 made one pair at run time (a VCM key log line per SA)
+    configs = {"mn1": {"mobility": {"mesh": {"peers": [{}, {}, {}]}}}, "mn2": {"mobility": {}}, "sg": {}}
+    (tmp_path / "mn2.keys.jsonl").write_text('{"spi": 1}\n{"spi": 2}\n')
+    made = scale.mn_mn_sas_made(configs, str(tmp_path))
+    assert made == {"mn1": 6, "mn2": 2}
+    rows = {(r["metric"], r["group"]): r["value"] for r in scale.key_rows("mesh", 100, made)}
+    assert rows[("mn_mn_sas_total", "mesh")] == 8 and rows[("key_bytes_total", "mesh")] == 4 * 20
+    assert rows[("model_sas_per_mn", "mesh")] == 198 and rows[("model_key_bytes_total", "mesh")] == 100 * 99 * 20
+    assert rows[("model_sas_per_mn", "vcm")] == 2 and rows[("model_key_bytes_total", "vcm")] == 100 * 20
+    summary = pd.DataFrame(scale.summary_rows(pd.DataFrame(columns=scale.SETUP_COLUMNS),
+                                              pd.DataFrame(columns=scale.RESOURCE_COLUMNS), {})
+                           + scale.key_rows("mesh", 100, made))
+    text = scale.summary_markdown(summary, {"pairs": 50, "strategy": "mesh", "vcm": None, "arrival": "all"})
+    assert "strategy mesh" in text and "no session to detect" in text
+    assert "| mesh | 198 | 3960 | 198000 |" in text and "| vcm | 2 | 40 | 2000 |" in text
+
+
+def test_scale_takes_a_strategy_that_goes_direct(capsys):
+    assert scale.parse_args(["--quick", "--strategy", "mesh"]).strategy == "mesh"
+    assert scale.parse_args(["--quick"]).strategy == "vcm"
+    for name, message in (("sg", "never takes a pair direct"), ("nope", "unknown strategy 'nope'")):
+        with pytest.raises(SystemExit):
+            scale.parse_args(["--strategy", name])
+        assert message in capsys.readouterr().err

@@ -96,3 +96,25 @@ def test_defaults_and_quick():
     assert quick.reps == 2 and sum(p.duration_s for p in quick.scenario_obj.phases) < \
         sum(p.duration_s for p in args.scenario_obj.phases)
     assert sweep.parse_args(["--longhaul", "10ms,50", "--cell", ""]).axes == {"longhaul": (10.0, 50.0), "cell": ()}
+
+
+def test_more_strategies_give_one_gain_each_against_the_first(capsys):
+    rows = []
+    for rep in (1, 2):
+        for s, v in (("sg", 200.0 + rep), ("vcm", 70.0), ("mesh", 50.0)):
+            rows.append({"axis": "cell", "value_ms": 20.0, "strategy": s, "rep": rep, "rtt_median_ms": v,
+                         "analytic_rtt_ms": {"sg": 206.0, "vcm": 66.0, "mesh": 66.0}[s]})
+    summary = sweep.summarise(pd.DataFrame(rows, columns=sweep.SWEEP_COLUMNS))
+    gains = summary[summary.quantity.str.startswith("gain")].set_index("quantity")
+    assert list(gains.index) == ["gain", "gain_mesh"]
+    assert gains.loc["gain_mesh", "mean"] == pytest.approx((201 / 50 + 202 / 50) / 2)
+    assert gains.loc["gain_mesh", "analytic"] == pytest.approx(206 / 66)
+    text = sweep.summary_markdown(summary, {"reps": 2})
+    assert "RTT mesh ms" in text and "gain mesh analytic" in text
+    delays = sweep.link_delays({})
+    analytic = sweep.analytic_rtt(delays, ["sg", "mesh", "insecure-ro"])
+    assert analytic["mesh"] == analytic["insecure-ro"] < analytic["sg"]
+    assert sweep.parse_args(["--strategies", "sg,vcm,mesh"]).strategies == ["sg", "vcm", "mesh"]
+    with pytest.raises(SystemExit):
+        sweep.parse_args(["--strategies", "vcm"])
+    assert "name at least two" in capsys.readouterr().err

@@ -41,6 +41,24 @@ def _nothing_left(root: str) -> None:
     assert not [b for b in runs.BRIDGES if os.path.exists(f"/sys/class/net/{b}")]
 
 
+
+def _signal_once(proc, ready, signum, check=lambda: None):
+    """Read ``proc``'s output until a line makes ``ready`` true (within 90 s), run ``check``, send
+    ``signum``; its remaining (stdout, stderr). The process never outlives the test."""
+    try:
+        deadline = time.monotonic() + 90
+        for line in proc.stdout:
+            if ready(line):
+                break
+            assert time.monotonic() < deadline, "the shell did not get there"
+        check()
+        proc.send_signal(signum)
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
 def test_piped_commands_run_in_order_and_end_of_input_tears_the_lab_down(tmp_path):
     root, results = str(tmp_path / "runs"), tmp_path / "results"
     commands = ["status mn1", "ping6all", "frobnicate", "move mn1 cell", "status mn1", "paths",
@@ -82,22 +100,13 @@ def test_sigterm_while_a_node_command_runs_tears_the_lab_down(tmp_path):
     proc = subprocess.Popen([sys.executable, SHELL, "--results", str(tmp_path / "results")], cwd=ROOT,
                             env=_env(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    try:
-        proc.stdin.write("mn1 sleep 60\n")
-        proc.stdin.flush()   # stdin stays open: only the signal can end this shell
-        deadline = time.monotonic() + 90
-        for line in proc.stdout:
-            if f"{PROMPT}mn1 sleep 60" in line:
-                break
-            assert time.monotonic() < deadline, "the shell did not start the command"
+    proc.stdin.write("mn1 sleep 60\n")
+    proc.stdin.flush()   # stdin stays open: only the signal can end this shell
+
+    def started():
         time.sleep(0.5)
         assert any("sleep 60" in cmd for cmd in tagged_processes(root).values())
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = _signal_once(proc, lambda line: f"{PROMPT}mn1 sleep 60" in line, signal.SIGTERM, started)
     assert proc.returncode == 130, err
     assert "*** SIGTERM: leaving the shell" in out and "Traceback" not in err
     _nothing_left(root)
@@ -135,18 +144,8 @@ def test_ctrl_c_in_the_handover_shell_stops_the_experiment(tmp_path):
                              "both-inside", "--results", str(results)], cwd=ROOT, env=_env(root),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 90
-        for line in proc.stdout:   # stdin stays open: the shell waits for a command
-            if line.startswith("*** svpnlab shell"):
-                break
-            assert time.monotonic() < deadline, "the shell did not open"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # stdin stays open: the shell waits for a command
+    out, err = _signal_once(proc, lambda line: line.startswith("*** svpnlab shell"), signal.SIGINT)
     assert proc.returncode == 130, err
     assert "*** SIGINT: leaving the shell" in out and "Traceback" not in err
     (run,) = list(results.iterdir())

@@ -159,14 +159,14 @@ def number(answers: dict, key: str) -> float:
 # ---- the goals of each lab --------------------------------------------------------------------------------
 def lab1(answers: dict, base: str) -> list[tuple[str, bool, str]]:
     run = path_of(answers, "run", base)
+    stated_source = need(answers, "inner_source").lower()
+    to_sg, to_mn2 = parse_spi(need(answers, "spi_mn1_to_sg")), parse_spi(need(answers, "spi_sg_to_mn2"))
     keys = key_file_spis(run)
     mn1_side = tshark(run, "ar1-lan", "icmpv6.type == 128", ["ipv6.src", "esp.spi"])
     mn2_side = tshark(run, "ar3-lan", "icmpv6.type == 128", ["ipv6.src", "esp.spi"])
     sources = {innermost(row[0]) for row in mn1_side}
     spi_in = {int(innermost(row[1]), 16) for row in mn1_side if len(row) > 1 and row[1]}
     spi_out = {int(innermost(row[1]), 16) for row in mn2_side if len(row) > 1 and row[1]}
-    stated_source = need(answers, "inner_source").lower()
-    to_sg, to_mn2 = parse_spi(need(answers, "spi_mn1_to_sg")), parse_spi(need(answers, "spi_sg_to_mn2"))
     return [
         ("decrypted inner source", stated_source in sources,
          f"stated {stated_source}; echo requests on ar1-lan come from {', '.join(sorted(sources)) or 'nothing'}"),

@@ -32,7 +32,9 @@ def _run_block(block, tmp_path, run):
         assert result.returncode == 0, result.stderr + result.stdout
         runs_made = sorted(results.glob("shell-*"), key=os.path.getmtime)
         return result.stdout, str(runs_made[-1]) if runs_made else run
-    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.text], cwd=ROOT, env=_env(tmp_path, run),
+    # The test runs as root: the hand-out's `sudo` is the command itself.
+    script = 'sudo() { "$@"; }\n' + block.text
+    result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=ROOT, env=_env(tmp_path, run),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr + result.stdout
     return result.stdout, run

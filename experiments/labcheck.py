@@ -37,6 +37,13 @@ class LabcheckError(Exception):
     """Bad input: the one line the user sees."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments: one line and status 2 (no project imports here, so it runs without the venv)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 # ---- reading the artifacts --------------------------------------------------------------------------------
 def parse_answers(text: str) -> dict[str, str]:
     """``key: value`` lines, keys lower-cased; the first value of a key wins."""
@@ -289,10 +296,13 @@ def check(lab: int, answers_path: str) -> list[tuple[str, bool, str]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineErrorParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("lab", help="hand-out number, 1-4")
     parser.add_argument("answers", help="answers file (key: value lines; 'run:' names the shell's results folder)")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # --help (0) or a bad argument (2, said in one line)
+        return int(exc.code or 0)
     if args.lab not in {str(n) for n in LABS}:
         print(f"{PROG}: no lab {args.lab!r} (labs: 1-4)", file=sys.stderr)
         return 2

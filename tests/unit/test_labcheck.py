@@ -167,6 +167,7 @@ def test_lab4_compares_the_answers_with_the_transcript(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["5", "answers.md"], "labcheck: no lab '5' (labs: 1-4)"),
+    (["4"], "labcheck: the following arguments are required: answers"),
     (["4", "missing.md"], "labcheck: missing.md: No such file or directory"),
     (["4", "empty.md"], "labcheck: empty.md: no 'key: value' lines (the hand-out lists the keys)"),
     (["4", "partial.md"], "labcheck: answers: missing 'keys_retransmits:' (the hand-out lists the keys)"),

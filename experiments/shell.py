@@ -4,6 +4,7 @@ its own for teaching and for scripts.
 
     sudo python3 experiments/shell.py [--mobility] [--vcm in-sg|host] [--addressing private|public]
     sudo python3 experiments/shell.py --mobility --script moves.txt     # commands from a file
+    sudo python3 experiments/shell.py --vcm in-sg --fault-injection     # drop-next, vcm-inject answer
     printf 'move mn1 cell\\nstatus mn1\\n' | sudo python3 experiments/shell.py --mobility
 
 Besides Mininet's own commands (help, nodes, net, intfs, sh, py, <node> <command>; a node's name after
@@ -472,6 +473,8 @@ def parse_args(argv):
     parser.add_argument("--attachments", help="network of each mobile node, comma-separated (office, wlan1, "
                                               "wlan2, cell; default the plan's)")
     parser.add_argument("--seed", type=int, default=1, help="seed of every link's random loss and jitter (default 1)")
+    parser.add_argument("--fault-injection", action="store_true",
+                        help="let node apps answer drop-next and vcm-inject (py lab.drop_next(...), for classes)")
     parser.add_argument("--script", metavar="FILE", help="run the commands in FILE, then tear the lab down")
     add_output_options(parser, plots=False)
     add_link_options(parser)
@@ -505,7 +508,7 @@ def _run(args) -> int:
     try:
         lab = SvpnLab(addressing=args.addressing, attachments=args.attachments, mobility=args.mobility,
                       vcm=args.vcm, link_params=args.link_params, links="ideal" if args.ideal_links else "default",
-                      seed=args.seed)
+                      seed=args.seed, fault_injection=args.fault_injection)
     except (LabError, PlanError, LinkConfigError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

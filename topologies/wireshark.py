@@ -23,7 +23,8 @@ VCM_PORT = 7420
 # Name, filter, foreground, background (16-bit RGB), the colorfilters file's format; first match wins.
 COLOURS = (
     ("svpnlab VCM control (202-212)", f"udp.port == {VCM_PORT}", (0, 0, 0), (0xFFFF, 0xD7D7, 0x5E5E)),
-    ("svpnlab Mobility Header", "mip6", (0, 0, 0), (0xC4C4, 0xE3E3, 0xFFFF)),
+    # "mipv6" is Wireshark's protocol name for the Mobility Header (its fields are mip6.*).
+    ("svpnlab Mobility Header", "mipv6", (0, 0, 0), (0xC4C4, 0xE3E3, 0xFFFF)),
     ("svpnlab ESP, decrypted", "esp && (icmpv6 || udp || tcp)", (0, 0, 0), (0xD0D0, 0xF0F0, 0xC0C0)),
     ("svpnlab ESP", "esp", (0, 0, 0), (0xE6E6, 0xE6E6, 0xE6E6)),
 )

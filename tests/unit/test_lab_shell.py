@@ -165,6 +165,8 @@ def test_the_vcm_option_implies_mobility_and_a_missing_script_is_one_line(capsys
     args = shell.parse_args(["--vcm", "host", "--addressing", "public"])
     assert (args.mobility, args.vcm, args.addressing) == (True, "host", "public")
     assert shell.parse_args([]).mobility is False
+    assert shell.parse_args([]).fault_injection is False
+    assert shell.parse_args(["--fault-injection"]).fault_injection is True   # lab 4's drop-next, vcm-inject
     with pytest.raises(SystemExit) as exit_:
         shell.parse_args(["--script", str(tmp_path / "none.txt")])
     assert exit_.value.code == 2

@@ -65,4 +65,4 @@ def test_tshark_decrypts_our_esp_with_the_profile_and_with_the_options(tmp_path)
     without = subprocess.run(["tshark", "-r", capture] + fields, capture_output=True, text=True,
                              env={**os.environ, "WIRESHARK_CONFIG_DIR": str(tmp_path / "empty")})
     assert "128" not in without.stdout and "7777" not in without.stdout
-    assert "mip6" in (tmp_path / "wireshark" / "colorfilters").read_text()
+    assert "@mipv6@" in (tmp_path / "wireshark" / "colorfilters").read_text()

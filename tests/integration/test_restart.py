@@ -3,6 +3,7 @@
 with SIGKILL and started again. The restarted SG or HA asks the MN to register again (a Binding Refresh
 Request); the restarted MN tells the VCM (RESTARTED), which moves MN1 back to the SG path and sets the pair
 up anew. Each ping stream resumes within RESUME_WITHIN_S; the pair is direct again with fresh SPIs."""
+import contextlib
 import os
 import time
 
@@ -25,26 +26,39 @@ def longest_silence(path, start, end):
     return max(b - a for a, b in zip(times, times[1:]))
 
 
-@pytest.mark.parametrize("addressing", ["private", "public"])
-def test_restarted_sg_ha_and_mn_bring_the_traffic_back(addressing):
+@contextlib.contextmanager
+def pinging_lab(addressing, vcm):
+    """A running lab whose MN1 pings MN2 (over their direct pair, once it is up) and the file server."""
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm="in-sg")
+                  mobility=True, vcm=vcm)
     try:
         lab.start()
-        pings = {"mn2": lab.plan.mobile("mn2").home_address, "fs": lab.plan.office["fs"]}
-        for name, address in pings.items():
+        for name, address in (("mn2", lab.plan.mobile("mn2").home_address), ("fs", lab.plan.office["fs"])):
             lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", address], f"ping-{name}.log")
         wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct", 10.0, what="direct pair")
+        yield lab
+    finally:
+        lab.stop()
+
+
+def restart_and_watch(lab, node):
+    """Restart ``node``, watch OBSERVE_S; the longest silence of each ping stream since the kill."""
+    killed = time.time()
+    lab.restart(node)
+    time.sleep(OBSERVE_S)
+    return {name: longest_silence(os.path.join(lab.run_dir, f"ping-{name}.log"), killed, time.time())
+            for name in ("mn2", "fs")}
+
+
+@pytest.mark.parametrize("addressing", ["private", "public"])
+def test_restarted_sg_ha_and_mn_bring_the_traffic_back(addressing):
+    with pinging_lab(addressing, "in-sg") as lab:
         # MN2 first: a restarted SG has a new VCM, which knows nothing of the pair set up before (see the
         # README: an MN restart after that waits for the pair's lifetime).
         for node in ("mn2", "ha", "sg"):
             spis_before = vcm_paths(lab, "mn1")["mn2"]["spi_out"]
-            killed = time.time()
-            lab.restart(node)
-            time.sleep(OBSERVE_S)
-            for name in pings:
-                silence = longest_silence(os.path.join(lab.run_dir, f"ping-{name}.log"), killed, time.time())
+            for name, silence in restart_and_watch(lab, node).items():
                 assert silence <= RESUME_WITHIN_S[node], f"after restarting {node}: no reply to {name} for {silence:.2f} s"
             row = wait_for(lambda: (r := vcm_paths(lab, "mn1").get("mn2", {})).get("path") == "direct" and r,
                            5.0, what=f"direct pair after restarting {node}")
@@ -52,28 +66,12 @@ def test_restarted_sg_ha_and_mn_bring_the_traffic_back(addressing):
                 assert row["spi_out"] != spis_before   # a new generation: MN2's new process has no old keys
                 assert esp_drops(lab, "mn2")["unknown_spi"] <= PING_HZ * RESUME_WITHIN_S["mn2"]
         assert lab.status("mn1")["mobility"]["state"] == "away"
-    finally:
-        lab.stop()
 
 
 def test_restarted_vcm_host_leaves_the_direct_pair_and_the_office_traffic_alone():
     """The VCM on its own host holds no key an MN needs: the pair stays direct, nothing pauses."""
-    from topologies.lab import SvpnLab
-    lab = SvpnLab(addressing="private", mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
-                  mobility=True, vcm="host")
-    try:
-        lab.start()
-        pings = {"mn2": lab.plan.mobile("mn2").home_address, "fs": lab.plan.office["fs"]}
-        for name, address in pings.items():
-            lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", address], f"ping-{name}.log")
-        wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct", 10.0, what="direct pair")
+    with pinging_lab("private", "host") as lab:
         spi = vcm_paths(lab, "mn1")["mn2"]["spi_out"]
-        killed = time.time()
-        lab.restart("vcm")
-        time.sleep(OBSERVE_S)
-        for name in pings:
-            silence = longest_silence(os.path.join(lab.run_dir, f"ping-{name}.log"), killed, time.time())
+        for name, silence in restart_and_watch(lab, "vcm").items():
             assert silence <= 0.5, f"after restarting the VCM host: no reply to {name} for {silence:.2f} s"
         assert vcm_paths(lab, "mn1")["mn2"] == {**vcm_paths(lab, "mn1")["mn2"], "path": "direct", "spi_out": spi}
-    finally:
-        lab.stop()

@@ -108,9 +108,17 @@ class Session:
     established_at: Optional[float] = None
     fallback_txid: dict = field(default_factory=dict)
     set_up_again: bool = False   # after the fall-back completes (an MN restarted)
+    process_of: dict = field(default_factory=dict)   # node -> process_start() of its KEYS_ACK: which process holds the keys
 
     def other(self, node: int) -> int:
         return self.node_b if node == self.node_a else self.node_a
+
+
+def process_start(counter: int) -> int:
+    """Which process of a node sent a message: nodes start their counters at wall-clock seconds << 20
+    (docs/vcm-protocol.md), so a message's counter >> 20 is its process's start second (a node would need
+    2^20 messages to reach the next one)."""
+    return counter >> 20
 
 
 # Events for the shell / logs
@@ -372,6 +380,7 @@ class VcmManager:
         if session is None or gen is None or session.state not in (SETTING_UP, ESTABLISHED):
             return
         gen.keys_txid.pop(msg.sender, None)
+        session.process_of[msg.sender] = process_start(msg.counter)
         if msg.status != p.STATUS_OK:
             self._fall_back(session, None, now, reason=f"node {msg.sender} refused keys ({msg.status})")
             return
@@ -434,9 +443,13 @@ class VcmManager:
             self.channel.reject(msg, p.STATUS_UNKNOWN_NODE)
             return
         self.stats["restarted"] += 1
+        restarted_at = process_start(msg.counter)
         for sid in list(ctx.sessions.values()):
             session = self.sessions.get(sid)
-            if session is not None and session.state in (SETTING_UP, ESTABLISHED):
+            # A session whose keys the new process already acknowledged (RESTARTED was late: the MN could not
+            # reach us before its registration) is that process's own and stays.
+            if session is not None and session.state in (SETTING_UP, ESTABLISHED) \
+                    and session.process_of.get(ctx.node_id, -1) < restarted_at:
                 session.set_up_again = True
                 self._fall_back(session, None, now, reason=f"node {ctx.node_id} restarted",
                                 targets=[session.other(ctx.node_id)])

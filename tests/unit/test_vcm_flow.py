@@ -554,3 +554,15 @@ def test_restarted_from_a_node_that_is_not_an_mn_is_refused():
     lab.run(0.1)
     answers = lab.messages(p.RESTARTED_ACK, VCM, SG)
     assert [a.status for a in answers] == [p.STATUS_UNKNOWN_NODE] and lab.vcm.stats["restarted"] == 0
+
+
+def test_a_late_restarted_does_not_undo_a_session_the_new_process_already_holds():
+    """An MN's RESTARTED can arrive after the keys its new process acknowledged (it could not reach the VCM
+    before its registration): that session is the new process's own and stays."""
+    lab = Lab()
+    lab.restart_mn(MN2)   # before any session: the RESTARTED is still on its way ...
+    lab.fault = lambda msg, src, dst: [2.0] if msg.type == p.RESTARTED else [lab.delay]
+    lab._queue = [(t + 2.0 if src == MN2 else t, seq, src, dst, data) for t, seq, src, dst, data in lab._queue]
+    establish(lab)   # ... the pair goes direct first
+    assert lab.messages(p.RESTARTED, MN2, VCM) and both_direct(lab)   # (its retransmissions late too)
+    assert not lab.messages(p.FALLBACK) and lab.agents[MN1].path_status()[MN2].session_id == 1

@@ -4,6 +4,7 @@ results folder, and every expectation written after a block must hold in that bl
 A block's output is kept next to the results (``block-N.out``) for a look after a failure."""
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -15,6 +16,16 @@ from topologies import runs
 
 SHELL = os.path.join(ROOT, "experiments", "shell.py")
 HANDOUTS = sorted(glob.glob(os.path.join(ROOT, "docs", "labs", "[0-9]*.md")))
+# Where the hand-outs tell students to keep files outside the lab's results: a test removes what it made there.
+STUDENT_FILES = ["/tmp/svpnlab-labs", os.path.join(ROOT, "results", "lab3")]
+
+
+@pytest.fixture(autouse=True)
+def _remove_student_files_made_here():
+    before = {path for path in STUDENT_FILES if os.path.exists(path)}
+    yield
+    for path in set(STUDENT_FILES) - before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _env(tmp_path, run):

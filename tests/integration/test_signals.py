@@ -14,23 +14,13 @@ import time
 import pytest
 
 from conftest import ROOT
-from helpers import tagged_processes
+from helpers import tagged_processes, wait_for
 from topologies import runs
 
 HANDOVER = os.path.join(ROOT, "experiments", "handover.py")
 
 
 _ours = tagged_processes
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _lines_until(proc, text: str, timeout: float) -> None:
@@ -43,11 +33,11 @@ def _lines_until(proc, text: str, timeout: float) -> None:
 
 
 def _during_build(proc, root):
-    _wait(lambda: _ours(root), 60, "the lab's first process")
+    wait_for(lambda: _ours(root), 60, "the lab's first process")
 
 
 def _during_tcp_transfer(proc, root):
-    _wait(lambda: any("iperf3" in cmd and " -c " in cmd for cmd in _ours(root).values()), 120,
+    wait_for(lambda: any("iperf3" in cmd and " -c " in cmd for cmd in _ours(root).values()), 120,
           "an iperf3 transfer")
 
 

@@ -446,10 +446,11 @@ class VcmManager:
         restarted_at = process_start(msg.counter)
         for sid in list(ctx.sessions.values()):
             session = self.sessions.get(sid)
-            # A session whose keys the new process already acknowledged (RESTARTED was late: the MN could not
-            # reach us before its registration) is that process's own and stays.
-            if session is not None and session.state in (SETTING_UP, ESTABLISHED) \
-                    and session.process_of.get(ctx.node_id, -1) < restarted_at:
+            # Only keys an earlier process acknowledged are lost. Keys the new process acknowledged (RESTARTED
+            # was late: the MN could not reach us before its registration) or not yet (KEYS retransmits to the
+            # new process; its peer hears PEER_READY only after that) need nothing.
+            acked_by = session.process_of.get(ctx.node_id) if session is not None else None
+            if acked_by is not None and acked_by < restarted_at and session.state in (SETTING_UP, ESTABLISHED):
                 session.set_up_again = True
                 self._fall_back(session, None, now, reason=f"node {ctx.node_id} restarted",
                                 targets=[session.other(ctx.node_id)])

@@ -243,21 +243,6 @@ def judge(lab, attack, vcm, before, after, t0, t1, run_dir, probe_files) -> tupl
     return seen, failures
 
 
-def wait_registered(lab, names, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = True
-        for name in names:
-            try:
-                done &= bool(lab.status(name).get("mobility", {}).get("home_registered"))
-            except Exception:
-                done = False
-        if done:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{', '.join(names)} not registered with the home agent within {timeout:g} s")
-
-
 def run_config(plan: str, vcm: str, attacks, args, stop, rows: list[dict]) -> None:
     """Run ``attacks`` on a fresh lab; one row per judged attack is appended to ``rows`` as it is judged."""
     from topologies.lab import SvpnLab
@@ -278,7 +263,7 @@ def run_config(plan: str, vcm: str, attacks, args, stop, rows: list[dict]) -> No
             dst_addr = lab.plan.mobile(dst).home_address if dst.startswith("mn") else lab.plan.office[dst]
             lab.popen(dst, [sys.executable, "-m", "nodeapps.probe", "echo", "--bind", dst_addr, "--port", str(port)],
                       f"echo-{name}.log")
-        wait_registered(lab, ["mn1", "mn2"], REGISTER_TIMEOUT_S)
+        lab.wait_registered(["mn1", "mn2"], REGISTER_TIMEOUT_S)
         for i, (name, src, dst, rate, port) in enumerate(FLOWS):
             dst_addr = lab.plan.mobile(dst).home_address if dst.startswith("mn") else lab.plan.office[dst]
             out = os.path.join(run_dir, f"probe-{name}.jsonl")

@@ -54,10 +54,14 @@ QUICK_PAIRS = 5
 SETUP_COLUMNS = ["pair", "initiator", "responder", "net_initiator", "net_responder", "t_start", "ok",
                  "detect_ms", "switch_ms", "setup_ms", "responder_direct_ms", "error", "pings_sent",
                  "pings_received"]
-RESOURCE_COLUMNS = ["t", "node", "role", "pid", "cpu_s", "rss_kib", "pss_kib"]
+RESOURCE_COLUMNS = ["t", "node", "role", "pid", "cpu_s", "wait_s", "rss_kib", "pss_kib"]
 SUMMARY_COLUMNS = ["metric", "group", "value", "unit"]
 ROLE_ORDER = ["mn", "sg", "vcm", "ha", "emulator", "radvd"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# A median MN waiting for a CPU longer than this share of a sampling interval: the host is the bottleneck.
+SATURATED_WAIT_PCT = 10.0
+# Nobody moves in this experiment: RAs only keep the routers known.
+RA_INTERVALS = (1.0, 3.0)
 # The SG logs one session_detected (and the VCM's messages) per pair: the default cap of 20 events of a
 # kind per second would hide most of them when 50 pairs start at once.
 EVENT_RATE_LIMIT = 5000
@@ -98,6 +102,10 @@ def parse_args(argv):
                         help="address plan (default private)")
     parser.add_argument("--vcm-host", action="store_true",
                         help="the VCM on its own office host (default: built into the SG)")
+    parser.add_argument("--ra-interval", default=f"{RA_INTERVALS[0]:g},{RA_INTERVALS[1]:g}", metavar="MIN,MAX",
+                        help="router advertisement interval range in seconds (default %(default)s: nobody moves "
+                             "here; the lab's 0.03,0.07 for fast movement detection costs 100 MNs about half "
+                             "a CPU in RA processing)")
     add_output_options(parser)
     parser.add_argument("--plot", metavar="FOLDER", help="only redraw the figures of a results folder")
     add_link_options(parser)
@@ -120,6 +128,14 @@ def parse_args(argv):
         args.hold = 2.0 if args.quick else 5.0
     if not -20 <= args.infra_nice <= 19:
         parser.error(f"--infra-nice must be from -20 to 19, not {args.infra_nice}")
+    try:
+        low, high = (float(v) for v in args.ra_interval.split(","))
+    except ValueError:
+        parser.error(f"--ra-interval must be MIN,MAX in seconds, not {args.ra_interval!r}")
+    if not (math.isfinite(low) and math.isfinite(high) and 0.03 <= low <= 0.75 * high and 0.07 <= high <= 1800):
+        parser.error(f"--ra-interval {args.ra_interval}: need 0.03 <= MIN <= 0.75 * MAX and 0.07 <= MAX <= 1800 "
+                     "(RFC 6275 §7.5, RFC 4861 §6.2.1)")
+    args.ra_intervals = (low, high)
     for name, low, high in (("interval", 0.0, 60.0), ("rate", 0.2, 100.0), ("hold", 0.0, 3600.0),
                             ("setup_timeout", 1.0, 3600.0), ("sample", 0.1, 60.0)):
         value = getattr(args, name)
@@ -202,11 +218,19 @@ def ping_counts(path: str) -> tuple[int | None, int | None]:
 
 
 def read_proc(pid: int) -> dict | None:
-    """CPU seconds (user + system), RSS and PSS in KiB of a live process, or None if it is gone."""
+    """CPU seconds (user + system), seconds spent runnable but waiting for a CPU, RSS and PSS in KiB of a
+    live process, or None if it is gone. The wait shows a node starved by the others (the emulation host is
+    out of CPU, and every delay it adds is the host's, not the network's)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime: fields 14, 15 of stat(5)
+        wait = None
+        try:   # run-queue wait in ns, 2nd field (kernel scheduler statistics, sched-stats.rst)
+            with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
+                wait = int(f.read().split()[1]) / 1e9
+        except OSError:
+            pass
         rss = pss = None
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
@@ -218,7 +242,7 @@ def read_proc(pid: int) -> dict | None:
                     pss = int(line.split()[1])
     except (OSError, IndexError, ValueError):
         return None
-    return {"cpu_s": cpu, "rss_kib": rss, "pss_kib": pss}
+    return {"cpu_s": cpu, "wait_s": wait, "rss_kib": rss, "pss_kib": pss}
 
 
 def role_of(node: str) -> str:
@@ -272,6 +296,18 @@ def key_rows(strategy: str, mobile_nodes: int, made: dict[str, int]) -> list[dic
     return rows
 
 
+def cpu_wait_shares(resources: pd.DataFrame) -> pd.Series | None:
+    """Per sampling interval, the median over the processes of the share of the interval (%) each spent
+    runnable but waiting for a CPU; None without run-queue samples."""
+    if "wait_s" not in resources or resources.wait_s.isna().all():
+        return None
+    r = resources.dropna(subset=["wait_s"]).sort_values(["node", "t"])
+    step = r.groupby("node")[["t", "wait_s"]].diff()
+    share = (100.0 * step.wait_s / step.t).where(step.t > 0)
+    per_interval = share.groupby(r.t.round(1)).median().dropna()
+    return per_interval if not per_interval.empty else None
+
+
 def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict) -> list[dict]:
     """summary.csv: setup-time percentiles and success count over all pairs; per role the median and
     maximum of each process's peak RSS and PSS and of its CPU time during the run; wall times."""
@@ -307,6 +343,10 @@ def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict) -> li
             add("cpu_total", role, g.cpu.sum(), "s")
             if span > 0:
                 add("cpu_pct_median", role, 100.0 * g.cpu.median() / span, "%")
+            waits = cpu_wait_shares(resources[resources.role == role])
+            if waits is not None:
+                add("cpu_wait_pct_median", role, waits.median(), "%")
+                add("cpu_wait_pct_peak", role, waits.max(), "%")
         add("pss_total", "all", per_proc.pss.sum() / 1024.0, "MiB")
         add("sampled_s", "all", span, "s")
     for key, value in wall.items():
@@ -334,6 +374,14 @@ def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
     for role in [g for g in dict.fromkeys(summary[summary.metric == "processes"].group)]:
         out.append(f"| {role} | {get('processes', role):.0f} | {get('rss_median', role):.1f} | "
                    f"{get('pss_median', role):.1f} | {get('pss_total', role):.1f} | {get('cpu_median', role):.2f} |")
+    peak = get("cpu_wait_pct_peak", "mn")
+    if math.isfinite(peak):
+        out += ["", f"Host CPU: a median MN process waited for a CPU {get('cpu_wait_pct_median', 'mn'):.0f} % of a "
+                    f"sampling interval, {peak:.0f} % in the worst one."]
+        if peak > SATURATED_WAIT_PCT:
+            out += [f"**The emulation host ran out of CPU** (over {SATURATED_WAIT_PCT:.0f} %): the setup times "
+                    "include the MNs' wait for a CPU, not only the network's delays; fewer pairs or a lower "
+                    "--rate measure the protocol."]
     models = [g for g in dict.fromkeys(summary[summary.metric == "model_sas_per_mn"].group)]
     if models:
         out += ["", f"MN-MN keys: {get('mn_mn_sas_total', strategy):.0f} SAs made in this run "
@@ -479,37 +527,6 @@ def save_status(lab: SvpnLab, folder: str) -> None:
         json.dump(out, f, indent=1, default=str)
 
 
-def wait_registered(lab: SvpnLab, names: list[str], timeout: float, stop: threading.Event) -> float:
-    """Seconds until every MN's home registration was acknowledged; LabError after ``timeout``."""
-    start = time.monotonic()
-    pending = set(names)
-    offsets = {n: 0 for n in names}
-    while pending:
-        lab.check_nodes()
-        for name in list(pending):
-            path = os.path.join(lab.run_dir, f"{name}.events.jsonl")
-            try:
-                with open(path, encoding="utf-8") as f:
-                    f.seek(offsets[name])
-                    data = f.read()
-            except OSError:
-                continue
-            end = data.rfind("\n") + 1
-            offsets[name] += len(data[:end].encode())
-            for line in data[:end].splitlines():
-                if '"binding_acknowledged"' in line and '"home-agent"' in line:
-                    pending.discard(name)
-                    break
-        if not pending:
-            break
-        if time.monotonic() - start > timeout:
-            raise LabError(f"{len(pending)} mobile nodes not registered within {timeout:.0f} s "
-                           f"(e.g. {sorted(pending)[0]})")
-        if stop.wait(0.2):
-            raise Interrupted
-    return time.monotonic() - start
-
-
 def direct_initiators(lab: SvpnLab, pairs: list[tuple[str, str]], homes: dict[str, str],
                       offsets: dict[str, int], found: set) -> None:
     """Add to ``found`` the initiators whose event log shows their first direct packet to the peer."""
@@ -554,7 +571,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     try:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=n_mn, attachments=attachments, mobility=True,
                       link_params=args.link_params, links=strategy_run.links, run_dir=run_dir,
-                      event_rate_limit=EVENT_RATE_LIMIT, **options)
+                      event_rate_limit=EVENT_RATE_LIMIT, ra_intervals=args.ra_intervals, **options)
         print(f"scale: building the lab with {n_mn} mobile nodes ({args.addressing} addressing, "
               f"{plugin.lab_summary(strategy_run)}) ...", flush=True)
         started = time.monotonic()
@@ -569,7 +586,9 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
         sampler = Sampler(processes, args.sample, t0)
         sampler.start()
         names = [mn.name for mn in lab.plan.mobile_nodes]
-        wall["register"] = wait_registered(lab, names, 30.0 + 0.5 * n_mn, stop)
+        wall["register"] = lab.wait_registered(names, 30.0 + 0.5 * n_mn, stop)
+        if wall["register"] is None:
+            raise Interrupted
         print(f"scale: all {n_mn} mobile nodes registered after {wall['register']:.1f} s", flush=True)
         homes = {mn.name: mn.home_address for mn in lab.plan.mobile_nodes}
         pairs = pairs_of(args.pairs)
@@ -664,6 +683,7 @@ def main(argv=None) -> int:
     config = {"experiment": "scale", "complete": False, "argv": sys.argv, "pairs": args.pairs,
               "mobile_nodes": 2 * args.pairs, "quick": args.quick, "arrival": args.arrival,
               "interval_s": args.interval, "rate_hz": args.rate, "infra_nice": args.infra_nice, "hold_s": args.hold,
+              "ra_intervals_s": list(args.ra_intervals),
               "setup_timeout_s": args.setup_timeout, "sample_s": args.sample, "addressing": args.addressing,
               "strategy": args.strategy,
               "vcm": strategies.get(args.strategy).lab_options(StrategyRun(scenario=None, vcm_host=args.vcm_host))

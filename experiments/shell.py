@@ -437,18 +437,6 @@ def path_rows(lab) -> list[list]:
     return rows
 
 
-def wait_registered(lab, timeout: float = REGISTRATION_TIMEOUT_S) -> None:
-    """Return once every mobile node away from the office is registered with its home agent (until then
-    its home address answers nothing, and the first commands would see a lab still starting)."""
-    away = [mn.name for mn in lab.plan.mobile_nodes if lab.attachment[mn.name] != "office" and mn.name in lab.apps]
-    deadline = time.monotonic() + timeout
-    while not all(lab.status(name)["mobility"].get("home_registered") for name in away):
-        lab.check_nodes()
-        if time.monotonic() > deadline:
-            raise LabError(f"mobile nodes not registered with their home agent within {timeout:g} s")
-        time.sleep(0.05)
-
-
 def pause(lab, banner: str, out_dir: str) -> tuple[float, float, int | None]:
     """Open the shell on a running experiment's lab; 'exit' or end of input resumes. Returns (paused,
     resumed, stop signal or None): the caller leaves the pause out of its figures and stops on a signal."""
@@ -520,7 +508,7 @@ def _run(args) -> int:
               f"vcm {args.vcm or 'none'}) ...", flush=True)
         lab.start()
         if args.mobility:
-            wait_registered(lab)
+            lab.wait_registered(timeout=REGISTRATION_TIMEOUT_S)
         print(f"*** lab up: run directory {lab.run_dir}", flush=True)
         lab_shell = LabShell(lab, stdin=script, out_dir=out_dir)
         stopped = lab_shell.loop()

@@ -737,6 +737,30 @@ table inet svpnlab_gateway {{
         events += [e for e in self.events() if e["time"] >= start]
         return sorted(events, key=lambda e: e["time"])
 
+    def wait_registered(self, names: list[str] | None = None, timeout: float = 30.0,
+                        stop=None) -> float:
+        """Seconds until every named mobile node away from the office (default: all) has all its bindings
+        (office HA, SG, external HA) holding its care-of address. Sessions started earlier lose their first
+        return routability messages at a home agent that does not know the peer yet. LabError after
+        ``timeout``; None at once if ``stop`` (a threading.Event) is set."""
+        if names is None:
+            names = [mn.name for mn in self.external_mobile_nodes()]
+        pending = {n for n in names if self.attachment.get(n) != "office"}
+        start = time.monotonic()
+        while pending:
+            self.check_nodes()
+            pending = {n for n in pending if not self.status(n)["mobility"].get("registered")}
+            if not pending:
+                break
+            if time.monotonic() - start > timeout:
+                raise LabError(f"{len(pending)} mobile node(s) not registered within {timeout:g} s "
+                               f"(e.g. {sorted(pending)[0]})")
+            if stop is not None and stop.wait(0.05):
+                return None
+            if stop is None:
+                time.sleep(0.05)
+        return time.monotonic() - start
+
     def _wait_registered(self, mn: str, network: str, since: float) -> None:
         plan_mn = self.plan.mobile(mn)
         if network == "office":
@@ -771,8 +795,14 @@ table inet svpnlab_gateway {{
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump(config, f, indent=1)
-            self._launch(node)
-        self._wait_ready(list(self.node_configs))
+        # Gateways and home agents first: an MN's first BUs, sent as it starts, would otherwise find no
+        # listener and wait for their retransmission (1.5 s for a first registration, RFC 6275 §13).
+        mobile = [n for n, c in self.node_configs.items() if c["role"] == "mobile-node"]
+        infrastructure = [n for n in self.node_configs if n not in mobile]
+        for group in (infrastructure, mobile):
+            for node in group:
+                self._launch(node)
+            self._wait_ready(group)
 
     def _launch(self, node: str) -> None:
         log = open(os.path.join(self.run_dir, f"{node}.log"), "ab")

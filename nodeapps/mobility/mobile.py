@@ -116,6 +116,12 @@ class MobileNode(Core):
         entry = self.bul.get(self.home_agent)
         return not self.at_home and entry.registered_care_of == self.care_of_address
 
+    def registered_everywhere(self) -> bool:
+        """The HA and every secured peer (e.g. the SG) have acknowledged the current care-of address."""
+        return not self.at_home and all(
+            entry.registered_care_of == self.care_of_address for entry in self.bul
+            if entry.kind in (PeerKind.HOME_AGENT, PeerKind.SECURED))
+
     def route_optimised(self, correspondent: bytes, now: float) -> bool:
         entry = self.bul.get(correspondent)
         return (not self.at_home and entry is not None and entry.kind is PeerKind.CORRESPONDENT

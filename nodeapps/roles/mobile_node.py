@@ -1016,11 +1016,16 @@ class MobileNodeRuntime(MobilityRuntime):
                 self.agent.handle_timer(now)
             self._vcm_flush(now)
 
+    def registered(self) -> bool:
+        """Every binding the MN keeps away from home (HA, SG, external HA) holds the current care-of."""
+        return self.core.registered_everywhere() and (self.ext_core is None or self.ext_core.registered_everywhere())
+
     def status(self) -> dict:
         out = super().status()
         out["mobility"].update({"state": self.state, "care_of_address": self.care_of, "prefix": self.prefix,
                                 "location": self.presence.location.value,
-                                "home_registered": self.core.home_registered()})
+                                "home_registered": self.core.home_registered(),
+                                "registered": self.registered()})
         now = time.monotonic()
         if self.ext_core is not None:
             out["mobility"]["external"] = {"home_registered": self.ext_core.home_registered(),

@@ -448,6 +448,22 @@ def test_mobile_node_registers_with_a_secured_peer():
     assert net.mn.pop_events() == [ev.BindingAcknowledged(sg_address, "secured", COA1, 420)]
 
 
+def test_registered_everywhere_needs_the_home_agent_and_every_secured_peer_on_the_current_care_of():
+    sg_address = ipv6.pton("2001:db8:1::2")
+    sg = HomeAgent(sg_address, [HOME_PREFIX], accept_secured_bindings=True)
+    net = registered(make())
+    net.mn.register_with(sg_address, 0.0)
+    (to_sg,) = net.mn.datagrams_to_send(0.0)
+    assert net.mn.home_registered() and not net.mn.registered_everywhere()   # the SG has not answered yet
+    sg.receive(to_sg.packet, 0.0, esp_protected=True)
+    for reply in sg.datagrams_to_send(0.0):
+        net.mn.receive(reply.packet, 0.0, esp_protected=True)
+    assert net.mn.registered_everywhere()
+    net.now = 1.0
+    net.mn.move_to(COA2, 1.0)   # a new care-of address: every binding is stale until acknowledged again
+    assert not net.mn.registered_everywhere()
+
+
 def test_secured_peer_binding_for_another_home_address_from_away_and_from_home():
     """Embodiment 1: the SG's binding is for the MN's external home address, not the core's own."""
     sg_address, external = ipv6.pton("2001:db8:1::2"), ipv6.pton("2001:db8:e0::a:1")

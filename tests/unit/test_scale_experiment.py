@@ -79,9 +79,34 @@ def test_summary_percentiles_roles_and_wall_times():
     assert "Incomplete run" in text and "100 of 101" in text and "| mn | 2 |" in text
 
 
+def test_cpu_wait_is_a_share_of_each_interval_and_a_starved_host_is_named():
+    rows = []
+    for node, waits in (("mn1", [0.0, 0.1, 0.9]), ("mn2", [0.0, 0.3, 1.3]), ("mn3", [0.0, 0.0, 0.5])):
+        for t, wait in zip((0.0, 1.0, 2.0), waits):
+            rows.append({"t": t, "node": node, "role": "mn", "pid": 1, "cpu_s": t, "wait_s": wait,
+                         "rss_kib": 2048, "pss_kib": 1024})
+    resources = pd.DataFrame(rows, columns=scale.RESOURCE_COLUMNS)
+    shares = scale.cpu_wait_shares(resources)
+    assert list(shares.round(6)) == [10.0, 80.0]      # medians of (10, 30, 0) % and (80, 100, 50) %
+    setup = pd.DataFrame([{"pair": 1, "ok": True, "setup_ms": 100.0, "detect_ms": 50.0}], columns=scale.SETUP_COLUMNS)
+    summary = pd.DataFrame(scale.summary_rows(setup, resources, {}))
+    get = {(r.metric, r.group): r.value for r in summary.itertuples()}
+    assert get[("cpu_wait_pct_peak", "mn")] == pytest.approx(80.0)
+    assert get[("cpu_wait_pct_median", "mn")] == pytest.approx(45.0)
+    text = scale.summary_markdown(summary, {"pairs": 1, "vcm": "in-sg", "arrival": "all"})
+    assert "ran out of CPU" in text and "80 % in the worst one" in text
+    calm = resources.assign(wait_s=resources.wait_s / 100)
+    text = scale.summary_markdown(pd.DataFrame(scale.summary_rows(setup, calm, {})),
+                                  {"pairs": 1, "vcm": "in-sg", "arrival": "all"})
+    assert "Host CPU" in text and "ran out of CPU" not in text
+    # samples without run-queue statistics give no figure rather than a made-up one
+    assert scale.cpu_wait_shares(resources.assign(wait_s=float("nan"))) is None
+
+
 def test_read_proc_of_this_process_and_of_a_gone_one():
     mine = scale.read_proc(os.getpid())
     assert mine["rss_kib"] > 1000 and mine["pss_kib"] > 0 and mine["cpu_s"] >= 0
+    assert mine["wait_s"] is None or mine["wait_s"] >= 0
     assert scale.read_proc(2 ** 22 + 12345) is None
 
 
@@ -99,6 +124,9 @@ def test_roles():
     (["--arrival", "poisson"], "invalid choice"),
     (["--infra-nice", "-30"], "--infra-nice must be from -20 to 19"),
     (["--link", "sg-ir:delay=fast"], "--link sg-ir:delay=fast"),
+    (["--ra-interval", "1"], "--ra-interval must be MIN,MAX"),
+    (["--ra-interval", "0.01,0.05"], "--ra-interval 0.01,0.05: need 0.03 <= MIN"),
+    (["--ra-interval", "3,3"], "--ra-interval 3,3: need"),
 ])
 def test_bad_arguments_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -112,7 +140,8 @@ def test_quick_defaults():
     args = scale.parse_args(["--quick"])
     assert args.pairs == scale.QUICK_PAIRS and args.hold == 2.0
     args = scale.parse_args([])
-    assert args.pairs == 50 and args.arrival == "all"
+    assert args.pairs == 50 and args.arrival == "all" and args.ra_intervals == scale.RA_INTERVALS
+    assert scale.parse_args(["--ra-interval", "0.03,0.07"]).ra_intervals == (0.03, 0.07)
 
 
 @pytest.mark.parametrize("vcm", ["in-sg", "host"])

@@ -296,21 +296,29 @@ def key_rows(strategy: str, mobile_nodes: int, made: dict[str, int]) -> list[dic
     return rows
 
 
-def cpu_wait_shares(resources: pd.DataFrame) -> pd.Series | None:
-    """Per sampling interval, the median over the processes of the share of the interval (%) each spent
-    runnable but waiting for a CPU; None without run-queue samples."""
+def cpu_wait_shares(resources: pd.DataFrame, window: tuple[float, float] | None = None) -> pd.Series | None:
+    """Per sampling interval (ending inside ``window``, seconds of the run, if given), the median over the
+    processes of the share of the interval (%) each spent runnable but waiting for a CPU; None without
+    run-queue samples."""
     if "wait_s" not in resources or resources.wait_s.isna().all():
         return None
     r = resources.dropna(subset=["wait_s"]).sort_values(["node", "t"])
+    if window is not None:   # the interval ending first in the window starts before it: keep one sample more
+        before = r[r.t < window[0]].groupby("node").tail(1)
+        r = pd.concat([before, r[(r.t >= window[0]) & (r.t <= window[1])]]).sort_values(["node", "t"])
     step = r.groupby("node")[["t", "wait_s"]].diff()
     share = (100.0 * step.wait_s / step.t).where(step.t > 0)
-    per_interval = share.groupby(r.t.round(1)).median().dropna()
+    # one pass over the processes is one interval, whatever its length (rows are in pass order per node)
+    passes = r.groupby("node").cumcount()
+    per_interval = share.groupby(passes).median().dropna()
     return per_interval if not per_interval.empty else None
 
 
-def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict) -> list[dict]:
+def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict,
+                 traffic: tuple[float, float] | None = None) -> list[dict]:
     """summary.csv: setup-time percentiles and success count over all pairs; per role the median and
-    maximum of each process's peak RSS and PSS and of its CPU time during the run; wall times."""
+    maximum of each process's peak RSS and PSS and of its CPU time during the run, and its wait for a CPU
+    while the pairs' traffic ran (``traffic``: start and end, seconds of the run); wall times."""
     rows = []
 
     def add(metric, group, value, unit):
@@ -343,7 +351,7 @@ def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict) -> li
             add("cpu_total", role, g.cpu.sum(), "s")
             if span > 0:
                 add("cpu_pct_median", role, 100.0 * g.cpu.median() / span, "%")
-            waits = cpu_wait_shares(resources[resources.role == role])
+            waits = cpu_wait_shares(resources[resources.role == role], traffic)
             if waits is not None:
                 add("cpu_wait_pct_median", role, waits.median(), "%")
                 add("cpu_wait_pct_peak", role, waits.max(), "%")
@@ -376,8 +384,8 @@ def summary_markdown(summary: pd.DataFrame, config: dict) -> str:
                    f"{get('pss_median', role):.1f} | {get('pss_total', role):.1f} | {get('cpu_median', role):.2f} |")
     peak = get("cpu_wait_pct_peak", "mn")
     if math.isfinite(peak):
-        out += ["", f"Host CPU: a median MN process waited for a CPU {get('cpu_wait_pct_median', 'mn'):.0f} % of a "
-                    f"sampling interval, {peak:.0f} % in the worst one."]
+        out += ["", f"Host CPU while the pairs' traffic ran: a median MN process waited for a CPU "
+                    f"{get('cpu_wait_pct_median', 'mn'):.0f} % of a sampling interval, {peak:.0f} % in the worst one."]
         if peak > SATURATED_WAIT_PCT:
             out += [f"**The emulation host ran out of CPU** (over {SATURATED_WAIT_PCT:.0f} %): the setup times "
                     "include the MNs' wait for a CPU, not only the network's delays; fewer pairs or a lower "
@@ -464,8 +472,8 @@ class Sampler(threading.Thread):
         self.halt = threading.Event()
 
     def sample(self) -> None:
-        now = time.time() - self.t0
         for node, pid in self.processes.items():
+            now = time.time() - self.t0   # per process: on a starved host one pass can take seconds
             values = read_proc(pid)
             if values is not None:
                 self.rows.append({"t": now, "node": node, "role": role_of(node), "pid": pid, **values})
@@ -567,6 +575,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     sampler = None
     complete = False
     t0 = time.time()
+    traffic_start = traffic = None
     lab = None
     try:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=n_mn, attachments=attachments, mobility=True,
@@ -624,6 +633,8 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     except Interrupted:
         print("scale: interrupted: keeping what was measured", flush=True)
     finally:
+        if traffic_start is not None:
+            traffic = (traffic_start - t0, time.time() - t0)
         try:
             stop_pings(pings)
             if sampler is not None:
@@ -657,7 +668,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
             resources.to_csv(os.path.join(folder, "resources.csv"), index=False, float_format="%.3f")
             if lab is not None:
                 made = mn_mn_sas_made(lab.node_configs, run_dir)
-            summary = pd.DataFrame(summary_rows(setup, resources, wall) + key_rows(args.strategy, n_mn, made),
+            summary = pd.DataFrame(summary_rows(setup, resources, wall, traffic) + key_rows(args.strategy, n_mn, made),
                                    columns=SUMMARY_COLUMNS)
             summary.to_csv(os.path.join(folder, "summary.csv"), index=False, float_format="%.3f")
             shutil.rmtree(run_dir, ignore_errors=True)

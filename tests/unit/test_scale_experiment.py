@@ -88,6 +88,7 @@ def test_cpu_wait_is_a_share_of_each_interval_and_a_starved_host_is_named():
     resources = pd.DataFrame(rows, columns=scale.RESOURCE_COLUMNS)
     shares = scale.cpu_wait_shares(resources)
     assert list(shares.round(6)) == [10.0, 80.0]      # medians of (10, 30, 0) % and (80, 100, 50) %
+    assert list(scale.cpu_wait_shares(resources, (1.5, 2.5)).round(6)) == [80.0]   # the interval ending at 2 s
     setup = pd.DataFrame([{"pair": 1, "ok": True, "setup_ms": 100.0, "detect_ms": 50.0}], columns=scale.SETUP_COLUMNS)
     summary = pd.DataFrame(scale.summary_rows(setup, resources, {}))
     get = {(r.metric, r.group): r.value for r in summary.itertuples()}

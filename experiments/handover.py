@@ -329,7 +329,7 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
                 probe_files, address_book(lab.plan))
     shutil.rmtree(run_dir, ignore_errors=True)
     with open(os.path.join(folder, f"links-{strategy}.json"), "w", encoding="utf-8") as f:
-        json.dump(link_meta, f, indent=1, default=str)
+        json.dump({"link_backend": link_meta, "lab_spec": lab.spec.to_dict()}, f, indent=1, default=str)
     return complete
 
 
@@ -468,11 +468,13 @@ def main(argv=None) -> int:
         print(f"handover.py: {exc}", file=sys.stderr)
         complete, code = False, 1
     for strategy in args.strategies:
-        # Each lab's link report, also of a strategy that was interrupted, goes into config.json.
+        # Each lab's link report and specification, also of a strategy that was interrupted, go into config.json.
         lab_links = os.path.join(folder, f"links-{strategy}.json")
         if os.path.exists(lab_links):
             with open(lab_links, encoding="utf-8") as f:
-                config["topology"].setdefault("link_backend", {})[strategy] = json.load(f)
+                lab_record = json.load(f)
+            config["topology"].setdefault("link_backend", {})[strategy] = lab_record["link_backend"]
+            config.setdefault("lab_spec", {})[strategy] = lab_record["lab_spec"]   # LabSpec.from_dict rebuilds it
             os.remove(lab_links)
     config["complete"] = complete
     records.write_config(folder, config)

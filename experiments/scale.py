@@ -650,6 +650,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
                 lab.stop()
                 wall["teardown"] = time.monotonic() - stopping
                 config["topology"]["link_backend"] = lab.link_metadata()
+                config["lab_spec"] = lab.spec.to_dict()
                 config["handler_errors"] = lab.handler_errors()   # per node, as each exited
             wall["total"] = time.time() - t0
             exp_events.append({"time": time.time(), "node": "experiment", "event": "run_end",

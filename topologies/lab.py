@@ -27,7 +27,9 @@ from mininet.net import Mininet
 from nodeapps.mobility.announcement import generate_key_pair
 from topologies import runs, wireshark
 from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
+from topologies.errors import LabError, LabSpecError, NodeAppDied
 from topologies.links import emulated_links, emulation_metadata
+from topologies.spec import LabSpec, from_options
 from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, CORRESPONDENT_ADDRESS, OFFICE_SWITCH, SvpnTopo
 
 TUN_NAME = "svpn0"
@@ -43,9 +45,6 @@ MOBILITY_OVERHEAD = 40
 RO_ESP_OVERHEAD = 48
 # ESP in UDP (RFC 3948): the UDP header between the outer IPv6 header and ESP.
 UDP_ENCAP_OVERHEAD = 8
-ESP_ENCAPS = ("none", "udp")
-# RFC 6275 §7.5: MinRtrAdvInterval may go down to 0.03 s and MaxRtrAdvInterval to 0.07 s.
-FAST_RA_INTERVALS = (0.03, 0.07)
 MOVE_TIMEOUT_S = 5.0
 # SPIs the lab assigns, as offsets from spi_base: one block per kind, each big enough for
 # MAX_MOBILE_NODES nodes (up to 4 SPIs each), so blocks never overlap; the VCM draws outside all of them.
@@ -65,14 +64,6 @@ STOP_LISTENERS: list = []
 HANDLER_ERROR_EVENTS_KEPT = 20
 
 
-class LabError(RuntimeError):
-    """Something in the lab failed; the message is one line and names the node or parameter."""
-
-
-class NodeAppDied(LabError):
-    pass
-
-
 _UNCLAIMED = object()   # the lab has not tagged the environment with its run directory
 
 
@@ -81,78 +72,58 @@ def _hex(n: int) -> str:
 
 
 class SvpnLab:
-    def __init__(self, addressing: str = "private", mobile_nodes: int = 2, attachments=None,
-                 link_params: dict | None = None, links: str = "default", plain_service: bool = False,
-                 mtu: int = 1500, run_dir: str | None = None, spi_base: int = 0x1000,
-                 mobility: bool = False, ra_intervals: tuple[float, float] = FAST_RA_INTERVALS,
-                 announcement_interval: float = 0.05, mobility_timers: dict | None = None,
-                 correspondent: bool = False, vcm: str | None = None, vcm_lifetime: int = 3600,
-                 vcm_control: str = "encapsulated", vcm_inbound_grace: float = 45.0,
-                 vcm_pair: str | None = None, seed: int | None = None, route_optimisation=None, esp_encap: str = "none",
-                 event_rate_limit: int = 20, fault_injection: bool = False, attacker=None, mesh: bool = False):
-        if esp_encap not in ESP_ENCAPS:
-            raise LabError(f"esp_encap {esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
-                           "(ESP in UDP port 4500, RFC 3948)")
-        if vcm not in (None, "in-sg", "host"):
-            raise LabError(f"vcm {vcm!r}: 'in-sg' (built into the SG) or 'host' (its own office host)")
-        if vcm is not None and not mobility:
-            raise LabError("vcm needs SvpnLab(mobility=True)")
-        if vcm_control not in ("encapsulated", "direct"):
-            raise LabError(f"vcm_control {vcm_control!r}: 'encapsulated' (MN–VCM SA inside the MN–SG SA) or 'direct'")
-        if vcm_control == "direct" and (vcm != "host" or addressing != "public"):
-            raise LabError("vcm_control='direct' needs vcm='host' and addressing='public' (with private addresses "
-                           "the MN–VCM SA always travels inside the MN–SG SA)")
-        if not 0 < vcm_inbound_grace <= 3600:
-            raise LabError(f"vcm_inbound_grace {vcm_inbound_grace!r}: seconds, more than 0 and at most 3600")
-        if vcm_pair not in (None, "home-ro", "care-of"):
-            raise LabError(f"vcm_pair {vcm_pair!r}: 'home-ro' (ESP between the home addresses over the MN–MN "
-                           "binding) or 'care-of' (ESP tunnel between the care-of addresses)")
-        if vcm_pair is not None and vcm is None:
-            raise LabError(f"vcm_pair={vcm_pair!r} needs a vcm")
-        if mesh and (not mobility or vcm is not None or route_optimisation):
-            raise LabError("mesh (an SA pair between every two mobile nodes from the start) needs "
-                           "SvpnLab(mobility=True) and neither a vcm nor route_optimisation")
-        self.mesh = bool(mesh)
-        # Both plans: the direct pair rides on MN–MN route optimisation unless told otherwise.
-        self.vcm_pair = vcm_pair or ("home-ro" if vcm is not None else "care-of")
-        self.vcm = vcm
-        self.vcm_control = vcm_control
-        self.vcm_inbound_grace = float(vcm_inbound_grace)
-        self.vcm_lifetime = vcm_lifetime
-        self.route_optimisation = self._check_route_optimisation(route_optimisation, addressing, mobility, vcm,
-                                                                 mobile_nodes)
-        self.topo = SvpnTopo(addressing=addressing, mobile_nodes=mobile_nodes, attachments=attachments,
-                             link_params=link_params, links=links, plain_service=plain_service, mtu=mtu,
-                             correspondent=correspondent, seed=seed, attacker=attacker)
-        self.seed = seed
+    """The running lab a ``LabSpec`` describes: ``SvpnLab(spec)``, or ``SvpnLab(addressing=..., ...)`` with
+    the spec's fields as keywords. ``run_dir``: where the run's files go (default: a new run directory)."""
+
+    def __init__(self, spec: LabSpec | str | None = None, /, *, run_dir: str | None = None, **options):
+        if isinstance(spec, str):   # SvpnLab("public"): the address plan, as the first keyword was
+            options["addressing"] = spec
+            spec = None
+        if spec is None:
+            spec = from_options(**options)
+        elif options:
+            raise LabSpecError(f"SvpnLab(spec) takes no other lab options ({', '.join(sorted(options))}): "
+                               "use spec.replace(...)")
+        elif not isinstance(spec, LabSpec):
+            raise LabSpecError(f"SvpnLab takes a LabSpec, not {type(spec).__name__}")
+        self.spec = spec
+        self.mesh = spec.mesh
+        self.vcm_pair = spec.pair_kind
+        self.vcm = spec.vcm
+        self.vcm_control = spec.vcm_control
+        self.vcm_inbound_grace = spec.vcm_inbound_grace
+        self.vcm_lifetime = spec.vcm_lifetime
+        self.route_optimisation = list(spec.route_optimisation or ())
+        self.topo = SvpnTopo(addressing=spec.addressing, mobile_nodes=spec.mobile_nodes,
+                             attachments=list(spec.attachments) if spec.attachments is not None else None,
+                             link_params=spec.link_params, links=spec.links, plain_service=spec.plain_service,
+                             mtu=spec.mtu, correspondent=spec.correspondent, seed=spec.seed,
+                             attacker=list(spec.attacker) if spec.attacker else None)
+        self.seed = spec.seed
         # ``lab.attacker`` (topologies/attacker.py) once the lab runs, when ``attacker`` names places.
         self.attacker = None
         # Node event logs drop repeats of one event kind beyond this many per second (floods of per-packet
         # drops); with many mobile nodes, protocol events such as session_detected need a higher cap.
-        self.event_rate_limit = event_rate_limit
+        self.event_rate_limit = spec.event_rate_limit
         # Control commands that break nodes on purpose (forget a binding, inject VCM bytes): tests only.
-        self.fault_injection = bool(fault_injection)
-        self.correspondent = correspondent
+        self.fault_injection = spec.fault_injection
+        self.correspondent = spec.correspondent
         self._links: list = []
-        self.mobility = mobility
+        self.mobility = spec.mobility
         # The MN–SG tunnel SAs' encapsulation; UDP adds its 8-octet header to every outer packet.
-        self.esp_encap = esp_encap
-        self._encap = {"encap": "udp"} if esp_encap == "udp" else {}
+        self.esp_encap = spec.esp_encap
+        self._encap = {"encap": "udp"} if spec.esp_encap == "udp" else {}
         # Even, so TCP segments carry an even payload and the nodes can checksum them in one vectorised
         # pass (nodeapps.runtime.offload.chunk_sums).
         mobility_overhead = RO_ESP_OVERHEAD if self.vcm_pair == "home-ro" else MOBILITY_OVERHEAD
-        self.tun_mtu = max(1280, mtu - TUN_OVERHEAD - (mobility_overhead if mobility else 0)
-                           - (UDP_ENCAP_OVERHEAD if esp_encap == "udp" else 0)) & ~1
-        low, high = ra_intervals
-        if not 0.03 <= low <= 0.75 * high or not 0.07 <= high <= 1800:
-            raise LabError(f"ra_intervals {ra_intervals!r}: need 0.03 <= min <= 0.75 * max and 0.07 <= max <= 1800 "
-                           "(RFC 6275 §7.5, RFC 4861 §6.2.1)")
-        self.ra_intervals = (low, high)
-        self.announcement_interval = announcement_interval
-        self.mobility_timers = dict(mobility_timers or {})
+        self.tun_mtu = max(1280, spec.mtu - TUN_OVERHEAD - (mobility_overhead if spec.mobility else 0)
+                           - (UDP_ENCAP_OVERHEAD if spec.esp_encap == "udp" else 0)) & ~1
+        self.ra_intervals = spec.ra_intervals
+        self.announcement_interval = spec.announcement_interval
+        self.mobility_timers = dict(spec.mobility_timers or {})
         self.attachment = {mn.name: mn.attachment for mn in self.topo.plan.mobile_nodes}
         self.plan: AddressPlan = self.topo.plan
-        self.spi_base = spi_base
+        self.spi_base = spec.spi_base
         self._run_dir_arg = run_dir
         self.run_dir: str | None = None
         self.net: Mininet | None = None
@@ -167,26 +138,6 @@ class SvpnLab:
         self.handler_error_events: list[dict] = []
         self._counters_read = False
         self.runtime_sas: list[dict] = []   # SAs the node apps made at run time, read from their key logs at stop
-
-    @staticmethod
-    def _check_route_optimisation(pairs, addressing, mobility, vcm, mobile_nodes) -> list[tuple[str, str]]:
-        """Pairs of mobile nodes that route-optimise with each other (Mobile IPv6 between their external home
-        addresses, or their home addresses in the public plan; docs/mobility.md). One-line LabError for
-        anything the lab cannot do."""
-        if not pairs:
-            return []
-        if not mobility:
-            raise LabError("route_optimisation needs SvpnLab(mobility=True)")
-        if vcm is not None:
-            raise LabError("route_optimisation and vcm exclude each other (the VCM gives the pair its own path)")
-        names = {f"mn{i + 1}" for i in range(mobile_nodes)}
-        out = []
-        for pair in pairs:
-            if len(pair) != 2 or pair[0] == pair[1] or not set(pair) <= names:
-                raise LabError(f"route_optimisation pair {pair!r}: two different mobile nodes among "
-                               f"{', '.join(sorted(names))}")
-            out.append((pair[0], pair[1]))
-        return out
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> "SvpnLab":

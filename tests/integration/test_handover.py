@@ -185,6 +185,11 @@ def test_quick_run_writes_results_that_show_route_optimisation(quick_run):
         links = config["topology"]["link_backend"][s]["links"]
         assert links and all(link["config"]["seed"] is not None for link in links)
     assert config["topology"]["link_settings"]["sg-ir"]["seed"] == link_seed(1, "sg-ir")
+    # each strategy's lab specification, whole: the lab can be built again from it
+    from topologies.spec import LabSpec
+    for s in strategies:
+        spec = LabSpec.from_dict(config["lab_spec"][s])
+        assert spec.seed == 1 and spec.mobility and (spec.vcm is not None) == (s == "vcm")
 
     for name in ("rtt-timeline", "phase-bars", "rtt-cdf", "handover-gaps", "costs", "topology", "sequence-vcm",
                  "sequence-sg", "sequence-insecure-ro"):

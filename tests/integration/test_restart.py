@@ -2,14 +2,17 @@
 (over their direct VCM pair) and the file server at 50 Hz, the SG, the office HA and MN2 are each killed
 with SIGKILL and started again. The restarted SG or HA asks the MN to register again (a Binding Refresh
 Request); the restarted MN tells the VCM (RESTARTED), which moves MN1 back to the SG path and sets the pair
-up anew. Each ping stream resumes within RESUME_WITHIN_S; the pair is direct again with fresh SPIs."""
+up anew. Each ping stream resumes within RESUME_WITHIN_S; the pair is direct again with fresh SPIs; and at
+no moment does a ping cross the Internet in clear (their payload pattern is never seen on the Internet
+router, while MN1's own TUN shows it)."""
 import contextlib
 import os
 import time
 
 import pytest
 
-from tests.integration.helpers import esp_drops, ping_reply_times, vcm_paths, wait_for
+from tests.integration.helpers import esp_drops, ping_reply_times, start_capture, vcm_paths, wait_for
+from topologies.pcap import pcap_frames
 
 # Longest silence of either ping stream after a restart (README "Crashed nodes come back"): measured 0.26-0.38 s
 # for the SG and the HA; 0.34-0.47 s for MN2 in most runs, up to 2.1 s in about one run in four on a quiet
@@ -20,6 +23,12 @@ SETTLE_S = 1.0
 # MN1's direct packets MN2's new process meets before MN1 falls back: at most the pings of the allowed silence
 # (measured 8 on an idle machine, 71 under the full suite's load)
 OBSERVE_S = 8.0   # longer than every bound: a silence up to the window's end is a failure, not a cut-off
+# Every ping's payload repeats this pattern (ping -p): found in a frame, the ping crossed that link in clear.
+PATTERN = b"svpnlab-restart"
+
+
+def pattern_frames(path):
+    return sum(1 for _t, frame in pcap_frames(path) if PATTERN in frame)
 
 
 def longest_silence(path, start, end):
@@ -36,8 +45,11 @@ def pinging_lab(addressing, vcm):
                   mobility=True, vcm=vcm)
     try:
         lab.start()
+        lab.captures = {where: start_capture(lab, node, interface, f"{where}.pcap")[1]
+                        for where, node, interface in (("internet", "ir", "any"), ("mn1-tun", "mn1", "svpn0"))}
         for name, address in (("mn2", lab.plan.mobile("mn2").home_address), ("fs", lab.plan.office["fs"])):
-            lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", address], f"ping-{name}.log")
+            lab.popen("mn1", ["ping", "-6", "-n", "-D", "-i", "0.02", "-s", "64", "-p", PATTERN.hex(), address],
+                      f"ping-{name}.log")
         wait_for(lambda: vcm_paths(lab, "mn1").get("mn2", {}).get("path") == "direct", 10.0, what="direct pair")
         wait_for(lambda: vcm_paths(lab, "mn2").get("mn1", {}).get("path") == "direct", 5.0, what="direct back")
         # Settled: an MN restarted within a moment of the switch (its return routability with the peer
@@ -72,6 +84,9 @@ def test_restarted_sg_ha_and_mn_bring_the_traffic_back(addressing):
                 assert row["spi_out"] != spis_before   # a new generation: MN2's new process has no old keys
                 assert esp_drops(lab, "mn2")["unknown_spi"] <= PING_HZ * RESUME_WITHIN_S["mn2"]
         assert lab.status("mn1")["mobility"]["state"] == "away"
+        time.sleep(0.5)   # tcpdump writes with -U: the last packets reach the file
+        assert pattern_frames(lab.captures["mn1-tun"]) > 1000            # the pattern is there to be found
+        assert pattern_frames(lab.captures["internet"]) == 0, "a ping crossed the Internet in clear"
 
 
 def test_restarted_vcm_host_leaves_the_direct_pair_and_the_office_traffic_alone():

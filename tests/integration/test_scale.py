@@ -23,6 +23,9 @@ def test_quick_scale_run_sets_up_every_pair_and_samples_every_process(tmp_path):
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     assert config["complete"] and config["pairs"] == 5
+    from topologies.spec import LabSpec
+    spec = LabSpec.from_dict(config["lab_spec"])
+    assert spec.mobile_nodes == 10 and spec.ra_intervals == (1.0, 3.0) and spec.vcm == "in-sg"
     # every node app exited cleanly, none having caught an exception in a handler
     assert set(config["handler_errors"]) >= {f"mn{i}" for i in range(1, 11)} | {"sg", "ha"}
     assert not any(config["handler_errors"].values()), config["handler_errors"]

@@ -42,6 +42,15 @@ def _nothing_left(root: str) -> None:
 
 
 
+def _shell(tmp_path):
+    """A lab shell with its own run root, reading commands from a pipe; (run root, process)."""
+    root = str(tmp_path / "runs")
+    proc = subprocess.Popen([sys.executable, SHELL, "--results", str(tmp_path / "results")], cwd=ROOT,
+                            env=_env(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    return root, proc
+
+
 def _signal_once(proc, ready, signum, check=lambda: None):
     """Read ``proc``'s output until a line makes ``ready`` true (within 90 s), run ``check``, send
     ``signum``; its remaining (stdout, stderr). The process never outlives the test."""
@@ -96,10 +105,7 @@ def test_piped_commands_run_in_order_and_end_of_input_tears_the_lab_down(tmp_pat
 
 
 def test_sigterm_while_a_node_command_runs_tears_the_lab_down(tmp_path):
-    root = str(tmp_path / "runs")
-    proc = subprocess.Popen([sys.executable, SHELL, "--results", str(tmp_path / "results")], cwd=ROOT,
-                            env=_env(root), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    root, proc = _shell(tmp_path)
     proc.stdin.write("mn1 sleep 60\n")
     proc.stdin.flush()   # stdin stays open: only the signal can end this shell
 
@@ -109,6 +115,34 @@ def test_sigterm_while_a_node_command_runs_tears_the_lab_down(tmp_path):
     out, err = _signal_once(proc, lambda line: f"{PROMPT}mn1 sleep 60" in line, signal.SIGTERM, started)
     assert proc.returncode == 130, err
     assert "*** SIGTERM: leaving the shell" in out and "Traceback" not in err
+    _nothing_left(root)
+
+
+def test_sighup_while_the_lab_builds_tears_down_what_was_built(tmp_path):
+    """The terminal closes before the shell is up: the half-built lab goes, nothing of ours stays."""
+    root, proc = _shell(tmp_path)
+
+    def building():
+        deadline = time.monotonic() + 60
+        while not tagged_processes(root):
+            assert time.monotonic() < deadline, "the lab started no process"
+            time.sleep(0.05)
+    out, err = _signal_once(proc, lambda line: "*** building the lab" in line, signal.SIGHUP, building)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "*** lab up" not in out and out.rstrip().endswith("*** lab stopped")
+    _nothing_left(root)
+
+
+def test_sigint_at_an_idle_prompt_tears_the_lab_down(tmp_path):
+    """Ctrl-C with no node command running (stdin is not a terminal here) ends the shell and the lab."""
+    root, proc = _shell(tmp_path)
+
+    def idle():
+        time.sleep(0.5)   # the prompt is written; stdin stays open, so the shell waits for a command
+        assert tagged_processes(root), "the lab is not running"
+    out, err = _signal_once(proc, lambda line: "*** svpnlab shell" in line, signal.SIGINT, idle)
+    assert proc.returncode == 130, err
+    assert "*** SIGINT: leaving the shell" in out and "Traceback" not in err
     _nothing_left(root)
 
 

@@ -433,12 +433,18 @@ def test_unusable_addresses_and_full_cache():
     assert statuses == [BA_ACCEPTED, BA_INSUFFICIENT_RESOURCES] and len(ha.cache) == 1
 
 
-def test_mobile_node_registers_with_a_secured_peer():
+def with_secured_peer():
+    """A registered MN that has just sent its BU to a secured peer (an SG): (net, sg, sg address, the BU)."""
     sg_address = ipv6.pton("2001:db8:1::2")
     sg = HomeAgent(sg_address, [HOME_PREFIX], accept_secured_bindings=True)
     net = registered(make())
     net.mn.register_with(sg_address, 0.0)
     (datagram,) = net.mn.datagrams_to_send(0.0)
+    return net, sg, sg_address, datagram
+
+
+def test_mobile_node_registers_with_a_secured_peer():
+    net, sg, sg_address, datagram = with_secured_peer()
     assert datagram.protection is Protection.ESP_TRANSPORT and datagram.esp_peer == sg_address
     assert not message_of(datagram.packet).home_registration
     sg.receive(datagram.packet, 0.0, esp_protected=True)
@@ -449,11 +455,7 @@ def test_mobile_node_registers_with_a_secured_peer():
 
 
 def test_registered_everywhere_needs_the_home_agent_and_every_secured_peer_on_the_current_care_of():
-    sg_address = ipv6.pton("2001:db8:1::2")
-    sg = HomeAgent(sg_address, [HOME_PREFIX], accept_secured_bindings=True)
-    net = registered(make())
-    net.mn.register_with(sg_address, 0.0)
-    (to_sg,) = net.mn.datagrams_to_send(0.0)
+    net, sg, _sg_address, to_sg = with_secured_peer()
     assert net.mn.home_registered() and not net.mn.registered_everywhere()   # the SG has not answered yet
     sg.receive(to_sg.packet, 0.0, esp_protected=True)
     for reply in sg.datagrams_to_send(0.0):

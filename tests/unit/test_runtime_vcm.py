@@ -146,14 +146,14 @@ def test_lab_configs_tie_each_mns_control_datagrams_to_its_own_sa(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"vcm": "in-sg"}, r"needs SvpnLab\(mobility=True\)"),
+    ({"vcm": "in-sg"}, r"vcm needs mobility=True"),
     ({"vcm": "separate", "mobility": True}, "'in-sg' .* or 'host'"),
     ({"vcm": "host", "mobility": True, "vcm_control": "sideways"}, "vcm_control 'sideways'"),
     ({"vcm": "host", "mobility": True, "addressing": "private", "vcm_control": "direct"},
      "needs vcm='host' and addressing='public'"),
     ({"vcm": "in-sg", "mobility": True, "addressing": "public", "vcm_control": "direct"},
      "needs vcm='host' and addressing='public'"),
-    ({"vcm": "in-sg", "mobility": True, "vcm_inbound_grace": 0}, "vcm_inbound_grace 0"),
+    ({"vcm": "in-sg", "mobility": True, "vcm_inbound_grace": 0}, "vcm_inbound_grace must be seconds, more than 0"),
 ])
 def test_lab_refuses_unsupported_vcm_settings(kwargs, message):
     from topologies.lab import LabError, SvpnLab

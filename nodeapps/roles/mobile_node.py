@@ -64,6 +64,7 @@ from nodeapps.mobility import announcement
 from nodeapps.mobility.router_discovery import MovementDamper, RaDecision, ra_invalid_reason
 from nodeapps.mobility.events import Datagram, Protection
 from nodeapps.mobility.mn_to_mn import MobilePeerRouting, mobility_type
+from nodeapps.mobility.paths import LinkState, PathSelector, Route
 from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
@@ -122,7 +123,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.prefix = None
         self.router = None
         self.care_of = None       # text, configured on the interface
-        self.state = "starting"
+        self.paths = PathSelector()   # link state and the per-packet path (nodeapps/mobility/paths.py)
         # RFC 4301 policies for the two verdicts: outside, VPN traffic only through the SG tunnel (the
         # configured rules); inside, plain. Switched in one SPD step on each decision.
         self.external_rules = list(self.processor.spd.rules)
@@ -135,7 +136,6 @@ class MobileNodeRuntime(MobilityRuntime):
         self.vcm_direct = False
         self.direct_rules: list[dict] = []     # VCM peer-specific rules, ahead of the external policy
         self.direct_sa_peer: dict[str, int] = {}
-        self.direct_out: set[bytes] = set()    # peer home addresses with a direct outbound rule
         self.peer_care_of: dict[int, str] = {}
         self.first_direct_logged: set[bytes] = set()
         self.sg_inner = None                   # source of the SG's care-of notices (VCM or mesh)
@@ -178,7 +178,7 @@ class MobileNodeRuntime(MobilityRuntime):
                 self._go_away(now)
                 break
         else:
-            self.state = "home-unproven"
+            self.paths.enter(LinkState.HOME_UNPROVEN)
         self.flush_core(now)
 
     def _setup_external(self, external: dict, timers: dict, now: float) -> None:
@@ -209,11 +209,30 @@ class MobileNodeRuntime(MobilityRuntime):
         self.peer_routing = MobilePeerRouting(core, peers)
         self.peer_data = peer_data
         if self.peer_data == "clear":
+            self.paths.clear_ro_source = self.address
             self.peer_routing.start(now)
             # The documented insecure route optimisation: its peers' data arrives in clear (docs/mobility.md).
             self.insecure_peers = frozenset(peers)
         self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"]) for p in mobile_peers}
         self.counters.update({"ro_data_out": 0, "ro_data_in": 0})
+
+    @property
+    def state(self) -> LinkState:
+        return self.paths.state
+
+    @property
+    def direct_out(self) -> set[bytes]:
+        """Peer home addresses with a direct outbound rule (the selector's set)."""
+        return self.paths.direct_out
+
+    @direct_out.setter
+    def direct_out(self, peers: set[bytes]) -> None:
+        self.paths.direct_out = set(peers)
+
+    def _peer_ready(self, destination: bytes) -> bool:
+        """Both MN–MN bindings with the peer MN of this internal home address are live."""
+        peer = self.peer_routing.peers.get(destination) if self.peer_routing is not None else None
+        return peer is not None and self.peer_routing.ready(peer, time.monotonic())
 
     @property
     def peers_on_home_core(self) -> bool:
@@ -233,6 +252,7 @@ class MobileNodeRuntime(MobilityRuntime):
         # on the way out, or (embodiment 2, "direct") a tunnel pair from the care-of address to the VCM.
         self.vcm_direct = not in_sg and vcm.get("control") == "direct"
         self.vcm_ro = vcm.get("pair") == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
+        self.paths.vcm_ro = self.vcm_ro
         self.ro_started: set[bytes] = set()
         self.ro_pending = False
         peer_class = TunnelPeer if self.vcm_direct else TransportPeer
@@ -388,7 +408,7 @@ class MobileNodeRuntime(MobilityRuntime):
                                      vcm_shell.VCM_PORT, data)
         if self.vcm_peer is not None:
             packet = self.vcm_peer.seal(packet)   # MN–VCM SA, then (SPD) the MN–SG tunnel around it
-        if packet is not None and self.state == "away":
+        if packet is not None and self.state is LinkState.AWAY:
             self.counters["vcm_tx"] += 1
             if self.vcm_direct:
                 self.send_raw(packet, "vcm control", sock=self.vcm_sender)   # care-of address -> VCM, no SG tunnel
@@ -414,7 +434,7 @@ class MobileNodeRuntime(MobilityRuntime):
             data = bytes.fromhex(str(request.get("data", "")))
             self.log.emit(time.time(), "vcm_injected", bytes=len(data))
             self._send_to_vcm(data)
-            return {"sent": len(data), "state": self.state}
+            return {"sent": len(data), "state": self.state.value}
         return super().on_control(request)
 
     def _apply_op(self, op, peer) -> None:
@@ -554,13 +574,13 @@ class MobileNodeRuntime(MobilityRuntime):
             self.presence.link_down(now)
             for change in self.presence.pop_events():
                 self.log.emit(time.time(), "location", location=change.location.value, reason=change.reason)
-        if self.state == "home":
+        if self.state is LinkState.HOME:
             run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev",
                    self.interface)
             for prefix in self.vpn_prefixes:
                 run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
             self._switch_policy(internal=False)
-            self.state = "detached"
+            self.paths.enter(LinkState.DETACHED)
 
     def _solicit(self) -> None:
         if not self.rs_pending:
@@ -594,7 +614,7 @@ class MobileNodeRuntime(MobilityRuntime):
             self.rs_pending = True
             self._solicit()
             return
-        if self.state == "home" or ipaddress.IPv6Network(prefix) == self.home_prefix:
+        if self.state is LinkState.HOME or ipaddress.IPv6Network(prefix) == self.home_prefix:
             # The office verdict rests on announcements only: a second prefix there is no reason to leave,
             # and an office-prefix address is no proof. Ask the routers what this link is.
             self.rs_pending = True
@@ -676,7 +696,7 @@ class MobileNodeRuntime(MobilityRuntime):
             commands.append(("route", "replace", "default", "via", self.router, "dev", self.interface))
         needed = len(commands)
         commands += [("route", "replace", prefix, "dev", self.config.tun_name) for prefix in self.vpn_prefixes]
-        if self.state in ("home", "home-unproven"):
+        if self.state in (LinkState.HOME, LinkState.HOME_UNPROVEN):
             commands.append(("addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface))
         if self.care_of and self.care_of != coa:
             commands.append(("addr", "del", f"{self.care_of}/64", "dev", self.interface))  # often gone already
@@ -695,7 +715,8 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.agent is not None:
             self.agent.left_office(now)
         self._switch_policy(internal=False)
-        self.care_of, self.state = coa, "away"
+        self.care_of = coa
+        self.paths.enter(LinkState.AWAY)
         if self.agent is not None and self.announce_start:
             # A restart leaves peers sending under direct SAs this process never had: the VCM moves them
             # back. Sent as soon as the VCM can be reached, not at a retransmission seconds later.
@@ -727,7 +748,8 @@ class MobileNodeRuntime(MobilityRuntime):
             run_ip("-6", "route", "replace", "default", "via", self.router, "dev", self.interface)
         self._switch_policy(internal=True)
         send_unsolicited_na(self.interface, self.home_text, self.mac)  # RFC 6275 §11.5.4
-        self.care_of, self.state = None, "home"
+        self.care_of = None
+        self.paths.enter(LinkState.HOME)
         self.log.emit(time.time(), "home", address=self.home_text)
         if self.peer_routing is not None:
             # Inside, the peers cannot be reached in clear: their binding of our route-optimised home address
@@ -746,12 +768,13 @@ class MobileNodeRuntime(MobilityRuntime):
         the TUN, where the SPD would send them only under ESP."""
         if self.care_of:
             run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
-        if self.state in ("home", "home-unproven"):
+        if self.state in (LinkState.HOME, LinkState.HOME_UNPROVEN):
             run_ip("-6", "addr", "del", f"{self.home_text}/{self.home_prefix.prefixlen}", "dev", self.interface)
         for prefix in self.vpn_prefixes:
             run_ip("-6", "route", "replace", prefix, "dev", self.config.tun_name)
         self._switch_policy(internal=False)
-        self.care_of, self.state = None, "unproven"
+        self.care_of = None
+        self.paths.enter(LinkState.UNPROVEN)
         self.log.emit(time.time(), "office_prefix_unproven", prefix=self.prefix)
 
     def _switch_policy(self, *, internal: bool) -> None:
@@ -765,25 +788,26 @@ class MobileNodeRuntime(MobilityRuntime):
     # ---- data plane ----
     def _send_out(self, packet: bytes) -> None:
         counters = self.counters
-        if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
-                (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
+        route = self.paths.outbound(packet, self._peer_ready)
+        if route is Route.IGNORE:
             counters["tun_ignored"] += 1
             return
-        if self.state != "away":
+        if route is Route.BYPASS:
             counters["bypass_from_tun"] += 1  # home: plain routes; unproven: nothing leaves
             return
-        if self.direct_out and packet[24:40] in self.direct_out:
-            if not self.vcm_ro:
-                counters["direct_out"] += 1   # VCM direct SA: no reverse tunnel, the SPD picks the /128 rule
-                self._log_direct(packet[24:40], True)
-                self._protect_and_send(packet, "direct")
-                return
-            if self._send_direct_ro(packet):
-                return
-            self._log_direct(packet[24:40], False)   # no MN–MN binding (yet): the SG path below
-        if self.peer_routing is not None and packet[8:24] == self.address and self.peer_data == "clear":
+        peer = packet[24:40]
+        if route is Route.DIRECT_SA:
+            counters["direct_out"] += 1   # VCM direct SA: no reverse tunnel, the SPD picks the /128 rule
+            self._log_direct(peer, True)
+            self._protect_and_send(packet, "direct")
+            return
+        if route is Route.DIRECT_RO:
+            self._send_direct_ro(packet)
+            return
+        if route is Route.AWAIT_BINDING:
+            self._log_direct(peer, False)   # no MN–MN binding (yet): the SG path below
+        if route is Route.RO_WRAP:
             wire = self.peer_routing.wrap(packet, time.monotonic())
-            peer = packet[24:40]
             if wire is not None:
                 counters["ro_data_out"] += 1
                 if peer not in self.ro_direct:
@@ -791,9 +815,9 @@ class MobileNodeRuntime(MobilityRuntime):
                     self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(peer), path="mipv6-ro")
                 self._protect_and_send(wire, "data route-optimised")
                 return
-            if peer in self.ro_direct:
-                self.ro_direct.discard(peer)
-                self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no route optimisation")
+        if peer in self.ro_direct and packet[8:24] == self.paths.clear_ro_source:
+            self.ro_direct.discard(peer)
+            self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no route optimisation")
         core = self.ext_core if self.ext_core is not None and packet[8:24] == self.ext_home else self.core
         # Peers on the home core: their traffic is in the direct SA or wrapped above, or else reverse-tunnelled
         # into the SG tunnel; never HAO data towards a home address (the HA would deliver it to a peer's
@@ -811,24 +835,19 @@ class MobileNodeRuntime(MobilityRuntime):
             self.first_direct_logged.discard(peer)
             self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no mn-mn binding")
 
-    def _send_direct_ro(self, packet: bytes) -> bool:
-        """home-ro: seal with the direct SA (outer: the external home addresses), then send it care-of to
-        care-of with HAO + RH2. Only with both MN–MN bindings live; False (nothing sent) otherwise."""
-        now = time.monotonic()
-        peer = self.peer_routing.peers.get(packet[24:40]) if self.peer_routing is not None else None
-        if peer is None or not self.peer_routing.ready(peer, now):
-            return False
+    def _send_direct_ro(self, packet: bytes) -> None:
+        """home-ro, both MN–MN bindings live (the selector checked): seal with the direct SA (outer: the
+        external home addresses), then send it care-of to care-of with HAO + RH2."""
         verdict, sa, out = self.processor.outbound(packet)
         if out is None or verdict != "protect" or not sa.name.startswith("vcm-"):
-            return True   # refused by the SPD (counted there)
-        wire = self.peer_routing.route_esp(out, now)
+            return   # refused by the SPD (counted there)
+        wire = self.peer_routing.route_esp(out, time.monotonic())
         if wire is None:
             self.counters["vcm_op_errors"] += 1
-            return True
+            return
         self.counters["direct_out"] += 1
         self._log_direct(packet[24:40], True)
         self.send_raw(wire, "vcm direct")
-        return True
 
     def _receive_direct_ro(self, packet: bytes, now: float) -> None:
         """home-ro: ESP from a peer behind RH2 + HAO. The MN–MN binding check comes first (RFC 6275
@@ -866,9 +885,9 @@ class MobileNodeRuntime(MobilityRuntime):
         # bytes: the message's IPv6 packet with its own ESP (if any), before the SG tunnel wraps it
         self.log.emit(time.time(), "mobility_sent", what=datagram.description, dst=ipv6.ntop(datagram.dst),
                       protection=protection, bytes=len(packet))
-        if self.state == "away":
+        if self.state is LinkState.AWAY:
             self._protect_and_send(packet, datagram.description)  # to the HA: inside the SG tunnel
-        elif self.state == "home":
+        elif self.state is LinkState.HOME:
             self.send_raw(packet, datagram.description)
 
     def flush_core(self, now: float) -> None:
@@ -1022,7 +1041,7 @@ class MobileNodeRuntime(MobilityRuntime):
 
     def status(self) -> dict:
         out = super().status()
-        out["mobility"].update({"state": self.state, "care_of_address": self.care_of, "prefix": self.prefix,
+        out["mobility"].update({"state": self.state.value, "care_of_address": self.care_of, "prefix": self.prefix,
                                 "location": self.presence.location.value,
                                 "home_registered": self.core.home_registered(),
                                 "registered": self.registered()})

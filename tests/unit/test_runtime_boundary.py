@@ -273,7 +273,8 @@ def mn_runtime(tmp_path, **options):
     config = lab_configs(tmp_path, mobility=True, vcm="in-sg", **options)["mn1"]
     rt = runtime(MobileNodeRuntime, config)
     sent = []
-    rt.agent, rt.peer_routing, rt.state = object(), None, "away"   # what setup_role would build
+    from nodeapps.mobility.paths import LinkState, PathSelector
+    rt.agent, rt.peer_routing, rt.paths = object(), None, PathSelector(state=LinkState.AWAY)   # as setup_role would
     rt._send_to_vcm = sent.append
     return rt, sent
 

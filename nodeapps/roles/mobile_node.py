@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 import socket
 import subprocess
 import time
@@ -266,8 +265,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
                                                    vcm["external"], vcm.get("internal"),
                                                    inbound_grace=float(vcm.get("inbound_grace", 45.0))),
-                                 initial_counter=int(time.time()) << 20,
-                                 initial_txid=1 + secrets.randbelow(0xFFFFFFFF))
+                                 **vcm_shell.new_process_channel())
         self.announce_start = True   # RESTARTED, once we are away and can reach the VCM (``_go_away``)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
                               "vcm_op_errors": 0, "direct_in": 0})

@@ -107,11 +107,10 @@ class GatewayRuntime(MobilityRuntime):
         for i, m in self.vcm_mns.items():
             _name, tunnel_out, tunnel_in = self.tunnels[self.binding_key[i]]
             self.mn_by_sa[tunnel_out] = self.mn_by_sa[tunnel_in] = i
-        counter = int(time.time()) << 20  # grows across restarts (docs/vcm-protocol.md)
+        start = vcm_shell.new_process_channel()   # counters grow across restarts (docs/vcm-protocol.md)
         self.monitor = SgMonitor(MonitorConfig(
             vcm_shell.SG_NODE_ID, vcm_shell.VCM_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=in_sg),
-            tuple(MnBinding(i, m["external"], m.get("internal")) for i, m in self.vcm_mns.items())),
-            initial_counter=counter)
+            tuple(MnBinding(i, m["external"], m.get("internal")) for i, m in self.vcm_mns.items())), **start)
         self.counters["vcm_rx"] = 0
         self.message_drops.carried.update(VCM_MESSAGES)
         if not in_sg:
@@ -123,7 +122,7 @@ class GatewayRuntime(MobilityRuntime):
             tuple(MnEntry(i, mn_control_path(m["home"], vcm_in_sg=True), m["external"], m.get("internal"))
                   for i, m in self.vcm_mns.items()),
             mode="tunnel", lifetime=int(vcm.get("lifetime", 3600)), vcm_in_sg=True, fallback_both=False,
-            reserved_spis=frozenset(int(x) for x in vcm.get("reserved_spis", []))), initial_counter=counter)
+            reserved_spis=frozenset(int(x) for x in vcm.get("reserved_spis", []))), **start)
 
     def _vcm_flush(self, now: float) -> None:
         """Events first (logged), then datagrams: monitor <-> manager in process, manager -> MNs in ESP."""

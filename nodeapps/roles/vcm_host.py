@@ -53,7 +53,7 @@ class VcmHostRuntime(MobilityRuntime):
             vcm_shell.VCM_NODE_ID, vcm_shell.SG_NODE_ID, self.sg_path, tuple(entries), mode="tunnel",
             lifetime=int(s.get("lifetime", 3600)), fallback_both=False,
             reserved_spis=frozenset(int(x) for x in s.get("reserved_spis", []))),
-            initial_counter=int(time.time()) << 20)
+            **vcm_shell.new_process_channel())
         self.path_names = {path: self.names[node] for node, path in
                            [(vcm_shell.SG_NODE_ID, self.sg_path)] + [(e.node_id, e.path) for e in entries]}
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "unprotected_vpn_source": 0})

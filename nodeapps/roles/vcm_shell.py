@@ -14,7 +14,9 @@ Format: ``b"SVCO"``, node id (4), flags (1: 0x1 care-of present), home address (
 """
 from __future__ import annotations
 
+import secrets
 import struct
+import time
 
 from nodeapps import ipv6
 from nodeapps.vcm import protocol as p
@@ -24,6 +26,13 @@ CARE_OF_PORT = p.DEFAULT_PORT + 1
 SG_NODE_ID = 1
 VCM_NODE_ID = 2
 _UDP = struct.Struct("!HHHH")
+
+
+def new_process_channel() -> dict:
+    """Where a new process's control channel starts: message counters at the wall-clock second << 20 (they
+    grow across restarts, and peers read the process from them), transaction ids at a random point (a peer
+    that remembers the earlier process's requests would answer from its cache instead of acting)."""
+    return {"initial_counter": int(time.time()) << 20, "initial_txid": 1 + secrets.randbelow(0xFFFFFFFF)}
 _CARE_OF = struct.Struct("!4sIB16s16s")
 _CARE_OF_MAGIC = b"SVCO"
 

@@ -399,3 +399,10 @@ def decode(data: bytes) -> Message:
             raise VcmParseError(f"{cls.__name__}: {exc}") from None
     _check_shape(msg_type, tlvs)
     return Message(msg_type, sender, counter, txid, tuple(tlvs), flags)
+
+
+def process_start(counter: int) -> int:
+    """Which process of a node sent a message: nodes start their counters at wall-clock seconds << 20
+    (docs/vcm-protocol.md), so a message's counter >> 20 is its process's start second (a node would need
+    2^20 messages to reach the next one)."""
+    return counter >> 20

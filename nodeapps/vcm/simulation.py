@@ -173,11 +173,12 @@ class Lab:
                                     idle_timeout=idle_timeout,
                                     **({"triggers": frozenset(triggers)} if triggers is not None else {}))
         self.sg = SgMonitor(monitor_cfg)
-        self.vcm = VcmManager(ManagerConfig(
+        self._vcm_config = ManagerConfig(
             VCM, SG, self.paths[VCM][SG],
             tuple(MnEntry(s.node_id, self.paths[VCM][s.node_id], s.external, s.internal) for s in self.mn.values()),
-            algorithm=algorithm, mode=mode, lifetime=lifetime, rekey_at=rekey_at, vcm_in_sg=vcm_in_sg),
-            random_bytes=random_bytes)
+            algorithm=algorithm, mode=mode, lifetime=lifetime, rekey_at=rekey_at, vcm_in_sg=vcm_in_sg)
+        self._random_bytes = random_bytes
+        self.vcm = VcmManager(self._vcm_config, random_bytes=random_bytes)
         self.agents = {s.node_id: agent_factory(MobileAgentConfig(
             s.node_id, VCM, self.paths[s.node_id][VCM], s.external, s.internal, inbound_grace=inbound_grace))
             for s in self.mn.values()}
@@ -324,6 +325,18 @@ class Lab:
         self.agents[node] = self.cores[node] = agent
         self.db[node] = FakeSecurityDb(f"MN{node - 10}")
         agent.started(self.now)
+        self.drain()
+
+    def restart_sg(self) -> None:
+        """The SG's process (and the VCM built into it) starts again, 1000 s later by its message counter:
+        a fresh monitor and manager that know no session. Each MN outside registers with it again (the
+        SG's refresh request), so the new VCM hears of it at once."""
+        start = {"initial_counter": (1000 + int(self.now)) << 20, "initial_txid": 1 + self.rng.randrange(0xFFFFFFFF)}
+        self.sg = self.cores[SG] = SgMonitor(self.sg.config, **start)
+        self.vcm = self.cores[VCM] = VcmManager(self._vcm_config, random_bytes=self._random_bytes, **start)
+        for node, where in self.location.items():
+            if where == "outside":
+                self.sg.update_binding(self.now, node, self.mn[node].care_of)
         self.drain()
 
     def messages(self, msg_type: int, src: Optional[int] = None, dst: Optional[int] = None) -> list:

@@ -153,11 +153,7 @@ class VcmManager:
         self.sessions: dict[int, Session] = {}
         # Session ids keep growing across restarts (from the process's start second, as the counter): an MN
         # agent takes a lower id than one it holds for a stale session and refuses its keys.
-        self._started = process_start(initial_counter)
-        self._next_session = max(1, self._started)
-        # MNs told that this process holds none of its predecessor's sessions (RESTARTED, VCM -> MN), or
-        # that said so themselves: the first report of each MN being outside triggers it once.
-        self._announced: set[int] = set()
+        self._next_session = max(1, process_start(initial_counter))
         # SPIs are never handed out twice by one VCM: an MN may still hold a retired inbound SA with an
         # old SPI for a grace period, and 2 SPIs per generation make the set's growth negligible.
         self._spis_in_use: set = set(config.reserved_spis)
@@ -261,8 +257,6 @@ class VcmManager:
                 status = p.STATUS_UNKNOWN_NODE
                 continue
             self._update_context(ctx, info, now)
-            if ctx.location == p.LOCATION_OUTSIDE and ctx.node_id not in self._announced:
-                self._announce_start(ctx.node_id, now)
         for seen in msg.all(p.SessionSeen):
             unknown = [n for n in (seen.node_a, seen.node_b) if n not in self.contexts]
             if unknown:
@@ -423,9 +417,6 @@ class VcmManager:
                 self._on_session_seen(p.SessionSeen(session.node_a, session.node_b, session.trigger), now)
 
     def _on_gave_up(self, event: RequestGaveUp, now: float) -> None:
-        if event.request.type == p.RESTARTED:   # unreachable for now: its next report outside tries again
-            self._announced.discard(event.peer)
-            return
         ref = event.request.one(p.SessionRef)
         session = self.sessions.get(ref.session_id) if ref else None
         if session is None:
@@ -436,16 +427,6 @@ class VcmManager:
                 self._close(session, f"node {event.peer} did not confirm the fall-back")
         elif session.state in (SETTING_UP, ESTABLISHED):
             self._fall_back(session, None, now, reason=f"node {event.peer} did not answer {event.request.name}")
-
-    # -- a restarted VCM ---------------------------------------------------------------------------
-    def _announce_start(self, node: int, now: float) -> None:
-        """This process knows no session an earlier VCM set up: an MN outside may still send under direct
-        SAs that nobody manages (their peer may restart, move or go inside, and no FALLBACK would come).
-        RESTARTED tells it to go back to the SG path for every pair keyed by an earlier VCM process; the
-        pair is detected and keyed again. Not in the reference: svpnlab's answer to a crashed VCM."""
-        self._announced.add(node)
-        self.stats["restart_announced"] += 1
-        self.channel.send_request(node, p.RESTARTED, [], now)
 
     # -- a restarted MN ---------------------------------------------------------------------------
     def _on_restarted(self, msg: p.Message, now: float) -> None:
@@ -458,7 +439,6 @@ class VcmManager:
             self.channel.reject(msg, p.STATUS_UNKNOWN_NODE)
             return
         self.stats["restarted"] += 1
-        self._announced.add(ctx.node_id)   # its new process holds nothing an earlier VCM gave it
         restarted_at = process_start(msg.counter)
         for sid in list(ctx.sessions.values()):
             session = self.sessions.get(sid)

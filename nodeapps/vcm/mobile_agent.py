@@ -24,7 +24,6 @@ from typing import Hashable, Optional
 
 from . import protocol as p
 from .channel import ControlChannel
-from .protocol import process_start
 
 PATH_VIA_SG = "via-sg"
 PATH_DIRECT = "direct"
@@ -130,7 +129,6 @@ class _PeerLink:
     active_out: Optional[int] = None
     ready: set = field(default_factory=set)            # generations the peer has confirmed
     closed: bool = False                               # fallen back: this session gets no more keys
-    vcm_process: int = 0                               # process_start() of the VCM that keyed this session
     retiring: list = field(default_factory=list)        # inbound SAs of superseded sessions
 
 
@@ -159,8 +157,7 @@ class MobileAgent:
         msg, _request = got
         if msg.sender != self.config.vcm_id:
             return
-        handler = {p.KEYS: self._on_keys, p.PEER_READY: self._on_peer_ready, p.FALLBACK: self._on_fallback,
-                   p.RESTARTED: self._on_vcm_restarted}
+        handler = {p.KEYS: self._on_keys, p.PEER_READY: self._on_peer_ready, p.FALLBACK: self._on_fallback}
         if msg.type in handler:
             handler[msg.type](msg, now)
         # responses never flow towards an MN; the channel already ignores them
@@ -255,7 +252,6 @@ class MobileAgent:
             return
         if link is None or ref.session_id > link.session_id:
             link = self._new_link(peer, ref.session_id, now)
-            link.vcm_process = process_start(msg.counter)
         link.external_hoa = peer.external_hoa
         if ref.generation in link.generations or (link.active_out or 0) >= ref.generation:
             self.channel.respond(msg, [ref])   # already installed or superseded: idempotent
@@ -293,16 +289,6 @@ class MobileAgent:
         link = self._links.get(peer.node_id)
         if link is not None and link.session_id <= ref.session_id:
             self._fall_back(link, "vcm-command", now)
-
-    def _on_vcm_restarted(self, msg: p.Message, now: float) -> None:
-        """The VCM's new process knows none of the sessions an earlier one keyed: nobody would tell us when
-        such a pair must end (the peer restarts, moves, goes inside). Back to the SG path for each of them;
-        the new VCM keys the pair again when the SG sees it (its session ids are higher)."""
-        self.channel.respond(msg, [])
-        started = process_start(msg.counter)
-        for link in self._links.values():
-            if link.vcm_process < started and not link.closed:
-                self._fall_back(link, "vcm-restarted", now)
 
     # -- SA bookkeeping ---------------------------------------------------------------------------
     def _build_generation(self, peer: p.Peer, ref: p.SessionRef, sa_in: p.SaParams, sa_out: p.SaParams,

@@ -263,3 +263,14 @@ def test_public_plan_vcm_pair_rides_on_route_optimisation_of_the_home_addresses_
     configs = care_of._make_configs()
     assert "mobile_peers" not in configs["mn1"]["mobility"]
     assert configs["sg"]["mobility"]["vcm"]["care_of_notices"] is True
+
+
+def test_a_new_process_channel_starts_above_the_last_counter_and_at_a_random_transaction_id():
+    import time as _time
+    from nodeapps.roles.vcm_shell import new_process_channel
+    from nodeapps.vcm import protocol as proto
+    before = int(_time.time())
+    starts = [new_process_channel() for _ in range(20)]
+    assert all(before <= proto.process_start(s["initial_counter"]) <= before + 2 for s in starts)
+    assert all(1 <= s["initial_txid"] <= 0xFFFFFFFF for s in starts)
+    assert len({s["initial_txid"] for s in starts}) > 15   # a peer's cache of the old process's txids misses

@@ -12,6 +12,7 @@ from nodeapps.mobility.events import MessageDropped, MobilityWrongSa, Protection
 from nodeapps.runtime.daemon import NodeRuntime
 from nodeapps.runtime.faults import MOBILITY_MESSAGES
 from nodeapps.mobility import messages as mh
+from nodeapps.roles import vcm_shell
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.runtime.offload import PLAIN_VNET_HDR
 
@@ -95,6 +96,22 @@ class MobilityRuntime(NodeRuntime):
         except OSError as exc:
             self.counters["send_errors"] += 1
             self.log.emit(time.time(), "send_error", reason=exc.strerror, what=description)
+
+    def vcm_control(self, inner: bytes | None) -> bytes | None:
+        """The control message in a UDP datagram to the VCM port (as an SA opened it), or None: anything
+        else is counted as ``vcm_bad``."""
+        udp = vcm_shell.parse_udp(inner) if inner is not None else None
+        if udp is None or udp[3] != vcm_shell.VCM_PORT:
+            self.counters["vcm_bad"] += 1
+            return None
+        return udp[4]
+
+    def accept_vcm(self, data: bytes) -> bool:
+        """Count a control message as received, unless a fault drops it on purpose (False)."""
+        if self.drop_vcm(data, "in"):
+            return False
+        self.counters["vcm_rx"] += 1
+        return True
 
     def open_mobility(self, packet: bytes, now: float) -> bool:
         """ESP transport packet from a mobility peer -> core; False if no peer SA has this SPI."""

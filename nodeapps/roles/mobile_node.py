@@ -364,16 +364,10 @@ class MobileNodeRuntime(MobilityRuntime):
         if packet[6] != ipv6.NH_ESP or packet[8:24] != self.vcm_address_bytes \
                 or esp_spi(packet) != self.vcm_peer.in_sa.spi:
             return False
-        inner = self.vcm_peer.open(packet)
-        udp = vcm_shell.parse_udp(inner) if inner is not None else None
-        if udp is None or udp[3] != vcm_shell.VCM_PORT:
-            self.counters["vcm_bad"] += 1
-            return True
-        if self.drop_vcm(udp[4], "in"):
-            return True
-        self.counters["vcm_rx"] += 1
-        self.agent.receive(udp[4], self.vcm_path, now)
-        self._vcm_flush(now)
+        data = self.vcm_control(self.vcm_peer.open(packet))
+        if data is not None and self.accept_vcm(data):
+            self.agent.receive(data, self.vcm_path, now)
+            self._vcm_flush(now)
         return True
 
     def _vcm_flush(self, now: float) -> None:

@@ -184,14 +184,9 @@ class GatewayRuntime(MobilityRuntime):
         if inner is not None and inner[8:24] != self.vcm_peer.address:
             self._refuse("unprotected_vpn_source", inner[8:24], self.vcm_peer.in_sa.name)   # RFC 4301 §5.2
             return True
-        udp = vcm_shell.parse_udp(inner) if inner is not None else None
-        if udp is None or udp[3] != vcm_shell.VCM_PORT:
-            self.counters["vcm_bad"] += 1
-            return True
-        if self.drop_vcm(udp[4], "in"):
-            return True
-        self.counters["vcm_rx"] += 1
-        self.monitor.receive(udp[4], self.monitor.config.vcm_path, now)
+        data = self.vcm_control(inner)
+        if data is not None and self.accept_vcm(data):
+            self.monitor.receive(data, self.monitor.config.vcm_path, now)
         return True
 
     def _log_message(self, data: bytes, sender: str, receiver: str, **extra) -> None:
@@ -229,19 +224,15 @@ class GatewayRuntime(MobilityRuntime):
         if node is None:
             return False
         if self.manager is not None and inner[6] == ipv6.NH_UDP and inner[24:40] == self.vcm_address_bytes:
-            udp = vcm_shell.parse_udp(inner)
-            if udp is None or udp[3] != vcm_shell.VCM_PORT:
-                self.counters["vcm_bad"] += 1
+            data = self.vcm_control(inner)
+            if data is None or not self.accept_vcm(data):
                 return True
-            if self.drop_vcm(udp[4], "in"):
-                return True
-            self.counters["vcm_rx"] += 1
             if node in self.vcm_names:
                 # received: the MN logs the same message as it sends it (the experiments count it from there)
-                self._log_message(udp[4], self.vcm_names[node], "vcm", received=True)
+                self._log_message(data, self.vcm_names[node], "vcm", received=True)
             # The path is that of the SA's MN (its source was checked against the SA before): the channel then
             # refuses a message whose sender id is another node's (RFC 4301 §5.2 applied to VCM control).
-            self.manager.receive(udp[4], mn_control_path(self.vcm_mns[node]["home"], vcm_in_sg=True), now)
+            self.manager.receive(data, mn_control_path(self.vcm_mns[node]["home"], vcm_in_sg=True), now)
             return True
         src, dst = vcm_shell.innermost_addresses(inner)
         self.monitor.observe(now, src, dst, "in", node)

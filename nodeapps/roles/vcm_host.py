@@ -77,17 +77,14 @@ class VcmHostRuntime(MobilityRuntime):
                 self.log.emit(time.time(), "unprotected_vpn_source", src=ipv6.ntop(inner[8:24]),
                               sa=peer.in_sa.name)
                 continue
-            udp = vcm_shell.parse_udp(inner) if inner is not None else None
-            if udp is None or udp[3] != vcm_shell.VCM_PORT:
-                self.counters["vcm_bad"] += 1
+            data = self.vcm_control(inner)
+            if data is None:
                 continue
             if peer.node in self.direct:
                 # Authenticated by the SA: its outer source is where the MN is now.
                 self._follow(peer.node, ipv6.ntop(packet[8:24]), "datagram")
-            if self.drop_vcm(udp[4], "in"):
-                continue
-            self.counters["vcm_rx"] += 1
-            self.manager.receive(udp[4], path, now)
+            if self.accept_vcm(data):
+                self.manager.receive(data, path, now)
         self._flush(now)
 
     def _flush(self, now: float) -> None:

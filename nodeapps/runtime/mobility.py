@@ -317,7 +317,8 @@ class TransportPeer:
         sequences.track(self.out_sa, self.in_sa)
         spd = SPD([{"direction": "out", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.out_sa.name},
                    {"direction": "in", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.in_sa.name}])
-        self.processor = IPsecProcessor(spd, SAD([self.out_sa, self.in_sa]))
+        self.sad = SAD([self.out_sa, self.in_sa])
+        self.processor = IPsecProcessor(spd, self.sad)
 
     def seal(self, packet: bytes) -> bytes | None:
         verdict, _sa, out = self.processor.outbound(packet)
@@ -328,28 +329,10 @@ class TransportPeer:
         return inner if verdict == "accept" else None
 
 
-class TunnelPeer:
+class TunnelPeer(TransportPeer):
     """An ESP tunnel-mode SA pair with one peer for the messages RFC 3776 §3.1 wants tunnelled between MN
     and HA (HoTI / HoT): ``seal(inner)`` wraps a whole packet (outer addresses from the SA, which the shell
-    moves with the care-of address), ``open(packet)`` returns the inner packet."""
-
-    def __init__(self, address: str, out_config: dict, in_config: dict):
-        self.address = ipv6.pton(address)
-        self.out_sa = SecurityAssociation.from_config(out_config)
-        self.in_sa = SecurityAssociation.from_config(in_config)
-        sequences.track(self.out_sa, self.in_sa)
-        spd = SPD([{"direction": "out", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.out_sa.name},
-                   {"direction": "in", "src": "::/0", "dst": "::/0", "action": "protect", "sa": self.in_sa.name}])
-        self.sad = SAD([self.out_sa, self.in_sa])
-        self.processor = IPsecProcessor(spd, self.sad)
-
-    def seal(self, inner: bytes) -> bytes | None:
-        verdict, _sa, out = self.processor.outbound(inner)
-        return out if verdict == "protect" else None
-
-    def open(self, packet: bytes) -> bytes | None:
-        verdict, _sa, inner = self.processor.inbound(packet)
-        return inner if verdict == "accept" else None
+    moves with the care-of address), ``open(packet)`` returns the inner packet. The mode is the SAs'."""
 
     def move(self, *, local: str | None = None, remote: str | None = None) -> None:
         """Follow the mobile node: the outbound SA's outer addresses (and the inbound SA's SAD key)."""

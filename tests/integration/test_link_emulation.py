@@ -54,6 +54,8 @@ def test_20ms_each_way_gives_40ms_rtt_and_clean_teardown():
     try:
         h1.cmd("ping -n -c 2 -i 0.2 10.77.0.2")  # ARP first (it is delayed too)
         _, avg, _, _ = ping_rtts(h1, 40)
+        if abs(avg - 40.0) > 1.5 and (link.stats() or {}).get("overloaded"):
+            _, avg, _, _ = ping_rtts(h1, 40)   # the emulator says the host fell behind: measure once more
         assert abs(avg - 40.0) <= 1.5, f"RTT {avg} ms"
         report = link.report()
         assert report["backend"] in ("userspace", "netem") and report["backend_reason"]

@@ -49,13 +49,25 @@ def ping_rtts(host, count, interval="0.05"):
     return [float(v) for v in match.groups()]
 
 
+def rtt_while_on_time(host, link, expected, tolerance, tries=3):
+    """Average RTT of 40 pings; measured again (up to ``tries`` times) while it is off and the emulator
+    released frames late during the measurement: the host fell behind (e.g. the kernel still tearing down
+    the previous test's namespaces), which inflates delays the emulator itself gets right."""
+    for _ in range(tries):
+        before = (link.stats() or {}).get("late", 0)
+        _, avg, _, _ = ping_rtts(host, 40)
+        time.sleep(1.1)   # the emulator writes its counters every second
+        late = (link.stats() or {}).get("late", 0) - before
+        if abs(avg - expected) <= tolerance or not late:
+            return avg
+    return avg
+
+
 def test_20ms_each_way_gives_40ms_rtt_and_clean_teardown():
     net, h1, h2, link = two_hosts("le", delay="20ms")
     try:
         h1.cmd("ping -n -c 2 -i 0.2 10.77.0.2")  # ARP first (it is delayed too)
-        _, avg, _, _ = ping_rtts(h1, 40)
-        if abs(avg - 40.0) > 1.5 and (link.stats() or {}).get("overloaded"):
-            _, avg, _, _ = ping_rtts(h1, 40)   # the emulator says the host fell behind: measure once more
+        avg = rtt_while_on_time(h1, link, 40.0, 1.5)
         assert abs(avg - 40.0) <= 1.5, f"RTT {avg} ms"
         report = link.report()
         assert report["backend"] in ("userspace", "netem") and report["backend_reason"]

@@ -47,6 +47,7 @@ from nodeapps.linkemu.errors import LinkConfigError
 from topologies import runs
 from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
 from topologies.lab import LabError, SvpnLab
+from topologies.spec import LabSpecError, check_ra_intervals
 from topologies.svpn import SvpnTopo
 
 MAX_PAIRS = MAX_MOBILE_NODES // 2
@@ -129,13 +130,16 @@ def parse_args(argv):
     if not -20 <= args.infra_nice <= 19:
         parser.error(f"--infra-nice must be from -20 to 19, not {args.infra_nice}")
     try:
-        low, high = (float(v) for v in args.ra_interval.split(","))
+        bounds = [float(v) for v in args.ra_interval.split(",")]
     except ValueError:
+        bounds = []
+    if len(bounds) != 2:
         parser.error(f"--ra-interval must be MIN,MAX in seconds, not {args.ra_interval!r}")
-    if not (math.isfinite(low) and math.isfinite(high) and 0.03 <= low <= 0.75 * high and 0.07 <= high <= 1800):
+    try:
+        args.ra_intervals = check_ra_intervals(bounds)   # the lab's own check
+    except LabSpecError:
         parser.error(f"--ra-interval {args.ra_interval}: need 0.03 <= MIN <= 0.75 * MAX and 0.07 <= MAX <= 1800 "
                      "(RFC 6275 §7.5, RFC 4861 §6.2.1)")
-    args.ra_intervals = (low, high)
     for name, low, high in (("interval", 0.0, 60.0), ("rate", 0.2, 100.0), ("hold", 0.0, 3600.0),
                             ("setup_timeout", 1.0, 3600.0), ("sample", 0.1, 60.0)):
         value = getattr(args, name)

@@ -706,10 +706,10 @@ table inet svpnlab_gateway {{
             if time.monotonic() - start > timeout:
                 raise LabError(f"{len(pending)} mobile node(s) not registered within {timeout:g} s "
                                f"(e.g. {sorted(pending)[0]})")
-            if stop is not None and stop.wait(0.05):
-                return None
             if stop is None:
                 time.sleep(0.05)
+            elif stop.wait(0.05):
+                return None
         return time.monotonic() - start
 
     def _wait_registered(self, mn: str, network: str, since: float) -> None:

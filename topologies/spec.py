@@ -41,11 +41,22 @@ def _flag(name: str, value) -> bool:
     return value
 
 
-def _one_of(name: str, value, choices, optional: bool = False):
-    if (value is None and optional) or value in choices:
+def _one_of(name: str, value, choices):
+    if value in choices:
         return value
-    raise LabSpecError(f"{name} must be one of {', '.join(map(repr, choices))}"
-                       f"{' or None' if optional else ''}, not {value!r}")
+    raise LabSpecError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+
+
+def check_ra_intervals(value) -> tuple[float, float]:
+    """(min, max) router advertisement interval in seconds, as a lab takes it; LabSpecError otherwise."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise LabSpecError(f"ra_intervals must be two numbers (min, max), not {value!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0.03 <= low <= 0.75 * high and 0.07 <= high <= 1800):
+        raise LabSpecError(f"ra_intervals {value!r}: need 0.03 <= min <= 0.75 * max and "
+                           "0.07 <= max <= 1800 (RFC 6275 §7.5, RFC 4861 §6.2.1)")
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -102,10 +113,7 @@ class LabSpec:
                 raise LabSpecError(f"{name} must be a mapping, not {value!r}")
             if value is not None:
                 set_(self, name, {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()})
-        try:
-            set_(self, "ra_intervals", tuple(float(v) for v in self.ra_intervals))
-        except (TypeError, ValueError):
-            raise LabSpecError(f"ra_intervals must be two numbers (min, max), not {self.ra_intervals!r}") from None
+        set_(self, "ra_intervals", check_ra_intervals(self.ra_intervals))
         self._check()
 
     def _check(self) -> None:
@@ -123,12 +131,6 @@ class LabSpec:
         _seconds("vcm_inbound_grace", self.vcm_inbound_grace, 0.0, 3600.0)
         for key, value in (self.mobility_timers or {}).items():
             _seconds(f"mobility_timers[{key!r}]", value, 0.0, 3600.0)
-        if len(self.ra_intervals) != 2:
-            raise LabSpecError(f"ra_intervals must be two numbers (min, max), not {self.ra_intervals!r}")
-        low, high = self.ra_intervals
-        if not (math.isfinite(low) and math.isfinite(high) and 0.03 <= low <= 0.75 * high and 0.07 <= high <= 1800):
-            raise LabSpecError(f"ra_intervals {self.ra_intervals!r}: need 0.03 <= min <= 0.75 * max and "
-                               "0.07 <= max <= 1800 (RFC 6275 §7.5, RFC 4861 §6.2.1)")
         if self.esp_encap not in ESP_ENCAPS:
             raise LabSpecError(f"esp_encap {self.esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "
                                "(ESP in UDP port 4500, RFC 3948)")

@@ -46,6 +46,7 @@ import os
 import shutil
 import socket
 import struct
+import contextlib
 import tempfile
 from dataclasses import dataclass, field
 
@@ -89,6 +90,17 @@ def lab_configs(variant: str, run_dir: str | None = None, **overrides) -> dict[s
     lab = SvpnLab(**{**LAB_VARIANTS[variant], **overrides})
     lab.run_dir = run_dir or tempfile.mkdtemp(prefix="run-", dir=_RUN_ROOT)
     return lab._make_configs()
+
+
+@contextlib.contextmanager
+def harness_of(variant: str, node: str, **overrides):
+    """(harness running ``node`` of the lab ``variant``, every node's configuration); closed afterwards."""
+    configs = lab_configs(variant, **overrides)
+    h = ShellHarness(configs[node])
+    try:
+        yield h, configs
+    finally:
+        h.close()
 
 
 # ---- fakes ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from nodeapps import ipv6
 from nodeapps.mobility import messages as mh
 from nodeapps.roles import vcm_shell
-from shell_harness import ShellHarness, lab_configs
+from shell_harness import ShellHarness, harness_of, lab_configs
 from topologies.lab import LabError, SvpnLab
 
 
@@ -65,10 +65,8 @@ def _notice(h, configs, about: str, care_of):
 @pytest.fixture
 def mesh_mn1():
     """mn1 of a three-MN mesh (mn1 on wlan1, mn2 on wlan2, mn3 in the office) in the shell harness."""
-    configs = lab_configs("private-mesh")
-    h = ShellHarness(configs["mn1"])
-    yield configs, h
-    h.close()
+    with harness_of("private-mesh", "mn1") as (h, configs):
+        yield configs, h
 
 
 def test_mn_sends_direct_from_the_first_packet_and_follows_the_notices(mesh_mn1):

@@ -6,15 +6,13 @@ import pytest
 from nodeapps import ipv6
 from nodeapps.mobility import messages as mh
 from nodeapps.roles import vcm_shell
-from shell_harness import ShellHarness, lab_configs
+from shell_harness import harness_of
 
 
 @pytest.fixture
 def sg():
-    configs = lab_configs("private-vcm-in-sg")
-    h = ShellHarness(configs["sg"])
-    yield h, configs
-    h.close()
+    with harness_of("private-vcm-in-sg", "sg") as running:
+        yield running
 
 
 def tunnelled_packet(h, configs, tunnel):

@@ -22,6 +22,7 @@ import time
 import pandas as pd
 
 from experiments import records, shell, strategies
+from experiments.hostload import Sampler, cpu_wait_shares
 from experiments.scenario import ScenarioError, load, load_default
 from experiments.stats import confidence_interval
 from experiments.cli import add_link_options, add_output_options, apply_link_options, not_root, strategy_parser
@@ -40,6 +41,7 @@ MARKER = "SVPNLAB-PROBE-PLAINTEXT"
 CAPTURES = (("ir", "any", "ir"), ("ar1", "ar1-lan", "ar1-lan"), ("ar2", "ar2-lan", "ar2-lan"),
             ("ar3", "ar3-lan", "ar3-lan"))
 PROBE_PORT_BASE = 7777
+HOST_SAMPLE_S = 0.5   # /proc sampling period of the lab's processes (CPU wait per phase)
 # iperf3 reports every this many seconds: a transfer's samples for its confidence interval.
 THROUGHPUT_INTERVAL_S = 0.2
 MAX_SEED = 2 ** 31 - 1
@@ -215,6 +217,7 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
     probe_files = []
     node_events: list[dict] = []
     link_meta = {}
+    sampler = None
     try:
         print(f"[{strategy}] building the lab ({run.addressing} addressing, {plugin.lab_summary(run)}) ...",
               flush=True)
@@ -235,6 +238,8 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
         time.sleep(0.2)   # echo servers bound
         t0 = time.time()
         exp_events.append({"time": t0, "node": "experiment", "event": "strategy_start", "strategy": strategy})
+        sampler = Sampler(lab.processes(), HOST_SAMPLE_S, t0)
+        sampler.start()
         senders = []
         for i, probe in enumerate(scenario.probes):
             a, b = probe.between
@@ -313,6 +318,8 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
                     pass
                 node_events = lab.events()
         finally:
+            if sampler is not None:
+                records.append_rows(folder, "counters", host_wait_rows(strategy, sampler.stop(), exp_events, t0))
             lab.stop()
             link_meta = lab.link_metadata()
             if lab.node_configs:   # the run's ESP keys, so its captures can be decrypted (lab keys)
@@ -331,6 +338,23 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
     with open(os.path.join(folder, f"links-{strategy}.json"), "w", encoding="utf-8") as f:
         json.dump({"link_backend": link_meta, "lab_spec": lab.spec.to_dict()}, f, indent=1, default=str)
     return complete
+
+
+def host_wait_rows(strategy: str, resources: pd.DataFrame, exp_events: list[dict], t0: float) -> list[dict]:
+    """counters.csv rows: per phase, the median and peak over its sampling intervals of the CPU wait (%) of
+    the lab's most starved process."""
+    starts = [(e["time"] - t0, e["phase"]) for e in exp_events
+              if e["event"] == "phase_start" and e.get("strategy") == strategy]
+    ends = [t for t, _ in starts[1:]] + [resources.t.max() if not resources.empty else 0.0]
+    rows = []
+    for (start, phase), end in zip(starts, ends):
+        waits = cpu_wait_shares(resources, (start, end), across="max")
+        if waits is None:
+            continue
+        for detail, value in (("median", waits.median()), ("peak", waits.max())):
+            rows.append({"strategy": strategy, "phase": phase, "metric": "host_cpu_wait_pct", "detail": detail,
+                         "value": round(float(value), 2)})
+    return rows
 
 
 def _bulk(lab, traffic, seconds, strategy, phase, t_start, out, port):

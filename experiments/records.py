@@ -52,6 +52,7 @@ from typing import Iterable, Optional
 import pandas as pd
 from tabulate import tabulate
 
+from experiments.hostload import STARVED_PCT
 from experiments.stats import confidence_interval
 from nodeapps.probe.core import longest_gap
 
@@ -72,7 +73,7 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
                 ("path", "str"), ("rtt_median_ms", "float"), ("rtt_p95_ms", "float"), ("rtt_samples", "int"),
                 ("loss_pct", "float"), ("owd_median_ms", "float"), ("throughput_mbit_s", "float"),
                 ("throughput_ci95_mbit_s", "float"), ("throughput_samples", "int"),
-                ("emulation_overloaded", "str"),
+                ("emulation_overloaded", "str"), ("host_cpu_wait_pct", "float"),
                 ("sg_relayed_packets", "int"), ("sg_relayed_bytes", "int"), ("sg_mn_office_packets", "int"),
                 ("sg_mn_office_bytes", "int"), ("signalling_messages", "int"), ("signalling_bytes", "int"),
                 ("plaintext_exposure_bytes", "int")],
@@ -89,8 +90,10 @@ COUNTER_METRICS = {
     "plaintext_exposure_bytes": "payload marker bytes found in captures of public links (detail: link)",
     "handler_errors": "inputs whose handler raised, caught by the node app (detail: node; phase: end, the "
                       "node's count as it exited; a node that did not exit cleanly has no row)",
+    "host_cpu_wait_pct": "share of the time (%) the lab's most starved process (node app, link emulator) sat "
+                         "runnable without a CPU, per sampling interval (detail: median or peak over the phase)",
 }
-SUMMARY_COUNTERS = [m for m in COUNTER_METRICS if m != "handler_errors"]
+SUMMARY_COUNTERS = [m for m in COUNTER_METRICS if m not in ("handler_errors", "host_cpu_wait_pct")]
 
 # Signalling messages drawn as arrows: event name -> (chart label, default sender, default receiver, meaning).
 # The numbers are those of the signalling diagram the design follows; VCM message types in brackets.
@@ -569,6 +572,8 @@ def summarise(folder: str) -> pd.DataFrame:
                "throughput_samples": rate.n,
                "emulation_overloaded": "; ".join(o["link"] for o in overloaded.get(span.strategy, []))}
         mine = counters[(counters.strategy == span.strategy) & (counters.phase == span.phase)]
+        wait = mine[(mine.metric == "host_cpu_wait_pct") & (mine.detail == "median")].value
+        row["host_cpu_wait_pct"] = wait.iloc[0] if not wait.empty else math.nan
         for metric in SUMMARY_COUNTERS:
             row[metric] = mine[mine.metric == metric].value.sum()
         rows.append(row)
@@ -604,6 +609,8 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
         out += ["**Incomplete run**: interrupted; the tables hold what was measured.", ""]
     overloaded = overloaded_links(config)
     out += overload_lines(overloaded)
+    starved = starved_phases(summary)
+    out += starved_lines(starved)
     out += [f"Median RTT {pair} in ms (path) per phase:", ""]
     body = []
     for phase in phases:
@@ -615,7 +622,8 @@ def summary_markdown(summary: pd.DataFrame, config: dict, rtt: Optional[pd.DataF
                 continue
             r = r.iloc[0]
             path = f" ({r.path})" if r.path else ""
-            cells.append(_fmt(r.rtt_median_ms, 2) + path + (" ⚠" if s in overloaded else ""))
+            warn = s in overloaded or (s, phase) in starved
+            cells.append(_fmt(r.rtt_median_ms, 2) + path + (" ⚠" if warn else ""))
         body.append(cells)
     out += _md_table(["phase"] + strategies, body) + [""]
     out += ["MN-to-MN TCP throughput per phase, Mbit/s (mean of iperf3's interval rates ± 95 % half-width, "
@@ -691,6 +699,26 @@ def overload_lines(overloaded: dict[str, list[dict]]) -> list[str]:
         parts = [f"{o['link']} ({100 * o['late_fraction']:.1f} % of frames late, max "
                  f"{o['max_late_ms']:.1f} ms)" for o in links]
         out.append(f"- `{strategy}`: " + "; ".join(parts))
+    return out + [""]
+
+
+def starved_phases(summary: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """(strategy, phase) -> median CPU wait (%) of the lab's most starved process, where it passed
+    ``STARVED_PCT``: the host, not the emulated links, set those phases' delays."""
+    if "host_cpu_wait_pct" not in summary:
+        return {}
+    hot = summary[summary.host_cpu_wait_pct > STARVED_PCT]
+    return {(r.strategy, r.phase): float(r.host_cpu_wait_pct) for r in hot.itertuples(index=False)}
+
+
+def starved_lines(starved: dict[tuple[str, str], float]) -> list[str]:
+    """Markdown lines naming the phases in which the emulation host ran out of CPU (none: empty list)."""
+    if not starved:
+        return []
+    out = [f"**Emulation host out of CPU**: in the phases marked ⚠ a lab process sat runnable without a CPU "
+           f"for more than {STARVED_PCT:g} % of the time (median over the phase); their delays are the host's.",
+           ""]
+    out += [f"- `{strategy}`, {phase}: {pct:.0f} %" for (strategy, phase), pct in starved.items()]
     return out + [""]
 
 

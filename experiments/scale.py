@@ -39,6 +39,7 @@ import time
 import pandas as pd
 
 from experiments import records, strategies
+from experiments.hostload import RESOURCE_COLUMNS, Sampler, cpu_wait_shares, role_of
 from experiments.cli import (add_link_options, add_output_options, apply_link_options, not_root, redraw,
                              strategy_parser)
 from experiments.stats import percentile
@@ -55,10 +56,8 @@ QUICK_PAIRS = 5
 SETUP_COLUMNS = ["pair", "initiator", "responder", "net_initiator", "net_responder", "t_start", "ok",
                  "detect_ms", "switch_ms", "setup_ms", "responder_direct_ms", "error", "pings_sent",
                  "pings_received"]
-RESOURCE_COLUMNS = ["t", "node", "role", "pid", "cpu_s", "wait_s", "rss_kib", "pss_kib"]
 SUMMARY_COLUMNS = ["metric", "group", "value", "unit"]
 ROLE_ORDER = ["mn", "sg", "vcm", "ha", "emulator", "radvd"]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # A median MN waiting for a CPU longer than this share of a sampling interval: the host is the bottleneck.
 SATURATED_WAIT_PCT = 10.0
 # Nobody moves in this experiment: RAs only keep the routers known.
@@ -221,44 +220,6 @@ def ping_counts(path: str) -> tuple[int | None, int | None]:
     return (int(m[1]), int(m[2])) if m else (None, None)
 
 
-def read_proc(pid: int) -> dict | None:
-    """CPU seconds (user + system), seconds spent runnable but waiting for a CPU, RSS and PSS in KiB of a
-    live process, or None if it is gone. The wait shows a node starved by the others (the emulation host is
-    out of CPU, and every delay it adds is the host's, not the network's)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime: fields 14, 15 of stat(5)
-        wait = None
-        try:   # run-queue wait in ns, 2nd field (kernel scheduler statistics, sched-stats.rst)
-            with open(f"/proc/{pid}/schedstat", encoding="ascii") as f:
-                wait = int(f.read().split()[1]) / 1e9
-        except OSError:
-            pass
-        rss = pss = None
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return {"cpu_s": cpu, "wait_s": wait, "rss_kib": rss, "pss_kib": pss}
-
-
-def role_of(node: str) -> str:
-    if node.startswith("mn"):
-        return "mn"
-    if node.startswith("radvd-"):
-        return "radvd"
-    if node in ("sg", "vcm", "ha", "xha", "cn"):
-        return node
-    return "emulator"
-
-
 def mn_mn_sas_made(node_configs: dict, run_dir: str) -> dict[str, int]:
     """Per MN: the MN–MN SAs it held from the start (the mesh's pairs, in its configuration) plus those it
     made while running (the VCM's pairs, one line each in its key log)."""
@@ -298,24 +259,6 @@ def key_rows(strategy: str, mobile_nodes: int, made: dict[str, int]) -> list[dic
         add("model_key_bytes_per_mn", name, model["key_bytes_per_mn"], "bytes")
         add("model_key_bytes_total", name, model["key_bytes_total"], "bytes")
     return rows
-
-
-def cpu_wait_shares(resources: pd.DataFrame, window: tuple[float, float] | None = None) -> pd.Series | None:
-    """Per sampling interval (ending inside ``window``, seconds of the run, if given), the median over the
-    processes of the share of the interval (%) each spent runnable but waiting for a CPU; None without
-    run-queue samples."""
-    if "wait_s" not in resources or resources.wait_s.isna().all():
-        return None
-    r = resources.dropna(subset=["wait_s"]).sort_values(["node", "t"])
-    if window is not None:   # the interval ending first in the window starts before it: keep one sample more
-        before = r[r.t < window[0]].groupby("node").tail(1)
-        r = pd.concat([before, r[(r.t >= window[0]) & (r.t <= window[1])]]).sort_values(["node", "t"])
-    step = r.groupby("node")[["t", "wait_s"]].diff()
-    share = (100.0 * step.wait_s / step.t).where(step.t > 0)
-    # one pass over the processes is one interval, whatever its length (rows are in pass order per node)
-    passes = r.groupby("node").cumcount()
-    per_interval = share.groupby(passes).median().dropna()
-    return per_interval if not per_interval.empty else None
 
 
 def summary_rows(setup: pd.DataFrame, resources: pd.DataFrame, wall: dict,
@@ -466,40 +409,6 @@ def draw(folder: str) -> list[str]:
 
 # ---- the run ----------------------------------------------------------------------------------------
 
-class Sampler(threading.Thread):
-    """Reads /proc for every tracked process each ``period`` seconds into ``rows``."""
-
-    def __init__(self, processes: dict[str, int], period: float, t0: float):
-        super().__init__(daemon=True)
-        self.processes, self.period, self.t0 = processes, period, t0
-        self.rows: list[dict] = []
-        self.halt = threading.Event()
-
-    def sample(self) -> None:
-        for node, pid in self.processes.items():
-            now = time.time() - self.t0   # per process: on a starved host one pass can take seconds
-            values = read_proc(pid)
-            if values is not None:
-                self.rows.append({"t": now, "node": node, "role": role_of(node), "pid": pid, **values})
-
-    def run(self) -> None:
-        while not self.halt.is_set():
-            self.sample()
-            self.halt.wait(self.period)
-
-
-def tracked_processes(lab: SvpnLab) -> dict[str, int]:
-    procs = {node: p.pid for node, p in lab.apps.items()}
-    for link in lab._links:
-        process = getattr(link, "process", None)
-        if process is not None and getattr(link, "hidden", None) is not None:
-            procs[link.hidden.name] = process.pid
-    for proc in lab._radvd:
-        name = os.path.basename(proc.args[proc.args.index("--config") + 1]).removesuffix(".conf")
-        procs[name] = proc.pid
-    return procs
-
-
 def stop_pings(pings: list) -> None:
     """SIGINT, not SIGTERM: ping prints its transmitted/received summary only then."""
     for proc in pings:
@@ -577,6 +486,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
     starts: dict[str, float] = {}
     pings: list = []
     sampler = None
+    resources = pd.DataFrame(columns=RESOURCE_COLUMNS)
     complete = False
     t0 = time.time()
     traffic_start = traffic = None
@@ -591,7 +501,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
         lab.start()
         wall["build"] = time.monotonic() - started
         print(f"scale: lab up in {wall['build']:.1f} s; {len(lab.apps)} node apps", flush=True)
-        processes = tracked_processes(lab)
+        processes = lab.processes()
         if args.infra_nice:
             for node, pid in processes.items():
                 if role_of(node) in ("sg", "ha", "xha", "vcm", "emulator"):
@@ -642,9 +552,7 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
         try:
             stop_pings(pings)
             if sampler is not None:
-                sampler.halt.set()
-                sampler.join(timeout=5)
-                sampler.sample()  # last values
+                resources = sampler.stop()
             if lab is not None and lab.net is not None:
                 events = lab.events()
                 save_status(lab, folder)
@@ -668,7 +576,6 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
             for i, (a, _b) in enumerate(pairs_of(args.pairs)):
                 sent, received = ping_counts(os.path.join(run_dir, f"ping-{a}.log"))
                 setup.loc[i, ["pings_sent", "pings_received"]] = [sent, received]
-            resources = pd.DataFrame(sampler.rows if sampler else [], columns=RESOURCE_COLUMNS)
             setup.to_csv(os.path.join(folder, "setup.csv"), index=False, float_format="%.3f")
             resources.to_csv(os.path.join(folder, "resources.csv"), index=False, float_format="%.3f")
             if lab is not None:

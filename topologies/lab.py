@@ -816,6 +816,19 @@ table inet svpnlab_gateway {{
             args["direction"] = direction
         return self.control(node, "drop-next", **args)
 
+    def processes(self) -> dict[str, int]:
+        """PID of every long-running process the lab started, by name: node apps (node name), link
+        emulators (the emulator's node name) and router advertisement daemons (radvd-<router>)."""
+        procs = {node: p.pid for node, p in self.apps.items()}
+        for link in self._links:
+            process = getattr(link, "process", None)
+            if process is not None and getattr(link, "hidden", None) is not None:
+                procs[link.hidden.name] = process.pid
+        for proc in self._radvd:
+            name = os.path.basename(proc.args[proc.args.index("--config") + 1]).removesuffix(".conf")
+            procs[name] = proc.pid
+        return procs
+
     def link_metadata(self) -> dict:
         """Which emulation backend each link used, with its counters and faithfulness (also after stop)."""
         return emulation_metadata(self._links)

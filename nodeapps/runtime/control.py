@@ -20,12 +20,17 @@ class ControlServer:
         self.path = path
         self._handler = handler
         self._on_error = on_error   # (cmd, exception) of a request whose handler failed
-        if os.path.exists(path):
-            os.unlink(path)
+        # The socket appears at its path only once it listens (bound under a temporary name, renamed):
+        # the lab takes the path's existence as "ready", and a connect between bind and listen is refused.
+        staging = path + ".new"
+        for stale in (path, staging):
+            if os.path.exists(stale):
+                os.unlink(stale)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o600)
+        self.sock.bind(staging)
+        os.chmod(staging, 0o600)
         self.sock.listen(8)
+        os.rename(staging, path)
         self.sock.setblocking(False)
 
     def fileno(self) -> int:

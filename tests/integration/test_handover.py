@@ -10,6 +10,8 @@ import sys
 import pandas as pd
 import pytest
 
+from experiments.hostload import STARVED_PCT
+
 TOLERANCE = 0.10
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The probe datagram (64 bytes of UDP payload) in ESP tunnel mode as a frame: Ethernet 14 + outer IPv6 40
@@ -76,6 +78,15 @@ def late_links(backend: dict, path_links) -> list[str]:
     """The links of a path whose emulator fell behind in a strategy's run (its delays are inflated)."""
     return [link["link"] for link in backend["links"]
             if link.get("overloaded") and set(link.get("nodes") or ()) in path_links]
+
+
+def starved_hosts(counters: pd.DataFrame, strategies, phase: str) -> list[str]:
+    """The strategies whose lab ran out of host CPU in ``phase`` (a lab process waited for a CPU more than
+    STARVED_PCT % of the time, median over the phase): their delays are the host's."""
+    wait = counters[(counters.metric == "host_cpu_wait_pct") & (counters.detail == "median")
+                    & (counters.phase == phase) & counters.strategy.isin(strategies)]
+    return [f"host CPU in the {r.strategy} lab ({r.value:.0f} % wait)" for r in wait.itertuples()
+            if r.value > STARVED_PCT]
 
 
 def quiet(rtt: pd.DataFrame, thr: pd.DataFrame) -> pd.DataFrame:
@@ -209,6 +220,9 @@ def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
     with open(os.path.join(folder, "config.json")) as f:
         backends = json.load(f)["topology"]["link_backend"]
     late = late_links(backends["sg"], VIA_SG_LINKS) + late_links(backends["vcm"], DIRECT_LINKS)
+    counters = pd.read_csv(os.path.join(folder, "counters.csv"))
+    late += starved_hosts(counters, ["sg", "vcm"], "route-optimised")
+    waits = counters[(counters.metric == "host_cpu_wait_pct") & (counters.phase == "route-optimised")]
 
     steady = quiet(rtt[(rtt.pair == "mn1-mn2") & (rtt.phase == "route-optimised") & (rtt.lost == 0)], thr)
     sg = steady[steady.strategy == "sg"]
@@ -218,7 +232,8 @@ def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
     ratio = vcm.rtt_ms.median() / sg.rtt_ms.median()
     expected = analytic_ratio()
     detail = (f"ratio {ratio:.4f}, analytic {expected:.4f}, direct {vcm.rtt_ms.median():.2f} ms "
-              f"(links {path_rtt_ms(DIRECT):.2f}), via SG {sg.rtt_ms.median():.2f} ms (links {path_rtt_ms(VIA_SG):.2f})")
+              f"(links {path_rtt_ms(DIRECT):.2f}), via SG {sg.rtt_ms.median():.2f} ms (links {path_rtt_ms(VIA_SG):.2f}); host CPU wait %: "
+              + ", ".join(f"{r.strategy} {r.detail} {r.value:g}" for r in waits.itertuples()))
     print(detail)
     assert vcm.rtt_ms.median() < sg.rtt_ms.median(), detail
     # The detour itself is link delay: twice the long-haul link, both ways.
@@ -226,6 +241,6 @@ def test_route_optimised_rtt_ratio_matches_the_analytic_value(quick_run):
     ratio_ok = abs(ratio - expected) <= TOLERANCE * expected
     detour_ok = abs(detour - (path_rtt_ms(VIA_SG) - path_rtt_ms(DIRECT))) <= TOLERANCE * detour
     if late and not (ratio_ok and detour_ok):
-        pytest.skip(f"link emulation overloaded on {', '.join(late)} (delays inflated); {detail}")
+        pytest.skip(f"emulation overloaded: {', '.join(late)} (delays inflated); {detail}")
     assert ratio_ok, detail
     assert detour_ok, f"detour {detour:.2f} ms; {detail}"

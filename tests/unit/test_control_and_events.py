@@ -1,4 +1,5 @@
 import json
+import os
 import threading
 
 import pytest
@@ -31,6 +32,29 @@ def test_control_socket_answers_status_and_reports_unknown_commands(tmp_path):
         t.join()
     finally:
         server.close()
+
+
+def test_control_socket_path_appears_only_once_it_listens(tmp_path, monkeypatch):
+    """The lab treats the path's existence as readiness: a connect in the gap between bind and listen
+    would be refused, so the path must not exist before listen."""
+    import socket
+    path = str(tmp_path / "n.sock")
+    seen_at_listen = []
+    real_listen = socket.socket.listen
+
+    def listen(sock, backlog):
+        seen_at_listen.append(os.path.exists(path))
+        return real_listen(sock, backlog)
+
+    monkeypatch.setattr(socket.socket, "listen", listen)
+    server = ControlServer(path, lambda req: {"cmd": req["cmd"]})
+    try:
+        assert seen_at_listen == [False]
+        assert sorted(os.listdir(tmp_path)) == ["n.sock"]
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o600)
+    finally:
+        server.close()
+    assert not os.path.exists(path)
 
 
 def test_event_log_writes_json_lines_and_caps_floods(tmp_path):

@@ -46,3 +46,31 @@ def test_pcap_frames_reads_times_and_frames(tmp_path, magic, order, scale):
     assert [f for _, f in got] == [b"abc", b"SVPNLAB" * 3]
     assert got[0][0] == pytest.approx(1700000000.25) and got[1][0] == pytest.approx(1700000001 + 5 * scale)
     assert list(pcap_frames(str(tmp_path / "missing.pcap"))) == []
+
+
+def test_host_cpu_wait_is_recorded_per_phase_and_a_starved_phase_is_marked():
+    """The most starved process counts (max over processes per interval), each phase gets its own median
+    and peak, and summary.md flags only the phase past the threshold."""
+    import pandas as pd
+    from experiments import records
+    from experiments.hostload import RESOURCE_COLUMNS, STARVED_PCT
+    t0 = 1000.0
+    rows = []
+    # sg idles throughout; mn1 waits 2 % of each second in phase a (0-2 s) and 40 % in phase b (2-4 s)
+    waits = {"sg": [0.0, 0.0, 0.0, 0.0, 0.0], "mn1": [0.0, 0.02, 0.04, 0.44, 0.84]}
+    for node, series in waits.items():
+        for t, wait in enumerate(series):
+            rows.append({"t": float(t), "node": node, "role": "x", "pid": 1, "cpu_s": 0.0, "wait_s": wait,
+                         "rss_kib": 1, "pss_kib": 1})
+    resources = pd.DataFrame(rows, columns=RESOURCE_COLUMNS)
+    events = [{"time": t0, "event": "phase_start", "strategy": "vcm", "phase": "a"},
+              {"time": t0 + 2.0, "event": "phase_start", "strategy": "vcm", "phase": "b"},
+              {"time": t0 + 2.0, "event": "phase_start", "strategy": "sg", "phase": "b"}]
+    got = {(r["phase"], r["detail"]): r["value"] for r in handover.host_wait_rows("vcm", resources, events, t0)}
+    assert got == {("a", "median"): 2.0, ("a", "peak"): 2.0, ("b", "median"): 40.0, ("b", "peak"): 40.0}
+    summary = pd.DataFrame([{"strategy": "vcm", "phase": p, "pair": "mn1-mn2", "path": "direct",
+                             "rtt_median_ms": 30.0, "host_cpu_wait_pct": got[(p, "median")]} for p in "ab"])
+    assert records.starved_phases(summary) == {("vcm", "b"): 40.0}
+    lines = records.starved_lines(records.starved_phases(summary))
+    assert "out of CPU" in lines[0] and f"{STARVED_PCT:g} %" in lines[0] and lines[2] == "- `vcm`, b: 40 %"
+    assert records.starved_lines(records.starved_phases(summary.assign(host_cpu_wait_pct=1.0))) == []

@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))   # the scripts import _venv as a sibling
 
-from experiments import scale  # noqa: E402
+from experiments import hostload, scale  # noqa: E402
 
 HOMES = {f"mn{i}": f"fdc0:ffee:0:1::a:{i:x}" for i in range(1, 7)}
 
@@ -63,7 +63,7 @@ def test_summary_percentiles_roles_and_wall_times():
         {"t": 0.0, "node": "mn2", "role": "mn", "pid": 2, "cpu_s": 1.0, "rss_kib": 20480, "pss_kib": 8192},
         {"t": 10.0, "node": "mn2", "role": "mn", "pid": 2, "cpu_s": 4.0, "rss_kib": 20480, "pss_kib": 8192},
         {"t": 0.0, "node": "sg", "role": "sg", "pid": 3, "cpu_s": 0.0, "rss_kib": 40960, "pss_kib": 20480},
-    ], columns=scale.RESOURCE_COLUMNS)
+    ], columns=hostload.RESOURCE_COLUMNS)
     summary = pd.DataFrame(scale.summary_rows(setup, resources, {"build": 12.5}))
     get = {(r.metric, r.group): r.value for r in summary.itertuples()}
     assert get[("pairs", "all")] == 101 and get[("pairs_ok", "all")] == 100
@@ -85,10 +85,10 @@ def test_cpu_wait_is_a_share_of_each_interval_and_a_starved_host_is_named():
         for t, wait in zip((0.0, 1.0, 2.0), waits):
             rows.append({"t": t, "node": node, "role": "mn", "pid": 1, "cpu_s": t, "wait_s": wait,
                          "rss_kib": 2048, "pss_kib": 1024})
-    resources = pd.DataFrame(rows, columns=scale.RESOURCE_COLUMNS)
-    shares = scale.cpu_wait_shares(resources)
+    resources = pd.DataFrame(rows, columns=hostload.RESOURCE_COLUMNS)
+    shares = hostload.cpu_wait_shares(resources)
     assert list(shares.round(6)) == [10.0, 80.0]      # medians of (10, 30, 0) % and (80, 100, 50) %
-    assert list(scale.cpu_wait_shares(resources, (1.5, 2.5)).round(6)) == [80.0]   # the interval ending at 2 s
+    assert list(hostload.cpu_wait_shares(resources, (1.5, 2.5)).round(6)) == [80.0]   # the interval ending at 2 s
     setup = pd.DataFrame([{"pair": 1, "ok": True, "setup_ms": 100.0, "detect_ms": 50.0}], columns=scale.SETUP_COLUMNS)
     summary = pd.DataFrame(scale.summary_rows(setup, resources, {}))
     get = {(r.metric, r.group): r.value for r in summary.itertuples()}
@@ -101,18 +101,18 @@ def test_cpu_wait_is_a_share_of_each_interval_and_a_starved_host_is_named():
                                   {"pairs": 1, "vcm": "in-sg", "arrival": "all"})
     assert "Host CPU" in text and "ran out of CPU" not in text
     # samples without run-queue statistics give no figure rather than a made-up one
-    assert scale.cpu_wait_shares(resources.assign(wait_s=float("nan"))) is None
+    assert hostload.cpu_wait_shares(resources.assign(wait_s=float("nan"))) is None
 
 
 def test_read_proc_of_this_process_and_of_a_gone_one():
-    mine = scale.read_proc(os.getpid())
+    mine = hostload.read_proc(os.getpid())
     assert mine["rss_kib"] > 1000 and mine["pss_kib"] > 0 and mine["cpu_s"] >= 0
     assert mine["wait_s"] is None or mine["wait_s"] >= 0
-    assert scale.read_proc(2 ** 22 + 12345) is None
+    assert hostload.read_proc(2 ** 22 + 12345) is None
 
 
 def test_roles():
-    assert [scale.role_of(n) for n in ("mn17", "sg", "vcm", "ha", "radvd-ar1", "sg-ir.emu")] == \
+    assert [hostload.role_of(n) for n in ("mn17", "sg", "vcm", "ha", "radvd-ar1", "sg-ir.emu")] == \
         ["mn", "sg", "vcm", "ha", "radvd", "emulator"]
 
 
@@ -201,7 +201,7 @@ def test_mesh_pairs_time_from_their_start_and_keys_are_counted_and_modelled(tmp_
     assert rows[("model_sas_per_mn", "mesh")] == 198 and rows[("model_key_bytes_total", "mesh")] == 100 * 99 * 20
     assert rows[("model_sas_per_mn", "vcm")] == 2 and rows[("model_key_bytes_total", "vcm")] == 100 * 20
     summary = pd.DataFrame(scale.summary_rows(pd.DataFrame(columns=scale.SETUP_COLUMNS),
-                                              pd.DataFrame(columns=scale.RESOURCE_COLUMNS), {})
+                                              pd.DataFrame(columns=hostload.RESOURCE_COLUMNS), {})
                            + scale.key_rows("mesh", 100, made))
     text = scale.summary_markdown(summary, {"pairs": 50, "strategy": "mesh", "vcm": None, "arrival": "all"})
     assert "strategy mesh" in text and "no session to detect" in text

@@ -27,7 +27,8 @@ GAP_RANGE_MS = (100.0, 600.0)
 GAP_TOLERANCE = 0.10   # the student's reading against the log: within 10 % (or 5 ms)
 MH_TYPES = {"BRR": 0, "HoTI": 1, "CoTI": 2, "HoT": 3, "CoT": 4, "BU": 5, "BA": 6, "BE": 7}
 VCM_TYPES = {1: "REPORT", 2: "REPORT_ACK", 3: "KEYS", 4: "KEYS_ACK", 5: "PEER_READY", 6: "PEER_READY_ACK",
-             7: "FALLBACK", 8: "FALLBACK_ACK", 9: "RESTARTED", 10: "RESTARTED_ACK"}
+             7: "FALLBACK", 8: "FALLBACK_ACK", 9: "RESTARTED", 10: "RESTARTED_ACK", 11: "UNKEYED_PEER",
+             12: "UNKEYED_PEER_ACK"}   # nodeapps/vcm/protocol.py; this script runs without the project's imports
 SETUP_MESSAGES = ("REPORT", "REPORT_ACK", "KEYS", "KEYS_ACK", "PEER_READY", "PEER_READY_ACK")
 VCM_PORT = 7420
 PROMPT = "svpnlab> "

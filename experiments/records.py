@@ -112,6 +112,9 @@ MESSAGE_KINDS: dict[str, tuple[str, str, Optional[str], str]] = {
     "restarted": ("restarted", None, "vcm", "an MN's process started without direct SAs: its peers fall back "
                                             "and the pair is set up anew [RESTARTED]"),
     "restarted_ack": ("restarted ack", "vcm", None, "[RESTARTED_ACK]"),
+    "unkeyed_peer": ("unkeyed peer", None, "vcm", "a peer's direct ESP arrives under an SA this MN does not hold: "
+                                                  "the peer falls back and the pair is set up anew [UNKEYED_PEER]"),
+    "unkeyed_peer_ack": ("unkeyed peer ack", "vcm", None, "[UNKEYED_PEER_ACK]"),
     "keys": ("keys", "vcm", None, "keys for a pair other than MN1-MN2 [KEYS]"),
     "bu": ("BU", None, None, "Mobile IPv6 binding update (RFC 6275 §6.1.7)"),
     "ba": ("BA", None, None, "binding acknowledgement (§6.1.8)"),
@@ -151,7 +154,7 @@ def message_event(type_name: str, sender: str, receiver: str) -> str:
         return {"mn1": "ack_208", "mn2": "ack_212"}.get(receiver, "keys")
     if t == "PEER_READY_ACK":
         return "peer_ready_ack"
-    if t in ("FALLBACK", "FALLBACK_ACK", "RESTARTED", "RESTARTED_ACK"):
+    if t in ("FALLBACK", "FALLBACK_ACK", "RESTARTED", "RESTARTED_ACK", "UNKEYED_PEER", "UNKEYED_PEER_ACK"):
         return t.lower()
     raise RecordsError(f"unknown message type {type_name!r}")
 

@@ -847,10 +847,16 @@ class MobileNodeRuntime(MobilityRuntime):
         opened = self.peer_routing.receive_esp(packet, now)
         if opened is None:
             return
+        unknown_before = self.processor.counters["unknown_spi"]
         _verdict, _sa, inner = self.processor.inbound(opened)
         if inner is not None:
             self.counters["direct_in"] += 1
             self.write_tun(inner)
+        elif self.processor.counters["unknown_spi"] != unknown_before:
+            # A configured peer, its home address proven by the binding, sends under an SA this process
+            # lacks (we restarted, and the VCM that keyed the pair may have too): the VCM moves it back.
+            if self.agent.unkeyed_peer(ipv6.ntop(opened[8:24]), now):
+                self._vcm_flush(now)
 
     def _protect_and_send(self, packet: bytes, description: str) -> None:
         verdict, sa, out = self.processor.outbound(packet)

@@ -29,10 +29,11 @@ _UDP = struct.Struct("!HHHH")
 
 
 def new_process_channel() -> dict:
-    """Where a new process's control channel starts: message counters at the wall-clock second << 20 (they
-    grow across restarts, and peers read the process from them), transaction ids at a random point (a peer
-    that remembers the earlier process's requests would answer from its cache instead of acting)."""
-    return {"initial_counter": int(time.time()) << 20, "initial_txid": 1 + secrets.randbelow(0xFFFFFFFF)}
+    """Where a new process's control channel starts: message counters at the wall-clock millisecond << 20
+    (they grow across restarts, and peers read the process from them), transaction ids at a random point (a
+    peer that remembers the earlier process's requests would answer from its cache instead of acting)."""
+    return {"initial_counter": p.first_counter(int(time.time() * 1000)),
+            "initial_txid": 1 + secrets.randbelow(0xFFFFFFFF)}
 _CARE_OF = struct.Struct("!4sIB16s16s")
 _CARE_OF_MAGIC = b"SVCO"
 

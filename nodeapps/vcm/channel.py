@@ -101,8 +101,8 @@ class _PeerState:
 class ControlChannel:
     def __init__(self, node_id: int, peers: dict, *, initial_counter: int = 0, initial_rto: float = INITIAL_RTO_S,
                  max_rto: float = 8.0, max_attempts: int = 8, memory: int = 256, initial_txid: int = 1):
-        """``initial_counter`` must grow across restarts (e.g. wall-clock seconds << 20) or peers that
-        remember the old counters reject everything until they forget. ``initial_txid``: a node whose own
+        """``initial_counter`` must grow across restarts (protocol.first_counter of the start time) or peers
+        that remember the old counters reject everything until they forget. ``initial_txid``: a node whose own
         requests a peer may still remember from an earlier process (an MN's RESTARTED) starts its
         transaction ids at a random point, or the peer would answer from its cache instead of acting."""
         if not 0 < node_id <= 0xFFFFFFFF:

@@ -18,6 +18,7 @@ arrive over a local path; nothing else changes.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional
@@ -25,6 +26,9 @@ from typing import Callable, Hashable, Optional
 from . import protocol as p
 from .channel import ControlChannel, RequestGaveUp
 from .protocol import process_start
+
+# FALLBACK for a pair an earlier VCM process keyed (UNKEYED_PEER): once per pair per this long.
+ORPHAN_FALLBACK_INTERVAL_S = 2.0
 
 # Session states
 SETTING_UP = "setting-up"
@@ -153,7 +157,15 @@ class VcmManager:
         self.sessions: dict[int, Session] = {}
         # Session ids keep growing across restarts (from the process's start second, as the counter): an MN
         # agent takes a lower id than one it holds for a stale session and refuses its keys.
-        self._next_session = max(1, process_start(initial_counter))
+        self._next_session = max(1, process_start(initial_counter) // 1000)   # (32 bits: seconds)
+        self._first_session = self._next_session
+        # An MN's configured home addresses -> its node id (UNKEYED_PEER names the peer by address).
+        self._node_by_address: dict[str, int] = {}
+        for mn in config.mns:
+            for address in (mn.external_hoa, mn.internal_hoa):
+                if address:
+                    self._node_by_address[_canonical(address)] = mn.node_id
+        self._orphans_told: dict[tuple, float] = {}   # (told node, unkeyed node) -> when FALLBACK went out
         # SPIs are never handed out twice by one VCM: an MN may still hold a retired inbound SA with an
         # old SPI for a grace period, and 2 SPIs per generation make the set's growth negligible.
         self._spis_in_use: set = set(config.reserved_spis)
@@ -178,6 +190,8 @@ class VcmManager:
                 self.channel.reject(msg, p.STATUS_BAD_REQUEST)
         elif msg.type == p.RESTARTED:
             self._on_restarted(msg, now)
+        elif msg.type == p.UNKEYED_PEER:
+            self._on_unkeyed_peer(msg, now)
         elif msg.type in p.REQUEST_TYPES:
             self._ignore("unexpected-request", f"{msg.name} from node {msg.sender}")
             self.channel.reject(msg, p.STATUS_BAD_REQUEST)
@@ -452,6 +466,43 @@ class VcmManager:
                                 targets=[session.other(ctx.node_id)])
         self.channel.respond(msg, [])
 
+    def _on_unkeyed_peer(self, msg: p.Message, now: float) -> None:
+        """An MN receives a peer's direct ESP under an SA it does not hold. A session we know is handled as
+        for RESTARTED (only keys an earlier process of the MN acknowledged are lost). A pair we do not know
+        was keyed by an earlier VCM process: tell the peer to drop whatever session with this MN is older
+        than our first one (FALLBACK naming the id just below it), so the pair's traffic returns to the SG
+        path, where it is detected and keyed anew."""
+        ctx = self.contexts.get(msg.sender)
+        address = msg.one(p.Peer).external_hoa
+        peer = self._node_by_address.get(_canonical(address)) if address else None
+        if ctx is None or peer is None or peer == msg.sender:
+            self._ignore("unknown-node", f"UNKEYED_PEER from node {msg.sender} naming {address}")
+            self.channel.reject(msg, p.STATUS_UNKNOWN_NODE)
+            return
+        self.stats["unkeyed_peer"] += 1
+        sid = ctx.sessions.get(peer)
+        session = self.sessions.get(sid) if sid is not None else None
+        if session is not None:
+            acked_by = session.process_of.get(ctx.node_id)
+            if acked_by is not None and acked_by < process_start(msg.counter) \
+                    and session.state in (SETTING_UP, ESTABLISHED):
+                session.set_up_again = True
+                self._fall_back(session, None, now, reason=f"node {ctx.node_id} lost its keys",
+                                targets=[peer])
+        else:
+            key = (peer, ctx.node_id)
+            last = self._orphans_told.get(key)
+            # (a first session id of 1: no earlier process numbered any, so there is nothing older to drop)
+            if self._first_session > 1 and (last is None or now - last >= ORPHAN_FALLBACK_INTERVAL_S):
+                if len(self._orphans_told) >= len(self.contexts):   # bounded: stale entries go first
+                    for old in [k for k, t in self._orphans_told.items() if now - t >= ORPHAN_FALLBACK_INTERVAL_S]:
+                        del self._orphans_told[old]
+                self._orphans_told[key] = now
+                self.stats["orphan_fallback"] += 1
+                self.channel.send_request(peer, p.FALLBACK, [p.SessionRef(self._first_session - 1, 1),
+                                                             self._peer_tlv(ctx.node_id)], now)
+        self.channel.respond(msg, [])
+
     # -- fall-back and teardown -------------------------------------------------------------------
     def _fall_back(self, session: Session, inside_node: Optional[int], now: float, reason: str = "",
                    targets: Optional[list] = None) -> None:
@@ -507,6 +558,13 @@ class VcmManager:
                 ctx = self.contexts[node]
                 ctx.managed_sas.pop(_key_id(session, number, node, session.other(node)), None)
             del session.generations[number]
+
+
+def _canonical(address: str) -> str:
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address
 
 
 def _key_id(session: Session, generation: int, src: int, dst: int) -> str:

@@ -27,6 +27,10 @@ from .channel import ControlChannel
 
 PATH_VIA_SG = "via-sg"
 PATH_DIRECT = "direct"
+# UNKEYED_PEER: one per peer address per this long (the VCM answers in one round trip; the peer falls back
+# within another), and at most this many peer addresses at a time.
+UNKEYED_REPORT_INTERVAL_S = 1.0
+MAX_UNKEYED_PEERS = 16
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,7 @@ class MobileAgent:
         self._links: dict[int, _PeerLink] = {}
         self._events: list = []
         self.inside = False
+        self._unkeyed_told: dict[str, float] = {}   # peer address -> when we last told the VCM
 
     # -- sans-IO surface --------------------------------------------------------------------------
     def receive(self, data: bytes, peer: Hashable, now: float) -> None:
@@ -196,6 +201,25 @@ class MobileAgent:
         still send under one we no longer have: tell the VCM (RESTARTED), which moves those peers back to
         the SG path and sets the sessions up anew. Retransmitted until answered, like any request."""
         self.channel.send_request(self.config.vcm_id, p.RESTARTED, [], now)
+
+    def unkeyed_peer(self, address: str, now: float) -> bool:
+        """A peer's direct ESP (its home address proven by the MN–MN binding) arrived under an SA we do not
+        hold: a VCM that did not key that pair (it restarted since) could not tell the peer when we did.
+        Tell it (UNKEYED_PEER); it moves the peer back to the SG path, where the pair is detected and keyed
+        anew. At most once per UNKEYED_REPORT_INTERVAL_S per address, for at most MAX_UNKEYED_PEERS
+        addresses at a time (the packets are the peer's to send, or an attacker's). True if sent."""
+        told = self._unkeyed_told
+        last = told.get(address)
+        if last is not None and now - last < UNKEYED_REPORT_INTERVAL_S:
+            return False
+        if len(told) >= MAX_UNKEYED_PEERS:
+            for old in [a for a, t in told.items() if now - t >= UNKEYED_REPORT_INTERVAL_S]:
+                del told[old]
+            if len(told) >= MAX_UNKEYED_PEERS:
+                return False
+        told[address] = now
+        self.channel.send_request(self.config.vcm_id, p.UNKEYED_PEER, [p.Peer(0, address)], now)
+        return True
 
     def returned_inside(self, now: float) -> None:
         """The MN is back in the office: stop direct outbound at once; inbound SAs linger for the grace."""

@@ -34,14 +34,17 @@ FALLBACK = 7         # VCM -> MN (peer went back inside: use the SG SA again, de
 FALLBACK_ACK = 8     # MN -> VCM
 RESTARTED = 9        # MN -> VCM (its process started holding no direct SA: the VCM ends its sessions, sets them up anew)
 RESTARTED_ACK = 10   # VCM -> MN
+UNKEYED_PEER = 11    # MN -> VCM (a peer's direct ESP arrives under an SA this process does not hold)
+UNKEYED_PEER_ACK = 12   # VCM -> MN
 
 TYPE_NAMES = {
     REPORT: "REPORT", REPORT_ACK: "REPORT_ACK", KEYS: "KEYS", KEYS_ACK: "KEYS_ACK",
     PEER_READY: "PEER_READY", PEER_READY_ACK: "PEER_READY_ACK", FALLBACK: "FALLBACK",
     FALLBACK_ACK: "FALLBACK_ACK", RESTARTED: "RESTARTED", RESTARTED_ACK: "RESTARTED_ACK",
+    UNKEYED_PEER: "UNKEYED_PEER", UNKEYED_PEER_ACK: "UNKEYED_PEER_ACK",
 }
-REQUEST_TYPES = frozenset({REPORT, KEYS, PEER_READY, FALLBACK, RESTARTED})
-RESPONSE_TYPES = frozenset({REPORT_ACK, KEYS_ACK, PEER_READY_ACK, FALLBACK_ACK, RESTARTED_ACK})
+REQUEST_TYPES = frozenset({REPORT, KEYS, PEER_READY, FALLBACK, RESTARTED, UNKEYED_PEER})
+RESPONSE_TYPES = frozenset({REPORT_ACK, KEYS_ACK, PEER_READY_ACK, FALLBACK_ACK, RESTARTED_ACK, UNKEYED_PEER_ACK})
 
 # Header flags. Unknown flags are ignored by receivers.
 FLAG_REKEY = 0x0001        # KEYS: a further generation for an existing session (make-before-break)
@@ -281,6 +284,8 @@ _SHAPES = {
     FALLBACK_ACK: ((SessionRef, 1, 1), (Status, 0, 1)),
     RESTARTED: (),
     RESTARTED_ACK: ((Status, 0, 1),),
+    UNKEYED_PEER: ((Peer, 1, 1),),
+    UNKEYED_PEER_ACK: ((Status, 0, 1),),
 }
 
 
@@ -401,8 +406,17 @@ def decode(data: bytes) -> Message:
     return Message(msg_type, sender, counter, txid, tuple(tlvs), flags)
 
 
+COUNTER_SHIFT = 20   # a process's first counter: its start time in milliseconds, shifted by this
+
+
+def first_counter(start_ms: int) -> int:
+    """The message counter a process started at ``start_ms`` (wall clock, milliseconds) begins at."""
+    return start_ms << COUNTER_SHIFT
+
+
 def process_start(counter: int) -> int:
-    """Which process of a node sent a message: nodes start their counters at wall-clock seconds << 20
-    (docs/vcm-protocol.md), so a message's counter >> 20 is its process's start second (a node would need
-    2^20 messages to reach the next one)."""
-    return counter >> 20
+    """Which process of a node sent a message: nodes start their counters at their wall-clock start in
+    milliseconds << 20 (docs/vcm-protocol.md), so a message's counter >> 20 is its process's start
+    millisecond (a process overtakes one started t ms later only after t * 2^20 messages). Milliseconds, not
+    seconds: a node restarted within the second it started in is another process."""
+    return counter >> COUNTER_SHIFT

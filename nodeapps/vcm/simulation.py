@@ -275,11 +275,18 @@ class Lab:
         self.drain()
 
     def send_data(self, src: int, dst: int) -> str:
-        """One user packet src -> dst; returns the path it took (direct | via-sg) and checks decryption."""
+        """One user packet src -> dst; returns the path it took (direct | via-sg) and checks decryption;
+        "lost" for a direct packet under an SA the receiver's restarted process does not hold."""
         src_inner, dst_inner = _b(self.inner(src)), _b(self.inner(dst))
         sa = self.db[src].outbound_sa_for(self.inner(dst))
         if sa is not None and self.location[src] == "outside":
             peer_sa = self.db[dst].inbound_by_spi(sa["spi"])
+            if peer_sa is None and sa["spi"] in self.lost_spis:
+                # the receiver's new process lacks the SA: the packet is lost, and its shell tells its agent
+                self.agents[dst].unkeyed_peer(self.mn[src].external, self.now)
+                self.data_log.append((self.now, src, dst, "lost", sa["spi"]))
+                self.drain()
+                return "lost"
             if peer_sa is None or (peer_sa["key"], peer_sa["salt"]) != (sa["key"], sa["salt"]):
                 raise InvariantError(f"direct packet {src}->{dst} SPI {sa['spi']} undecryptable")
             self.data_log.append((self.now, src, dst, "direct", sa["spi"]))
@@ -331,7 +338,7 @@ class Lab:
         """The SG's process (and the VCM built into it) starts again, 1000 s later by its message counter:
         a fresh monitor and manager that know no session. Each MN outside registers with it again (the
         SG's refresh request), so the new VCM hears of it at once."""
-        start = {"initial_counter": (1000 + int(self.now)) << 20, "initial_txid": 1 + self.rng.randrange(0xFFFFFFFF)}
+        start = {"initial_counter": p.first_counter(int((1000 + self.now) * 1000)), "initial_txid": 1 + self.rng.randrange(0xFFFFFFFF)}
         self.sg = self.cores[SG] = SgMonitor(self.sg.config, **start)
         self.vcm = self.cores[VCM] = VcmManager(self._vcm_config, random_bytes=self._random_bytes, **start)
         for node, where in self.location.items():

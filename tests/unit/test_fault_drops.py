@@ -118,7 +118,8 @@ def test_names_are_matched_without_regard_to_case():
 @pytest.mark.parametrize("request_, error", [
     ({"message": "KEYZ"}, "drop-next: unknown message 'KEYZ' (mobility: BRR, HoTI, CoTI, HoT, CoT, BU, BA, "
                           "BE; VCM: REPORT, REPORT_ACK, KEYS, KEYS_ACK, PEER_READY, PEER_READY_ACK, FALLBACK, "
-                          "FALLBACK_ACK, RESTARTED, RESTARTED_ACK)"),
+                          "FALLBACK_ACK, RESTARTED, RESTARTED_ACK, UNKEYED_PEER, "
+                          "UNKEYED_PEER_ACK)"),
     ({}, "drop-next: unknown message None"),
     ({"message": 206}, "drop-next: unknown message 206"),
     ({"message": "KEYS", "direction": "sideways"}, "drop-next: direction 'sideways'"),

@@ -269,8 +269,21 @@ def test_a_new_process_channel_starts_above_the_last_counter_and_at_a_random_tra
     import time as _time
     from nodeapps.roles.vcm_shell import new_process_channel
     from nodeapps.vcm import protocol as proto
-    before = int(_time.time())
+    before = int(_time.time() * 1000)
     starts = [new_process_channel() for _ in range(20)]
-    assert all(before <= proto.process_start(s["initial_counter"]) <= before + 2 for s in starts)
+    assert all(before <= proto.process_start(s["initial_counter"]) <= before + 2000 for s in starts)
     assert all(1 <= s["initial_txid"] <= 0xFFFFFFFF for s in starts)
     assert len({s["initial_txid"] for s in starts}) > 15   # a peer's cache of the old process's txids misses
+
+
+def test_a_process_restarted_within_the_second_it_started_in_is_a_later_process(monkeypatch):
+    """Counters start at the start millisecond: a node restarted 0.4 s after it started (in the same second)
+    is told apart by its peers (the VCM falls back the pairs the earlier process held) and its messages are
+    not replays of the earlier process's."""
+    from nodeapps.roles import vcm_shell
+    from nodeapps.vcm import protocol as proto
+    clock = iter([1000.1, 1000.5])
+    monkeypatch.setattr(vcm_shell.time, "time", lambda: next(clock))
+    first, second = vcm_shell.new_process_channel(), vcm_shell.new_process_channel()
+    assert proto.process_start(first["initial_counter"]) < proto.process_start(second["initial_counter"])
+    assert second["initial_counter"] > first["initial_counter"] + 100_000   # the earlier process's messages

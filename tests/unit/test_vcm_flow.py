@@ -590,3 +590,64 @@ def test_after_a_vcm_restart_a_pair_that_falls_back_is_keyed_again_under_a_highe
     assert session > old and session >= 1000 and lab.agents[MN2].path_status()[MN1].session_id == session
     assert not [e for e in lab.events_of(MN1, KeysRejected)] and not [e for e in lab.events_of(MN2, KeysRejected)]
     assert lab.send_data(MN1, MN2) == "direct" and lab.send_data(MN2, MN1) == "direct"
+
+
+def test_after_a_vcm_restart_a_restarted_mn_gets_its_pair_back_through_unkeyed_peer():
+    """The new VCM does not know the pair its predecessor keyed, so an MN's RESTARTED changes nothing and
+    the peer goes on sending under SAs the MN's new process lacks. The first such packet makes the MN send
+    UNKEYED_PEER; the VCM tells the peer to drop any session older than its own (FALLBACK naming the id
+    just below its first), the peer's next packet takes the SG path, and the pair is keyed anew."""
+    lab = Lab(vcm_in_sg=True)
+    establish(lab)
+    old = lab.agents[MN1].path_status()[MN2].session_id
+    lab.restart_sg()
+    lab.run(1.0)
+    lab.restart_mn(MN2)
+    lab.run(0.1)
+    assert lab.messages(p.RESTARTED_ACK, VCM, MN2) and not lab.messages(p.FALLBACK)   # nothing it knows of
+    assert lab.send_data(MN1, MN2) == "lost"
+    assert lab.send_data(MN1, MN2) == "lost"   # within the report interval: no second report
+    lab.run(0.1)
+    assert len(lab.messages(p.UNKEYED_PEER, MN2, VCM)) == 1
+    (fallback,) = lab.messages(p.FALLBACK, VCM, MN1)
+    assert fallback.one(p.SessionRef).session_id == lab.vcm._first_session - 1 > old
+    assert lab.vcm.stats["orphan_fallback"] == 1
+    assert lab.send_data(MN1, MN2) == "via-sg"
+    lab.run(1.0)
+    assert both_direct(lab)
+    session = lab.agents[MN1].path_status()[MN2].session_id
+    assert session >= lab.vcm._first_session and lab.agents[MN2].path_status()[MN1].session_id == session
+    assert lab.send_data(MN1, MN2) == "direct" and lab.send_data(MN2, MN1) == "direct"
+
+
+def test_unkeyed_peer_for_a_pair_the_vcm_keyed_falls_back_only_keys_an_earlier_process_held():
+    """For a session the VCM knows, UNKEYED_PEER is RESTARTED for that one peer: a report from the process
+    that acknowledged the current keys (a stray packet under a retired SPI) changes nothing."""
+    lab = Lab(vcm_in_sg=True)
+    establish(lab)
+    lab.agents[MN2].unkeyed_peer(lab.mn[MN1].external, lab.now)
+    lab.drain()
+    lab.run(0.1)
+    assert lab.messages(p.UNKEYED_PEER, MN2, VCM) and not lab.messages(p.FALLBACK) and both_direct(lab)
+    lab.fault = lambda msg, src, dst: [] if msg.type == p.RESTARTED else [lab.delay]   # RESTARTED lost
+    lab.restart_mn(MN2)
+    lab.run(0.1)
+    assert lab.send_data(MN1, MN2) == "lost"
+    lab.run(0.1)
+    assert lab.messages(p.FALLBACK, VCM, MN1) and lab.vcm.stats["orphan_fallback"] == 0
+    lab.run(1.0)
+    assert lab.send_data(MN1, MN2) in ("via-sg", "direct")
+    lab.run(1.0)
+    assert both_direct(lab) and lab.send_data(MN1, MN2) == "direct"
+
+
+@pytest.mark.parametrize("address, why", [("2001:db8:ffff::1", "not an MN"), (None, "its own")])
+def test_unkeyed_peer_naming_no_other_mn_is_refused(address, why):
+    lab = Lab(vcm_in_sg=True)
+    establish(lab)
+    named = address or lab.mn[MN2].external
+    lab.inject(p.encode(p.Message(p.UNKEYED_PEER, MN2, 1 << 41, 99, (p.Peer(0, named),))), VCM, lab.paths[VCM][MN2])
+    lab.run(0.1)
+    answers = lab.messages(p.UNKEYED_PEER_ACK, VCM, MN2)
+    assert [a.status for a in answers] == [p.STATUS_UNKNOWN_NODE], why
+    assert not lab.messages(p.FALLBACK) and both_direct(lab)

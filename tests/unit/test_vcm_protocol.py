@@ -78,7 +78,7 @@ SA_OUT_OFFSET = 24 + 12 + 44  # header, SESSION TLV, PEER TLV
 @pytest.mark.parametrize("bad, why", [
     (KEYS_GOLDEN[:23], "shorter than the header"),
     (_patch(KEYS_GOLDEN, 0, b"\x02"), "unsupported version"),
-    (_patch(KEYS_GOLDEN, 1, b"\x0b"), "unknown message type"),
+    (_patch(KEYS_GOLDEN, 1, b"\x0d"), "unknown message type"),
     (KEYS_GOLDEN + b"\x00", "body length"),
     (_patch(KEYS_GOLDEN, 4, bytes(4)), "non-zero"),
     (_patch(KEYS_GOLDEN, 8, bytes(8)), "non-zero"),

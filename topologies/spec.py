@@ -9,6 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from nodeapps.runtime.sections import TIMER_NAMES
+from nodeapps.vcm.manager import KEY_LIFETIME_S
+from nodeapps.vcm.mobile_agent import INBOUND_GRACE_S
 from topologies.addressing import make_plan
 from topologies.errors import LabSpecError
 
@@ -82,9 +85,9 @@ class LabSpec:
     mobility_timers: Mapping[str, float] | None = None
     correspondent: bool = False
     vcm: str | None = None
-    vcm_lifetime: int = 3600
+    vcm_lifetime: int = KEY_LIFETIME_S
     vcm_control: str = "encapsulated"
-    vcm_inbound_grace: float = 45.0
+    vcm_inbound_grace: float = INBOUND_GRACE_S
     vcm_pair: str | None = None
     seed: int | None = None
     route_optimisation: tuple[tuple[str, str], ...] | None = None
@@ -130,6 +133,8 @@ class LabSpec:
         _seconds("announcement_interval", self.announcement_interval, 0.0, 60.0)
         _seconds("vcm_inbound_grace", self.vcm_inbound_grace, 0.0, 3600.0)
         for key, value in (self.mobility_timers or {}).items():
+            if key not in TIMER_NAMES:
+                raise LabSpecError(f"mobility_timers[{key!r}]: not a timer ({', '.join(TIMER_NAMES)})")
             _seconds(f"mobility_timers[{key!r}]", value, 0.0, 3600.0)
         if self.esp_encap not in ESP_ENCAPS:
             raise LabSpecError(f"esp_encap {self.esp_encap!r}: 'none' (native ESP, next header 50) or 'udp' "

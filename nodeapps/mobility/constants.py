@@ -58,6 +58,7 @@ MAX_NONCE_LIFETIME = 240.0
 MAX_TOKEN_LIFETIME = 210.0
 MAX_UPDATE_RATE = 3  # Binding Updates per second to one node
 MAX_RR_BINDING_LIFETIME = 420.0
+HOME_REGISTRATION_LIFETIME = 420.0   # what an MN asks of its home agent (s); short, for the lab
 # Configuration variable default. RFC 6275 §13.
 INITIAL_BINDACK_TIMEOUT_FIRSTREG = 1.5
 

@@ -30,7 +30,7 @@ from nodeapps.mobility.constants import (
     BA_ACCEPTED, BA_EXPIRED_CARE_OF_NONCE_INDEX, BA_EXPIRED_HOME_NONCE_INDEX, BA_EXPIRED_NONCES,
     BA_NOT_HOME_AGENT_FOR_THIS_MN, BA_SEQUENCE_OUT_OF_WINDOW,
     BE_UNKNOWN_BINDING_FOR_HAO, BE_UNRECOGNIZED_MH_TYPE, COOKIE_LENGTH, INITIAL_BINDACK_TIMEOUT,
-    INITIAL_BINDACK_TIMEOUT_FIRSTREG, LIFETIME_UNIT, MAX_BINDACK_TIMEOUT, MAX_RR_BINDING_LIFETIME,
+    HOME_REGISTRATION_LIFETIME, INITIAL_BINDACK_TIMEOUT_FIRSTREG, LIFETIME_UNIT, MAX_BINDACK_TIMEOUT, MAX_RR_BINDING_LIFETIME,
     MAX_TOKEN_LIFETIME, MH_NAMES, seconds_to_units, units_to_seconds,
 )
 from nodeapps.mobility.core import Core
@@ -67,7 +67,7 @@ class _Correspondent:
 
 class MobileNode(Core):
     def __init__(self, home_address: bytes, home_agent: bytes, *, care_of_address: Optional[bytes] = None,
-                 home_lifetime: float = 420.0, correspondent_lifetime: float = MAX_RR_BINDING_LIFETIME,
+                 home_lifetime: float = HOME_REGISTRATION_LIFETIME, correspondent_lifetime: float = MAX_RR_BINDING_LIFETIME,
                  initial_bindack_timeout: float = INITIAL_BINDACK_TIMEOUT,
                  initial_bindack_timeout_first_reg: float = INITIAL_BINDACK_TIMEOUT_FIRSTREG,
                  max_bindack_timeout: float = MAX_BINDACK_TIMEOUT, keep_retrying: bool = False,

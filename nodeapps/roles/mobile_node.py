@@ -74,6 +74,7 @@ from nodeapps.runtime.mobility import (
 from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
 from nodeapps.runtime.faults import VCM_MESSAGES
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
+from nodeapps.runtime.sections import ExternalSection, MeshSection, MobilePeer, MobilityTimers, VcmSection
 from nodeapps.roles import vcm_shell
 from nodeapps.vcm.channel import vcm_control_path
 from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
@@ -90,24 +91,23 @@ class MobileNodeRuntime(MobilityRuntime):
     tunnel_via_sg = True   # the office HA, our home agent, is reached only through the SG tunnel
 
     def setup_role(self) -> None:
-        s = self.section
-        self.interface = s["interface"]
+        s = self.config.mobile_node   # typed and checked as the config was read (runtime/sections.py)
+        self.interface = s.interface
         self.ifindex = socket.if_nametoindex(self.interface)
         self.mac = interface_mac(self.interface)
-        self.home_text = s["address"]
-        self.home_prefix = ipaddress.IPv6Network(s["home_prefix"])
-        self.host_id = int(s["host_id"])
-        self.sg = ipv6.pton(s["security_gateway"])
-        self.vpn_prefixes = list(s["vpn_prefixes"])
-        self.tunnel_sas = list(s["tunnel_sas"])
-        timers = s.get("timers", {})
-        self.core = MobileNode(self.address, ipv6.pton(s["home_agent"]), keep_retrying=True,
-                               home_lifetime=float(timers.get("home_lifetime", 420)),
-                               initial_bindack_timeout=float(timers.get("initial_bindack_timeout", 1.0)),
-                               initial_bindack_timeout_first_reg=float(timers.get("initial_bindack_timeout_first_reg",
-                                                                                  1.5)))
-        self.presence = PresenceDetector(announcement_lifetime=s.get("announcement_lifetime"))
-        announce = s.get("announcement")
+        self.home_text = s.address
+        self.home_prefix = ipaddress.IPv6Network(s.home_prefix)
+        self.host_id = s.host_id
+        self.sg = ipv6.pton(s.security_gateway)
+        self.vpn_prefixes = list(s.vpn_prefixes)
+        self.tunnel_sas = list(s.tunnel_sas)
+        timers = s.timers
+        self.core = MobileNode(self.address, ipv6.pton(s.home_agent), keep_retrying=True,
+                               home_lifetime=timers.home_lifetime,
+                               initial_bindack_timeout=timers.initial_bindack_timeout,
+                               initial_bindack_timeout_first_reg=timers.initial_bindack_timeout_first_reg)
+        self.presence = PresenceDetector(announcement_lifetime=s.announcement_lifetime)
+        announce = s.announcement
         self.announce_key = announcement.load_public_key(announce["public_key"]) if announce else None
         self.announce_max_age = float(announce.get("max_age", announcement.MAX_AGE_S)) if announce else 0.0
         self.announce_last = None   # (timestamp, counter) of the last accepted announcement
@@ -139,10 +139,10 @@ class MobileNodeRuntime(MobilityRuntime):
         self.first_direct_logged: set[bytes] = set()
         self.sg_inner = None                   # source of the SG's care-of notices (VCM or mesh)
         self.mesh_home: dict[int, bytes] = {}  # mesh: peer node id -> its home address
-        if s.get("vcm"):
-            self._setup_vcm(s["vcm"])
-        elif s.get("mesh"):
-            self._setup_mesh(s["mesh"])
+        if s.vcm is not None:
+            self._setup_vcm(s.vcm)
+        elif s.mesh is not None:
+            self._setup_mesh(s.mesh)
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
         self.link_monitor = open_link_monitor(addresses=True)
@@ -158,14 +158,13 @@ class MobileNodeRuntime(MobilityRuntime):
         self.ext_home = None
         self.peer_routing = None
         self.ro_direct: set[bytes] = set()     # peers' internal home addresses now reached care-of to care-of
-        external = s.get("external")
-        if external:
-            self._setup_external(external, timers, now)
-        elif s.get("mobile_peers"):
+        if s.external is not None:
+            self._setup_external(s.external, timers, now)
+        elif s.mobile_peers:
             # Embodiment 2: the peers are route-optimised with the home address itself (main core).
-            self._setup_peer_routing(self.core, s["mobile_peers"], s.get("peer_data", "clear"), now)
+            self._setup_peer_routing(self.core, s.mobile_peers, s.peer_data, now)
         # Embodiment 1: the SG keys our binding by the external home address (the HAO of our BUs to it).
-        sg_home = s.get("sg_home_address")
+        sg_home = s.sg_home_address
         self.core.register_with(self.sg, now, home_address=ipv6.pton(sg_home) if sg_home else None)
         # Where the lab put us: an address in a visited prefix means we are away already.
         for address in _global_addresses(self.interface):
@@ -180,31 +179,31 @@ class MobileNodeRuntime(MobilityRuntime):
             self.paths.enter(LinkState.HOME_UNPROVEN)
         self.flush_core(now)
 
-    def _setup_external(self, external: dict, timers: dict, now: float) -> None:
+    def _setup_external(self, external: ExternalSection, timers: MobilityTimers, now: float) -> None:
         """Embodiment 1: the external home address, served by a home agent on the public side, and route
         optimisation with public correspondents. Traffic from that address goes into the TUN by a
         source rule, so the core can tunnel it or give it a Home Address option."""
-        self.ext_home = ipv6.pton(external["address"])
-        self.ext_core = MobileNode(self.ext_home, ipv6.pton(external["home_agent"]), keep_retrying=True,
-                                   home_lifetime=float(timers.get("home_lifetime", 420)),
-                                   initial_bindack_timeout=float(timers.get("initial_bindack_timeout", 1.0)))
-        for peer in external.get("peers", []):
+        self.ext_home = ipv6.pton(external.address)
+        self.ext_core = MobileNode(self.ext_home, ipv6.pton(external.home_agent), keep_retrying=True,
+                                   home_lifetime=timers.home_lifetime,
+                                   initial_bindack_timeout=timers.initial_bindack_timeout)
+        for peer in external.peers:
             self.add_transport_peer(peer, self.ext_core)
-        if external.get("tunnel_peer"):
-            self.add_tunnel_peer(external["tunnel_peer"], self.ext_core)
-        run_ip("-6", "rule", "add", "from", external["address"], "lookup", self.EXTERNAL_TABLE, "priority", "100")
+        if external.tunnel_peer is not None:
+            self.add_tunnel_peer(external.tunnel_peer, self.ext_core)
+        run_ip("-6", "rule", "add", "from", external.address, "lookup", self.EXTERNAL_TABLE, "priority", "100")
         run_ip("-6", "route", "replace", "default", "dev", self.config.tun_name, "table", self.EXTERNAL_TABLE)
-        for correspondent in external.get("correspondents", []):
+        for correspondent in external.correspondents:
             self.ext_core.start_route_optimisation(ipv6.pton(correspondent), now)
         # Other MNs as correspondents, and we as theirs (docs/mobility.md, "Route optimisation between
         # mobile nodes"): their internal home addresses are reached through their external ones.
-        self._setup_peer_routing(self.ext_core, external.get("mobile_peers", []),
-                                 external.get("peer_data", "clear"), now)
+        self._setup_peer_routing(self.ext_core, external.mobile_peers, external.peer_data, now)
 
-    def _setup_peer_routing(self, core: MobileNode, mobile_peers: list[dict], peer_data: str, now: float) -> None:
+    def _setup_peer_routing(self, core: MobileNode, mobile_peers: tuple[MobilePeer, ...], peer_data: str,
+                            now: float) -> None:
         """Route optimisation with peer MNs on ``core``'s home address. "vcm-esp": the peers are VCM peers;
         RR starts with their KEYS, and data rides only in the VCM's SA."""
-        peers = {ipv6.pton(p["internal"]): ipv6.pton(p["external"]) for p in mobile_peers}
+        peers = {ipv6.pton(p.internal): ipv6.pton(p.external) for p in mobile_peers}
         self.peer_routing = MobilePeerRouting(core, peers)
         self.peer_data = peer_data
         if self.peer_data == "clear":
@@ -212,7 +211,7 @@ class MobileNodeRuntime(MobilityRuntime):
             self.peer_routing.start(now)
             # The documented insecure route optimisation: its peers' data arrives in clear (docs/mobility.md).
             self.insecure_peers = frozenset(peers)
-        self.peer_names = {ipv6.pton(p["internal"]): p.get("name", p["internal"]) for p in mobile_peers}
+        self.peer_names = {ipv6.pton(p.internal): p.name or p.internal for p in mobile_peers}
         self.counters.update({"ro_data_out": 0, "ro_data_in": 0})
 
     @property
@@ -239,23 +238,23 @@ class MobileNodeRuntime(MobilityRuntime):
         return self.peer_routing is not None and self.peer_routing.mobile is self.core
 
     # ---- VCM agent ----
-    def _setup_vcm(self, vcm: dict) -> None:
-        self.vcm_address = vcm["address"]
-        self.vcm_address_bytes = ipv6.pton(vcm["address"])
-        self.sg_inner = ipv6.pton(vcm.get("sg_address", vcm["address"]))   # source of care-of notices
-        self.vcm_node_id = int(vcm["node_id"])
+    def _setup_vcm(self, vcm: VcmSection) -> None:
+        self.vcm_address = vcm.address
+        self.vcm_address_bytes = ipv6.pton(vcm.address)
+        self.sg_inner = ipv6.pton(vcm.sg_address or vcm.address)   # source of care-of notices
+        self.vcm_node_id = vcm.node_id
         self.vcm_names = {vcm_shell.VCM_NODE_ID: "vcm", vcm_shell.SG_NODE_ID: "sg"}
-        self.vcm_names.update({int(k): v for k, v in vcm.get("names", {}).items()})
-        in_sg = vcm.get("variant", "in-sg") == "in-sg"
+        self.vcm_names.update(vcm.names)
+        in_sg = vcm.variant == "in-sg"
         # Separate VCM host: our own ESP SA pair with it, either a transport pair nested in the SG tunnel
         # on the way out, or (embodiment 2, "direct") a tunnel pair from the care-of address to the VCM.
-        self.vcm_direct = not in_sg and vcm.get("control") == "direct"
-        self.vcm_ro = vcm.get("pair") == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
+        self.vcm_direct = not in_sg and vcm.control == "direct"
+        self.vcm_ro = vcm.pair == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
         self.paths.vcm_ro = self.vcm_ro
         self.ro_started: set[bytes] = set()
         self.ro_pending = False
         peer_class = TunnelPeer if self.vcm_direct else TransportPeer
-        self.vcm_peer = None if in_sg else peer_class(vcm["address"], vcm["sa"]["out"], vcm["sa"]["in"])
+        self.vcm_peer = None if in_sg else peer_class(vcm.address, vcm.sa["out"], vcm.sa["in"])
         self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=not self.vcm_direct)
         if self.vcm_direct:
             # The VCM's address is in the VPN prefix, routed into our TUN; pinned to the access interface the
@@ -263,8 +262,7 @@ class MobileNodeRuntime(MobilityRuntime):
             self.vcm_sender = open_sender()
             self.vcm_sender.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
         self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
-                                                   vcm["external"], vcm.get("internal"),
-                                                   inbound_grace=float(vcm.get("inbound_grace", 45.0))),
+                                                   vcm.external, vcm.internal, inbound_grace=vcm.inbound_grace),
                                  **vcm_shell.new_process_channel())
         self.announce_start = True   # RESTARTED, once we are away and can reach the VCM (``_go_away``)
         self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
@@ -272,28 +270,28 @@ class MobileNodeRuntime(MobilityRuntime):
         self.message_drops.carried.update(VCM_MESSAGES)
 
     # ---- mesh: pre-distributed SA pairs with every other MN ----
-    def _setup_mesh(self, mesh: dict) -> None:
+    def _setup_mesh(self, mesh: MeshSection) -> None:
         """Install the direct SA pair with every peer and its SPD rules ahead of the SG tunnel's; a peer
         whose care-of address is known (it is outside) is reached directly from the first packet. The
         pairs' outer ends follow moves as the VCM's care-of pairs do (``_go_away``, care-of notices)."""
-        self.sg_inner = ipv6.pton(mesh["sg_address"])
-        self.vcm_names = {int(k): v for k, v in mesh.get("names", {}).items()}
+        self.sg_inner = ipv6.pton(mesh.sg_address)
+        self.vcm_names = dict(mesh.names)
         sad, spd = self.processor.sad, self.processor.spd
         own = f"{self.home_text}/128"
-        for peer in mesh["peers"]:
-            node, home = int(peer["node_id"]), ipv6.pton(peer["home"])
+        for peer in mesh.peers:
+            node, home = peer.node_id, ipv6.pton(peer.home)
             self.mesh_home[node] = home
-            for direction in ("out", "in"):
-                sad.add(SecurityAssociation.from_config(peer[direction]))
-                self.direct_sa_peer[peer[direction]["name"]] = node
-            for direction, sa in (("out", peer["out"]), ("in", peer["in"])):
-                ends = (own, f"{peer['home']}/128") if direction == "out" else (f"{peer['home']}/128", own)
+            for sa in (peer.out, peer.in_):
+                sad.add(SecurityAssociation.from_config(sa))
+                self.direct_sa_peer[sa["name"]] = node
+            for direction, sa in (("out", peer.out), ("in", peer.in_)):
+                ends = (own, f"{peer.home}/128") if direction == "out" else (f"{peer.home}/128", own)
                 rule = {"name": f"{sa['name']}-spd", "direction": direction, "src": ends[0], "dst": ends[1],
                         "proto": None, "action": "protect", "sa": sa["name"]}
                 self.direct_rules.append(rule)
                 spd.insert(rule, 0)
-            if peer.get("care_of"):
-                self.peer_care_of[node] = peer["care_of"]
+            if peer.care_of:
+                self.peer_care_of[node] = peer.care_of
                 self.direct_out.add(home)
         self.counters.update({"vcm_bad": 0, "direct_out": 0, "care_of_notices": 0, "direct_sas_moved": 0})
 

@@ -26,7 +26,7 @@ from nodeapps.roles.common import event_fields
 from nodeapps.runtime.faults import VCM_MESSAGES
 from nodeapps.vcm import protocol as vp
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
-from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
+from nodeapps.vcm.manager import KEY_LIFETIME_S, ManagerConfig, MnEntry, VcmManager
 from nodeapps.vcm.sg_monitor import MnBinding, MonitorConfig, SgMonitor
 
 
@@ -121,7 +121,7 @@ class GatewayRuntime(MobilityRuntime):
             vcm_shell.VCM_NODE_ID, vcm_shell.SG_NODE_ID, sg_vcm_path(self.vcm_address, vcm_in_sg=True),
             tuple(MnEntry(i, mn_control_path(m["home"], vcm_in_sg=True), m["external"], m.get("internal"))
                   for i, m in self.vcm_mns.items()),
-            mode="tunnel", lifetime=int(vcm.get("lifetime", 3600)), vcm_in_sg=True, fallback_both=False,
+            mode="tunnel", lifetime=int(vcm.get("lifetime", KEY_LIFETIME_S)), vcm_in_sg=True, fallback_both=False,
             reserved_spis=frozenset(int(x) for x in vcm.get("reserved_spis", []))), **start)
 
     def _vcm_flush(self, now: float) -> None:

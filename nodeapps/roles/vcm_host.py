@@ -16,7 +16,7 @@ from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.runtime.faults import VCM_MESSAGES
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.vcm.channel import mn_control_path, sg_vcm_path
-from nodeapps.vcm.manager import ManagerConfig, MnEntry, VcmManager
+from nodeapps.vcm.manager import KEY_LIFETIME_S, ManagerConfig, MnEntry, VcmManager
 
 
 class VcmHostRuntime(MobilityRuntime):
@@ -51,7 +51,7 @@ class VcmHostRuntime(MobilityRuntime):
             entries.append(MnEntry(node, path, m["external"], m.get("internal")))
         self.manager = VcmManager(ManagerConfig(
             vcm_shell.VCM_NODE_ID, vcm_shell.SG_NODE_ID, self.sg_path, tuple(entries), mode="tunnel",
-            lifetime=int(s.get("lifetime", 3600)), fallback_both=False,
+            lifetime=int(s.get("lifetime", KEY_LIFETIME_S)), fallback_both=False,
             reserved_spis=frozenset(int(x) for x in s.get("reserved_spis", []))),
             **vcm_shell.new_process_channel())
         self.path_names = {path: self.names[node] for node, path in

@@ -11,6 +11,7 @@ from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.esp.errors import ConfigError as EspConfigError
 from nodeapps.mobility import announcement
+from nodeapps.runtime.sections import MobileNodeSection, SectionError
 
 ROLES = ("mobile-node", "security-gateway", "home-agent", "correspondent", "vcm")
 
@@ -38,6 +39,7 @@ class NodeConfig:
     sequence_store: str | None = None   # file that keeps SA sequence numbers across restarts
     fault_injection: bool = False   # control commands that break the node on purpose (tests, experiments)
     key_log: str | None = None      # file the node appends SAs it creates at run time to (lab keys)
+    mobile_node: MobileNodeSection | None = None   # the mobility section of a mobile node, typed and checked
 
     @classmethod
     def from_file(cls, path: str) -> "NodeConfig":
@@ -86,6 +88,7 @@ class NodeConfig:
                    sas=need("sas", list), spd=need("spd", dict),
                    event_log=data.get("event_log"), control_socket=need("control_socket", str),
                    mobility=_mobility(data.get("mobility"), role),
+                   mobile_node=_mobile_node(data.get("mobility"), role),
                    event_rate_limit=_event_rate_limit(data.get("event_rate_limit", 20)),
                    sequence_store=_optional_path(data.get("sequence_store"), "sequence_store"),
                    fault_injection=_flag(data, "fault_injection"),
@@ -131,6 +134,15 @@ def _mobility(section, role: str) -> dict | None:
     if announce is not None:
         _check_announcement(announce, role)
     return section
+
+
+def _mobile_node(section, role: str) -> MobileNodeSection | None:
+    if role != "mobile-node" or section is None:
+        return None
+    try:
+        return MobileNodeSection.from_dict(section)
+    except SectionError as exc:
+        raise ConfigError(f"config field {exc}") from None
 
 
 def _check_announcement(announce, role: str) -> None:

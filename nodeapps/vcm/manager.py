@@ -29,6 +29,7 @@ from .protocol import process_start
 
 # FALLBACK for a pair an earlier VCM process keyed (UNKEYED_PEER): once per pair per this long.
 ORPHAN_FALLBACK_INTERVAL_S = 2.0
+KEY_LIFETIME_S = 3600   # seconds of key use per generation, unless configured
 
 # Session states
 SETTING_UP = "setting-up"
@@ -54,7 +55,7 @@ class ManagerConfig:
     mns: tuple                        # MnEntry, one per MN with which the VCM shares an SA
     algorithm: str = "aes128gcm16"
     mode: str = "tunnel"              # tunnel (embodiment 1: internal addresses inside) or transport
-    lifetime: int = 3600              # seconds of key use per generation
+    lifetime: int = KEY_LIFETIME_S    # seconds of key use per generation
     rekey_at: float = 0.75            # start the next generation after this fraction of the lifetime
     vcm_in_sg: bool = False
     fallback_both: bool = True        # also tell the MN that went inside to drop its direct SAs

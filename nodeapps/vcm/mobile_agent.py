@@ -30,6 +30,9 @@ PATH_DIRECT = "direct"
 # UNKEYED_PEER: one per peer address per this long (the VCM answers in one round trip; the peer falls back
 # within another), and at most this many peer addresses at a time.
 UNKEYED_REPORT_INTERVAL_S = 1.0
+# Keep an old inbound SA this long past its lifetime (and after a fall-back). It must exceed the spread
+# between the two MNs' receipt of the same KEYS, bounded by the VCM's retransmission span (~32 s).
+INBOUND_GRACE_S = 45.0
 MAX_UNKEYED_PEERS = 16
 
 
@@ -103,9 +106,7 @@ class MobileAgentConfig:
     vcm_path: Hashable
     external_hoa: str
     internal_hoa: Optional[str] = None   # embodiment 1: VPN-internal address carried inside the tunnel
-    # Keep an old inbound SA this long past its lifetime (and after a fall-back). It must exceed the spread
-    # between the two MNs' receipt of the same KEYS, bounded by the VCM's retransmission span (~32 s).
-    inbound_grace: float = 45.0
+    inbound_grace: float = INBOUND_GRACE_S
     replay_window: int = 64
 
 

@@ -24,8 +24,8 @@ from typing import Callable, Optional
 
 from . import protocol as p
 from .channel import ControlPath, mn_control_path, sg_vcm_path, vcm_control_path
-from .manager import ManagerConfig, MnEntry, VcmManager
-from .mobile_agent import MobileAgent, MobileAgentConfig
+from .manager import KEY_LIFETIME_S, ManagerConfig, MnEntry, VcmManager
+from .mobile_agent import INBOUND_GRACE_S, MobileAgent, MobileAgentConfig
 from .sg_monitor import MnBinding, MonitorConfig, SgMonitor
 
 SG, VCM, MN1, MN2 = 1, 2, 11, 12
@@ -124,8 +124,8 @@ class Lab:
     datagram's fate: [] drops it, two entries duplicate it; the default delivers once after ``delay``."""
 
     def __init__(self, *, embodiment: int = 1, vcm_in_sg: bool = False, encapsulate: bool = True,
-                 delay: float = 0.005, lifetime: int = 3600, rekey_at: float = 0.75, seed: int = 1,
-                 idle_timeout: Optional[float] = None, inbound_grace: float = 45.0,
+                 delay: float = 0.005, lifetime: int = KEY_LIFETIME_S, rekey_at: float = 0.75, seed: int = 1,
+                 idle_timeout: Optional[float] = None, inbound_grace: float = INBOUND_GRACE_S,
                  triggers=None, algorithm: str = "aes128gcm16", agent_factory=MobileAgent):
         self.now = 0.0
         self.delay = delay

@@ -1,0 +1,321 @@
+"""Typed sections of a mobile node's configuration, checked when the node loads them.
+
+A node's configuration file is input like any other: a field of the wrong type or an address that does not
+parse must stop the node with one line naming the field (``ConfigError``), not with a traceback halfway
+through setting up its TUN and sockets. ``MobileNodeSection.from_dict`` checks the "mobility" section of a
+mobile node; the runtime then reads typed fields. The defaults are written here once; the lab
+(``topologies/``) and the VCM agent take theirs from the same constants.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+from nodeapps.mobility.constants import (HOME_REGISTRATION_LIFETIME, INITIAL_BINDACK_TIMEOUT,
+                                         INITIAL_BINDACK_TIMEOUT_FIRSTREG)
+from nodeapps.vcm.mobile_agent import INBOUND_GRACE_S
+
+
+class SectionError(ValueError):
+    """One field of a section is unusable; the message names it (``config.ConfigError`` wraps it)."""
+
+
+# ---- field checks: each returns the value or raises SectionError naming ``where`` -------------------------
+
+def _text(value, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SectionError(f"{where} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _address(value, where: str) -> str:
+    try:
+        if not isinstance(value, str):   # ipaddress takes an int as an address, too
+            raise TypeError
+        return str(ipaddress.IPv6Address(value))
+    except (ValueError, TypeError):
+        raise SectionError(f"{where} holds {value!r}, not an IPv6 address") from None
+
+
+def _optional_address(value, where: str) -> Optional[str]:
+    return None if value is None else _address(value, where)
+
+
+def _prefix(value, where: str) -> str:
+    try:
+        if not isinstance(value, str):
+            raise TypeError
+        return str(ipaddress.IPv6Network(value, strict=False))
+    except (ValueError, TypeError):
+        raise SectionError(f"{where} holds {value!r}, not an IPv6 prefix") from None
+
+
+def _whole(value, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SectionError(f"{where} must be a whole number from {low} to {high}, not {value!r}")
+    return value
+
+
+def _seconds(value, where: str, high: float = 3600.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise SectionError(f"{where} holds {value!r}, not seconds in (0, {high:g}]")
+    return float(value)
+
+
+def _one_of(value, where: str, choices: tuple):
+    if value not in choices:
+        raise SectionError(f"{where} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    return value
+
+
+def _mapping(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SectionError(f"{where} must be an object, not {type(value).__name__}")
+    return value
+
+
+def _list(value, where: str) -> list:
+    if not isinstance(value, list):
+        raise SectionError(f"{where} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _need(data: dict, key: str, where: str):
+    if key not in data:
+        raise SectionError(f"{where}.{key} is missing")
+    return data[key]
+
+
+def _sa_pair(value, where: str) -> dict:
+    """{"out": SA, "in": SA}: the SA dicts themselves are checked when they are installed (ESP config)."""
+    pair = _mapping(value, where)
+    for direction in ("out", "in"):
+        _mapping(_need(pair, direction, where), f"{where}.{direction}")
+    return pair
+
+
+def _node_names(value, where: str) -> dict:
+    """{"<node id>": "name"} (JSON keys are strings) -> {node id: name}."""
+    names = {}
+    for key, name in _mapping(value, where).items():
+        if not str(key).isdigit():
+            raise SectionError(f"{where} key {key!r} is not a node id")
+        names[int(key)] = _text(name, f"{where}[{key}]")
+    return names
+
+
+def _no_unknown(data: dict, cls, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SectionError(f"{where}.{unknown[0]} is not a field of this section")
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MobilityTimers:
+    """Mobile IPv6 timers of a mobile node (RFC 6275 §13 defaults, shortened lifetime for the lab)."""
+    home_lifetime: float = HOME_REGISTRATION_LIFETIME
+    initial_bindack_timeout: float = INITIAL_BINDACK_TIMEOUT
+    initial_bindack_timeout_first_reg: float = INITIAL_BINDACK_TIMEOUT_FIRSTREG
+
+    @classmethod
+    def from_dict(cls, data, where: str = "mobility.timers") -> "MobilityTimers":
+        data = _mapping({} if data is None else data, where)
+        _no_unknown(data, cls, where)
+        return cls(**{key: _seconds(value, f"{where}.{key}") for key, value in data.items()})
+
+
+TIMER_NAMES = tuple(f.name for f in fields(MobilityTimers))
+VCM_VARIANTS = ("in-sg", "host")
+VCM_PAIRS = ("home-ro", "care-of")
+VCM_CONTROLS = ("encapsulated", "direct")
+PEER_DATA = ("clear", "vcm-esp")
+
+
+@dataclass(frozen=True)
+class VcmSection:
+    """How the MN reaches the VCM and what it is to it (docs/vcm-runtime.md)."""
+    node_id: int
+    address: str
+    external: str
+    internal: Optional[str] = None
+    sg_address: Optional[str] = None        # source of the SG's care-of notices (default: the VCM's address)
+    names: dict = field(default_factory=dict)   # VCM node id -> node name, for the event log
+    variant: str = "in-sg"
+    control: str = "encapsulated"
+    pair: Optional[str] = None              # "home-ro": over the MN–MN binding; otherwise between care-of addresses
+    sa: Optional[dict] = None               # the MN–VCM SA pair (VCM on its own host)
+    inbound_grace: float = INBOUND_GRACE_S
+
+    @classmethod
+    def from_dict(cls, data, where: str = "mobility.vcm") -> "VcmSection":
+        data = _mapping(data, where)
+        _no_unknown(data, cls, where)
+        names = _node_names(data.get("names", {}), f"{where}.names")
+        variant = _one_of(data.get("variant", "in-sg"), f"{where}.variant", VCM_VARIANTS)
+        sa = data.get("sa")
+        if variant == "host" and sa is None:
+            raise SectionError(f"{where}.sa is missing (a VCM on its own host needs the MN–VCM SA pair)")
+        return cls(node_id=_whole(_need(data, "node_id", where), f"{where}.node_id", 1, 2 ** 32 - 1),
+                   address=_address(_need(data, "address", where), f"{where}.address"),
+                   external=_address(_need(data, "external", where), f"{where}.external"),
+                   internal=_optional_address(data.get("internal"), f"{where}.internal"),
+                   sg_address=_optional_address(data.get("sg_address"), f"{where}.sg_address"),
+                   names=names, variant=variant,
+                   control=_one_of(data.get("control", "encapsulated"), f"{where}.control", VCM_CONTROLS),
+                   pair=_one_of(data.get("pair"), f"{where}.pair", (None,) + VCM_PAIRS),
+                   sa=None if sa is None else _sa_pair(sa, f"{where}.sa"),
+                   inbound_grace=_seconds(data.get("inbound_grace", INBOUND_GRACE_S), f"{where}.inbound_grace"))
+
+
+@dataclass(frozen=True)
+class MeshPeer:
+    node_id: int
+    home: str
+    out: dict
+    in_: dict
+    care_of: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> "MeshPeer":
+        data = _mapping(data, where)
+        pair = _sa_pair({"out": data.get("out"), "in": data.get("in")}, where)
+        return cls(node_id=_whole(_need(data, "node_id", where), f"{where}.node_id", 1, 2 ** 32 - 1),
+                   home=_address(_need(data, "home", where), f"{where}.home"), out=pair["out"], in_=pair["in"],
+                   care_of=_optional_address(data.get("care_of"), f"{where}.care_of"))
+
+
+@dataclass(frozen=True)
+class MeshSection:
+    """Pre-distributed SA pairs with every other MN (the mesh baseline)."""
+    sg_address: str
+    peers: tuple
+    names: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data, where: str = "mobility.mesh") -> "MeshSection":
+        data = _mapping(data, where)
+        peers = _list(_need(data, "peers", where), f"{where}.peers")
+        names = _node_names(data.get("names", {}), f"{where}.names")
+        return cls(sg_address=_address(_need(data, "sg_address", where), f"{where}.sg_address"),
+                   peers=tuple(MeshPeer.from_dict(p, f"{where}.peers[{i}]") for i, p in enumerate(peers)),
+                   names=names)
+
+
+@dataclass(frozen=True)
+class MobilePeer:
+    """Another MN reached by MN–MN route optimisation: its internal (VPN) and external home addresses."""
+    internal: str
+    external: str
+    name: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> "MobilePeer":
+        data = _mapping(data, where)
+        name = data.get("name")
+        return cls(internal=_address(_need(data, "internal", where), f"{where}.internal"),
+                   external=_address(_need(data, "external", where), f"{where}.external"),
+                   name=None if name is None else _text(name, f"{where}.name"))
+
+
+def _mobile_peers(value, where: str) -> tuple:
+    return tuple(MobilePeer.from_dict(p, f"{where}[{i}]") for i, p in enumerate(_list(value, where)))
+
+
+def _transport_peers(value, where: str) -> tuple:
+    """Mobility SA peers: {"address", "out", "in"} each (the SA dicts are checked when installed)."""
+    out = []
+    for i, peer in enumerate(_list(value, where)):
+        peer = _sa_pair(peer, f"{where}[{i}]")
+        _address(_need(peer, "address", f"{where}[{i}]"), f"{where}[{i}].address")
+        out.append(peer)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ExternalSection:
+    """Embodiment 1: the external home address, its public home agent and who is reached through it."""
+    address: str
+    home_agent: str
+    peers: tuple = ()
+    tunnel_peer: Optional[dict] = None
+    correspondents: tuple = ()
+    mobile_peers: tuple = ()
+    peer_data: str = "clear"
+
+    @classmethod
+    def from_dict(cls, data, where: str = "mobility.external") -> "ExternalSection":
+        data = _mapping(data, where)
+        _no_unknown(data, cls, where)
+        tunnel = data.get("tunnel_peer")
+        return cls(address=_address(_need(data, "address", where), f"{where}.address"),
+                   home_agent=_address(_need(data, "home_agent", where), f"{where}.home_agent"),
+                   peers=_transport_peers(data.get("peers", []), f"{where}.peers"),
+                   tunnel_peer=None if tunnel is None else _transport_peers([tunnel], f"{where}.tunnel_peer")[0],
+                   correspondents=tuple(_address(c, f"{where}.correspondents[{i}]")
+                                        for i, c in enumerate(_list(data.get("correspondents", []),
+                                                                    f"{where}.correspondents"))),
+                   mobile_peers=_mobile_peers(data.get("mobile_peers", []), f"{where}.mobile_peers"),
+                   peer_data=_one_of(data.get("peer_data", "clear"), f"{where}.peer_data", PEER_DATA))
+
+
+@dataclass(frozen=True)
+class MobileNodeSection:
+    """The "mobility" section of a mobile node."""
+    interface: str
+    address: str
+    home_prefix: str
+    host_id: int
+    security_gateway: str
+    home_agent: str
+    vpn_prefixes: tuple
+    tunnel_sas: tuple
+    peers: tuple = ()
+    tunnel_peers: tuple = ()
+    timers: MobilityTimers = MobilityTimers()
+    announcement: Optional[dict] = None
+    announcement_lifetime: Optional[float] = None
+    sg_home_address: Optional[str] = None
+    vcm: Optional[VcmSection] = None
+    mesh: Optional[MeshSection] = None
+    external: Optional[ExternalSection] = None
+    mobile_peers: tuple = ()
+    peer_data: str = "clear"
+
+    @classmethod
+    def from_dict(cls, data, where: str = "mobility") -> "MobileNodeSection":
+        data = _mapping(data, where)
+        _no_unknown(data, cls, where)
+        vpn = _list(_need(data, "vpn_prefixes", where), f"{where}.vpn_prefixes")
+        if not vpn:
+            raise SectionError(f"{where}.vpn_prefixes must name at least one prefix")
+        tunnel_sas = _list(_need(data, "tunnel_sas", where), f"{where}.tunnel_sas")
+        if len(tunnel_sas) != 2:
+            raise SectionError(f"{where}.tunnel_sas must name two SAs (out, in), not {len(tunnel_sas)}")
+        if data.get("vcm") and data.get("mesh"):
+            raise SectionError(f"{where}.vcm and {where}.mesh exclude each other")
+        lifetime = data.get("announcement_lifetime")
+        return cls(
+            interface=_text(_need(data, "interface", where), f"{where}.interface"),
+            address=_address(_need(data, "address", where), f"{where}.address"),
+            home_prefix=_prefix(_need(data, "home_prefix", where), f"{where}.home_prefix"),
+            host_id=_whole(_need(data, "host_id", where), f"{where}.host_id", 0, 2 ** 64 - 1),
+            security_gateway=_address(_need(data, "security_gateway", where), f"{where}.security_gateway"),
+            home_agent=_address(_need(data, "home_agent", where), f"{where}.home_agent"),
+            vpn_prefixes=tuple(_prefix(p, f"{where}.vpn_prefixes[{i}]") for i, p in enumerate(vpn)),
+            tunnel_sas=tuple(_text(n, f"{where}.tunnel_sas[{i}]") for i, n in enumerate(tunnel_sas)),
+            peers=_transport_peers(data.get("peers", []), f"{where}.peers"),
+            tunnel_peers=_transport_peers(data.get("tunnel_peers", []), f"{where}.tunnel_peers"),
+            timers=MobilityTimers.from_dict(data.get("timers"), f"{where}.timers"),
+            announcement=data.get("announcement"),   # checked by config._check_announcement
+            announcement_lifetime=None if lifetime is None else _seconds(lifetime, f"{where}.announcement_lifetime"),
+            sg_home_address=_optional_address(data.get("sg_home_address"), f"{where}.sg_home_address"),
+            vcm=VcmSection.from_dict(data["vcm"], f"{where}.vcm") if data.get("vcm") else None,
+            mesh=MeshSection.from_dict(data["mesh"], f"{where}.mesh") if data.get("mesh") else None,
+            external=ExternalSection.from_dict(data["external"], f"{where}.external") if data.get("external") else None,
+            mobile_peers=_mobile_peers(data.get("mobile_peers", []), f"{where}.mobile_peers"),
+            peer_data=_one_of(data.get("peer_data", "clear"), f"{where}.peer_data", PEER_DATA))
+

@@ -27,11 +27,11 @@ the public home agent; ``MobilePeerRouting`` (``nodeapps/mobility/mn_to_mn.py``)
 for that address, so peer MNs named in ``mobile_peers`` get route optimisation both ways, and packets
 between internal home addresses ride care-of to care-of once both bindings exist (docs/mobility.md).
 
-VCM (``vcm`` section, see ``docs/vcm-runtime.md``): a ``MobileAgent`` receives KEYS / PEER_READY /
-FALLBACK as UDP from the SG inside the SG tunnel SA and answers the same way. The shell applies the SA and
-SPD operations of every agent event before it sends what the agent queued (inbound installed before the
-ACK; outbound switched only on the peer's relayed ACK). Home-address packets for a peer with a direct
-outbound rule skip the reverse tunnel and go straight through the SPD. Two kinds of direct pair:
+VCM (``vcm`` section, see ``docs/vcm-runtime.md``) and mesh pairs: ``DirectPairs`` (``mn_pairs.py``) runs
+the ``MobileAgent`` (KEYS / PEER_READY / FALLBACK as UDP from the SG inside the SG tunnel SA, or from the
+VCM host), applies its SA and SPD operations and follows the peers' care-of addresses; this shell asks it
+and carries the packets. Home-address packets for a peer with a direct outbound rule skip the reverse
+tunnel and go straight through the SPD. Two kinds of direct pair:
 
 * ``pair: "home-ro"`` (default): tunnel-mode SAs between the two route-optimised home addresses (the
   external ones in embodiment 1, the home addresses themselves in embodiment 2), carried over the MN–MN
@@ -57,7 +57,6 @@ import time
 
 from nodeapps import ipv6
 from nodeapps.esp.inbound_policy import VpnPrefixes, vpn_source_allowed
-from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility import MobileNode, PresenceDetector
 from nodeapps.mobility import announcement
 from nodeapps.mobility.router_discovery import MovementDamper, RaDecision, ra_invalid_reason
@@ -67,17 +66,14 @@ from nodeapps.mobility.paths import LinkState, PathSelector, Route
 from nodeapps.mobility import messages as mh
 from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
+from nodeapps.roles.mn_pairs import DirectPairs
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, TransportPeer, TunnelPeer, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
+    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
     open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na,
 )
 from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
-from nodeapps.runtime.faults import VCM_MESSAGES
-from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture, open_sender
-from nodeapps.runtime.sections import ExternalSection, MeshSection, MobilePeer, MobilityTimers, VcmSection
-from nodeapps.roles import vcm_shell
-from nodeapps.vcm.channel import vcm_control_path
-from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
+from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
+from nodeapps.runtime.sections import ExternalSection, MobilePeer, MobilityTimers
 
 
 # Control commands that break the node on purpose: refused unless its config enables fault injection.
@@ -130,19 +126,11 @@ class MobileNodeRuntime(MobilityRuntime):
                                 "dst": p if d == "out" else "::/0", "action": "bypass"}
                                for i, p in enumerate(self.vpn_prefixes) for d in ("out", "in")]
         self.policy_internal = False
-        self.agent = self.vcm_peer = None
-        self.vcm_ro, self.ro_pending, self.ro_started = False, False, set()
-        self.vcm_direct = False
-        self.direct_rules: list[dict] = []     # VCM peer-specific rules, ahead of the external policy
-        self.direct_sa_peer: dict[str, int] = {}
-        self.peer_care_of: dict[int, str] = {}
-        self.first_direct_logged: set[bytes] = set()
-        self.sg_inner = None                   # source of the SG's care-of notices (VCM or mesh)
-        self.mesh_home: dict[int, bytes] = {}  # mesh: peer node id -> its home address
+        self.pairs = DirectPairs(self)   # direct pairs with other MNs: the VCM's or the mesh's (mn_pairs.py)
         if s.vcm is not None:
-            self._setup_vcm(s.vcm)
+            self.pairs.setup_vcm(s.vcm)
         elif s.mesh is not None:
-            self._setup_mesh(s.mesh)
+            self.pairs.setup_mesh(s.mesh)
         self.ra_sock = open_router_advertisement_socket()
         self._watch(self.ra_sock.fileno(), self.on_router_advertisement)
         self.link_monitor = open_link_monitor(addresses=True)
@@ -237,174 +225,6 @@ class MobileNodeRuntime(MobilityRuntime):
         """Embodiment 2: MN–MN route optimisation on the main core, whose home agent sits behind the SG."""
         return self.peer_routing is not None and self.peer_routing.mobile is self.core
 
-    # ---- VCM agent ----
-    def _setup_vcm(self, vcm: VcmSection) -> None:
-        self.vcm_address = vcm.address
-        self.vcm_address_bytes = ipv6.pton(vcm.address)
-        self.sg_inner = ipv6.pton(vcm.sg_address or vcm.address)   # source of care-of notices
-        self.vcm_node_id = vcm.node_id
-        self.vcm_names = {vcm_shell.VCM_NODE_ID: "vcm", vcm_shell.SG_NODE_ID: "sg"}
-        self.vcm_names.update(vcm.names)
-        in_sg = vcm.variant == "in-sg"
-        # Separate VCM host: our own ESP SA pair with it, either a transport pair nested in the SG tunnel
-        # on the way out, or (embodiment 2, "direct") a tunnel pair from the care-of address to the VCM.
-        self.vcm_direct = not in_sg and vcm.control == "direct"
-        self.vcm_ro = vcm.pair == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
-        self.paths.vcm_ro = self.vcm_ro
-        self.ro_started: set[bytes] = set()
-        self.ro_pending = False
-        peer_class = TunnelPeer if self.vcm_direct else TransportPeer
-        self.vcm_peer = None if in_sg else peer_class(vcm.address, vcm.sa["out"], vcm.sa["in"])
-        self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=not self.vcm_direct)
-        if self.vcm_direct:
-            # The VCM's address is in the VPN prefix, routed into our TUN; pinned to the access interface the
-            # direct ESP takes the default route instead of the SG tunnel.
-            self.vcm_sender = open_sender()
-            self.vcm_sender.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
-        self.agent = MobileAgent(MobileAgentConfig(self.vcm_node_id, vcm_shell.VCM_NODE_ID, self.vcm_path,
-                                                   vcm.external, vcm.internal, inbound_grace=vcm.inbound_grace),
-                                 **vcm_shell.new_process_channel())
-        self.announce_start = True   # RESTARTED, once we are away and can reach the VCM (``_go_away``)
-        self.counters.update({"vcm_rx": 0, "vcm_tx": 0, "vcm_bad": 0, "direct_out": 0, "care_of_notices": 0,
-                              "vcm_op_errors": 0, "direct_in": 0})
-        self.message_drops.carried.update(VCM_MESSAGES)
-
-    # ---- mesh: pre-distributed SA pairs with every other MN ----
-    def _setup_mesh(self, mesh: MeshSection) -> None:
-        """Install the direct SA pair with every peer and its SPD rules ahead of the SG tunnel's; a peer
-        whose care-of address is known (it is outside) is reached directly from the first packet. The
-        pairs' outer ends follow moves as the VCM's care-of pairs do (``_go_away``, care-of notices)."""
-        self.sg_inner = ipv6.pton(mesh.sg_address)
-        self.vcm_names = dict(mesh.names)
-        sad, spd = self.processor.sad, self.processor.spd
-        own = f"{self.home_text}/128"
-        for peer in mesh.peers:
-            node, home = peer.node_id, ipv6.pton(peer.home)
-            self.mesh_home[node] = home
-            for sa in (peer.out, peer.in_):
-                sad.add(SecurityAssociation.from_config(sa))
-                self.direct_sa_peer[sa["name"]] = node
-            for direction, sa in (("out", peer.out), ("in", peer.in_)):
-                ends = (own, f"{peer.home}/128") if direction == "out" else (f"{peer.home}/128", own)
-                rule = {"name": f"{sa['name']}-spd", "direction": direction, "src": ends[0], "dst": ends[1],
-                        "proto": None, "action": "protect", "sa": sa["name"]}
-                self.direct_rules.append(rule)
-                spd.insert(rule, 0)
-            if peer.care_of:
-                self.peer_care_of[node] = peer.care_of
-                self.direct_out.add(home)
-        self.counters.update({"vcm_bad": 0, "direct_out": 0, "care_of_notices": 0, "direct_sas_moved": 0})
-
-    def _mesh_peer_at(self, node: int, care_of: str | None) -> None:
-        """A care-of notice about mesh peer ``node``: move our SAs' remote end to it, or (None: the peer is
-        inside the office, where only the SG reaches it) send to it through the SG until it is out again."""
-        home = self.mesh_home[node]
-        before = (self.peer_care_of.get(node), home in self.direct_out)
-        moved = []
-        if care_of is None:
-            self.peer_care_of.pop(node, None)
-            self.direct_out.discard(home)
-            if home in self.first_direct_logged:
-                self.first_direct_logged.discard(home)
-                self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(home), reason="peer inside the office")
-        else:
-            if self.peer_care_of.get(node) != care_of:
-                self.peer_care_of[node] = care_of
-                moved = [name for name, peer in self.direct_sa_peer.items() if peer == node]
-                for name in moved:
-                    move_sa(self.processor.sad, name, remote=care_of)
-                self.counters["direct_sas_moved"] += len(moved)
-            self.direct_out.add(home)
-        if (self.peer_care_of.get(node), home in self.direct_out) != before:   # the SG repeats its notices
-            self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node), care_of_address=care_of,
-                          direct_sas_moved=len(moved))
-
-    def _vcm_receive(self, sa, inner: bytes, now: float) -> bool:
-        """A control datagram or care-of notice from the SG inside its tunnel SA; True if it was one."""
-        if inner[6] != ipv6.NH_UDP or inner[8:24] != self.sg_inner or sa is None \
-                or sa.name not in self.tunnel_sas:
-            return False
-        udp = vcm_shell.parse_udp(inner)
-        if udp is None:
-            self.counters["vcm_bad"] += 1
-            return True
-        if udp[3] == vcm_shell.VCM_PORT and self.agent is not None and self.vcm_peer is None:
-            if self.drop_vcm(udp[4], "in"):
-                return True
-            self.counters["vcm_rx"] += 1
-            self.agent.receive(udp[4], self.vcm_path, now)
-        elif udp[3] == vcm_shell.CARE_OF_PORT:
-            try:
-                node, _home, care_of = vcm_shell.decode_care_of(udp[4])
-            except vcm_shell.CareOfParseError as exc:
-                self.counters["vcm_bad"] += 1
-                self.log.emit(time.time(), "care_of_notice_dropped", reason=str(exc))
-                return True
-            self.counters["care_of_notices"] += 1
-            if node in self.mesh_home:
-                self._mesh_peer_at(node, care_of)
-            elif care_of is not None and self.peer_care_of.get(node) != care_of:
-                self.peer_care_of[node] = care_of
-                # home-ro: the SA ends are home addresses; the peer's own BU moves its binding, not this notice
-                moved = [] if self.vcm_ro else [name for name, peer in self.direct_sa_peer.items() if peer == node]
-                for name in moved:
-                    move_sa(self.processor.sad, name, remote=care_of)
-                self.log.emit(time.time(), "peer_care_of", peer=self.vcm_names.get(node, node),
-                              care_of_address=care_of, direct_sas_moved=len(moved))
-        else:
-            self.counters["vcm_bad"] += 1
-        self._vcm_flush(now)
-        return True
-
-    def _from_vcm_host(self, packet: bytes, now: float) -> bool:
-        """ESP from the VCM host in our SA with it: tunnelled to us by the home agent, or sent straight to
-        the care-of address (direct SAs)?"""
-        if packet[6] != ipv6.NH_ESP or packet[8:24] != self.vcm_address_bytes \
-                or esp_spi(packet) != self.vcm_peer.in_sa.spi:
-            return False
-        data = self.vcm_control(self.vcm_peer.open(packet))
-        if data is not None and self.accept_vcm(data):
-            self.agent.receive(data, self.vcm_path, now)
-            self._vcm_flush(now)
-        return True
-
-    def _vcm_flush(self, now: float) -> None:
-        """Shell contract of the agent: apply every event's SA/SPD operations, then send its datagrams."""
-        if self.agent is None:
-            return
-        for event in self.agent.pop_events():
-            name, fields = event_fields(event)
-            ops = fields.pop("ops", ())
-            peer = fields.get("peer")
-            for op in getattr(event, "ops", ()):
-                self._apply_op(op, peer)
-            self.log.emit(time.time(), name, peer_name=self.vcm_names.get(peer), ops=len(ops) if ops else 0,
-                          **{k: v for k, v in fields.items() if k != "ops"})
-            if isinstance(event, (SwitchOutbound, FallBackToSg)):
-                self.direct_out = {ipv6.pton(r["dst"].split("/")[0]) for r in self.direct_rules
-                                   if r["direction"] == "out"}
-                self.first_direct_logged &= self.direct_out
-        for data, _path in self.agent.datagrams_to_send(now):
-            if self.drop_vcm(data, "out"):
-                continue
-            self.log.emit(time.time(), "vcm_message", peer="vcm", **vcm_shell.message_fields(data))
-            self._send_to_vcm(data)
-        if self.ro_pending:
-            self.ro_pending = False
-            self.flush_core(now)   # the HoTI/CoTI that the KEYS started, after the KEYS_ACK
-
-    def _send_to_vcm(self, data: bytes) -> None:
-        packet = vcm_shell.build_udp(self.address, self.vcm_address_bytes, vcm_shell.VCM_PORT,
-                                     vcm_shell.VCM_PORT, data)
-        if self.vcm_peer is not None:
-            packet = self.vcm_peer.seal(packet)   # MN–VCM SA, then (SPD) the MN–SG tunnel around it
-        if packet is not None and self.state is LinkState.AWAY:
-            self.counters["vcm_tx"] += 1
-            if self.vcm_direct:
-                self.send_raw(packet, "vcm control", sock=self.vcm_sender)   # care-of address -> VCM, no SG tunnel
-            else:
-                self._protect_and_send(packet, "vcm control")
-
     def on_control(self, request: dict) -> dict:
         if request.get("cmd") in FAULT_COMMANDS:
             self.check_fault_injection()
@@ -418,63 +238,22 @@ class MobileNodeRuntime(MobilityRuntime):
             removed = self.peer_routing.correspondent.cache.remove(home) is not None
             self.log.emit(time.time(), "peer_binding_forgotten", home_address=ipv6.ntop(home), removed=removed)
             return {"removed": removed}
-        if request.get("cmd") == "vcm-inject" and self.agent is not None:
+        if request.get("cmd") == "vcm-inject" and self.pairs.agent is not None:
             # Fault injection for experiments and tests: arbitrary bytes as a control datagram, sent the way
             # the agent's own messages go (the receiver's checks are what is under test).
             data = bytes.fromhex(str(request.get("data", "")))
             self.log.emit(time.time(), "vcm_injected", bytes=len(data))
-            self._send_to_vcm(data)
+            self.pairs.send_to_vcm(data)
             return {"sent": len(data), "state": self.state.value}
         return super().on_control(request)
 
-    def _apply_op(self, op, peer) -> None:
-        cfg = dict(op.config)
-        sad, spd = self.processor.sad, self.processor.spd
-        try:
-            if op.action == "add-sa":
-                cfg["mode"] = "tunnel"
-                if self.vcm_ro:
-                    # Outer ends: the two external home addresses (as the agent builds them); on the wire
-                    # care-of to care-of with HAO + RH2 under the MN–MN binding, which the KEYS start.
-                    self._start_peer_ro(ipv6.pton(cfg["remote"]))
-                else:
-                    # Outer ends: the two care-of addresses (docs/vcm-runtime.md); inner: home addresses.
-                    cfg["local"] = self.care_of or cfg["local"]
-                    cfg["remote"] = self.peer_care_of.get(peer, cfg["remote"])
-                sad.add(SecurityAssociation.from_config(cfg))
-                self.log_key(cfg)
-                self.direct_sa_peer[cfg["name"]] = peer
-            elif op.action == "del-sa":
-                self.direct_sa_peer.pop(cfg["name"], None)
-                sad.remove(cfg["name"])
-            elif op.action == "add-spd":
-                self.direct_rules.insert(0, cfg)
-                if not self.policy_internal:
-                    spd.insert(cfg, 0)   # peer-specific: ahead of the broad rule via the SG
-            elif op.action == "del-spd":
-                self.direct_rules = [r for r in self.direct_rules if r["name"] != cfg["name"]]
-                if any(r.name == cfg["name"] for r in spd.rules):
-                    spd.remove(cfg["name"])
-        except (KeyError, ValueError) as exc:
-            self.counters["vcm_op_errors"] += 1
-            self.log.emit(time.time(), "vcm_op_error", action=op.action, name=cfg.get("name"), reason=str(exc))
-
-    def _start_peer_ro(self, peer_external: bytes) -> None:
-        """Return routability and BU with a VCM peer's external home address (once per peer; the cores
-        keep the binding fresh and follow moves from then on)."""
-        if self.peer_routing is None or peer_external in self.ro_started \
-                or peer_external not in self.peer_routing.internal_of:
-            return
-        self.ro_started.add(peer_external)
-        self.ro_pending = True
-        self.peer_routing.mobile.start_route_optimisation(peer_external, time.monotonic())
-        self.log.emit(time.time(), "vcm_peer_ro_started", peer_external=ipv6.ntop(peer_external))
-
     def close(self) -> None:
         for sock in (getattr(self, "ra_sock", None), getattr(self, "beacon", None),
-                     getattr(self, "link_monitor", None), getattr(self, "vcm_sender", None)):
+                     getattr(self, "link_monitor", None)):
             if sock is not None:
                 sock.close()
+        if getattr(self, "pairs", None) is not None:
+            self.pairs.close()
         super().close()
 
     # ---- movement ----
@@ -697,37 +476,18 @@ class MobileNodeRuntime(MobilityRuntime):
                 move_sa(self.processor.sad, name, local=coa)
         for tunnel in self.tunnel_peers.values():
             tunnel.move(local=coa, remote=ipv6.ntop(tunnel.address))
-        if not self.vcm_ro:   # home-ro: SA ends are home addresses; our BU to the peer follows the move
-            for name in self.direct_sa_peer:
-                move_sa(self.processor.sad, name, local=coa)  # the peer learns it from the SG's notice
-        if self.vcm_direct:
-            self.vcm_peer.move(local=coa, remote=self.vcm_address)   # the VCM learns it from the SG's report
-        if self.agent is not None:
-            self.agent.left_office(now)
+        self.pairs.moved(coa, now)
         self._switch_policy(internal=False)
         self.care_of = coa
         self.paths.enter(LinkState.AWAY)
-        if self.agent is not None and self.announce_start:
-            # A restart leaves peers sending under direct SAs this process never had: the VCM moves them
-            # back. Sent as soon as the VCM can be reached, not at a retransmission seconds later.
-            self.announce_start = False
-            self.agent.started(now)
-            self._vcm_flush(now)
+        self.pairs.reachable(now)
         self.log.emit(time.time(), "care_of_address", address=coa, error=error or None)
         self.core.move_to(ipv6.pton(coa), now)
         if self.ext_core is not None:
             self.ext_core.move_to(ipv6.pton(coa), now)
 
     def _go_home(self, now: float) -> None:
-        if self.agent is not None:
-            self.agent.returned_inside(now)  # direct outbound goes before anything leaves in clear
-            self._vcm_flush(now)
-        if self.mesh_home:
-            # Inside, the SG sends us no notices: where the peers are is learnt afresh from the notices
-            # that come when we are outside again.
-            self.direct_out.clear()
-            self.peer_care_of.clear()
-            self.first_direct_logged.clear()
+        self.pairs.returned_inside(now)   # direct outbound goes before anything leaves in clear
         if self.care_of:
             run_ip("-6", "addr", "del", f"{self.care_of}/64", "dev", self.interface)
         for prefix in self.vpn_prefixes:
@@ -770,7 +530,7 @@ class MobileNodeRuntime(MobilityRuntime):
     def _switch_policy(self, *, internal: bool) -> None:
         if internal == self.policy_internal:
             return
-        rules = self.internal_rules if internal else self.direct_rules + self.external_rules
+        rules = self.internal_rules if internal else self.pairs.rules + self.external_rules
         self.processor.spd.set_rules(rules)  # one step
         self.policy_internal = internal
         self.log.emit(time.time(), "spd_switched", policy="internal" if internal else "external")
@@ -788,14 +548,14 @@ class MobileNodeRuntime(MobilityRuntime):
         peer = packet[24:40]
         if route is Route.DIRECT_SA:
             counters["direct_out"] += 1   # VCM direct SA: no reverse tunnel, the SPD picks the /128 rule
-            self._log_direct(peer, True)
-            self._protect_and_send(packet, "direct")
+            self.pairs.log_direct(peer, True)
+            self.protect_and_send(packet, "direct")
             return
         if route is Route.DIRECT_RO:
             self._send_direct_ro(packet)
             return
         if route is Route.AWAIT_BINDING:
-            self._log_direct(peer, False)   # no MN–MN binding (yet): the SG path below
+            self.pairs.log_direct(peer, False)   # no MN–MN binding (yet): the SG path below
         if route is Route.RO_WRAP:
             wire = self.peer_routing.wrap(packet, time.monotonic())
             if wire is not None:
@@ -803,7 +563,7 @@ class MobileNodeRuntime(MobilityRuntime):
                 if peer not in self.ro_direct:
                     self.ro_direct.add(peer)
                     self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(peer), path="mipv6-ro")
-                self._protect_and_send(wire, "data route-optimised")
+                self.protect_and_send(wire, "data route-optimised")
                 return
         if peer in self.ro_direct and packet[8:24] == self.paths.clear_ro_source:
             self.ro_direct.discard(peer)
@@ -814,16 +574,7 @@ class MobileNodeRuntime(MobilityRuntime):
         # TUN with the option still in it), and never HAO data in clear for a VCM peer.
         datagram = core.outgoing(packet, time.monotonic(), route_optimise=not self.peers_on_home_core)
         counters["reverse_tunnelled" if datagram.packet[6] == ipv6.NH_IPV6 else "route_optimised"] += 1
-        self._protect_and_send(datagram.packet, datagram.description)
-
-    def _log_direct(self, peer: bytes, direct: bool) -> None:
-        if direct and peer not in self.first_direct_logged:
-            self.first_direct_logged.add(peer)
-            self.log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(peer),
-                          **({"path": "vcm-home-ro"} if self.vcm_ro else {}))
-        elif not direct and peer in self.first_direct_logged:
-            self.first_direct_logged.discard(peer)
-            self.log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no mn-mn binding")
+        self.protect_and_send(datagram.packet, datagram.description)
 
     def _send_direct_ro(self, packet: bytes) -> None:
         """home-ro, both MN–MN bindings live (the selector checked): seal with the direct SA (outer: the
@@ -836,7 +587,7 @@ class MobileNodeRuntime(MobilityRuntime):
             self.counters["vcm_op_errors"] += 1
             return
         self.counters["direct_out"] += 1
-        self._log_direct(packet[24:40], True)
+        self.pairs.log_direct(packet[24:40], True)
         self.send_raw(wire, "vcm direct")
 
     def _receive_direct_ro(self, packet: bytes, now: float) -> None:
@@ -853,10 +604,9 @@ class MobileNodeRuntime(MobilityRuntime):
         elif self.processor.counters["unknown_spi"] != unknown_before:
             # A configured peer, its home address proven by the binding, sends under an SA this process
             # lacks (we restarted, and the VCM that keyed the pair may have too): the VCM moves it back.
-            if self.agent.unkeyed_peer(ipv6.ntop(opened[8:24]), now):
-                self._vcm_flush(now)
+            self.pairs.unkeyed(opened[8:24], now)
 
-    def _protect_and_send(self, packet: bytes, description: str) -> None:
+    def protect_and_send(self, packet: bytes, description: str) -> None:
         verdict, sa, out = self.processor.outbound(packet)
         if out is None:
             return
@@ -882,7 +632,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.log.emit(time.time(), "mobility_sent", what=datagram.description, dst=ipv6.ntop(datagram.dst),
                       protection=protection, bytes=len(packet))
         if self.state is LinkState.AWAY:
-            self._protect_and_send(packet, datagram.description)  # to the HA: inside the SG tunnel
+            self.protect_and_send(packet, datagram.description)  # to the HA: inside the SG tunnel
         elif self.state is LinkState.HOME:
             self.send_raw(packet, datagram.description)
 
@@ -925,16 +675,16 @@ class MobileNodeRuntime(MobilityRuntime):
                 if self.peer_routing is not None:
                     self._external_clear(packet, now)
                 continue
-            if self.vcm_direct and self._from_vcm_host(packet, now):
+            if self.pairs.vcm_direct and self.pairs.from_vcm_host(packet, now):
                 continue
-            if self.agent is not None and self.vcm_ro and self.peer_routing is not None \
+            if self.pairs.agent is not None and self.pairs.vcm_ro and self.peer_routing is not None \
                     and packet[6] != ipv6.NH_ESP:
                 self._receive_direct_ro(packet, now)   # ESP behind RH2 + HAO: a VCM peer's direct SA
                 continue
             _verdict, sa, inner = processor.inbound(packet)
             if inner is None:
                 continue
-            if self.sg_inner is not None and self._vcm_receive(sa, inner, now):
+            if self.pairs.sg_inner is not None and self.pairs.receive_from_sg(sa, inner, now):
                 continue
             if self.open_mobility(inner, now):
                 continue
@@ -950,7 +700,7 @@ class MobileNodeRuntime(MobilityRuntime):
                     continue   # a peer's signalling the HA tunnelled to us, lost on purpose
                 if delivered is not None:
                     self.counters["from_tunnel"] += 1
-                    if self.vcm_peer is not None and self._from_vcm_host(delivered, now):
+                    if self.pairs.from_vcm_host(delivered, now):
                         continue
                     if self.peers_on_home_core and mobility_type(delivered) is not None:
                         # A peer's HoTI / CoTI / BU / HoT / BA for our home address, tunnelled by the HA.
@@ -1004,9 +754,7 @@ class MobileNodeRuntime(MobilityRuntime):
         return False
 
     def next_timer(self):
-        cores = [self.core.get_timer(), self.presence.get_timer()]
-        if self.agent is not None:
-            cores.append(self.agent.get_timer())
+        cores = [self.core.get_timer(), self.presence.get_timer(), self.pairs.next_timer()]
         if self.ext_core is not None:
             cores.append(self.ext_core.get_timer())
         if self.peer_routing is not None:
@@ -1025,11 +773,7 @@ class MobileNodeRuntime(MobilityRuntime):
         if self.peer_routing is not None:
             self.peer_routing.correspondent.handle_timer(now)
         self.flush_core(now)
-        if self.agent is not None:
-            deadline = self.agent.get_timer()
-            if deadline is not None and deadline <= now:
-                self.agent.handle_timer(now)
-            self._vcm_flush(now)
+        self.pairs.on_timer(now)
 
     def registered(self) -> bool:
         """Every binding the MN keeps away from home (HA, SG, external HA) holds the current care-of."""
@@ -1053,25 +797,7 @@ class MobileNodeRuntime(MobilityRuntime):
                      self.peer_routing.correspondent.route(external, now))}
                 for internal, external in self.peer_routing.peers.items()]
             out["mobility"]["peer_counters"] = dict(self.peer_routing.counters)
-        if self.mesh_home:
-            out["mesh"] = {"peers": len(self.mesh_home), "direct": sorted(ipv6.ntop(h) for h in self.direct_out),
-                           "peer_care_of": {self.vcm_names.get(k, str(k)): v for k, v in self.peer_care_of.items()}}
-        if self.agent is not None:
-
-            def binding(row):   # home-ro: the direct SA is usable only with both MN–MN bindings live
-                if not self.vcm_ro or self.peer_routing is None or not row.peer_external_hoa:
-                    return None
-                return self.peer_routing.ready(ipv6.pton(row.peer_external_hoa), now)
-
-            def path(row):
-                return "via-sg" if row.path == "direct" and binding(row) is False else row.path
-            out["vcm"] = {"pair": "home-ro" if self.vcm_ro else "care-of", "node_id": self.vcm_node_id, "peer_care_of": {
-                self.vcm_names.get(k, str(k)): v for k, v in self.peer_care_of.items()},
-                "paths": [{"peer": self.vcm_names.get(row.peer, str(row.peer)), "peer_home": row.peer_external_hoa,
-                           "path": path(row), "binding": binding(row), "since": round(time.time() - (time.monotonic() - row.since), 3), "session": row.session_id,
-                           "generation": row.generation, "spi_out": row.spi_out, "spi_in": row.spi_in,
-                           "pending": row.pending} for row in self.agent.path_status().values()],
-                "stats": dict(self.agent.channel.stats)}
+        out.update(self.pairs.status(now))
         return out
 
 

@@ -12,8 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import ROOT
 from topologies import runs
 

@@ -42,7 +42,6 @@ seals with the peer's copy, sequence numbers counting up.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import socket
 import struct
@@ -293,7 +292,8 @@ class ShellHarness:
 
     # ---- patching ----
     def _make_patches(self) -> list[_Patch]:
-        from nodeapps.roles import (common, correspondent, home_agent, mobile_node, security_gateway, vcm_host)
+        from nodeapps.roles import (common, correspondent, home_agent, mn_pairs, mobile_node, security_gateway,
+                                    vcm_host)
         from nodeapps.runtime import daemon
         io, fake_time = self.io, _FakeTimeModule(self.clock)
         sockets = _SocketModule(self.indexes)
@@ -369,7 +369,7 @@ class ShellHarness:
             (daemon, "_addresses", lambda: [{"interface": "fake", "address": a} for a in self._addresses]),
             (common, "time", fake_time),
         ]
-        for module in (mobile_node, home_agent, security_gateway, vcm_host, correspondent):
+        for module in (mobile_node, mn_pairs, home_agent, security_gateway, vcm_host, correspondent):
             patches.append((module, "time", fake_time))
             for name, value in (("run_ip", run_ip), ("run_ip6_batch", run_ip6_batch),
                                 ("interface_mac", lambda interface: "02:00:00:00:aa:01"),
@@ -379,7 +379,7 @@ class ShellHarness:
                     patches.append((module, name, value))
         patches += [
             (mobile_node, "open_link_monitor", open_link_monitor), (mobile_node, "open_capture", open_capture),
-            (mobile_node, "open_sender", lambda *a, **k: FakeSocket("sender", "bound", io.sent)),
+            (mn_pairs, "open_sender", lambda *a, **k: FakeSocket("sender", "bound", io.sent)),
             (mobile_node, "send_router_solicitation", send_rs),
             (mobile_node, "_global_addresses", lambda interface: list(self._addresses)),
             (mobile_node, "_default_router", lambda interface: "fe80::1"),

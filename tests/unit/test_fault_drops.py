@@ -242,7 +242,7 @@ def keys_from_sg(h: ShellHarness, configs: dict) -> bytes:
     """A KEYS-typed control datagram from the SG's inner address inside the SG -> mn1 tunnel SA."""
     sa = next(s for s in h.inbound_sas() if s["name"] == "sg->mn1")
     home = ipv6.pton(configs["mn1"]["mobility"]["address"])
-    datagram = vcm_shell.build_udp(h.runtime.sg_inner, home, vcm_shell.VCM_PORT, vcm_shell.VCM_PORT,
+    datagram = vcm_shell.build_udp(h.runtime.pairs.sg_inner, home, vcm_shell.VCM_PORT, vcm_shell.VCM_PORT,
                                    vcm_header(vp.KEYS))
     return h.esp(sa, ipv6.NH_IPV6, datagram)
 
@@ -250,10 +250,10 @@ def keys_from_sg(h: ShellHarness, configs: dict) -> bytes:
 def test_mobile_node_loses_the_next_keys_in_only(harnesses):
     h, configs = shell(harnesses, "mn1", fault_injection=True)
     h.control({"cmd": "drop-next", "message": "KEYS"})
-    stats_before = dict(h.runtime.agent.channel.stats)
+    stats_before = dict(h.runtime.pairs.agent.channel.stats)
     h.network(keys_from_sg(h, configs))
     assert h.counters["vcm_rx"] == 0 and h.counters["fault_dropped"] == 1
-    assert h.runtime.agent.channel.stats == stats_before   # the agent never saw it
+    assert h.runtime.pairs.agent.channel.stats == stats_before   # the agent never saw it
     h.network(keys_from_sg(h, configs))
     assert h.counters["vcm_rx"] == 1 and h.counters["fault_dropped"] == 1
     assert h.handler_errors == 0

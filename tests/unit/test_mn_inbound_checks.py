@@ -5,7 +5,6 @@ import subprocess
 import shutil
 
 import pytest
-from scapy.layers.inet import UDP
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptAdvInterval, ICMPv6NDOptPrefixInfo, IPv6
 
 from nodeapps import ipv6

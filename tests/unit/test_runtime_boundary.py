@@ -274,8 +274,10 @@ def mn_runtime(tmp_path, **options):
     rt = runtime(MobileNodeRuntime, config)
     sent = []
     from nodeapps.mobility.paths import LinkState, PathSelector
-    rt.agent, rt.peer_routing, rt.paths = object(), None, PathSelector(state=LinkState.AWAY)   # as setup_role would
-    rt._send_to_vcm = sent.append
+    from nodeapps.roles.mn_pairs import DirectPairs
+    rt.pairs, rt.peer_routing, rt.paths = DirectPairs(rt), None, PathSelector(state=LinkState.AWAY)   # as setup_role would
+    rt.pairs.agent = object()
+    rt.pairs.send_to_vcm = sent.append
     return rt, sent
 
 

@@ -130,6 +130,7 @@ class _PeerLink:
     external_hoa: Optional[str]
     since: float
     session_id: Optional[int] = None
+    vcm_process: int = 0                               # process_start() of the VCM that keyed the session
     generations: dict = field(default_factory=dict)   # number -> _Generation
     active_out: Optional[int] = None
     ready: set = field(default_factory=set)            # generations the peer has confirmed
@@ -249,14 +250,22 @@ class MobileAgent:
         return table
 
     # -- message handlers -------------------------------------------------------------------------
-    def _new_link(self, peer: p.Peer, session_id: int, now: float) -> _PeerLink:
+    @staticmethod
+    def _session_key(msg: p.Message, ref: p.SessionRef) -> tuple[int, int]:
+        """Sessions in the order they were made: by the VCM process that sent the message (its counters
+        name it, in an authenticated message), then by session id. A restarted VCM numbers from its start
+        second, which need not be above every id its predecessor handed out; its sessions are newer all the
+        same."""
+        return p.process_start(msg.counter), ref.session_id
+
+    def _new_link(self, peer: p.Peer, key: tuple[int, int], now: float) -> _PeerLink:
         old = self._links.get(peer.node_id)
         if old is not None:
             self._fall_back(old, "replaced", now)   # a newer session supersedes the old one
             leftovers = old.retiring + [g for g in old.generations.values() if g.inbound_up]
         else:
             leftovers = []
-        link = _PeerLink(peer.node_id, peer.external_hoa, now, session_id)
+        link = _PeerLink(peer.node_id, peer.external_hoa, now, key[1], vcm_process=key[0])
         link.retiring = leftovers
         self._links[peer.node_id] = link
         return link
@@ -270,13 +279,14 @@ class MobileAgent:
             self.channel.respond(msg, [ref, p.Status(p.STATUS_BAD_REQUEST)])
             return
         link = self._links.get(peer.node_id)
-        if link is not None and (ref.session_id < link.session_id
-                                 or (ref.session_id == link.session_id and link.closed)):
+        key = self._session_key(msg, ref)
+        held = (link.vcm_process, link.session_id) if link is not None else None
+        if link is not None and (key < held or (key == held and link.closed)):
             self._events.append(KeysRejected(peer.node_id, ref.session_id, "stale session"))
             self.channel.respond(msg, [ref, p.Status(p.STATUS_STALE)])
             return
-        if link is None or ref.session_id > link.session_id:
-            link = self._new_link(peer, ref.session_id, now)
+        if link is None or key > held:
+            link = self._new_link(peer, key, now)
         link.external_hoa = peer.external_hoa
         if ref.generation in link.generations or (link.active_out or 0) >= ref.generation:
             self.channel.respond(msg, [ref])   # already installed or superseded: idempotent
@@ -296,12 +306,13 @@ class MobileAgent:
         peer = msg.one(p.Peer)
         self.channel.respond(msg, [ref])
         link = self._links.get(peer.node_id)
-        if link is not None and (ref.session_id < link.session_id
-                                 or (ref.session_id == link.session_id and link.closed)):
+        key = self._session_key(msg, ref)
+        held = (link.vcm_process, link.session_id) if link is not None else None
+        if link is not None and (key < held or (key == held and link.closed)):
             return
-        if link is None or ref.session_id > link.session_id:
+        if link is None or key > held:
             # Our KEYS are still on their way: remember that the peer is ready.
-            link = self._new_link(peer, ref.session_id, now)
+            link = self._new_link(peer, key, now)
         link.ready.add(ref.generation)
         gen = link.generations.get(ref.generation)
         if gen is not None and not gen.outbound_up and (link.active_out or 0) < gen.number:
@@ -312,7 +323,7 @@ class MobileAgent:
         peer = msg.one(p.Peer)
         self.channel.respond(msg, [ref])
         link = self._links.get(peer.node_id)
-        if link is not None and link.session_id <= ref.session_id:
+        if link is not None and (link.vcm_process, link.session_id) <= self._session_key(msg, ref):
             self._fall_back(link, "vcm-command", now)
 
     # -- SA bookkeeping ---------------------------------------------------------------------------

@@ -651,3 +651,26 @@ def test_unkeyed_peer_naming_no_other_mn_is_refused(address, why):
     answers = lab.messages(p.UNKEYED_PEER_ACK, VCM, MN2)
     assert [a.status for a in answers] == [p.STATUS_UNKNOWN_NODE], why
     assert not lab.messages(p.FALLBACK) and both_direct(lab)
+
+
+def test_a_restarted_vcm_that_numbers_below_its_predecessor_still_keys_the_pairs():
+    """A VCM that handed out more session ids than seconds passed before it restarted leaves MNs holding ids
+    above its successor's first one. The MNs order sessions by the VCM process that sent them first (the
+    message counters name it), so the new VCM's keys are taken, not refused as stale."""
+    lab = Lab(vcm_in_sg=True)
+    lab.vcm._next_session = 10 ** 6   # the predecessor numbered far ahead of its start second
+    establish(lab)
+    old = lab.agents[MN2].path_status()[MN1].session_id
+    assert old >= 10 ** 6
+    lab.restart_sg()                  # the new VCM numbers from about 1000
+    lab.run(1.0)
+    lab.go_inside(MN1)                # MN1 drops its side; MN2 still holds the old session
+    lab.run(1.0)
+    lab.go_outside(MN1)
+    assert lab.send_data(MN1, MN2) == "via-sg"
+    lab.run(1.0)
+    assert both_direct(lab)
+    session = lab.agents[MN2].path_status()[MN1].session_id
+    assert session < old and lab.agents[MN1].path_status()[MN2].session_id == session
+    assert not lab.events_of(MN2, KeysRejected) and not lab.events_of(MN1, KeysRejected)
+    assert lab.send_data(MN1, MN2) == "direct" and lab.send_data(MN2, MN1) == "direct"

@@ -238,7 +238,7 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
         time.sleep(0.2)   # echo servers bound
         t0 = time.time()
         exp_events.append({"time": t0, "node": "experiment", "event": "strategy_start", "strategy": strategy})
-        sampler = Sampler(lab.processes(), HOST_SAMPLE_S, t0)
+        sampler = Sampler(lab.processes(), HOST_SAMPLE_S, t0, memory=False)   # only the CPU wait is used
         sampler.start()
         senders = []
         for i, probe in enumerate(scenario.probes):

@@ -19,9 +19,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 STARVED_PCT = 10.0
 
 
-def read_proc(pid: int) -> dict | None:
-    """CPU seconds (user + system), seconds spent runnable but waiting for a CPU, RSS and PSS in KiB of a
-    live process, or None if it is gone."""
+def read_proc(pid: int, memory: bool = True) -> dict | None:
+    """CPU seconds (user + system), seconds spent runnable but waiting for a CPU, RSS and PSS in KiB (None
+    without ``memory``: smaps_rollup walks the process's page tables) of a live process, or None if it is
+    gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -33,6 +34,8 @@ def read_proc(pid: int) -> dict | None:
         except OSError:
             pass
         rss = pss = None
+        if not memory:
+            return {"cpu_s": cpu, "wait_s": wait, "rss_kib": rss, "pss_kib": pss}
         with open(f"/proc/{pid}/status", encoding="ascii") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
@@ -79,18 +82,18 @@ def cpu_wait_shares(resources: pd.DataFrame, window: tuple[float, float] | None 
 
 class Sampler(threading.Thread):
     """Reads /proc for every tracked process each ``period`` seconds into ``rows`` (RESOURCE_COLUMNS;
-    ``t`` in seconds since ``t0``, a time.time() value)."""
+    ``t`` in seconds since ``t0``, a time.time() value); without ``memory`` only CPU time and wait."""
 
-    def __init__(self, processes: dict[str, int], period: float, t0: float):
+    def __init__(self, processes: dict[str, int], period: float, t0: float, memory: bool = True):
         super().__init__(daemon=True)
-        self.processes, self.period, self.t0 = processes, period, t0
+        self.processes, self.period, self.t0, self.memory = processes, period, t0, memory
         self.rows: list[dict] = []
         self.halt = threading.Event()
 
     def sample(self) -> None:
         for node, pid in self.processes.items():
             now = time.time() - self.t0   # per process: on a starved host one pass can take seconds
-            values = read_proc(pid)
+            values = read_proc(pid, self.memory)
             if values is not None:
                 self.rows.append({"t": now, "node": node, "role": role_of(node), "pid": pid, **values})
 

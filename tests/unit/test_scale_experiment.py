@@ -109,6 +109,8 @@ def test_read_proc_of_this_process_and_of_a_gone_one():
     assert mine["rss_kib"] > 1000 and mine["pss_kib"] > 0 and mine["cpu_s"] >= 0
     assert mine["wait_s"] is None or mine["wait_s"] >= 0
     assert hostload.read_proc(2 ** 22 + 12345) is None
+    light = hostload.read_proc(os.getpid(), memory=False)   # handover's sampling: CPU only
+    assert light["rss_kib"] is None and light["pss_kib"] is None and light["cpu_s"] >= mine["cpu_s"]
 
 
 def test_roles():

@@ -38,10 +38,6 @@ def _address(value, where: str) -> str:
         raise SectionError(f"{where} holds {value!r}, not an IPv6 address") from None
 
 
-def _optional_address(value, where: str) -> Optional[str]:
-    return None if value is None else _address(value, where)
-
-
 def _prefix(value, where: str) -> str:
     try:
         if not isinstance(value, str):
@@ -81,17 +77,29 @@ def _list(value, where: str) -> list:
     return value
 
 
-def _need(data: dict, key: str, where: str):
-    if key not in data:
+_REQUIRED = object()
+
+
+def _field(data: dict, where: str, key: str, check, *args, default=_REQUIRED):
+    """``data[key]`` passed through ``check`` under its path ``where.key``. Without ``default`` the key must
+    be there; with one, a missing key means the default (checked too), and with ``default=None`` an
+    explicit null is absent as well."""
+    if key in data:
+        value = data[key]
+    elif default is _REQUIRED:
         raise SectionError(f"{where}.{key} is missing")
-    return data[key]
+    else:
+        value = default
+    if value is None and default is None:
+        return None
+    return check(value, f"{where}.{key}", *args)
 
 
 def _sa_pair(value, where: str) -> dict:
     """{"out": SA, "in": SA}: the SA dicts themselves are checked when they are installed (ESP config)."""
     pair = _mapping(value, where)
     for direction in ("out", "in"):
-        _mapping(_need(pair, direction, where), f"{where}.{direction}")
+        _field(pair, where, direction, _mapping)
     return pair
 
 
@@ -154,21 +162,19 @@ class VcmSection:
     def from_dict(cls, data, where: str = "mobility.vcm") -> "VcmSection":
         data = _mapping(data, where)
         _no_unknown(data, cls, where)
-        names = _node_names(data.get("names", {}), f"{where}.names")
-        variant = _one_of(data.get("variant", "in-sg"), f"{where}.variant", VCM_VARIANTS)
-        sa = data.get("sa")
+        variant = _field(data, where, "variant", _one_of, VCM_VARIANTS, default="in-sg")
+        sa = _field(data, where, "sa", _sa_pair, default=None)
         if variant == "host" and sa is None:
             raise SectionError(f"{where}.sa is missing (a VCM on its own host needs the MN–VCM SA pair)")
-        return cls(node_id=_whole(_need(data, "node_id", where), f"{where}.node_id", 1, 2 ** 32 - 1),
-                   address=_address(_need(data, "address", where), f"{where}.address"),
-                   external=_address(_need(data, "external", where), f"{where}.external"),
-                   internal=_optional_address(data.get("internal"), f"{where}.internal"),
-                   sg_address=_optional_address(data.get("sg_address"), f"{where}.sg_address"),
-                   names=names, variant=variant,
-                   control=_one_of(data.get("control", "encapsulated"), f"{where}.control", VCM_CONTROLS),
-                   pair=_one_of(data.get("pair"), f"{where}.pair", (None,) + VCM_PAIRS),
-                   sa=None if sa is None else _sa_pair(sa, f"{where}.sa"),
-                   inbound_grace=_seconds(data.get("inbound_grace", INBOUND_GRACE_S), f"{where}.inbound_grace"))
+        return cls(node_id=_field(data, where, "node_id", _whole, 1, 2 ** 32 - 1),
+                   address=_field(data, where, "address", _address),
+                   external=_field(data, where, "external", _address),
+                   internal=_field(data, where, "internal", _address, default=None),
+                   sg_address=_field(data, where, "sg_address", _address, default=None),
+                   names=_field(data, where, "names", _node_names, default={}), variant=variant,
+                   control=_field(data, where, "control", _one_of, VCM_CONTROLS, default="encapsulated"),
+                   pair=_field(data, where, "pair", _one_of, VCM_PAIRS, default=None), sa=sa,
+                   inbound_grace=_field(data, where, "inbound_grace", _seconds, default=INBOUND_GRACE_S))
 
 
 @dataclass(frozen=True)
@@ -181,11 +187,10 @@ class MeshPeer:
 
     @classmethod
     def from_dict(cls, data, where: str) -> "MeshPeer":
-        data = _mapping(data, where)
-        pair = _sa_pair({"out": data.get("out"), "in": data.get("in")}, where)
-        return cls(node_id=_whole(_need(data, "node_id", where), f"{where}.node_id", 1, 2 ** 32 - 1),
-                   home=_address(_need(data, "home", where), f"{where}.home"), out=pair["out"], in_=pair["in"],
-                   care_of=_optional_address(data.get("care_of"), f"{where}.care_of"))
+        pair = _sa_pair(data, where)
+        return cls(node_id=_field(data, where, "node_id", _whole, 1, 2 ** 32 - 1),
+                   home=_field(data, where, "home", _address), out=pair["out"], in_=pair["in"],
+                   care_of=_field(data, where, "care_of", _address, default=None))
 
 
 @dataclass(frozen=True)
@@ -198,11 +203,10 @@ class MeshSection:
     @classmethod
     def from_dict(cls, data, where: str = "mobility.mesh") -> "MeshSection":
         data = _mapping(data, where)
-        peers = _list(_need(data, "peers", where), f"{where}.peers")
-        names = _node_names(data.get("names", {}), f"{where}.names")
-        return cls(sg_address=_address(_need(data, "sg_address", where), f"{where}.sg_address"),
+        peers = _field(data, where, "peers", _list)
+        return cls(sg_address=_field(data, where, "sg_address", _address),
                    peers=tuple(MeshPeer.from_dict(p, f"{where}.peers[{i}]") for i, p in enumerate(peers)),
-                   names=names)
+                   names=_field(data, where, "names", _node_names, default={}))
 
 
 @dataclass(frozen=True)
@@ -215,10 +219,9 @@ class MobilePeer:
     @classmethod
     def from_dict(cls, data, where: str) -> "MobilePeer":
         data = _mapping(data, where)
-        name = data.get("name")
-        return cls(internal=_address(_need(data, "internal", where), f"{where}.internal"),
-                   external=_address(_need(data, "external", where), f"{where}.external"),
-                   name=None if name is None else _text(name, f"{where}.name"))
+        return cls(internal=_field(data, where, "internal", _address),
+                   external=_field(data, where, "external", _address),
+                   name=_field(data, where, "name", _text, default=None))
 
 
 def _mobile_peers(value, where: str) -> tuple:
@@ -230,7 +233,7 @@ def _transport_peers(value, where: str) -> tuple:
     out = []
     for i, peer in enumerate(_list(value, where)):
         peer = _sa_pair(peer, f"{where}[{i}]")
-        _address(_need(peer, "address", f"{where}[{i}]"), f"{where}[{i}].address")
+        _field(peer, f"{where}[{i}]", "address", _address)
         out.append(peer)
     return tuple(out)
 
@@ -251,15 +254,15 @@ class ExternalSection:
         data = _mapping(data, where)
         _no_unknown(data, cls, where)
         tunnel = data.get("tunnel_peer")
-        return cls(address=_address(_need(data, "address", where), f"{where}.address"),
-                   home_agent=_address(_need(data, "home_agent", where), f"{where}.home_agent"),
-                   peers=_transport_peers(data.get("peers", []), f"{where}.peers"),
+        correspondents = _field(data, where, "correspondents", _list, default=[])
+        return cls(address=_field(data, where, "address", _address),
+                   home_agent=_field(data, where, "home_agent", _address),
+                   peers=_field(data, where, "peers", _transport_peers, default=[]),
                    tunnel_peer=None if tunnel is None else _transport_peers([tunnel], f"{where}.tunnel_peer")[0],
                    correspondents=tuple(_address(c, f"{where}.correspondents[{i}]")
-                                        for i, c in enumerate(_list(data.get("correspondents", []),
-                                                                    f"{where}.correspondents"))),
-                   mobile_peers=_mobile_peers(data.get("mobile_peers", []), f"{where}.mobile_peers"),
-                   peer_data=_one_of(data.get("peer_data", "clear"), f"{where}.peer_data", PEER_DATA))
+                                        for i, c in enumerate(correspondents)),
+                   mobile_peers=_field(data, where, "mobile_peers", _mobile_peers, default=[]),
+                   peer_data=_field(data, where, "peer_data", _one_of, PEER_DATA, default="clear"))
 
 
 @dataclass(frozen=True)
@@ -289,33 +292,32 @@ class MobileNodeSection:
     def from_dict(cls, data, where: str = "mobility") -> "MobileNodeSection":
         data = _mapping(data, where)
         _no_unknown(data, cls, where)
-        vpn = _list(_need(data, "vpn_prefixes", where), f"{where}.vpn_prefixes")
+        vpn = _field(data, where, "vpn_prefixes", _list)
         if not vpn:
             raise SectionError(f"{where}.vpn_prefixes must name at least one prefix")
-        tunnel_sas = _list(_need(data, "tunnel_sas", where), f"{where}.tunnel_sas")
+        tunnel_sas = _field(data, where, "tunnel_sas", _list)
         if len(tunnel_sas) != 2:
             raise SectionError(f"{where}.tunnel_sas must name two SAs (out, in), not {len(tunnel_sas)}")
         if data.get("vcm") and data.get("mesh"):
             raise SectionError(f"{where}.vcm and {where}.mesh exclude each other")
-        lifetime = data.get("announcement_lifetime")
         return cls(
-            interface=_text(_need(data, "interface", where), f"{where}.interface"),
-            address=_address(_need(data, "address", where), f"{where}.address"),
-            home_prefix=_prefix(_need(data, "home_prefix", where), f"{where}.home_prefix"),
-            host_id=_whole(_need(data, "host_id", where), f"{where}.host_id", 0, 2 ** 64 - 1),
-            security_gateway=_address(_need(data, "security_gateway", where), f"{where}.security_gateway"),
-            home_agent=_address(_need(data, "home_agent", where), f"{where}.home_agent"),
+            interface=_field(data, where, "interface", _text),
+            address=_field(data, where, "address", _address),
+            home_prefix=_field(data, where, "home_prefix", _prefix),
+            host_id=_field(data, where, "host_id", _whole, 0, 2 ** 64 - 1),
+            security_gateway=_field(data, where, "security_gateway", _address),
+            home_agent=_field(data, where, "home_agent", _address),
             vpn_prefixes=tuple(_prefix(p, f"{where}.vpn_prefixes[{i}]") for i, p in enumerate(vpn)),
             tunnel_sas=tuple(_text(n, f"{where}.tunnel_sas[{i}]") for i, n in enumerate(tunnel_sas)),
-            peers=_transport_peers(data.get("peers", []), f"{where}.peers"),
-            tunnel_peers=_transport_peers(data.get("tunnel_peers", []), f"{where}.tunnel_peers"),
+            peers=_field(data, where, "peers", _transport_peers, default=[]),
+            tunnel_peers=_field(data, where, "tunnel_peers", _transport_peers, default=[]),
             timers=MobilityTimers.from_dict(data.get("timers"), f"{where}.timers"),
             announcement=data.get("announcement"),   # checked by config._check_announcement
-            announcement_lifetime=None if lifetime is None else _seconds(lifetime, f"{where}.announcement_lifetime"),
-            sg_home_address=_optional_address(data.get("sg_home_address"), f"{where}.sg_home_address"),
+            announcement_lifetime=_field(data, where, "announcement_lifetime", _seconds, default=None),
+            sg_home_address=_field(data, where, "sg_home_address", _address, default=None),
             vcm=VcmSection.from_dict(data["vcm"], f"{where}.vcm") if data.get("vcm") else None,
             mesh=MeshSection.from_dict(data["mesh"], f"{where}.mesh") if data.get("mesh") else None,
             external=ExternalSection.from_dict(data["external"], f"{where}.external") if data.get("external") else None,
-            mobile_peers=_mobile_peers(data.get("mobile_peers", []), f"{where}.mobile_peers"),
-            peer_data=_one_of(data.get("peer_data", "clear"), f"{where}.peer_data", PEER_DATA))
+            mobile_peers=_field(data, where, "mobile_peers", _mobile_peers, default=[]),
+            peer_data=_field(data, where, "peer_data", _one_of, PEER_DATA, default="clear"))
 

@@ -156,8 +156,9 @@ class VcmManager:
         self.contexts: dict[int, MnContext] = {
             mn.node_id: MnContext(mn.node_id, mn.external_hoa, mn.internal_hoa) for mn in config.mns}
         self.sessions: dict[int, Session] = {}
-        # Session ids keep growing across restarts (from the process's start second, as the counter): an MN
-        # agent takes a lower id than one it holds for a stale session and refuses its keys.
+        # Session ids grow within this process, from its start second. MN agents order sessions by the VCM
+        # process that sent them (message counters) before the id, so a lower id than one an earlier
+        # process handed out is still a newer session.
         self._next_session = max(1, process_start(initial_counter) // 1000)   # (32 bits: seconds)
         self._first_session = self._next_session
         # An MN's configured home addresses -> its node id (UNKEYED_PEER names the peer by address).

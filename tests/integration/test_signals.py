@@ -33,7 +33,9 @@ def _lines_until(proc, text: str, timeout: float) -> None:
 
 
 def _during_build(proc, root):
-    wait_for(lambda: _ours(root), 60, "the lab's first process")
+    # A node's shell (``bash … -is mininet:<node>``) lives until teardown; the first tagged process can be a
+    # short-lived command that is gone by the time the signal is sent.
+    wait_for(lambda: any("mininet:" in cmd for cmd in _ours(root).values()), 60, "the lab's first node shell")
 
 
 def _during_tcp_transfer(proc, root):

@@ -29,6 +29,7 @@ from datetime import datetime
 from experiments.attack_kinds import KINDS, SCHEMAS, Ctx
 from experiments.attack_table import PLANS, VCM_PLACEMENTS, AttackFileError, load
 from experiments.cli import OneLineErrorParser, add_link_options, add_output_options, apply_link_options, not_root
+from nodeapps.runtime.events import read_json_lines
 from topologies import runs
 
 ATTACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "attacks")
@@ -134,22 +135,11 @@ def resolve_node(node: str, vcm: str) -> str:
 
 def probe_replies(path: str, t0: float, t1: float) -> tuple[int, int]:
     """(answered, lost) probes of a sender's output sent within [t0, t1]."""
-    import json
     ok = lost = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if t0 <= (record.get("t_sent") or 0) <= t1:
-                    if record.get("status") == "ok":
-                        ok += 1
-                    elif record.get("status") == "lost":
-                        lost += 1
-    except OSError:
-        pass
+    for record in read_json_lines(path):
+        if t0 <= (record.get("t_sent") or 0) <= t1:
+            ok += record.get("status") == "ok"
+            lost += record.get("status") == "lost"
     return ok, lost
 
 

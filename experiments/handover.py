@@ -28,6 +28,7 @@ from experiments.stats import confidence_interval
 from experiments.cli import add_link_options, add_output_options, apply_link_options, not_root, strategy_parser
 from experiments.strategies import StrategyError, StrategyRun
 from nodeapps.linkemu.errors import LinkConfigError
+from nodeapps.runtime.events import read_json_lines
 from topologies import runs
 from topologies.addressing import PlanError
 from topologies.lab import LabError, SvpnLab
@@ -108,20 +109,6 @@ def _wait_for(path: str, text: bytes, timeout: float) -> bool:
             pass
         time.sleep(0.02)
     return False
-
-
-def _read_jsonl(path: str) -> list[dict]:
-    out = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except OSError:
-        pass
-    return out
 
 
 # SG counters (nodeapps/roles/security_gateway.py) -> (counters.csv metric, detail)
@@ -385,7 +372,7 @@ def collect(strategy, scenario, folder, run_dir, t0, exp_events, node_events, sn
     for pair, path in probe_files:
         ends = tuple(pair.split("-"))
         path_of = path_function(scenario, t_moves, node_events, t0, ends)
-        rows = records.probe_rows(_read_jsonl(path), strategy=strategy, pair=pair, t0=t0, spans=spans,
+        rows = records.probe_rows(read_json_lines(path), strategy=strategy, pair=pair, t0=t0, spans=spans,
                                   path_of=path_of)
         rtt_rows += rows
     records.append_rows(folder, "rtt", rtt_rows)

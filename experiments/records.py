@@ -55,6 +55,7 @@ from tabulate import tabulate
 from experiments.hostload import STARVED_PCT
 from experiments.stats import confidence_interval
 from nodeapps.probe.core import longest_gap
+from nodeapps.runtime.events import read_json_lines
 
 # name -> [(column, kind)]; kind is "str", "float", "int" or "bool" (written 0/1).
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
@@ -253,18 +254,8 @@ def append_events(folder: str, events: Iterable[dict]) -> None:
 
 def read_events(folder: str) -> list[dict]:
     """All events in time order; lines that are not JSON objects with a time and an event are skipped."""
-    path = os.path.join(folder, "events.jsonl")
-    events = []
-    if not os.path.exists(path):
-        return events
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and isinstance(event.get("time"), (int, float)) and "event" in event:
-                events.append(event)
+    events = [event for event in read_json_lines(os.path.join(folder, "events.jsonl"))
+              if isinstance(event.get("time"), (int, float)) and "event" in event]
     events.sort(key=lambda e: e["time"])
     return events
 

@@ -45,6 +45,7 @@ from experiments.cli import (add_link_options, add_output_options, apply_link_op
 from experiments.stats import percentile
 from experiments.strategies import KEY_MATERIAL_PER_SA, StrategyError, StrategyRun
 from nodeapps.linkemu.errors import LinkConfigError
+from nodeapps.runtime.events import JsonLinesTail
 from topologies import runs
 from topologies.addressing import MAX_MOBILE_NODES, PlanError, default_attachments
 from topologies.lab import LabError, SvpnLab
@@ -449,24 +450,14 @@ def save_status(lab: SvpnLab, folder: str) -> None:
 
 
 def direct_initiators(lab: SvpnLab, pairs: list[tuple[str, str]], homes: dict[str, str],
-                      offsets: dict[str, int], found: set) -> None:
+                      logs: dict[str, JsonLinesTail], found: set) -> None:
     """Add to ``found`` the initiators whose event log shows their first direct packet to the peer."""
     for a, b in pairs:
         if a in found:
             continue
-        path = os.path.join(lab.run_dir, f"{a}.events.jsonl")
-        try:
-            with open(path, encoding="utf-8") as f:
-                f.seek(offsets.get(a, 0))
-                data = f.read()
-        except OSError:
-            continue
-        end = data.rfind("\n") + 1
-        offsets[a] = offsets.get(a, 0) + len(data[:end].encode())
-        for line in data[:end].splitlines():
-            if '"data_first_direct"' in line and json.loads(line).get("dst") == homes[b]:
-                found.add(a)
-                break
+        log = logs.setdefault(a, JsonLinesTail(os.path.join(lab.run_dir, f"{a}.events.jsonl")))
+        if any(e.get("event") == "data_first_direct" and e.get("dst") == homes[b] for e in log.read_new()):
+            found.add(a)
 
 
 def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
@@ -531,11 +522,11 @@ def run(args, folder: str, stop: threading.Event, config: dict) -> bool:
                                "responder": b})
         print(f"scale: {len(pairs)} pairs started ({args.arrival}); waiting for direct paths", flush=True)
         found: set = set()
-        offsets: dict[str, int] = {}
+        logs: dict[str, JsonLinesTail] = {}
         deadline = time.monotonic() + args.setup_timeout
         while len(found) < len(pairs) and time.monotonic() < deadline:
             lab.check_nodes()
-            direct_initiators(lab, pairs, homes, offsets, found)
+            direct_initiators(lab, pairs, homes, logs, found)
             if stop.wait(0.2):
                 raise Interrupted
         wall["all_direct"] = time.time() - traffic_start

@@ -25,6 +25,7 @@ from mininet.log import setLogLevel
 from mininet.net import Mininet
 
 from nodeapps.mobility.announcement import generate_key_pair
+from nodeapps.runtime.events import JsonLinesTail, read_json_lines
 from topologies import runs, wireshark
 from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
 from topologies.errors import LabError, LabSpecError, NodeAppDied
@@ -725,14 +726,11 @@ table inet svpnlab_gateway {{
                         and e.get("care_of_address") == coa)
         deadline = time.monotonic() + MOVE_TIMEOUT_S
         path = os.path.join(self.run_dir, f"{mn}.events.jsonl")
+        log = JsonLinesTail(path)
         while time.monotonic() < deadline:
             self.check_nodes()
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        record = json.loads(line)
-                        if record["time"] >= since and done(record):
-                            return
+            if any(record.get("time", 0) >= since and done(record) for record in log.read_new()):
+                return
             time.sleep(0.01)
         raise LabError(f"move {mn} to {network}: no registration within {MOVE_TIMEOUT_S:.0f} s "
                        f"(events in {path})")
@@ -837,11 +835,8 @@ table inet svpnlab_gateway {{
         """Every node's event log, merged in time order."""
         records = []
         for node in self.node_configs:
-            path = os.path.join(self.run_dir, f"{node}.events.jsonl")
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    records += [json.loads(line) for line in f if line.strip()]
-        return sorted(records, key=lambda r: r["time"])
+            records += read_json_lines(os.path.join(self.run_dir, f"{node}.events.jsonl"))
+        return sorted(records, key=lambda r: r.get("time", 0))
 
 
 def _sa_pair(name_out: str, name_in: str, spi: int, local: str, remote: str, mode: str = "transport"):

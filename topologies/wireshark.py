@@ -13,9 +13,10 @@ travels care-of to care-of, while every SPI in a lab is unique, so the SPI alone
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
+
+from nodeapps.runtime.events import read_json_lines
 
 # Wireshark's name for RFC 4106 AES-GCM with a 16-octet ICV (the key field holds key and salt together).
 GCM = "AES-GCM with 16 octet ICV [RFC4106]"
@@ -67,16 +68,8 @@ def read_key_logs(folder: str) -> list[dict]:
     """SAs the node apps created while running (``<node>.keys.jsonl`` in a run directory)."""
     out = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        if not name.endswith(".keys.jsonl"):
-            continue
-        with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:   # a line cut short by a kill
-                    continue
-                if _is_sa(record):
-                    out.append(record)
+        if name.endswith(".keys.jsonl"):
+            out += [record for record in read_json_lines(os.path.join(folder, name)) if _is_sa(record)]
     return out
 
 

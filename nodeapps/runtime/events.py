@@ -1,4 +1,5 @@
-"""Structured event log: one JSON object per line (time, node, event, fields), plus a recent-events ring."""
+"""Structured event log: one JSON object per line (time, node, event, fields), plus a recent-events ring;
+and the reader for such JSON-lines files, live or finished."""
 from __future__ import annotations
 
 import collections
@@ -42,3 +43,42 @@ class EventLog:
         if self._file:
             self._file.close()
             self._file = None
+
+
+class JsonLinesTail:
+    """Reads the records appended to a JSON-lines file since the last call. A line counts only once its
+    newline is written: a reader can see another process's write half done (the kernel copies it a page at a
+    time), and a kill can cut the last line short. Lines that are not JSON objects are counted and skipped."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = 0
+        self.skipped = 0
+
+    def read_new(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        whole = data[:data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        records = []
+        for line in whole.splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                self.skipped += 1
+        return records
+
+
+def read_json_lines(path: str) -> list[dict]:
+    """Every whole JSON-object line of a file ([] if there is none)."""
+    return JsonLinesTail(path).read_new()

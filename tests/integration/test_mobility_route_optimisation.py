@@ -7,21 +7,15 @@ import time
 
 import pytest
 
+from nodeapps.runtime.events import read_json_lines
 from tests.integration.helpers import start_capture, wait_for
 from topologies.measurements import ping
 
 
 def events_of(lab, node, name, since=0.0, **fields):
-    path = os.path.join(lab.run_dir, f"{node}.events.jsonl")
-    import json
-    out = []
-    with open(path) as f:
-        for line in f:
-            record = json.loads(line)
-            if record["event"] == name and record["time"] >= since and \
-                    all(record.get(k) == v for k, v in fields.items()):
-                out.append(record)
-    return out
+    return [record for record in read_json_lines(os.path.join(lab.run_dir, f"{node}.events.jsonl"))
+            if record.get("event") == name and record.get("time", 0) >= since
+            and all(record.get(k) == v for k, v in fields.items())]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 
 from nodeapps.cli import find_socket, render
 from nodeapps.runtime.control import ControlServer, request
-from nodeapps.runtime.events import EventLog
+from nodeapps.runtime.events import EventLog, JsonLinesTail, read_json_lines
 
 
 def serve_once(server):
@@ -72,6 +72,23 @@ def test_event_log_writes_json_lines_and_caps_floods(tmp_path):
     suppressed = [r for r in records if r["event"] == "events_suppressed"]
     assert suppressed and suppressed[0]["count"] == 7
     assert all(r["node"] == "sg" and "time" in r for r in records)
+
+
+def test_json_lines_tail_takes_a_line_only_once_its_newline_is_written(tmp_path):
+    path = tmp_path / "n.events.jsonl"
+    tail = JsonLinesTail(str(path))
+    assert tail.read_new() == []                        # not there yet
+    whole = json.dumps({"time": 1.0, "event": "new_link", "prefix": "2001:db8:31::/64"}) + "\n"
+    with open(path, "w") as f:
+        f.write(whole + whole[:40])                      # a writer caught half way through its second line
+    assert [r["event"] for r in tail.read_new()] == ["new_link"]
+    with open(path, "a") as f:
+        f.write(whole[40:] + "not json\n[1, 2]\n\n")
+    assert [r["prefix"] for r in tail.read_new()] == ["2001:db8:31::/64"]
+    assert tail.skipped == 2 and tail.read_new() == []
+    with open(path, "a") as f:
+        f.write(whole[:-1])                              # a last line cut short by a kill
+    assert len(read_json_lines(str(path))) == 2
 
 
 def test_status_renders_as_tables():

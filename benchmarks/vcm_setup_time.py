@@ -7,7 +7,10 @@ logs: session detected at the SG -> KEYS sent -> mn1 switches outbound -> mn1's 
 of issue 5 is setup <= 3 x RTT(MN <-> VCM) + 20 ms. Analytic values, plus up to one ping interval (20 ms)
 until the next packet: ``--pair care-of``, three one-way MN<->SG trips (KEYS, KEYS_ACK, PEER_READY) =
 1.5 x RTT; the default pair over MN–MN route optimisation also waits for return routability and the binding
-updates that the KEYS start (docs/vcm-runtime.md, Measurements).
+updates that the KEYS start (docs/vcm-runtime.md, Measurements). ``--binding`` picks how those binding
+updates are authenticated: return routability (the reference's), a static key the VCM hands out with the
+KEYS (RFC 4449, no tests: the BUs leave at once), or ``both`` (the default), run side by side with the same
+seed in each round so that the two see the same links.
 
     sudo .venv/bin/python benchmarks/vcm_setup_time.py --runs 10 --links default --addressing public --vcm in-sg
 
@@ -40,9 +43,10 @@ def first_message(events, kind):
     return next((e["time"] for e in events if (records.signalling_message(e) or {}).get("kind") == kind), None)
 
 
-def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed: int | None = None) -> dict:
+def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed: int | None = None,
+            binding: str = "return-routability") -> dict:
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links=links,
-                  mobility=True, vcm=vcm, vcm_pair=pair, seed=seed)
+                  mobility=True, vcm=vcm, vcm_pair=pair, vcm_binding=binding, seed=seed)
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
@@ -66,6 +70,7 @@ def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed
     detect = first(events, "session_detected", "sg")
     out = {"detect": detect, "keys": first_message(events, "keys_210"),
            "switch": first(events, "switch_outbound", "mn1"),
+           "hoti": sum(1 for e in events if (records.signalling_message(e) or {}).get("kind") == "hoti"),
            "first_direct": first(events, "data_first_direct", "mn1"),
            "fallback": first(events, "fall_back_to_sg", "mn1", after=move_at), "move": move_at, "rtt": rtt}
     return out
@@ -82,31 +87,50 @@ def main() -> int:
                         help="direct SA pair (default: home-ro)")
     parser.add_argument("--seed", type=int, default=1,
                         help="links' random seed of the first run; run i uses seed + i - 1 (default 1)")
+    parser.add_argument("--binding", default="both", choices=["return-routability", "static-key", "both"],
+                        help="how the home-ro pair's MN–MN BUs are authenticated (default: both, side by side)")
     args = parser.parse_args()
     if args.runs < 1 or not 0 <= args.seed <= 2 ** 31 - 1000:
         parser.error("--runs must be at least 1 and --seed between 0 and 2**31 - 1000")
+    if args.pair == "care-of" and args.binding == "static-key":
+        parser.error("--binding static-key authenticates MN–MN bindings, which --pair care-of does not use")
+    bindings = (["return-routability", "static-key"] if args.binding == "both" and args.pair != "care-of"
+                else ["return-routability" if args.binding == "both" else args.binding])
     rows = []
     for i in range(args.runs):
-        try:
-            # Each run its own seed: with one seed every lab would replay the same loss pattern.
-            r = one_run(args.addressing, args.links, args.vcm, args.pair, seed=args.seed + i)
-        except LabError as exc:
-            parser.exit(2, f"vcm_setup_time: {exc}\n")
-        ms = lambda a, b: None if r[a] is None or r[b] is None else 1000 * (r[b] - r[a])  # noqa: E731
-        goal = None if r["rtt"] is None else 3 * r["rtt"] + 20
-        row = {"run": i + 1, "seed": args.seed + i, "rtt_mn_sg": r["rtt"], "goal": goal, "detect->keys": ms("detect", "keys"), "detect->switch": ms("detect", "switch"),
-               "detect->first_direct": ms("detect", "first_direct"), "move->fallback": ms("move", "fallback")}
-        row["within_goal"] = None if goal is None or row["detect->first_direct"] is None \
-            else row["detect->first_direct"] <= goal
-        rows.append(row)
-        print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    print(f"within goal (3 x RTT + 20 ms): {sum(1 for r in rows if r['within_goal'])}/{len(rows)}")
+        for binding in bindings:
+            try:
+                # Each run its own seed: with one seed every lab would replay the same loss pattern.
+                r = one_run(args.addressing, args.links, args.vcm, args.pair, seed=args.seed + i, binding=binding)
+            except LabError as exc:
+                parser.exit(2, f"vcm_setup_time: {exc}\n")
+            rows.append(result_row(i + 1, args.seed + i, binding, r))
+            print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
+                  flush=True)
+    for binding in bindings:
+        print_summary(binding, [r for r in rows if r["binding"] == binding])
+    return 0
+
+
+def result_row(run: int, seed: int, binding: str, r: dict) -> dict:
+    ms = lambda a, b: None if r[a] is None or r[b] is None else 1000 * (r[b] - r[a])  # noqa: E731
+    goal = None if r["rtt"] is None else 3 * r["rtt"] + 20
+    row = {"run": run, "seed": seed, "binding": binding, "rtt_mn_sg": r["rtt"], "goal": goal,
+           "detect->keys": ms("detect", "keys"), "detect->switch": ms("detect", "switch"),
+           "detect->first_direct": ms("detect", "first_direct"), "move->fallback": ms("move", "fallback"),
+           "hoti_sent": r["hoti"]}
+    row["within_goal"] = None if goal is None or row["detect->first_direct"] is None \
+        else row["detect->first_direct"] <= goal
+    return row
+
+
+def print_summary(binding: str, rows: list[dict]) -> None:
+    print(f"[{binding}] within goal (3 x RTT + 20 ms): {sum(1 for r in rows if r['within_goal'])}/{len(rows)}")
     for key in ("rtt_mn_sg", "goal", "detect->keys", "detect->switch", "detect->first_direct", "move->fallback"):
         values = [r[key] for r in rows if r[key] is not None]
         if values:
-            print(f"{key}: median {statistics.median(values):.1f} ms, min {min(values):.1f}, max {max(values):.1f}, "
-                  f"n={len(values)}/{len(rows)}")
-    return 0
+            print(f"[{binding}] {key}: median {statistics.median(values):.1f} ms, min {min(values):.1f}, "
+                  f"max {max(values):.1f}, n={len(values)}/{len(rows)}")
 
 
 if __name__ == "__main__":

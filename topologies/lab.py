@@ -531,6 +531,7 @@ table inet svpnlab_gateway {{
                        "dst": f"{mn.home_address}/128", "proto": 17, "action": "protect", "sa": f"sg->{mn.name}"}]
         sg_mobility["vcm"] = {"variant": self.vcm, "address": vcm_address, "sg_address": sg_address,
                               "care_of_notices": self.vcm_pair == "care-of",
+                              "binding_keys": self.spec.vcm_binding == "static-key",
                               "mns": [{k: v for k, v in e.items() if k != "sa"} for e in entries], "lifetime": self.vcm_lifetime, "reserved_spis": reserved}
         if host:   # SG–VCM SA (sg-vcm-sa) on the office LAN
             sg_side, vcm_side = _sa_pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address,
@@ -541,6 +542,7 @@ table inet svpnlab_gateway {{
                 spd={"vpn_prefixes": [], "rules": []},
                 mobility={"address": vcm_address, "peers": [], "vcm": {
                     "sg_address": sg_address, "sg_sa": vcm_side, "lifetime": self.vcm_lifetime,
+                    "binding_keys": self.spec.vcm_binding == "static-key",
                     "reserved_spis": reserved, "mns": entries}})
         return rules
 

@@ -21,6 +21,9 @@ ESP_ENCAPS = ("none", "udp")
 VCM_PLACES = ("in-sg", "host")
 VCM_CONTROLS = ("encapsulated", "direct")
 VCM_PAIRS = ("home-ro", "care-of")
+# How a home-ro pair authenticates its MN–MN binding updates: return routability (RFC 6275, the default) or
+# a static key the VCM hands out with the KEYS (RFC 4449).
+VCM_BINDINGS = ("return-routability", "static-key")
 MAX_SPI_BASE = 0xF000_0000
 
 
@@ -68,7 +71,7 @@ class LabSpec:
     each MN starts), ``links`` (default profiles or ideal), ``link_params`` (per link name), ``mtu``,
     ``plain_service``, ``correspondent``, ``seed``, ``attacker`` (places). Behaviour: ``mobility`` (Mobile
     IPv6 node apps), ``ra_intervals``, ``announcement_interval``, ``mobility_timers``, ``vcm`` (in-sg, host
-    or None), ``vcm_pair``, ``vcm_control``, ``vcm_lifetime``, ``vcm_inbound_grace``, ``route_optimisation``
+    or None), ``vcm_pair``, ``vcm_binding``, ``vcm_control``, ``vcm_lifetime``, ``vcm_inbound_grace``, ``route_optimisation``
     (MN pairs without a VCM), ``mesh``, ``esp_encap``, ``spi_base``, ``event_rate_limit``,
     ``fault_injection``."""
     addressing: str = "private"
@@ -89,6 +92,7 @@ class LabSpec:
     vcm_control: str = "encapsulated"
     vcm_inbound_grace: float = INBOUND_GRACE_S
     vcm_pair: str | None = None
+    vcm_binding: str = "return-routability"
     seed: int | None = None
     route_optimisation: tuple[tuple[str, str], ...] | None = None
     esp_encap: str = "none"
@@ -154,6 +158,10 @@ class LabSpec:
                                "MN–MN binding) or 'care-of' (ESP tunnel between the care-of addresses)")
         if self.vcm_pair is not None and self.vcm is None:
             raise LabSpecError(f"vcm_pair={self.vcm_pair!r} needs a vcm")
+        _one_of("vcm_binding", self.vcm_binding, VCM_BINDINGS)
+        if self.vcm_binding != "return-routability" and (self.vcm is None or self.pair_kind != "home-ro"):
+            raise LabSpecError(f"vcm_binding={self.vcm_binding!r} needs a vcm with vcm_pair='home-ro' (the "
+                               "static key authenticates the MN–MN binding updates)")
         if self.mesh and (not self.mobility or self.vcm is not None or self.route_optimisation):
             raise LabSpecError("mesh (an SA pair between every two mobile nodes from the start) needs "
                                "mobility=True and neither a vcm nor route_optimisation")

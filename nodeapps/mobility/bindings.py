@@ -221,7 +221,7 @@ class BindingUpdateListEntry:
     pending_initial_timeout: float = 0.0          # initial retransmission timeout of the pending BU
     failed_status: Optional[int] = None           # BA status that stopped BUs to this peer
     kbm: Optional[bytes] = None                   # correspondent only: key of the latest BU (checks its BA)
-    nonce_indices: tuple = (0, 0)                 # correspondent only: (home, care-of) nonce indices used
+    nonce_indices: Optional[tuple] = (0, 0)       # correspondent only: (home, care-of) nonce indices used; None: static Kbm
 
     def new_sequence(self) -> int:
         self.sequence = sequence_next(self.sequence)

@@ -6,7 +6,8 @@ The MN then proves it received both by authenticating a BU with Kbm. A valid BU 
 then on the shell asks ``route(dst, now)`` (or ``add_routing_header``) for each outgoing packet to put a type
 2 routing header towards the care-of address, and passes incoming packets that carry a Home Address option
 to ``accept_home_address_option``, which swaps the home address back in only under a binding (§9.3.1) and
-otherwise answers with a Binding Error.
+otherwise answers with a Binding Error. A home address given a static Kbm (``set_binding_key``, RFC 4449)
+may skip the tests: its BUs carry no Nonce Indices option and are checked with that key.
 """
 from __future__ import annotations
 
@@ -46,6 +47,21 @@ class CorrespondentNode(BindingCacheNode):
         self.max_lifetime = min(max_lifetime, MAX_RR_BINDING_LIFETIME)
         self._test_limit = TokenBucket(test_rate, test_burst)
         self._test_limiting = False
+        # RFC 4449: home address -> a static Kbm shared with that MN out of band (bounded like the cache).
+        self.binding_keys: dict[bytes, bytes] = {}
+        self._binding_key_capacity = cache_capacity
+
+    def set_binding_key(self, home_address: bytes, kbm: Optional[bytes]) -> None:
+        """Accept BUs for ``home_address`` authenticated with ``kbm`` and no Nonce Indices option (RFC 4449;
+        None: return routability only, again). Beyond the cache capacity the oldest key goes."""
+        home_address = bytes(home_address)
+        self.binding_keys.pop(home_address, None)
+        if kbm is None:
+            return
+        if self._binding_key_capacity is not None and len(self.binding_keys) >= self._binding_key_capacity:
+            self.binding_keys.pop(next(iter(self.binding_keys)), None)
+        if self._binding_key_capacity != 0:
+            self.binding_keys[home_address] = bytes(kbm)
 
     # ---- return routability: RFC 6275 §9.4 ----
     def _on_other_message(self, parsed, message, now: float, esp_protected: bool) -> None:
@@ -88,12 +104,27 @@ class CorrespondentNode(BindingCacheNode):
             return
         indices = bu.option(m.NonceIndices)
         auth = bu.option(m.BindingAuthorizationData)
-        if indices is None or auth is None:
+        static_kbm = self.binding_keys.get(home_address)
+        if auth is None or (indices is None and static_kbm is None):
             self._drop("missing_rr_options", ipv6.ntop(home_address))  # silently discarded, §9.5.1
             return
         if not self._usable_addresses(home_address, care_of):
             return
         deregistration = bu.lifetime == 0 or care_of == home_address
+        if indices is None:
+            kbm = static_kbm   # RFC 4449: the pre-shared key stands in for the keygen tokens
+        else:
+            kbm = self._return_routability_key(home_address, care_of, indices, deregistration, now, answer)
+            if kbm is None:
+                return
+        if not rr.verify(parsed.mh, kbm, care_of, correspondent):
+            self._drop("bad_authenticator", ipv6.ntop(home_address))
+            return
+        self._accept_binding_update(home_address, care_of, bu, kbm, deregistration, now, answer)
+
+    def _return_routability_key(self, home_address: bytes, care_of: bytes, indices, deregistration: bool,
+                                now: float, answer) -> Optional[bytes]:
+        """Kbm from the keygen tokens the nonce indices name, or None (answered where §9.5.1 says)."""
         home_token = self.nonces.home_token(home_address, indices.home_nonce_index, now)
         care_of_token = None if deregistration else self.nonces.care_of_token(care_of, indices.care_of_nonce_index,
                                                                                now)
@@ -105,11 +136,11 @@ class CorrespondentNode(BindingCacheNode):
                 answer(BA_EXPIRED_HOME_NONCE_INDEX)
             else:
                 answer(BA_EXPIRED_CARE_OF_NONCE_INDEX)
-            return
-        kbm = rr.binding_management_key(home_token, None if deregistration else care_of_token)
-        if not rr.verify(parsed.mh, kbm, care_of, correspondent):
-            self._drop("bad_authenticator", ipv6.ntop(home_address))
-            return
+            return None
+        return rr.binding_management_key(home_token, None if deregistration else care_of_token)
+
+    def _accept_binding_update(self, home_address: bytes, care_of: bytes, bu: m.BindingUpdate, kbm: bytes,
+                               deregistration: bool, now: float, answer) -> None:
         if not self._binding_update_allowed(now):
             return
         ok, last = self.cache.sequence_acceptable(home_address, bu.sequence, now)

@@ -25,6 +25,10 @@ the applications use) to its route-optimised home address.
   packet gets HAO and RH2 directly, without the inner header. ``unwrap(packet)`` checks an
   arriving one (HAO against the binding cache, inner addresses against ``peers``) and returns the
   application packet.
+* A static Kbm for a peer (``use_binding_key``, RFC 4449; the VCM's KEYS carry one with the option
+  ``binding_keys``): both cores use it instead of return routability, and the first BU goes straight to the
+  care-of address the key came with, for ``CARE_OF_HINT_S``; later retransmissions take the peer's home
+  agent, which follows the peer wherever it went since.
 * Leaving the public side. ``deregistrations(own_internal)`` returns, per peer that holds a binding of ours,
   a BU with lifetime 0 carried IPv6-in-IPv6 between the internal home addresses, for the shell to send
   through the VPN when the node is inside the office and cannot reach the peer in clear;
@@ -46,12 +50,14 @@ from typing import Optional
 
 from nodeapps import ipv6
 from nodeapps.mobility import messages as m
-from nodeapps.mobility.constants import MH_BU, MH_COT, MH_COTI, MH_HOT, MH_HOTI
+from nodeapps.mobility.constants import INITIAL_BINDACK_TIMEOUT, MH_BU, MH_COT, MH_COTI, MH_HOT, MH_HOTI
 from nodeapps.mobility.correspondent import CorrespondentNode
 from nodeapps.mobility.events import Datagram, Protection
 from nodeapps.mobility.mobile import MobileNode
 
 _TO_CORRESPONDENT = (MH_HOTI, MH_COTI, MH_BU)
+# How long a care-of address handed over with a static Kbm routes our BUs to that peer (one first timeout).
+CARE_OF_HINT_S = INITIAL_BINDACK_TIMEOUT
 
 
 def mobility_type(packet: bytes) -> Optional[int]:
@@ -74,6 +80,7 @@ class MobilePeerRouting:
         self.peers = {bytes(k): bytes(v) for k, v in peers.items()}        # internal -> route-optimised HoA
         self.internal_of = {v: k for k, v in self.peers.items()}
         self.counters = self.correspondent.counters
+        self._care_of_hints: dict[bytes, tuple[bytes, float]] = {}   # peer -> (care-of address, until)
 
     def start(self, now: float) -> None:
         for peer in self.peers.values():
@@ -84,14 +91,33 @@ class MobilePeerRouting:
         """Both bindings live: the peer has acknowledged ours and we hold one for it."""
         return self.mobile.route_optimised(peer, now) and self.correspondent.route(peer, now) is not None
 
+    def use_binding_key(self, peer: bytes, kbm: Optional[bytes], care_of: Optional[bytes], now: float) -> None:
+        """A static Kbm shared with ``peer`` (its route-optimised home address) out of band, RFC 4449: accept
+        its BUs under the key and send ours at once, the first to ``care_of`` if given. None: return
+        routability again, both ways."""
+        peer = bytes(peer)
+        if peer not in self.internal_of:
+            return
+        self.correspondent.set_binding_key(peer, kbm)
+        if kbm is not None and care_of is not None:
+            self._care_of_hints[peer] = (bytes(care_of), now + CARE_OF_HINT_S)
+        else:
+            self._care_of_hints.pop(peer, None)
+        self.mobile.use_binding_key(peer, kbm, now)
+
     # ---- signalling ----
     def route_mobility(self, packet: bytes, now: float) -> bytes:
         """A mobility packet of the mobile core (CoTI, BU) to a peer: with a type 2 routing header to its
-        care-of address when we hold its binding (RFC 6275 §9.3.2); anything else unchanged."""
+        care-of address when we hold its binding (RFC 6275 §9.3.2), or a care-of address that came with a
+        static Kbm while it is fresh; anything else unchanged."""
         if len(packet) < ipv6.HEADER_LEN or packet[24:40] not in self.internal_of:
             return packet
         if mobility_type(packet) == MH_HOTI:
             return packet   # §5.2.3: the home test must take the home agent's path
+        if self.correspondent.route(packet[24:40], now) is None:
+            hint = self._care_of_hints.get(packet[24:40])
+            if hint is not None and now < hint[1]:
+                return m.insert_routing_header(packet, hint[0])
         return self.correspondent.add_routing_header(packet, now)
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:

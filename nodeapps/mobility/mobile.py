@@ -10,7 +10,8 @@ Theory of operation. The shell tells the core where the node is attached with ``
 * "secured" peers (e.g. the security gateway): the same BU without H, also under ESP;
 * correspondents with route optimisation: HoTI reverse-tunnelled through the HA (``Protection.ESP_TUNNEL``),
   CoTI direct, then a BU authenticated with Kbm; redone on movement (a fresh home token is reused),
-  before the binding ends, and on BA 136-138 or a Binding Error.
+  before the binding ends, and on BA 136-138 or a Binding Error. With a static Kbm for the correspondent
+  (``use_binding_key``, RFC 4449) there are no tests: every BU is authenticated with that key at once.
 
 Data plane (pure, per packet): ``outgoing(packet, now)`` turns a packet from the home address into what goes
 on the wire (unchanged at home; HAO straight to a correspondent with a binding; otherwise IPv6-in-IPv6 to
@@ -63,6 +64,7 @@ class _Correspondent:
         self.coti_for: Optional[bytes] = None
         self.hoti_retx = Retransmitter(max_timeout, keep_retrying)
         self.coti_retx = Retransmitter(max_timeout, keep_retrying)
+        self.static_kbm: Optional[bytes] = None   # RFC 4449: shared out of band, replaces the tests
 
 
 class MobileNode(Core):
@@ -201,6 +203,38 @@ class MobileNode(Core):
         else:
             cs.bu_wanted = False
 
+    def use_binding_key(self, correspondent: bytes, kbm: Optional[bytes], now: float) -> None:
+        """Authenticate BUs to ``correspondent`` with a static Kbm shared out of band (RFC 4449) instead of
+        return routability: no Nonce Indices option and no home or care-of test, so away from home a BU
+        leaves now (without waiting for the home registration the HoTI needs). None: return routability
+        again. Starts route optimisation with the correspondent if it was not."""
+        correspondent = bytes(correspondent)
+        kbm = bytes(kbm) if kbm is not None else None
+        cs = self._correspondents.get(correspondent)
+        if cs is not None and cs.static_kbm == kbm:
+            return
+        if cs is None:
+            cs = self._correspondents[correspondent] = _Correspondent(correspondent, self.max_bindack_timeout,
+                                                                      self.keep_retrying)
+        cs.static_kbm = kbm
+        if kbm is not None:
+            self._cancel_tests(cs, home_too=True)
+        entry = self.bul.get(correspondent)
+        if entry is not None and entry.outstanding:
+            self._abandon(entry)   # signed with the other key: the peer may not accept it
+        cs.wanted, cs.unsupported = True, False
+        if not self.at_home and not self.route_optimised(correspondent, now):
+            cs.bu_wanted = True
+            self._ensure_rr(cs, now)
+
+    def resend_binding_update(self, correspondent: bytes, now: float) -> None:
+        """The correspondent can verify our BU now (e.g. it has just confirmed holding the static Kbm): send
+        an unanswered one again at once, with the backoff restarted."""
+        entry = self.bul.get(bytes(correspondent))
+        if entry is not None and entry.outstanding and entry.kind is PeerKind.CORRESPONDENT and not self.at_home:
+            self.counters["bu_retries"] += 1
+            self._transmit_first(entry, now, self.initial_bindack_timeout)
+
     def retry_route_optimisation(self, correspondent: bytes, now: float) -> None:
         """The correspondent has just shown it is reachable (a peer MN sent us its own BU): send the test
         inits still waiting for an answer again now, with the backoff restarted, instead of waiting out a
@@ -226,7 +260,8 @@ class MobileNode(Core):
         route optimisation ends at once; it starts again on the next ``move_to``."""
         cs = self._correspondents.get(bytes(correspondent))
         entry = self.bul.get(bytes(correspondent))
-        if cs is None or entry is None or not entry.peer_has_binding or not self._home_token_fresh(cs, now):
+        if cs is None or entry is None or not entry.peer_has_binding or \
+                (cs.static_kbm is None and not self._home_token_fresh(cs, now)):
             return None
         self._cancel_tests(cs, home_too=False)
         cs.bu_wanted = False
@@ -234,8 +269,11 @@ class MobileNode(Core):
         entry.registered_care_of = entry.expires_at = entry.refresh_at = None
         entry.peer_has_binding = False
         sequence = entry.new_sequence()
-        bu = m.BindingUpdate(sequence, 0, ack=False, options=(m.NonceIndices(cs.home_nonce_index, 0),))
-        bu = rr.sign(bu, rr.binding_management_key(cs.home_token), self.home_address, cs.address)
+        if cs.static_kbm is not None:   # RFC 4449: no Nonce Indices option
+            bu = rr.sign(m.BindingUpdate(sequence, 0, ack=False), cs.static_kbm, self.home_address, cs.address)
+        else:
+            bu = m.BindingUpdate(sequence, 0, ack=False, options=(m.NonceIndices(cs.home_nonce_index, 0),))
+            bu = rr.sign(bu, rr.binding_management_key(cs.home_token), self.home_address, cs.address)
         self.counters["sent_BU"] += 1
         if cs.optimised:
             cs.optimised = False
@@ -356,7 +394,8 @@ class MobileNode(Core):
         sequence = entry.new_sequence()
         options = ()
         if entry.kind is PeerKind.CORRESPONDENT:
-            options = (m.NonceIndices(*entry.nonce_indices),)
+            # RFC 4449: a BU under a static Kbm carries no Nonce Indices option.
+            options = () if entry.nonce_indices is None else (m.NonceIndices(*entry.nonce_indices),)
         elif self.use_alternate_care_of and not from_home:
             # RFC 6275 §11.7.1: ESP does not cover the source address; repeat the CoA inside the BU.
             options = (m.AlternateCareOfAddress(care_of),)
@@ -390,6 +429,8 @@ class MobileNode(Core):
                 and now - cs.care_of_token_at < self.token_lifetime)
 
     def _tokens_fresh_for(self, cs: _Correspondent, entry: BindingUpdateListEntry, now: float) -> bool:
+        if cs.static_kbm is not None:
+            return entry.kbm == cs.static_kbm
         if not self._home_token_fresh(cs, now):
             return False
         deregistering = entry.requested_lifetime == 0 or entry.care_of_address == self.home_address
@@ -408,6 +449,9 @@ class MobileNode(Core):
             return
         entry = self.bul.get(cs.address)
         deregistering = self.at_home or not cs.wanted
+        if cs.static_kbm is not None:
+            self._start_keyed_bu(cs, entry, deregistering, now)
+            return
         need_home = not self._home_token_fresh(cs, now)
         need_care_of = not deregistering and not self._care_of_token_fresh(cs, now)
         if need_home and cs.hoti_cookie is None and (self.at_home or self.home_registered()):
@@ -428,6 +472,18 @@ class MobileNode(Core):
         entry.kbm = rr.binding_management_key(cs.home_token, None if deregistering else cs.care_of_token)
         entry.nonce_indices = (cs.home_nonce_index, 0 if deregistering else cs.care_of_nonce_index)
         lifetime = 0.0 if deregistering else self.correspondent_lifetime
+        self._start_bu(entry, now, lifetime, self.initial_bindack_timeout)
+
+    def _start_keyed_bu(self, cs: _Correspondent, entry: Optional[BindingUpdateListEntry], deregistering: bool,
+                        now: float) -> None:
+        cs.bu_wanted = False
+        lifetime = 0.0 if deregistering else self.correspondent_lifetime
+        if entry is None:
+            entry = self._add_peer(cs.address, PeerKind.CORRESPONDENT)
+        elif (entry.outstanding and entry.kbm == cs.static_kbm and entry.care_of_address == self.care_of_address
+              and entry.requested_lifetime == lifetime):
+            return   # this very BU is on its way
+        entry.kbm, entry.nonce_indices = cs.static_kbm, None
         self._start_bu(entry, now, lifetime, self.initial_bindack_timeout)
 
     def _transmit_hoti(self, cs: _Correspondent) -> None:

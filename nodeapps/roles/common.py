@@ -18,10 +18,13 @@ from nodeapps.runtime.offload import PLAIN_VNET_HDR
 
 
 def event_fields(event) -> tuple[str, dict]:
-    """(snake_case name, JSON-able fields) of a core event dataclass; 16-byte values become addresses."""
+    """(snake_case name, JSON-able fields) of a core event dataclass; 16-byte values become addresses. Fields
+    kept out of the repr (key material) stay out of the log too."""
     name = "".join("_" + c.lower() if c.isupper() else c for c in type(event).__name__).lstrip("_")
     fields = {}
     for f in dataclasses.fields(event):
+        if not f.repr:
+            continue
         value = getattr(event, f.name)
         if isinstance(value, bytes) and len(value) == 16:
             value = ipv6.ntop(value)

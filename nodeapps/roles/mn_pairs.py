@@ -23,7 +23,7 @@ from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi, move_s
 from nodeapps.runtime.packet_io import open_sender
 from nodeapps.runtime.sections import MeshSection, VcmSection
 from nodeapps.vcm.channel import vcm_control_path
-from nodeapps.vcm.mobile_agent import FallBackToSg, MobileAgent, MobileAgentConfig, SwitchOutbound
+from nodeapps.vcm.mobile_agent import FallBackToSg, InstallInbound, MobileAgent, MobileAgentConfig, SwitchOutbound
 
 
 class DirectPairs:
@@ -243,6 +243,7 @@ class DirectPairs:
             name, fields = event_fields(event)
             ops = fields.pop("ops", ())
             peer = fields.get("peer")
+            self._binding_key_step(event, now)   # before the ops: with a key, no return routability starts
             for op in getattr(event, "ops", ()):
                 self.apply_op(op, peer)
             node.log.emit(time.time(), name, peer_name=self.names.get(peer), ops=len(ops) if ops else 0,
@@ -258,6 +259,25 @@ class DirectPairs:
         if self.ro_pending:
             self.ro_pending = False
             node.flush_core(now)   # the HoTI/CoTI that the KEYS started, after the KEYS_ACK
+
+    def _binding_key_step(self, event, now: float) -> None:
+        """Home-ro pairs keyed with a static Kbm (RFC 4449): the KEYS hand it to both cores and our BU leaves
+        at once; the peer's relayed ACK says it holds the key too (an unanswered BU goes again now); a
+        fall-back returns the binding to return routability, which a restarted peer also speaks."""
+        routing = self.node.peer_routing
+        hoa = getattr(event, "peer_external_hoa", None)
+        if not self.vcm_ro or routing is None or hoa is None:
+            return
+        peer = ipv6.pton(hoa)
+        if isinstance(event, InstallInbound) and event.binding_key is not None:
+            care_of = ipv6.pton(event.peer_care_of) if event.peer_care_of else None
+            routing.use_binding_key(peer, event.binding_key, care_of, now)
+            self.ro_pending = True
+        elif isinstance(event, SwitchOutbound) and event.binding_key is not None:
+            routing.mobile.resend_binding_update(peer, now)
+            self.ro_pending = True
+        elif isinstance(event, FallBackToSg) and peer in routing.correspondent.binding_keys:
+            routing.use_binding_key(peer, None, None, now)
 
     def send_to_vcm(self, data: bytes) -> None:
         node = self.node

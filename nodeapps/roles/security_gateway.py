@@ -122,6 +122,7 @@ class GatewayRuntime(MobilityRuntime):
             tuple(MnEntry(i, mn_control_path(m["home"], vcm_in_sg=True), m["external"], m.get("internal"))
                   for i, m in self.vcm_mns.items()),
             mode="tunnel", lifetime=int(vcm.get("lifetime", KEY_LIFETIME_S)), vcm_in_sg=True, fallback_both=False,
+            binding_keys=bool(vcm.get("binding_keys", False)),
             reserved_spis=frozenset(int(x) for x in vcm.get("reserved_spis", []))), **start)
 
     def _vcm_flush(self, now: float) -> None:

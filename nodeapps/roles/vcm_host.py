@@ -52,6 +52,7 @@ class VcmHostRuntime(MobilityRuntime):
         self.manager = VcmManager(ManagerConfig(
             vcm_shell.VCM_NODE_ID, vcm_shell.SG_NODE_ID, self.sg_path, tuple(entries), mode="tunnel",
             lifetime=int(s.get("lifetime", KEY_LIFETIME_S)), fallback_both=False,
+            binding_keys=bool(s.get("binding_keys", False)),
             reserved_spis=frozenset(int(x) for x in s.get("reserved_spis", []))),
             **vcm_shell.new_process_channel())
         self.path_names = {path: self.names[node] for node, path in

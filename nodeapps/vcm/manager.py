@@ -61,6 +61,7 @@ class ManagerConfig:
     fallback_both: bool = True        # also tell the MN that went inside to drop its direct SAs
     reserved_spis: frozenset = frozenset()   # SPIs the MNs already use (e.g. their SG SAs)
     max_sessions: int = 8192          # sessions kept at most (100 MNs make 4950 pairs); beyond, the oldest goes
+    binding_keys: bool = False        # KEYS also carry a static Kbm for the MN–MN bindings (RFC 4449)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Session:
     fallback_txid: dict = field(default_factory=dict)
     set_up_again: bool = False   # after the fall-back completes (an MN restarted)
     process_of: dict = field(default_factory=dict)   # node -> process_start() of its KEYS_ACK: which process holds the keys
+    binding_key: Optional[bytes] = field(default=None, repr=False)   # one per session: rekeys keep the bindings
 
     def other(self, node: int) -> int:
         return self.node_b if node == self.node_a else self.node_a
@@ -354,6 +356,8 @@ class VcmManager:
         session.generations[number] = gen
         if rekey:
             session.state = ESTABLISHED   # stays usable on the old generation meanwhile
+        if self.config.binding_keys and session.binding_key is None:
+            session.binding_key = self._random(p.BINDING_KEY_LEN)
         for node, out_sa, in_sa in ((session.node_a, a_to_b, b_to_a), (session.node_b, b_to_a, a_to_b)):
             peer = session.other(node)
             ctx = self.contexts[node]
@@ -362,6 +366,8 @@ class VcmManager:
                 session.session_id, number, now, out_sa.lifetime)
             tlvs = [p.SessionRef(session.session_id, number), self._peer_tlv(peer),
                     out_sa, _as_direction(in_sa, p.DIR_IN)]
+            if session.binding_key is not None:
+                tlvs.append(p.BindingKey(session.binding_key, self.contexts[peer].care_of))
             gen.keys_txid[node] = self.channel.send_request(
                 node, p.KEYS, tlvs, now, flags=p.FLAG_REKEY if rekey else 0)
 

@@ -47,18 +47,26 @@ class SaOp:
 
 @dataclass(frozen=True)
 class InstallInbound:
+    """``binding_key``: the pair's static Kbm when the VCM sent one (RFC 4449), to accept the peer's BUs
+    with from now on, and the peer's care-of address the VCM knew (``peer_care_of``)."""
     peer: int
     session_id: int
     generation: int
     ops: tuple
+    peer_external_hoa: Optional[str] = None
+    binding_key: Optional[bytes] = field(default=None, repr=False)
+    peer_care_of: Optional[str] = None
 
 
 @dataclass(frozen=True)
 class SwitchOutbound:
+    """``binding_key``: as in InstallInbound; the peer holds it now, so our BU signed with it is accepted."""
     peer: int
     session_id: int
     generation: int
     ops: tuple
+    peer_external_hoa: Optional[str] = None
+    binding_key: Optional[bytes] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class FallBackToSg:
     session_id: int
     reason: str   # vcm-command | returned-inside | lifetime-expired | replaced
     ops: tuple
+    peer_external_hoa: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,7 @@ class _PeerLink:
     ready: set = field(default_factory=set)            # generations the peer has confirmed
     closed: bool = False                               # fallen back: this session gets no more keys
     retiring: list = field(default_factory=list)        # inbound SAs of superseded sessions
+    binding_key: Optional[bytes] = field(default=None, repr=False)   # the session's RFC 4449 Kbm, if any
 
 
 def _all_generations(link: _PeerLink) -> list:
@@ -295,8 +305,13 @@ class MobileAgent:
         sa_in = next(sa for sa in msg.all(p.SaParams) if sa.direction == p.DIR_IN)
         gen = self._build_generation(peer, ref, sa_in, sa_out, now)
         link.generations[ref.generation] = gen
+        binding = msg.one(p.BindingKey)
+        if binding is not None:
+            link.binding_key = binding.key
         self._events.append(InstallInbound(peer.node_id, ref.session_id, ref.generation,
-                                           (SaOp("add-sa", gen.in_sa), SaOp("add-spd", gen.in_rule))))
+                                           (SaOp("add-sa", gen.in_sa), SaOp("add-spd", gen.in_rule)),
+                                           peer.external_hoa, link.binding_key,
+                                           binding.peer_care_of if binding is not None else None))
         self.channel.respond(msg, [ref])
         if ref.generation in link.ready:   # the peer's ACK overtook our keys
             self._switch_outbound(link, gen, now)
@@ -364,7 +379,8 @@ class MobileAgent:
         gen.outbound_up = True
         link.active_out = gen.number
         link.since = now
-        self._events.append(SwitchOutbound(link.peer, link.session_id, gen.number, tuple(ops)))
+        self._events.append(SwitchOutbound(link.peer, link.session_id, gen.number, tuple(ops), link.external_hoa,
+                                           link.binding_key))
 
     def _expire_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
         """No newer generation arrived in time: the key must not be used past its lifetime."""
@@ -372,7 +388,8 @@ class MobileAgent:
         link.active_out = None
         link.since = now
         self._events.append(FallBackToSg(link.peer, link.session_id, "lifetime-expired",
-                                         (SaOp("del-spd", gen.out_rule), SaOp("del-sa", {"name": gen.out_sa["name"]}))))
+                                         (SaOp("del-spd", gen.out_rule), SaOp("del-sa", {"name": gen.out_sa["name"]})),
+                                         link.external_hoa))
 
     def _retire_inbound(self, link: _PeerLink, gen: _Generation) -> None:
         gen.inbound_up = False
@@ -399,4 +416,4 @@ class MobileAgent:
         if was_direct:
             link.since = now
         if ops or was_direct:
-            self._events.append(FallBackToSg(link.peer, link.session_id, reason, tuple(ops)))
+            self._events.append(FallBackToSg(link.peer, link.session_id, reason, tuple(ops), link.external_hoa))

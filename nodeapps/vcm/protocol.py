@@ -58,6 +58,7 @@ TLV_SESSION = 3
 TLV_PEER = 4
 TLV_SA = 5
 TLV_STATUS = 6
+TLV_BINDING_KEY = 7   # not critical: an MN that lacks it runs return routability instead
 
 # MN_INFO location
 LOCATION_OUTSIDE = 1
@@ -80,6 +81,7 @@ MODES = {1: "tunnel", 2: "transport"}
 MODE_IDS = {name: ident for ident, name in MODES.items()}
 SALT_LEN = 4  # RFC 4106 §4: the salt half of the GCM nonce
 _ADDR_PRESENT_EXT, _ADDR_PRESENT_INT, _ADDR_PRESENT_COA = 0x01, 0x02, 0x04
+BINDING_KEY_LEN = 20   # as long as an RFC 6275 Kbm (a SHA-1 output)
 _ZERO_ADDR = bytes(16)
 _U32 = 0xFFFFFFFF
 
@@ -267,16 +269,38 @@ class Status:
         return cls(cls._FMT.unpack(value)[0])
 
 
-Tlv = Union[MnInfo, SessionSeen, SessionRef, Peer, SaParams, Status]
+@dataclass(frozen=True)
+class BindingKey:
+    """A static binding management key for the pair's MN–MN bindings (RFC 4449), the same at both MNs, and
+    the peer's care-of address when the VCM knows one (VCM -> MN, inside KEYS): the first BU needs no
+    return routability and can go straight to the peer."""
+    key: bytes = field(repr=False)
+    peer_care_of: Optional[str] = None
+
+    _FMT = struct.Struct("!B3x16s")
+
+    def pack(self) -> bytes:
+        return self._FMT.pack((self.peer_care_of is not None) * _ADDR_PRESENT_COA,
+                              _addr_bytes(self.peer_care_of)) + self.key
+
+    @classmethod
+    def unpack(cls, value: bytes) -> "BindingKey":
+        if len(value) != cls._FMT.size + BINDING_KEY_LEN:
+            raise VcmParseError("BINDING_KEY length")
+        present, care_of = cls._FMT.unpack_from(value)
+        return cls(bytes(value[cls._FMT.size:]), _addr_text(care_of, present & _ADDR_PRESENT_COA))
+
+
+Tlv = Union[MnInfo, SessionSeen, SessionRef, Peer, SaParams, Status, BindingKey]
 _TLV_CLASSES = {TLV_MN_INFO: MnInfo, TLV_SESSION_SEEN: SessionSeen, TLV_SESSION: SessionRef, TLV_PEER: Peer,
-                TLV_SA: SaParams, TLV_STATUS: Status}
+                TLV_SA: SaParams, TLV_STATUS: Status, TLV_BINDING_KEY: BindingKey}
 _TLV_CODES = {cls: code for code, cls in _TLV_CLASSES.items()}
 
 # Which TLVs each message type needs: (TLV class, minimum count, maximum count or None).
 _SHAPES = {
     REPORT: ((MnInfo, 0, None), (SessionSeen, 0, None)),
     REPORT_ACK: ((Status, 0, 1),),
-    KEYS: ((SessionRef, 1, 1), (Peer, 1, 1), (SaParams, 2, 2)),
+    KEYS: ((SessionRef, 1, 1), (Peer, 1, 1), (SaParams, 2, 2), (BindingKey, 0, 1)),
     KEYS_ACK: ((SessionRef, 1, 1), (Status, 0, 1)),
     PEER_READY: ((SessionRef, 1, 1), (Peer, 1, 1)),
     PEER_READY_ACK: ((SessionRef, 1, 1), (Status, 0, 1)),
@@ -358,6 +382,8 @@ def encode(message: Message) -> bytes:
             check_spi(tlv.spi)
             if len(tlv.salt) != SALT_LEN or len(tlv.key) != ALGORITHM_IDS[tlv.algorithm][1]:
                 raise VcmParseError("SA key or salt length")
+        if isinstance(tlv, BindingKey) and len(tlv.key) != BINDING_KEY_LEN:
+            raise VcmParseError("BINDING_KEY length")
         value = tlv.pack()
         body += _TLV.pack(_TLV_CODES[type(tlv)], len(value)) + value
     data = HEADER.pack(VERSION, message.type, message.flags, message.sender, message.counter,

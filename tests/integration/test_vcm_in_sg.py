@@ -2,8 +2,9 @@
 go direct, stay direct when MN1 moves, and fall back to the SG path when MN2 returns to the office, with the
 pings continuing throughout. Default pair (``home-ro``, both plans): a tunnel between the route-optimised
 home addresses (external ones in the private plan, the home addresses in the public plan), sent care-of to
-care-of with RH2 + HAO over the MN–MN binding, moves followed by the MNs' BUs. Public-plan option
-``care-of``: a tunnel between the care-of addresses, moves followed through the SG's care-of notices."""
+care-of with RH2 + HAO over the MN–MN binding, moves followed by the MNs' BUs; those BUs authenticated by
+return routability or (``vcm_binding="static-key"``) by a key the VCM hands out with the KEYS. Public-plan
+option ``care-of``: a tunnel between the care-of addresses, moves followed through the SG's care-of notices."""
 import os
 import time
 
@@ -45,16 +46,19 @@ def _routed(routed, spi):
     return sum(n for (s, _rh2, _hao), n in routed.items() if s == spi)
 
 
-@pytest.mark.parametrize("addressing, pair", [("public", "home-ro"), ("public", "care-of"), ("private", "home-ro")])
-def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing, pair):
-    run_direct_path_scenario(addressing, "in-sg", pair=pair)
+@pytest.mark.parametrize("addressing, pair, binding", [
+    ("public", "home-ro", "return-routability"), ("public", "care-of", "return-routability"),
+    ("private", "home-ro", "return-routability"), ("public", "home-ro", "static-key")])
+def test_vcm_in_sg_direct_path_follows_moves_and_falls_back(addressing, pair, binding):
+    run_direct_path_scenario(addressing, "in-sg", pair=pair, binding=binding)
 
 
-def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pair=None):
+def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pair=None,
+                             binding="return-routability"):
     from topologies.lab import SvpnLab
     lab = SvpnLab(addressing=addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links="ideal",
                   mobility=True, vcm=variant, vcm_control=vcm_control, vcm_inbound_grace=INBOUND_GRACE_S,
-                  vcm_pair=pair)
+                  vcm_pair=pair, vcm_binding=binding)
     try:
         lab.start()
         h2 = lab.plan.mobile("mn2").home_address
@@ -107,6 +111,14 @@ def run_direct_path_scenario(addressing, variant, vcm_control="encapsulated", pa
         for path in captures.values():
             with open(path, "rb") as f:
                 assert bytes.fromhex(marker) not in f.read(), f"payload marker in clear on {path}"
+
+        if binding == "static-key":
+            # RFC 4449: the MN–MN BUs went without any home or care-of test, and both verified.
+            tests = [e for e in lab.events() if e["event"] == "mobility_sent" and e["what"][:4] in ("HoTI", "CoTI")]
+            assert not tests, tests[:3]
+            for node in ("mn1", "mn2"):
+                counters = lab.status(node)["counters"]
+                assert not counters.get("dropped_bad_authenticator") and not counters.get("dropped_missing_rr_options")
 
         # 2. MN1 moves: the direct path recovers (both ends' SAs follow the care-of address).
         move_events = lab.move("mn1", "cell")

@@ -23,8 +23,8 @@ def test_insecure_ro_is_a_strategy_in_both_address_plans(capsys):
     assert (args.strategies, args.addressing) == (["insecure-ro"], "public")
     with pytest.raises(SystemExit):
         handover.parse_args(["--strategies", "ro"])
-    assert "available: sg, vcm, insecure-ro, mesh" in capsys.readouterr().err
-    assert handover.parse_args(["--strategies", "all"]).strategies[:4] == ["sg", "vcm", "insecure-ro", "mesh"]
+    assert "available: sg, vcm, vcm-key, insecure-ro, mesh" in capsys.readouterr().err
+    assert handover.parse_args(["--strategies", "all"]).strategies[:5] == ["sg", "vcm", "vcm-key", "insecure-ro", "mesh"]
     assert handover.parse_args(["--strategies", "mesh", "--vcm-host"]).run.vcm_host
 
 

@@ -431,3 +431,81 @@ def test_public_plan_clear_route_optimisation_puts_hao_and_rh2_on_the_applicatio
     forged_to_other = IPv6(bytes(forged))
     forged_to_other[HAO].hoa = "2001:db8:e0::a:9"                   # a home address with no binding at b
     assert b.receive(bytes(forged_to_other), 3.0) is None
+
+
+# ---- a static binding management key (RFC 4449), as the VCM's KEYS hand one out ----
+KBM = bytes(range(20))
+
+
+def both_out_without_return_routability():
+    net = TwoNodes()
+    net.move("a", COA["a1"])
+    net.move("b", COA["b1"])
+    net.hops.clear()
+    return net
+
+
+def signalling_kinds(net):
+    """(MH type, where it went) of every hop, tunnelled ones opened."""
+    out = []
+    for _, where, packet in net.hops:
+        inner = m.decapsulate(packet)[2] if packet[6] == ipv6.NH_IPV6 else packet
+        out.append((mobility_type(inner), where))
+    return out
+
+
+def test_a_static_key_binds_both_ways_at_once_without_tests_and_the_first_bu_goes_straight_to_the_peer():
+    net = both_out_without_return_routability()
+    a, b = net.node["a"], net.node["b"]
+    b.use_binding_key(EXT["a"], KBM, COA["a1"], net.now)
+    a.use_binding_key(EXT["b"], KBM, COA["b1"], net.now)
+    net.settle()                                   # no timer fires: no retransmission was needed
+    assert a.ready(EXT["b"], net.now) and b.ready(EXT["a"], net.now)
+    kinds = signalling_kinds(net)
+    assert not {m.MH_HOTI, m.MH_COTI, m.MH_HOT, m.MH_COT} & {k for k, _ in kinds}, kinds
+    assert (m.MH_BU, "a") in kinds and (m.MH_BU, "b") in kinds and (m.MH_BU, "ha") not in kinds
+    bu = next(p for _, where, p in net.hops if where == "b" and mobility_type(p) == m.MH_BU)
+    parsed = IPv6(bu)                              # scapy as the oracle
+    assert parsed.dst == ipv6.ntop(COA["b1"]) and parsed[IPv6ExtHdrRouting].addresses == [ipv6.ntop(EXT["b"])]
+    assert m.NonceIndices not in {type(o) for o in m.parse_mobility_packet(
+        b.mobile.incoming(bu, net.now)).message.options}   # RFC 4449: no nonce indices
+    assert all(not k.startswith("dropped") or v == 0 for c in (a.counters, b.counters) for k, v in c.items())
+
+
+def test_a_key_the_peer_lacks_or_a_wrong_key_binds_nothing_and_the_peers_confirmation_resends_at_once():
+    net = both_out_without_return_routability()
+    a, b = net.node["a"], net.node["b"]
+    a.use_binding_key(EXT["b"], KBM, COA["b1"], net.now)
+    net.settle()
+    assert b.counters["dropped_missing_rr_options"] == 1 and not a.mobile.route_optimised(EXT["b"], net.now)
+    b.use_binding_key(EXT["a"], bytes(20), COA["a1"], net.now)   # another key: neither BU verifies
+    net.settle()
+    assert a.counters["dropped_bad_authenticator"] == 1
+    b.use_binding_key(EXT["a"], KBM, COA["a1"], net.now)          # right key; B's own BU binds at A
+    a.mobile.resend_binding_update(EXT["b"], net.now)             # B confirmed: ours again, not in 1 s
+    net.settle()
+    assert a.ready(EXT["b"], net.now) and b.ready(EXT["a"], net.now)
+
+
+def test_without_the_key_the_binding_goes_back_to_return_routability():
+    net = both_out_without_return_routability()
+    a, b = net.node["a"], net.node["b"]
+    for x, y in ((a, "b"), (b, "a")):
+        x.use_binding_key(EXT[y], KBM, COA[f"{y}1"], net.now)
+    net.settle()
+    for x, y in ((a, "b"), (b, "a")):
+        x.use_binding_key(EXT[y], None, None, net.now)
+    assert EXT["b"] not in a.correspondent.binding_keys
+    net.hops.clear()
+    net.move("a", COA["a2"])                       # the BU after the move needs tokens again
+    net.run_until(net.now + 3.0)
+    kinds = {k for k, _ in signalling_kinds(net)}
+    assert {m.MH_HOTI, m.MH_COTI} <= kinds and a.ready(EXT["b"], net.now)
+
+
+def test_binding_keys_are_bounded_like_the_cache():
+    from nodeapps.mobility.correspondent import CorrespondentNode
+    cn = CorrespondentNode([EXT["a"]], cache_capacity=2)
+    for i in range(5):
+        cn.set_binding_key(ipv6.pton(f"2001:db8:e0::b:{i}"), KBM)
+    assert list(cn.binding_keys) == [ipv6.pton("2001:db8:e0::b:3"), ipv6.pton("2001:db8:e0::b:4")]

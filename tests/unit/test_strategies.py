@@ -35,7 +35,7 @@ def test_every_module_of_the_package_is_discovered_in_listing_order():
     modules = {f[:-3] for f in os.listdir(package) if f.endswith(".py") and not f.startswith("_")}
     found = {type(strategies.get(n)).__module__.rsplit(".", 1)[1] for n in strategies.names()}
     assert found == modules
-    assert strategies.names()[:4] == ("sg", "vcm", "insecure-ro", "mesh")
+    assert strategies.names()[:5] == ("sg", "vcm", "vcm-key", "insecure-ro", "mesh")
     assert strategies.names(default_only=True) == ("sg", "vcm", "insecure-ro")
     assert any(line.split()[:2] == ["mesh", "baseline:"] for line in strategies.describe().splitlines())
 
@@ -45,7 +45,7 @@ def test_unknown_name_is_one_line_listing_the_known_ones():
         strategies.get("nope")
     message = str(info.value)
     assert "\n" not in message and "'nope'" in message
-    assert "available: sg, vcm, insecure-ro, mesh" in message
+    assert "available: sg, vcm, vcm-key, insecure-ro, mesh" in message
     for text, error in (("sg,sg", "named twice"), (" , ", "at least one"), ("sg,ro", "'ro'")):
         with pytest.raises(StrategyError, match=error):
             strategies.parse_list(text)

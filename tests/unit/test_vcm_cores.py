@@ -1,5 +1,6 @@
 """VCM manager and mobile agent driven directly with hand-made messages."""
 import itertools
+import os
 
 from nodeapps.vcm import protocol as p
 from nodeapps.vcm.channel import ControlDrop, ControlPath
@@ -198,3 +199,37 @@ def test_sessions_are_bounded_and_the_oldest_falls_back_to_make_room():
     vcm.session_between(13, 14).state = "closing"
     vcm.receive(sg(p.REPORT, 3, p.SessionSeen(11, 13)), SG_PATH, 2.0)
     assert vcm.session_between(11, 13) is None and vcm.stats["ignored-session-limit"] == 1
+
+
+def test_binding_keys_one_per_session_the_same_at_both_mns_with_the_peers_care_of_and_kept_by_rekeys():
+    vcm, sg = manager(os.urandom, binding_keys=True, lifetime=100), Sender(1)
+    vcm.receive(sg(p.REPORT, 1, p.MnInfo(11, p.LOCATION_OUTSIDE, care_of="2001:db8:21::11"),
+                   p.MnInfo(12, p.LOCATION_OUTSIDE, care_of="2001:db8:22::12"), p.SessionSeen(11, 12)), SG_PATH, 0.0)
+    keys = {path: p.decode(d) for d, path in vcm.datagrams_to_send(0.0) if p.decode(d).type == p.KEYS}
+    to_11, to_12 = keys[MN_PATHS[11]].one(p.BindingKey), keys[MN_PATHS[12]].one(p.BindingKey)
+    assert to_11.key == to_12.key and len(to_11.key) == p.BINDING_KEY_LEN
+    assert (to_11.peer_care_of, to_12.peer_care_of) == ("2001:db8:22::12", "2001:db8:21::11")
+    session = next(iter(vcm.sessions.values()))
+    vcm._start_generation(session, 75.0, rekey=True)
+    rekeys = [p.decode(d) for d, _ in vcm.datagrams_to_send(75.0) if p.decode(d).type == p.KEYS]
+    assert rekeys and {m.one(p.BindingKey).key for m in rekeys} == {to_11.key}
+    plain = report_both_outside(manager(os.urandom), sg)
+    assert all(m.one(p.BindingKey) is None for m, _ in plain if m.type == p.KEYS)   # off by default
+
+
+def test_agent_hands_the_binding_key_to_the_shell_and_never_to_the_log():
+    from nodeapps.roles.common import event_fields
+    mn, vcm = agent(), Sender(2)
+    tlvs = p.decode(keys_msg(Sender(2), 1)).tlvs
+    mn.receive(vcm(p.KEYS, 1, *tlvs, p.BindingKey(b"\x42" * 20, "2001:db8:22::12")), VCM_PATH, 1.0)
+    install = mn.pop_events()[0]
+    assert (install.binding_key, install.peer_care_of, install.peer_external_hoa) == (
+        b"\x42" * 20, "2001:db8:22::12", "2001:db8:1::12")
+    name, fields = event_fields(install)
+    assert "binding_key" not in fields and "4242" not in str(fields)
+    mn.receive(vcm(p.PEER_READY, 2, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 1.5)
+    switch = mn.pop_events()[0]
+    assert isinstance(switch, SwitchOutbound) and switch.binding_key == b"\x42" * 20
+    mn.receive(vcm(p.FALLBACK, 3, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 2.0)
+    fallback = mn.pop_events()[0]
+    assert isinstance(fallback, FallBackToSg) and fallback.peer_external_hoa == "2001:db8:1::12"

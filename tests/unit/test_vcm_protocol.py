@@ -173,3 +173,21 @@ def test_fuzz_reports_round_trip(sender, counter, txid, infos, sessions):
         return
     msg = p.Message(p.REPORT, sender, counter, txid, tuple(infos) + tuple(sessions))
     assert p.decode(p.encode(msg)) == msg
+
+
+def test_binding_key_rides_in_keys_only_and_only_20_bytes_long():
+    sa_out = p.SaParams(p.DIR_OUT, 4096, "aes128gcm16", bytes(16), b"salt", 60)
+    sa_in = p.SaParams(p.DIR_IN, 4097, "aes128gcm16", bytes(16), b"SALT", 60)
+    base = (p.SessionRef(3, 1), p.Peer(12, "2001:db8::12"), sa_out, sa_in)
+    for binding in (p.BindingKey(bytes(range(20)), "2001:db8:31::12"), p.BindingKey(bytes(20))):
+        msg = p.Message(p.KEYS, 2, 1, 1, base + (binding,))
+        assert p.decode(p.encode(msg)).one(p.BindingKey) == binding
+    assert "aa" not in repr(p.BindingKey(b"\xaa" * 20))   # key material stays out of logs
+    with pytest.raises(p.VcmParseError, match="BINDING_KEY length"):
+        p.encode(p.Message(p.KEYS, 2, 1, 1, base + (p.BindingKey(bytes(16)),)))
+    with pytest.raises(p.VcmParseError, match="may not carry BindingKey"):
+        p.encode(p.Message(p.PEER_READY, 2, 1, 1, (p.SessionRef(3, 1), p.Peer(12), p.BindingKey(bytes(20)))))
+    body = p.encode(p.Message(p.KEYS, 2, 1, 1, base))[p.HEADER_LEN:]
+    short = struct.pack("!HH", p.TLV_BINDING_KEY, 39) + bytes(39)
+    with pytest.raises(p.VcmParseError, match="BINDING_KEY length"):
+        p.decode(_with_body(p.KEYS, body + short))

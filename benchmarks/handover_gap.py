@@ -88,19 +88,24 @@ def main(argv=None) -> int:
     parser.add_argument("--path", choices=("home-agent", "route-optimised", "vcm"), default="home-agent")
     parser.add_argument("--pair", choices=("home-ro", "care-of"), default=None,
                         help="--path vcm: the VCM's direct pair (default home-ro)")
+    parser.add_argument("--binding", choices=("return-routability", "static-key"), default="return-routability",
+                        help="--path vcm with the home-ro pair: how the MN–MN BUs are authenticated (static-key: "
+                             "a key from the VCM, RFC 4449; no tests after a move)")
     parser.add_argument("--json", help="write the per-move results here")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.pair and args.path != "vcm":
         parser.error("--pair needs --path vcm")
+    if args.binding != "return-routability" and (args.path != "vcm" or args.pair == "care-of"):
+        parser.error("--binding static-key needs --path vcm with the home-ro pair")
     optimised = args.path == "route-optimised"
     vcm = args.path == "vcm"
     if optimised:
         args.addressing = "private"
     if vcm:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=2, attachments=["wlan1", "wlan2"], links=args.links,
-                      mobility=True, vcm="in-sg", vcm_pair=args.pair)
+                      mobility=True, vcm="in-sg", vcm_pair=args.pair, vcm_binding=args.binding)
     else:
         lab = SvpnLab(addressing=args.addressing, mobile_nodes=1, attachments=["wlan1"], links=args.links,
                       mobility=True, correspondent=optimised)
@@ -139,7 +144,7 @@ def main(argv=None) -> int:
             lost += 1
             continue
         by_type.setdefault(f"{kind(move['from'])} -> {kind(move['to'])}", []).append(gap["gap_s"])
-    path = f"vcm {lab.vcm_pair}" if vcm else args.path
+    path = f"vcm {lab.vcm_pair}{' static-key' if args.binding == 'static-key' else ''}" if vcm else args.path
     print(f"handover gap, {path} path, {args.addressing} addressing, links {args.links}, 50 Hz probe, "
           f"{len(moves)} moves ({lost} without recovery inside {args.dwell} s)")
     print("| move | moves | median | max |")

@@ -9,7 +9,7 @@ mobile node; the runtime then reads typed fields. The defaults are written here 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
 
 from nodeapps.esp.errors import ConfigError as EspConfigError
@@ -133,11 +133,20 @@ def _plain(value):
     return value
 
 
+def _left_out(section, f) -> bool:
+    """An optional field that is None, empty or a section at its defaults: its key is left out, and
+    from_dict reads that back."""
+    if f.default is MISSING and f.default_factory is MISSING:
+        return False
+    value = getattr(section, f.name)
+    return value in (None, (), {}) or isinstance(value, _Section) and value == f.default
+
+
 class _Section:
-    """``to_dict``: every field under its name in the file (``in_`` as "in"); ``from_dict`` reads it back."""
+    """``to_dict``: the fields under their names in the file (``in_`` as "in"); ``from_dict`` reads it back."""
 
     def to_dict(self) -> dict:
-        return {f.name.rstrip("_"): _plain(getattr(self, f.name)) for f in fields(self)}
+        return {f.name.rstrip("_"): _plain(getattr(self, f.name)) for f in fields(self) if not _left_out(self, f)}
 
 
 # ---- sections -----------------------------------------------------------------------------------

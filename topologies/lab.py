@@ -25,8 +25,8 @@ import time
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 
-from nodeapps.mobility.announcement import generate_key_pair
 from nodeapps.esp.sa_spec import SaPair, sa_pair
+from nodeapps.mobility.announcement import generate_key_pair
 from nodeapps.runtime.sections import (ExternalSection, MeshPeer, MeshSection, MobileNodeSection, MobilePeer,
                                        MobilityTimers, SaPeer, VcmSection)
 from nodeapps.runtime.events import JsonLinesTail, read_json_lines

@@ -3,8 +3,10 @@
 A node's configuration file is input like any other: a field of the wrong type or an address that does not
 parse must stop the node with one line naming the field (``ConfigError``), not with a traceback halfway
 through setting up its TUN and sockets. ``MobileNodeSection.from_dict`` checks the "mobility" section of a
-mobile node; the runtime then reads typed fields. The defaults are written here once; the lab
-(``topologies/``) and the VCM agent take theirs from the same constants.
+mobile node; the runtime then reads typed fields. The lab (``topologies/lab.py``) builds the same sections
+and writes them with ``to_dict``, so both sides share one contract; every SA inside is an ``SaSpec``
+(``nodeapps/esp/sa_spec.py``). The defaults are written here once; the lab and the VCM agent take theirs
+from the same constants.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
 from nodeapps.esp import SAD, SPD, IPsecProcessor, SecurityAssociation  # noqa: E402
+from nodeapps.esp.sa_spec import sa_pair  # noqa: E402
 from nodeapps.ipv6 import build_header, pton  # noqa: E402
 
 SIZES = (64, 512, 1400)
@@ -56,10 +57,8 @@ def inner_packet(size: int) -> bytes:
 
 
 def make_pair(mode: str):
-    out_sa = SecurityAssociation(name="a->b", direction="out", spi=0x1001, key=KEY, salt=SALT, mode=mode,
-                                 local="2001:db8:1::1", remote="2001:db8:2::1")
-    in_sa = SecurityAssociation(name="a->b", direction="in", spi=0x1001, key=KEY, salt=SALT, mode=mode,
-                                local="2001:db8:2::1", remote="2001:db8:1::1")
+    ours, theirs = sa_pair("a->b", "b->a", 0x1001, "2001:db8:1::1", "2001:db8:2::1", mode=mode)
+    out_sa, in_sa = SecurityAssociation.from_config(ours.out), SecurityAssociation.from_config(theirs.in_)
     rule = {"src": "fd00:1::/48", "dst": "fd00:2::/48", "action": "protect", "sa": "a->b"}
     sender = IPsecProcessor(SPD.from_config({"vpn_prefixes": ["fd00::/16"],
                                              "rules": [dict(rule, direction="out")]}), SAD([out_sa]))

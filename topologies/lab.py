@@ -13,6 +13,7 @@ started, removes the run directory and stops Mininet, which removes every interf
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,10 @@ import time
 from mininet.log import setLogLevel
 from mininet.net import Mininet
 
+from nodeapps.esp.sa_spec import SaPair, sa_pair
 from nodeapps.mobility.announcement import generate_key_pair
+from nodeapps.runtime.sections import (ExternalSection, MeshPeer, MeshSection, MobileNodeSection, MobilePeer,
+                                       MobilityTimers, SaPeer, VcmSection)
 from nodeapps.runtime.events import JsonLinesTail, read_json_lines
 from topologies import runs, wireshark
 from topologies.addressing import MAX_MOBILE_NODES, AddressPlan, MobileNodePlan, PlanError
@@ -36,7 +40,6 @@ from topologies.svpn import ACCESS_ROUTER, ACCESS_SWITCH, CORRESPONDENT_ADDRESS,
 TUN_NAME = "svpn0"
 # Worst-case ESP tunnel overhead: outer IPv6 40 + SPI/seq 8 + IV 8 + padding 3 + trailer 2 + ICV 16.
 TUN_OVERHEAD = 77
-ALGORITHM = "aes128gcm16"
 READY_TIMEOUT_S = 10.0
 READY_TIMEOUT_PER_NODE_S = 0.25   # node apps start at once and share the CPU: 100 MNs need more than 10 s
 # Mobile nodes reverse-tunnel through their home agent: one more IPv6 header inside the ESP tunnel.
@@ -66,10 +69,6 @@ HANDLER_ERROR_EVENTS_KEPT = 20
 
 
 _UNCLAIMED = object()   # the lab has not tagged the environment with its run directory
-
-
-def _hex(n: int) -> str:
-    return os.urandom(n).hex()
 
 
 class SvpnLab:
@@ -113,7 +112,7 @@ class SvpnLab:
         self.mobility = spec.mobility
         # The MN–SG tunnel SAs' encapsulation; UDP adds its 8-octet header to every outer packet.
         self.esp_encap = spec.esp_encap
-        self._encap = {"encap": "udp"} if spec.esp_encap == "udp" else {}
+        self._encap = "udp" if spec.esp_encap == "udp" else None
         # Even, so TCP segments carry an even payload and the nodes can checksum them in one vectorised
         # pass (nodeapps.runtime.offload.chunk_sums).
         mobility_overhead = RO_ESP_OVERHEAD if self.vcm_pair == "home-ro" else MOBILITY_OVERHEAD
@@ -350,24 +349,19 @@ table inet svpnlab_gateway {{
         configs = {}
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
-            up_spi, down_spi = self.spi_base + SPI_TUNNEL + 2 * n, self.spi_base + SPI_TUNNEL + 2 * n + 1
-            up = {"spi": up_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel",
-                  **self._encap}
-            down = {"spi": down_spi, "algorithm": ALGORITHM, "key": _hex(16), "salt": _hex(4), "mode": "tunnel",
-                    **self._encap}
             up_name, down_name = f"{mn.name}->sg", f"sg->{mn.name}"
+            mn_tunnel, sg_tunnel = sa_pair(up_name, down_name, self.spi_base + SPI_TUNNEL + 2 * n, coa,
+                                           plan.sg_public, mode="tunnel", encap=self._encap)
             home = f"{mn.home_address}/128"
             configs[mn.name] = self._node_config(
                 mn.name, "mobile-node", addresses=[home], routes=vpn, interfaces=[f"{mn.name}-eth0"],
-                sas=[{**up, "name": up_name, "direction": "out", "local": coa, "remote": plan.sg_public},
-                     {**down, "name": down_name, "direction": "in", "local": coa, "remote": plan.sg_public}],
+                sas=_sa_dicts(mn_tunnel),
                 spd={"vpn_prefixes": vpn, "rules": [
                     {"direction": "out", "src": home, "dst": p, "action": "protect", "sa": up_name} for p in vpn
                 ] + [
                     {"direction": "in", "src": p, "dst": home, "action": "protect", "sa": down_name} for p in vpn
                 ]})
-            sg_sas += [{**up, "name": up_name, "direction": "in", "local": plan.sg_public, "remote": coa},
-                       {**down, "name": down_name, "direction": "out", "local": plan.sg_public, "remote": coa}]
+            sg_sas += _sa_dicts(sg_tunnel)
             sg_rules += [{"direction": "out", "src": p, "dst": home, "action": "protect", "sa": down_name}
                          for p in vpn]
             sg_rules += [{"direction": "in", "src": home, "dst": p, "action": "protect", "sa": up_name}
@@ -405,54 +399,40 @@ table inet svpnlab_gateway {{
         ha = plan.office["ha"]
         office_prefix = str(plan.office_prefix)
 
-        def sa(name, spi, direction, local, remote, key, salt, mode="transport"):
-            return {"name": name, "spi": spi, "algorithm": ALGORITHM, "key": key, "salt": salt, "mode": mode,
-                    "direction": direction, "local": local, "remote": remote}
-
         announce_private, announce_public = generate_key_pair()
-        sg_sas, sg_rules, sg_peers, ha_peers, configs = [], [], [], [], {}
+        timers = MobilityTimers(**{name: float(value) for name, value in self.mobility_timers.items()})
+        sg_sas, sg_rules, sg_peers, ha_peers, configs, sections = [], [], [], [], {}, {}
         for n, mn in enumerate(self.external_mobile_nodes()):
             coa = plan.current_address(mn)
             home = mn.home_address
             # The SG's binding for the MN: keyed by the external home address in embodiment 1.
             sg_key = mn.external_home_address or home
             up, down = f"{mn.name}->sg", f"sg->{mn.name}"
-            up_k, down_k = (_hex(16), _hex(4)), (_hex(16), _hex(4))
-            up_spi, down_spi = self.spi_base + SPI_TUNNEL + 2 * n, self.spi_base + SPI_TUNNEL + 2 * n + 1
+            mn_tunnel, sg_tunnel = sa_pair(up, down, self.spi_base + SPI_TUNNEL + 2 * n, coa, plan.sg_public,
+                                           mode="tunnel", encap=self._encap)
             mip = self.spi_base + SPI_MH + 4 * n
-            keys = [(_hex(16), _hex(4)) for _ in range(4)]
-            to_ha, from_ha, to_sg, from_sg = (f"{mn.name}->ha mh", f"ha->{mn.name} mh",
-                                              f"{mn.name}->sg mh", f"sg->{mn.name} mh")
+            mn_ha, ha_mn = sa_pair(f"{mn.name}->ha mh", f"ha->{mn.name} mh", mip, home, ha)
+            mn_sg, sg_mn = sa_pair(f"{mn.name}->sg mh", f"sg->{mn.name} mh", mip + 2, sg_key, plan.sg_public)
             configs[mn.name] = self._node_config(
                 mn.name, "mobile-node", addresses=[f"{home}/128"], routes=vpn, interfaces=[f"{mn.name}-eth0"],
-                sas=[{**sa(up, up_spi, "out", coa, plan.sg_public, *up_k, mode="tunnel"), **self._encap},
-                     {**sa(down, down_spi, "in", coa, plan.sg_public, *down_k, mode="tunnel"), **self._encap}],
+                sas=_sa_dicts(mn_tunnel),
                 spd={"vpn_prefixes": vpn, "rules": [
                     {"direction": "out", "src": "::/0", "dst": p, "action": "protect", "sa": up} for p in vpn
                 ] + [
                     {"direction": "in", "src": p, "dst": "::/0", "action": "protect", "sa": down} for p in vpn
-                ]},
-                mobility={
-                    "address": home, "home_agent": ha, "security_gateway": plan.sg_public,
-                    "sg_home_address": sg_key,
-                    "home_prefix": office_prefix, "host_id": 0xA0000 + mn.index, "interface": f"{mn.name}-eth0",
-                    "vpn_prefixes": vpn, "tunnel_sas": [up, down], "timers": self.mobility_timers,
-                    "peers": [
-                        {"address": ha, "out": sa(to_ha, mip, "out", home, ha, *keys[0]),
-                         "in": sa(from_ha, mip + 1, "in", home, ha, *keys[1])},
-                        {"address": plan.sg_public, "out": sa(to_sg, mip + 2, "out", sg_key, plan.sg_public, *keys[2]),
-                         "in": sa(from_sg, mip + 3, "in", sg_key, plan.sg_public, *keys[3])}],
-                    "announcement": {"public_key": announce_public}})
-            ha_peers.append({"address": home, "out": sa(from_ha, mip + 1, "out", ha, home, *keys[1]),
-                             "in": sa(to_ha, mip, "in", ha, home, *keys[0])})
+                ]})
+            sections[mn.name] = MobileNodeSection(
+                interface=f"{mn.name}-eth0", address=home, home_prefix=office_prefix, host_id=0xA0000 + mn.index,
+                security_gateway=plan.sg_public, home_agent=ha, vpn_prefixes=tuple(vpn), tunnel_sas=(up, down),
+                peers=(SaPeer.of(ha, mn_ha), SaPeer.of(plan.sg_public, mn_sg)), timers=timers,
+                announcement={"public_key": announce_public}, sg_home_address=sg_key)
+            ha_peers.append(SaPeer.of(home, ha_mn).to_dict())
             sg_peers.append({"address": sg_key, "inner": home, "name": mn.name, "tunnel_out": down, "tunnel_in": up,
-                             "out": sa(from_sg, mip + 3, "out", plan.sg_public, sg_key, *keys[3]),
-                             "in": sa(to_sg, mip + 2, "in", plan.sg_public, sg_key, *keys[2])})
-            sg_sas += [{**sa(up, up_spi, "in", plan.sg_public, coa, *up_k, mode="tunnel"), **self._encap},
-                       {**sa(down, down_spi, "out", plan.sg_public, coa, *down_k, mode="tunnel"), **self._encap}]
+                             **sg_mn.to_dict()})
+            sg_sas += _sa_dicts(sg_tunnel)
         if (self.correspondent or self.route_optimisation or (self.vcm and self.vcm_pair == "home-ro")) \
                 and plan.external_home_prefix is not None:
-            self._add_external_configs(configs)
+            self._add_external_configs(configs, sections)
         elif self.route_optimisation or (self.vcm and self.vcm_pair == "home-ro"):
             # Embodiment 2: the home addresses are public, so the MNs route-optimise with each other on
             # them (office HA): the paired MNs in clear, or every other MN as a possible VCM peer (RR
@@ -462,17 +442,19 @@ table inet svpnlab_gateway {{
                 if self.vcm:
                     peers = [other.name for other in self.external_mobile_nodes() if other.name != mn.name]
                 if peers:
-                    configs[mn.name]["mobility"].update(
-                        peer_data="vcm-esp" if self.vcm else "clear",
-                        mobile_peers=[{"name": p, "internal": plan.mobile(p).home_address,
-                                       "external": plan.mobile(p).home_address} for p in peers])
+                    sections[mn.name] = dataclasses.replace(
+                        sections[mn.name], peer_data="vcm-esp" if self.vcm else "clear",
+                        mobile_peers=tuple(MobilePeer(internal=plan.mobile(p).home_address,
+                                                      external=plan.mobile(p).home_address, name=p) for p in peers))
         sg_homes = vpn + ([str(plan.external_home_prefix)] if plan.external_home_prefix is not None else [])
         sg_mobility = {"address": plan.sg_public, "local_addresses": [plan.office["sg"]], "home_prefixes": sg_homes,
                        "peers": sg_peers}
         if self.vcm:
-            sg_rules += self._add_vcm_configs(configs, sg_mobility)
+            sg_rules += self._add_vcm_configs(configs, sections, sg_mobility)
         if self.mesh:
-            sg_rules += self._add_mesh_configs(configs, sg_mobility)
+            sg_rules += self._add_mesh_configs(sections, sg_mobility)
+        for name, section in sections.items():   # typed above, written as the node reads it
+            configs[name]["mobility"] = section.to_dict()
         # The SG's tunnel to an MN carries the MN's packets inside the home agent's IPv6-in-IPv6 header
         # (RFC 6275 §10.4.5): an MN-sized packet plus those 40 octets must fit, or TCP between two MNs through
         # the SG stalls (the SG's Packet Too Big goes to the home agent, which does not pass it on).
@@ -489,12 +471,13 @@ table inet svpnlab_gateway {{
                                        "private_key": announce_private}})
         return configs
 
-    def _add_vcm_configs(self, configs: dict, sg_mobility: dict) -> list[dict]:
+    def _add_vcm_configs(self, configs: dict, sections: dict, sg_mobility: dict) -> list[dict]:
         """VCM built into the SG (docs/vcm-runtime.md): the SG's ``vcm`` section, each MN's agent section,
         and the SG's SPD rules that tie each MN's control datagrams (UDP between its home address and the
         SG's office address) to that MN's tunnel SA pair."""
         from nodeapps.roles.vcm_shell import mn_node_id
         host = self.vcm == "host"
+        direct = host and self.vcm_control == "direct"
         sg_address = self.plan.office["sg"]
         vcm_address = self.plan.office["vcm"] if host else sg_address
         mns = self.external_mobile_nodes()
@@ -507,22 +490,25 @@ table inet svpnlab_gateway {{
             internal = mn.home_address if mn.external_home_address else None
             entry = {"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address,
                      "external": external, "internal": internal}
-            section = {"node_id": mn_node_id(mn.index), "variant": self.vcm, "address": vcm_address,
-                       "sg_address": sg_address, "external": external, "internal": internal, "names": names,
-                       "inbound_grace": self.vcm_inbound_grace, "pair": self.vcm_pair}
-            if host and self.vcm_control == "direct":
+            mn_side = None
+            if direct:
                 # MN–VCM SA sent directly (vcm-sa): tunnel mode, outer ends the care-of address (moved by
                 # both ends) and the VCM, inner the home address (docs/vcm-runtime.md)
-                section["sa"], entry["sa"] = _sa_pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
-                                                      self.spi_base + 0x310 + 2 * mn.index,
-                                                      self.plan.current_address(mn), vcm_address, mode="tunnel")
-                section["control"] = entry["control"] = "direct"
+                mn_side, vcm_side = sa_pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
+                                            self.spi_base + 0x310 + 2 * mn.index, self.plan.current_address(mn),
+                                            vcm_address, mode="tunnel")
+                entry["control"] = "direct"
             elif host:   # MN–VCM SA (vcm-sa-in-sg-sa): ESP transport between home address and VCM
-                section["sa"], entry["sa"] = _sa_pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
-                                                      self.spi_base + SPI_VCM + 2 * mn.index, mn.home_address,
-                                                      vcm_address)
+                mn_side, vcm_side = sa_pair(f"{mn.name}->vcm", f"vcm->{mn.name}",
+                                            self.spi_base + SPI_VCM + 2 * mn.index, mn.home_address, vcm_address)
+            if mn_side is not None:
+                entry["sa"] = vcm_side.to_dict()
+            sections[mn.name] = dataclasses.replace(sections[mn.name], vcm=VcmSection(
+                node_id=mn_node_id(mn.index), address=vcm_address, external=external, internal=internal,
+                sg_address=sg_address, names=names, variant=self.vcm,
+                control="direct" if direct else "encapsulated", pair=self.vcm_pair, sa=mn_side,
+                inbound_grace=self.vcm_inbound_grace))
             entries.append(entry)   # MN–VCM keys only in the VCM's config, not the SG's
-            configs[mn.name]["mobility"]["vcm"] = section
             # Care-of notices (and, VCM in the SG, control) between the SG and the MN's home address.
             rules += [{"name": f"{mn.name}-vcm-in", "direction": "in", "src": f"{mn.home_address}/128",
                        "dst": f"{vcm_address}/128", "proto": None if host else 17, "action": "protect",
@@ -534,19 +520,19 @@ table inet svpnlab_gateway {{
                               "binding_keys": self.spec.vcm_binding == "static-key",
                               "mns": [{k: v for k, v in e.items() if k != "sa"} for e in entries], "lifetime": self.vcm_lifetime, "reserved_spis": reserved}
         if host:   # SG–VCM SA (sg-vcm-sa) on the office LAN
-            sg_side, vcm_side = _sa_pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address,
-                                         vcm_address)
-            sg_mobility["vcm"]["sa"] = sg_side
+            sg_side, vcm_side = sa_pair("sg->vcm", "vcm->sg", self.spi_base + SPI_GROUP + 0x10, sg_address,
+                                        vcm_address)
+            sg_mobility["vcm"]["sa"] = sg_side.to_dict()
             configs["vcm"] = self._node_config(
                 "vcm", "vcm", addresses=[], routes=[], interfaces=["vcm-eth0"], sas=[],
                 spd={"vpn_prefixes": [], "rules": []},
                 mobility={"address": vcm_address, "peers": [], "vcm": {
-                    "sg_address": sg_address, "sg_sa": vcm_side, "lifetime": self.vcm_lifetime,
+                    "sg_address": sg_address, "sg_sa": vcm_side.to_dict(), "lifetime": self.vcm_lifetime,
                     "binding_keys": self.spec.vcm_binding == "static-key",
                     "reserved_spis": reserved, "mns": entries}})
         return rules
 
-    def _add_mesh_configs(self, configs: dict, sg_mobility: dict) -> list[dict]:
+    def _add_mesh_configs(self, sections: dict, sg_mobility: dict) -> list[dict]:
         """The mesh baseline: every two mobile nodes hold an ESP tunnel-mode SA pair from the start (outer
         ends their current addresses, inner their home addresses), made like the VCM's pairs but before the
         run. The outer ends follow moves as the VCM's care-of pairs do: each MN moves its own end, and the
@@ -556,29 +542,30 @@ table inet svpnlab_gateway {{
         mns = self.external_mobile_nodes()
         sg_address = self.plan.office["sg"]
         names = {mn_node_id(mn.index): mn.name for mn in mns}
-        sections = {mn.name: {"sg_address": sg_address, "node_id": mn_node_id(mn.index), "names": names,
-                              "peers": []} for mn in mns}
+        peers: dict[str, list] = {mn.name: [] for mn in mns}
         pair_index = 0
         for i, a in enumerate(mns):
             for b in mns[i + 1:]:
-                ours, theirs = _sa_pair(f"mesh {a.name}->{b.name}", f"mesh {b.name}->{a.name}",
-                                        self.spi_base + SPI_MESH + 2 * pair_index, self.plan.current_address(a),
-                                        self.plan.current_address(b), mode="tunnel")
+                ours, theirs = sa_pair(f"mesh {a.name}->{b.name}", f"mesh {b.name}->{a.name}",
+                                       self.spi_base + SPI_MESH + 2 * pair_index, self.plan.current_address(a),
+                                       self.plan.current_address(b), mode="tunnel")
                 pair_index += 1
-                for me, peer, sas in ((a, b, ours), (b, a, theirs)):
-                    sections[me.name]["peers"].append({
-                        "node_id": mn_node_id(peer.index), "name": peer.name, "home": peer.home_address,
-                        "care_of": None if peer.attachment == "office" else self.plan.current_address(peer), **sas})
+                for me, peer, pair in ((a, b, ours), (b, a, theirs)):
+                    peers[me.name].append(MeshPeer(
+                        node_id=mn_node_id(peer.index), name=peer.name, home=peer.home_address, out=pair.out,
+                        in_=pair.in_,
+                        care_of=None if peer.attachment == "office" else self.plan.current_address(peer)))
         rules = []
         for mn in mns:
-            configs[mn.name]["mobility"]["mesh"] = sections[mn.name]
+            sections[mn.name] = dataclasses.replace(sections[mn.name], mesh=MeshSection(
+                sg_address=sg_address, peers=tuple(peers[mn.name]), names=names, node_id=mn_node_id(mn.index)))
             rules.append({"name": f"{mn.name}-notice-out", "direction": "out", "src": f"{sg_address}/128",
                           "dst": f"{mn.home_address}/128", "proto": 17, "action": "protect", "sa": f"sg->{mn.name}"})
         sg_mobility["care_of_notices"] = {"sg_address": sg_address, "mns": [
             {"node_id": mn_node_id(mn.index), "name": mn.name, "home": mn.home_address} for mn in mns]}
         return rules
 
-    def _add_external_configs(self, configs: dict) -> None:
+    def _add_external_configs(self, configs: dict, sections: dict) -> None:
         """Embodiment 1: each MN also registers its external home address with the external home agent
         ``xha`` (ESP transport SAs for BU/BA, tunnel-mode SAs for HoTI/HoT, RFC 3776) and does route
         optimisation with ``cn`` (``correspondent``) and with the MNs it is paired with
@@ -588,37 +575,26 @@ table inet svpnlab_gateway {{
         ext_prefix = str(plan.external_home_prefix)
         xha_peers, xha_tunnels = [], []
 
-        def sa(name, spi, direction, local, remote, key, salt, mode="transport"):
-            return {"name": name, "spi": spi, "algorithm": ALGORITHM, "key": key, "salt": salt, "mode": mode,
-                    "direction": direction, "local": local, "remote": remote}
-
         for n, mn in enumerate(self.external_mobile_nodes()):
             ehoa, coa = mn.external_home_address, plan.current_address(mn)
             spi = self.spi_base + SPI_XHA + 4 * n
-            keys = [(_hex(16), _hex(4)) for _ in range(4)]
-            names = (f"{mn.name}->xha mh", f"xha->{mn.name} mh", f"{mn.name}->xha tunnel", f"xha->{mn.name} tunnel")
-            config = configs[mn.name]
-            config["tun"]["addresses"].append(f"{ehoa}/128")
+            mn_mh, xha_mh = sa_pair(f"{mn.name}->xha mh", f"xha->{mn.name} mh", spi, ehoa, xha)
+            mn_tunnel, xha_tunnel = sa_pair(f"{mn.name}->xha tunnel", f"xha->{mn.name} tunnel", spi + 2, coa, xha,
+                                            mode="tunnel")
+            configs[mn.name]["tun"]["addresses"].append(f"{ehoa}/128")
             peers = [b if a == mn.name else a for a, b in self.route_optimisation if mn.name in (a, b)]
             vcm_ro = bool(self.vcm) and self.vcm_pair == "home-ro"
             if vcm_ro:   # every other MN may become a VCM peer; RR starts only when its KEYS arrive
                 peers = [other.name for other in self.external_mobile_nodes() if other.name != mn.name]
-            config["mobility"]["external"] = {
-                "address": ehoa, "home_agent": xha,
-                "correspondents": [CORRESPONDENT_ADDRESS] if self.correspondent else [],
-                "mobile_peers": [{"name": p, "internal": plan.mobile(p).home_address,
-                                  "external": plan.mobile(p).external_home_address} for p in peers],
-                "peer_data": "vcm-esp" if vcm_ro else "clear",
-                "peers": [{"address": xha, "out": sa(names[0], spi, "out", ehoa, xha, *keys[0]),
-                           "in": sa(names[1], spi + 1, "in", ehoa, xha, *keys[1])}],
-                "tunnel_peer": {"address": xha,
-                                "out": sa(names[2], spi + 2, "out", coa, xha, *keys[2], mode="tunnel"),
-                                "in": sa(names[3], spi + 3, "in", coa, xha, *keys[3], mode="tunnel")}}
-            xha_peers.append({"address": ehoa, "out": sa(names[1], spi + 1, "out", xha, ehoa, *keys[1]),
-                              "in": sa(names[0], spi, "in", xha, ehoa, *keys[0])})
-            xha_tunnels.append({"address": ehoa,
-                                "out": sa(names[3], spi + 3, "out", xha, coa, *keys[3], mode="tunnel"),
-                                "in": sa(names[2], spi + 2, "in", xha, coa, *keys[2], mode="tunnel")})
+            sections[mn.name] = dataclasses.replace(sections[mn.name], external=ExternalSection(
+                address=ehoa, home_agent=xha,
+                correspondents=(CORRESPONDENT_ADDRESS,) if self.correspondent else (),
+                mobile_peers=tuple(MobilePeer(internal=plan.mobile(p).home_address,
+                                              external=plan.mobile(p).external_home_address, name=p) for p in peers),
+                peer_data="vcm-esp" if vcm_ro else "clear",
+                peers=(SaPeer.of(xha, mn_mh),), tunnel_peer=SaPeer.of(xha, mn_tunnel)))
+            xha_peers.append(SaPeer.of(ehoa, xha_mh).to_dict())
+            xha_tunnels.append(SaPeer.of(ehoa, xha_tunnel).to_dict())
         configs["xha"] = self._node_config(
             "xha", "home-agent", addresses=[], routes=[], interfaces=["xha-up"], sas=[],
             spd={"vpn_prefixes": [], "rules": []},
@@ -841,17 +817,9 @@ table inet svpnlab_gateway {{
         return sorted(records, key=lambda r: r.get("time", 0))
 
 
-def _sa_pair(name_out: str, name_in: str, spi: int, local: str, remote: str, mode: str = "transport"):
-    """Fresh keys for an ESP SA pair between ``local`` and ``remote``: (our out/in SAs, their out/in SAs)."""
-    keys = [(_hex(16), _hex(4)) for _ in range(2)]
-
-    def sa(name, s, direction, key):
-        return {"name": name, "spi": s, "algorithm": ALGORITHM, "key": key[0], "salt": key[1], "mode": mode,
-                "direction": direction, "local": local, "remote": remote}
-    ours = {"out": sa(name_out, spi, "out", keys[0]), "in": sa(name_in, spi + 1, "in", keys[1])}
-    theirs = {"out": dict(ours["in"], direction="out", local=remote, remote=local),
-              "in": dict(ours["out"], direction="in", local=remote, remote=local)}
-    return ours, theirs
+def _sa_dicts(pair: SaPair) -> list[dict]:
+    """A node's top-level ``sas`` entries for one pair: out, then in."""
+    return [pair.out.to_dict(), pair.in_.to_dict()]
 
 
 def handler_error_report(handler_errors: dict, events: list, *, shown: int = 3) -> str:

@@ -20,9 +20,11 @@ import pkgutil
 import sys
 from typing import Any, ClassVar
 
+from nodeapps.esp.sa_spec import ALGORITHMS, DEFAULT_ALGORITHM, SALT_LEN
+
 ENV_PATH = "SVPNLAB_STRATEGY_PATH"
-# aes128gcm16 (RFC 4106): 16 octets of key and a 4-octet salt per SA, the lab's one algorithm.
-KEY_MATERIAL_PER_SA = 16 + 4
+# The lab's one algorithm (RFC 4106 §8.1): its key and a 4-octet salt per SA.
+KEY_MATERIAL_PER_SA = ALGORITHMS[DEFAULT_ALGORITHM] + SALT_LEN
 
 
 class StrategyError(ValueError):

@@ -15,20 +15,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from . import packet, udpencap
 from .errors import ConfigError, EspParseError, IntegrityError, ReplayError, SequenceExhausted, SequenceNotReserved
 from .replay import DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, ReplayWindow
+from .sa_spec import ALGORITHMS, DIRECTIONS, MAX_SEQ, MAX_SEQ_ESN, MODES, SaSpec
 
-# strongSwan / IKEv2 names: AES-GCM with a 16-octet ICV.
-ALGORITHMS = {"aes128gcm16": 16, "aes256gcm16": 32}
 _ALGORITHM_BY_KEY_LEN = {length: name for name, length in ALGORITHMS.items()}
-DIRECTIONS = ("out", "in")
-MODES = ("tunnel", "transport")
 NH_NONE = 59
-MAX_SEQ = (1 << 32) - 1
-MAX_SEQ_ESN = (1 << 64) - 1
 DEFAULT_SOFT_LIMIT = (1 << 32) - (1 << 16)
 DEFAULT_SOFT_LIMIT_ESN = (1 << 64) - (1 << 32)
-_CONFIG_KEYS = frozenset({"name", "direction", "spi", "algorithm", "key", "salt", "mode", "local", "remote",
-                          "replay_window", "esn", "soft_limit", "created_at", "encap"})
-_REQUIRED_KEYS = ("name", "direction", "spi", "algorithm", "key", "salt", "mode", "local", "remote")
 
 
 class SaCounters:
@@ -140,34 +132,13 @@ class SecurityAssociation:
 
     @classmethod
     def from_config(cls, config) -> "SecurityAssociation":
-        """Build from a config mapping (hex key and salt); any problem -> ConfigError naming the field."""
-        if not isinstance(config, dict):
-            raise ConfigError(f"SA config must be a mapping, got {type(config).__name__}")
-        name = config.get("name")
-        for field in _REQUIRED_KEYS:
-            if field not in config:
-                raise _fail(name, field, "missing")
-        unknown = sorted(str(k) for k in config if k not in _CONFIG_KEYS)
-        if unknown:
-            raise _fail(name, unknown[0], "unknown field")
-        spi = config["spi"]
-        if isinstance(spi, str):
-            try:
-                spi = int(spi, 0)
-            except ValueError:
-                raise _fail(name, "spi", f"not an integer: {config['spi']!r}") from None
-        algorithm = config["algorithm"]
-        if algorithm not in ALGORITHMS:
-            raise _fail(name, "algorithm", f"must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-        key = _hex(name, "key", config["key"])
-        if len(key) != ALGORITHMS[algorithm]:
-            raise _fail(name, "key", f"{algorithm} needs {ALGORITHMS[algorithm]} octets, got {len(key)}")
-        salt = _hex(name, "salt", config["salt"])
-        return cls(name=name, direction=config["direction"], spi=spi, key=key, salt=salt, mode=config["mode"],
-                   local=config["local"], remote=config["remote"],
-                   replay_window=config.get("replay_window", DEFAULT_WINDOW), esn=config.get("esn", False),
-                   soft_limit=config.get("soft_limit"), created_at=config.get("created_at"),
-                   encap=config.get("encap"))
+        """Build from a config mapping (hex key and salt) or a checked ``SaSpec``; any problem ->
+        ConfigError naming the field."""
+        spec = config if isinstance(config, SaSpec) else SaSpec.from_dict(config)
+        return cls(name=spec.name, direction=spec.direction, spi=spec.spi, key=bytes.fromhex(spec.key),
+                   salt=bytes.fromhex(spec.salt), mode=spec.mode, local=spec.local, remote=spec.remote,
+                   replay_window=DEFAULT_WINDOW if spec.replay_window is None else spec.replay_window,
+                   esn=bool(spec.esn), soft_limit=spec.soft_limit, created_at=spec.created_at, encap=spec.encap)
 
     @property
     def destination_bytes(self) -> bytes:
@@ -257,14 +228,3 @@ class SecurityAssociation:
     def __repr__(self) -> str:
         return f"<SecurityAssociation {self.name!r} {self.direction} spi={self._spi_hex} {self.mode}>"
 
-
-def _hex(name, field: str, value) -> bytes:
-    if not isinstance(value, str):
-        raise _fail(name, field, "must be a hex string")
-    text = value.strip()
-    if text[:2].lower() == "0x":
-        text = text[2:]
-    try:
-        return bytes.fromhex(text.replace(":", ""))
-    except ValueError:
-        raise _fail(name, field, "not a hex string") from None

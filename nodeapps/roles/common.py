@@ -15,6 +15,7 @@ from nodeapps.mobility import messages as mh
 from nodeapps.roles import vcm_shell
 from nodeapps.runtime.mobility import TransportPeer, TunnelPeer, esp_spi
 from nodeapps.runtime.offload import PLAIN_VNET_HDR
+from nodeapps.runtime.sections import SaPeer
 
 
 def event_fields(event) -> tuple[str, dict]:
@@ -54,28 +55,27 @@ class MobilityRuntime(NodeRuntime):
         self.address = ipv6.pton(section["address"])
         self.peers: dict[bytes, TransportPeer] = {}
         self.peers_by_spi: dict[int, TransportPeer] = {}
-        for peer in section["peers"]:
-            tp = TransportPeer(peer["address"], peer["out"], peer["in"])
-            self.peers[tp.address] = tp
-            self.peers_by_spi[tp.in_sa.spi] = tp
         self.tunnel_peers: dict[bytes, TunnelPeer] = {}
         self.tunnel_by_spi: dict[int, TunnelPeer] = {}
-        for peer in section.get("tunnel_peers", []):
-            self.add_tunnel_peer(peer)
+        # Checked as the config was read (config.py); here they only become typed.
+        for i, peer in enumerate(section["peers"]):
+            self.add_transport_peer(SaPeer.from_dict(peer, f"mobility.peers[{i}]"))
+        for i, peer in enumerate(section.get("tunnel_peers", [])):
+            self.add_tunnel_peer(SaPeer.from_dict(peer, f"mobility.tunnel_peers[{i}]"))
         self.core = None
         self.message_drops.carried.update(MOBILITY_MESSAGES)
         self.counters.update({"mh_rx": 0, "mh_tx": 0, "mh_esp_failures": 0, "not_for_us": 0,
                               "unprotectable": 0})
 
-    def add_tunnel_peer(self, peer: dict, core=None) -> TunnelPeer:
-        tp = TunnelPeer(peer["address"], peer["out"], peer["in"])
+    def add_tunnel_peer(self, peer: SaPeer, core=None) -> TunnelPeer:
+        tp = TunnelPeer(peer.address, peer.out, peer.in_)
         tp.core = core
         self.tunnel_peers[tp.address] = tp
         self.tunnel_by_spi[tp.in_sa.spi] = tp
         return tp
 
-    def add_transport_peer(self, peer: dict, core=None) -> TransportPeer:
-        tp = TransportPeer(peer["address"], peer["out"], peer["in"])
+    def add_transport_peer(self, peer: SaPeer, core=None) -> TransportPeer:
+        tp = TransportPeer(peer.address, peer.out, peer.in_)
         tp.core = core
         self.peers[tp.address] = tp
         self.peers_by_spi[tp.in_sa.spi] = tp

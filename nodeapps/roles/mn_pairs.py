@@ -62,7 +62,7 @@ class DirectPairs:
         self.vcm_ro = vcm.pair == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
         node.paths.vcm_ro = self.vcm_ro
         peer_class = TunnelPeer if self.vcm_direct else TransportPeer
-        self.vcm_peer = None if in_sg else peer_class(vcm.address, vcm.sa["out"], vcm.sa["in"])
+        self.vcm_peer = None if in_sg else peer_class(vcm.address, vcm.sa.out, vcm.sa.in_)
         self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=not self.vcm_direct)
         if self.vcm_direct:
             # The VCM's address is in the VPN prefix, routed into our TUN; pinned to the access interface the
@@ -91,11 +91,11 @@ class DirectPairs:
             self.mesh_home[peer.node_id] = home
             for sa in (peer.out, peer.in_):
                 sad.add(SecurityAssociation.from_config(sa))
-                self.sa_peer[sa["name"]] = peer.node_id
+                self.sa_peer[sa.name] = peer.node_id
             for direction, sa in (("out", peer.out), ("in", peer.in_)):
                 ends = (own, f"{peer.home}/128") if direction == "out" else (f"{peer.home}/128", own)
-                rule = {"name": f"{sa['name']}-spd", "direction": direction, "src": ends[0], "dst": ends[1],
-                        "proto": None, "action": "protect", "sa": sa["name"]}
+                rule = {"name": f"{sa.name}-spd", "direction": direction, "src": ends[0], "dst": ends[1],
+                        "proto": None, "action": "protect", "sa": sa.name}
                 self.rules.append(rule)
                 spd.insert(rule, 0)
             if peer.care_of:

@@ -10,8 +10,9 @@ from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.esp.errors import ConfigError as EspConfigError
+from nodeapps.esp.sa_spec import SaSpec
 from nodeapps.mobility import announcement
-from nodeapps.runtime.sections import MobileNodeSection, SectionError
+from nodeapps.runtime.sections import MobileNodeSection, SaPeer, SectionError
 
 ROLES = ("mobile-node", "security-gateway", "home-agent", "correspondent", "vcm")
 
@@ -30,7 +31,7 @@ class NodeConfig:
     tun_routes: list
     tun_offload: bool
     outer_interfaces: list
-    sas: list
+    sas: tuple    # of SaSpec, checked as the file is read
     spd: dict
     event_log: str | None
     control_socket: str
@@ -85,7 +86,7 @@ class NodeConfig:
         return cls(node=node, role=role, tun_name=need("name", str, tun, "tun."), tun_mtu=mtu,
                    tun_addresses=addresses, tun_routes=routes, tun_offload=bool(tun.get("offload", True)),
                    outer_interfaces=interfaces,
-                   sas=need("sas", list), spd=need("spd", dict),
+                   sas=_sas(need("sas", list)), spd=need("spd", dict),
                    event_log=data.get("event_log"), control_socket=need("control_socket", str),
                    mobility=_mobility(data.get("mobility"), role),
                    mobile_node=_mobile_node(data.get("mobility"), role),
@@ -93,6 +94,13 @@ class NodeConfig:
                    sequence_store=_optional_path(data.get("sequence_store"), "sequence_store"),
                    fault_injection=_flag(data, "fault_injection"),
                    key_log=_optional_path(data.get("key_log"), "key_log"))
+
+
+def _sas(entries: list) -> tuple:
+    try:
+        return tuple(SaSpec.from_dict(entry, f"sas[{i}]") for i, entry in enumerate(entries))
+    except EspConfigError as exc:
+        raise ConfigError(f"config field {exc}") from None
 
 
 def _optional_path(value, field: str) -> str | None:
@@ -125,11 +133,15 @@ def _mobility(section, role: str) -> dict | None:
     for key in ("address", "peers"):
         if key not in section:
             raise ConfigError(f"config field mobility.{key} is missing")
-    if not isinstance(section["peers"], list):
-        raise ConfigError("config field mobility.peers has the wrong type")
-    for i, peer in enumerate(section["peers"]):
-        if not isinstance(peer, dict) or not {"address", "out", "in"} <= set(peer):
-            raise ConfigError(f"config field mobility.peers[{i}] needs address, out and in")
+    for key in ("peers", "tunnel_peers"):
+        peers = section.get(key, [])
+        if not isinstance(peers, list):
+            raise ConfigError(f"config field mobility.{key} has the wrong type")
+        for i, peer in enumerate(peers):   # RFC 3776 SA pairs: each SA checked here, once
+            try:
+                SaPeer.from_dict(peer, f"mobility.{key}[{i}]")
+            except SectionError as exc:
+                raise ConfigError(f"config field {exc}") from None
     announce = section.get("announcement")
     if announce is not None:
         _check_announcement(announce, role)

@@ -3,15 +3,19 @@
 A node's configuration file is input like any other: a field of the wrong type or an address that does not
 parse must stop the node with one line naming the field (``ConfigError``), not with a traceback halfway
 through setting up its TUN and sockets. ``MobileNodeSection.from_dict`` checks the "mobility" section of a
-mobile node; the runtime then reads typed fields. The defaults are written here once; the lab
-(``topologies/``) and the VCM agent take theirs from the same constants.
+mobile node; the runtime then reads typed fields. The lab (``topologies/lab.py``) builds the same sections
+and writes them with ``to_dict``, so both sides share one contract; every SA inside is an ``SaSpec``
+(``nodeapps/esp/sa_spec.py``). The defaults are written here once; the lab and the VCM agent take theirs
+from the same constants.
 """
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
 
+from nodeapps.esp.errors import ConfigError as EspConfigError
+from nodeapps.esp.sa_spec import SaPair, SaSpec
 from nodeapps.mobility.constants import (HOME_REGISTRATION_LIFETIME, INITIAL_BINDACK_TIMEOUT,
                                          INITIAL_BINDACK_TIMEOUT_FIRSTREG)
 from nodeapps.vcm.mobile_agent import INBOUND_GRACE_S
@@ -95,12 +99,12 @@ def _field(data: dict, where: str, key: str, check, *args, default=_REQUIRED):
     return check(value, f"{where}.{key}", *args)
 
 
-def _sa_pair(value, where: str) -> dict:
-    """{"out": SA, "in": SA}: the SA dicts themselves are checked when they are installed (ESP config)."""
-    pair = _mapping(value, where)
-    for direction in ("out", "in"):
-        _field(pair, where, direction, _mapping)
-    return pair
+def _sa_pair(value, where: str) -> SaPair:
+    """{"out": SA, "in": SA}, each SA checked (``SaSpec``: SPI range, key and salt lengths, addresses)."""
+    try:
+        return SaPair.from_dict(value, where)
+    except EspConfigError as exc:
+        raise SectionError(str(exc)) from None
 
 
 def _node_names(value, where: str) -> dict:
@@ -114,16 +118,62 @@ def _node_names(value, where: str) -> dict:
 
 
 def _no_unknown(data: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)}
+    known = {f.name.rstrip("_") for f in fields(cls)}   # in_ is "in" in the file
     unknown = sorted(set(data) - known)
     if unknown:
         raise SectionError(f"{where}.{unknown[0]} is not a field of this section")
 
 
+def _plain(value):
+    """A section's value as JSON holds it: sections as objects, tuples as lists, node ids as text keys."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _left_out(section, f) -> bool:
+    """An optional field that is None, empty or a section at its defaults: its key is left out, and
+    from_dict reads that back."""
+    if f.default is MISSING and f.default_factory is MISSING:
+        return False
+    value = getattr(section, f.name)
+    return value in (None, (), {}) or isinstance(value, _Section) and value == f.default
+
+
+class _Section:
+    """``to_dict``: the fields under their names in the file (``in_`` as "in"); ``from_dict`` reads it back."""
+
+    def to_dict(self) -> dict:
+        return {f.name.rstrip("_"): _plain(getattr(self, f.name)) for f in fields(self) if not _left_out(self, f)}
+
+
 # ---- sections -----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class MobilityTimers:
+class SaPeer(_Section):
+    """A peer protected by its own ESP SA pair (Mobility Header SAs, RFC 3776): its address and the pair."""
+    address: str
+    out: SaSpec
+    in_: SaSpec
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> "SaPeer":
+        data = _mapping(data, where)
+        address = _field(data, where, "address", _address)
+        pair = _sa_pair(data, where)
+        return cls(address=address, out=pair.out, in_=pair.in_)
+
+    @classmethod
+    def of(cls, address: str, pair: SaPair) -> "SaPeer":
+        return cls(address=address, out=pair.out, in_=pair.in_)
+
+
+@dataclass(frozen=True)
+class MobilityTimers(_Section):
     """Mobile IPv6 timers of a mobile node (RFC 6275 §13 defaults, shortened lifetime for the lab)."""
     home_lifetime: float = HOME_REGISTRATION_LIFETIME
     initial_bindack_timeout: float = INITIAL_BINDACK_TIMEOUT
@@ -144,7 +194,7 @@ PEER_DATA = ("clear", "vcm-esp")
 
 
 @dataclass(frozen=True)
-class VcmSection:
+class VcmSection(_Section):
     """How the MN reaches the VCM and what it is to it (docs/vcm-runtime.md)."""
     node_id: int
     address: str
@@ -155,7 +205,7 @@ class VcmSection:
     variant: str = "in-sg"
     control: str = "encapsulated"
     pair: Optional[str] = None              # "home-ro": over the MN–MN binding; otherwise between care-of addresses
-    sa: Optional[dict] = None               # the MN–VCM SA pair (VCM on its own host)
+    sa: Optional[SaPair] = None             # the MN–VCM SA pair (VCM on its own host)
     inbound_grace: float = INBOUND_GRACE_S
 
     @classmethod
@@ -178,39 +228,47 @@ class VcmSection:
 
 
 @dataclass(frozen=True)
-class MeshPeer:
+class MeshPeer(_Section):
+    """Another MN and the SA pair held with it from the start; ``care_of`` None while it is in the office."""
     node_id: int
     home: str
-    out: dict
-    in_: dict
+    out: SaSpec
+    in_: SaSpec
     care_of: Optional[str] = None
+    name: Optional[str] = None
 
     @classmethod
     def from_dict(cls, data, where: str) -> "MeshPeer":
+        data = _mapping(data, where)
+        _no_unknown(data, cls, where)
         pair = _sa_pair(data, where)
         return cls(node_id=_field(data, where, "node_id", _whole, 1, 2 ** 32 - 1),
-                   home=_field(data, where, "home", _address), out=pair["out"], in_=pair["in"],
-                   care_of=_field(data, where, "care_of", _address, default=None))
+                   home=_field(data, where, "home", _address), out=pair.out, in_=pair.in_,
+                   care_of=_field(data, where, "care_of", _address, default=None),
+                   name=_field(data, where, "name", _text, default=None))
 
 
 @dataclass(frozen=True)
-class MeshSection:
+class MeshSection(_Section):
     """Pre-distributed SA pairs with every other MN (the mesh baseline)."""
     sg_address: str
     peers: tuple
     names: dict = field(default_factory=dict)
+    node_id: Optional[int] = None   # this MN's node id, as the SG's care-of notices name it
 
     @classmethod
     def from_dict(cls, data, where: str = "mobility.mesh") -> "MeshSection":
         data = _mapping(data, where)
+        _no_unknown(data, cls, where)
         peers = _field(data, where, "peers", _list)
         return cls(sg_address=_field(data, where, "sg_address", _address),
                    peers=tuple(MeshPeer.from_dict(p, f"{where}.peers[{i}]") for i, p in enumerate(peers)),
-                   names=_field(data, where, "names", _node_names, default={}))
+                   names=_field(data, where, "names", _node_names, default={}),
+                   node_id=_field(data, where, "node_id", _whole, 1, 2 ** 32 - 1, default=None))
 
 
 @dataclass(frozen=True)
-class MobilePeer:
+class MobilePeer(_Section):
     """Another MN reached by MN–MN route optimisation: its internal (VPN) and external home addresses."""
     internal: str
     external: str
@@ -229,22 +287,17 @@ def _mobile_peers(value, where: str) -> tuple:
 
 
 def _transport_peers(value, where: str) -> tuple:
-    """Mobility SA peers: {"address", "out", "in"} each (the SA dicts are checked when installed)."""
-    out = []
-    for i, peer in enumerate(_list(value, where)):
-        peer = _sa_pair(peer, f"{where}[{i}]")
-        _field(peer, f"{where}[{i}]", "address", _address)
-        out.append(peer)
-    return tuple(out)
+    """Mobility SA peers: {"address", "out", "in"} each."""
+    return tuple(SaPeer.from_dict(peer, f"{where}[{i}]") for i, peer in enumerate(_list(value, where)))
 
 
 @dataclass(frozen=True)
-class ExternalSection:
+class ExternalSection(_Section):
     """Embodiment 1: the external home address, its public home agent and who is reached through it."""
     address: str
     home_agent: str
     peers: tuple = ()
-    tunnel_peer: Optional[dict] = None
+    tunnel_peer: Optional[SaPeer] = None
     correspondents: tuple = ()
     mobile_peers: tuple = ()
     peer_data: str = "clear"
@@ -253,12 +306,11 @@ class ExternalSection:
     def from_dict(cls, data, where: str = "mobility.external") -> "ExternalSection":
         data = _mapping(data, where)
         _no_unknown(data, cls, where)
-        tunnel = data.get("tunnel_peer")
         correspondents = _field(data, where, "correspondents", _list, default=[])
         return cls(address=_field(data, where, "address", _address),
                    home_agent=_field(data, where, "home_agent", _address),
                    peers=_field(data, where, "peers", _transport_peers, default=[]),
-                   tunnel_peer=None if tunnel is None else _transport_peers([tunnel], f"{where}.tunnel_peer")[0],
+                   tunnel_peer=_field(data, where, "tunnel_peer", SaPeer.from_dict, default=None),
                    correspondents=tuple(_address(c, f"{where}.correspondents[{i}]")
                                         for i, c in enumerate(correspondents)),
                    mobile_peers=_field(data, where, "mobile_peers", _mobile_peers, default=[]),
@@ -266,7 +318,7 @@ class ExternalSection:
 
 
 @dataclass(frozen=True)
-class MobileNodeSection:
+class MobileNodeSection(_Section):
     """The "mobility" section of a mobile node."""
     interface: str
     address: str

@@ -33,7 +33,7 @@ def test_every_pair_holds_sas_from_the_start_with_unique_spis():
     assert (back["spi"], back["key"], back["local"], back["remote"]) == (out["spi"], out["key"], out["remote"],
                                                                          out["local"])
     # mn3 starts in the office: no care-of address for its peers to send to
-    assert next(p for p in configs["mn1"]["mobility"]["mesh"]["peers"] if p["name"] == "mn3")["care_of"] is None
+    assert next(p for p in configs["mn1"]["mobility"]["mesh"]["peers"] if p["name"] == "mn3").get("care_of") is None
     notices = configs["sg"]["mobility"]["care_of_notices"]
     assert [m["name"] for m in notices["mns"]] == ["mn1", "mn2", "mn3"]
     assert {r["name"] for r in configs["sg"]["spd"]["rules"]} >= {"mn1-notice-out", "mn3-notice-out"}

@@ -94,7 +94,7 @@ BAD = [
     (("vcm", "extra"), 1, "mobility.vcm.extra"),
     (("external", "home_agent"), "2001:db8::zz", "mobility.external.home_agent"),
     (("external", "correspondents"), ["nowhere"], "mobility.external.correspondents[0]"),
-    (("external", "tunnel_peer"), {"address": "2001:db8::1", "out": {}}, "mobility.external.tunnel_peer[0].in"),
+    (("external", "tunnel_peer"), {"address": "2001:db8::1", "out": {}}, "mobility.external.tunnel_peer.in"),
     (("surprise",), 1, "mobility.surprise"),
 ]
 

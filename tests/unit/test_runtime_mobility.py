@@ -9,6 +9,7 @@ from scapy.layers.inet6 import (ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptAdvInterval
 from nodeapps import ipv6
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.esp.sad import SAD
+from nodeapps.esp.sa_spec import sa_pair
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime import mobility as rt
 from nodeapps.runtime.config import ConfigError, NodeConfig
@@ -62,12 +63,9 @@ def test_transport_peer_protects_a_binding_update_and_finds_it_by_spi():
     mn = ipv6.pton("2001:db8:21::a:1")
     ha = ipv6.pton("2001:db8:100:1::2")
     hoa = ipv6.pton("2001:db8:100:1::a:1")
-    sender = rt.TransportPeer("2001:db8:100:1::2", sa_config("bu", "out", 0x3000, "2001:db8:100:1::a:1",
-                                                             "2001:db8:100:1::2"),
-                              sa_config("ba", "in", 0x3001, "2001:db8:100:1::a:1", "2001:db8:100:1::2"))
-    receiver = rt.TransportPeer("2001:db8:100:1::a:1", sa_config("ba", "out", 0x3001, "2001:db8:100:1::2",
-                                                                 "2001:db8:100:1::a:1"),
-                                sa_config("bu", "in", 0x3000, "2001:db8:100:1::2", "2001:db8:100:1::a:1"))
+    ours, theirs = sa_pair("bu", "ba", 0x3000, "2001:db8:100:1::a:1", "2001:db8:100:1::2")
+    sender = rt.TransportPeer("2001:db8:100:1::2", ours.out, ours.in_)
+    receiver = rt.TransportPeer("2001:db8:100:1::a:1", theirs.out, theirs.in_)
     bu = mh.build_mobility_packet(mn, ha, mh.BindingUpdate(7, 100, ack=True, home_registration=True),
                                   home_address=hoa)
     sealed = sender.seal(bu)

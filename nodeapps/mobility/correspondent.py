@@ -29,6 +29,10 @@ from nodeapps.mobility.events import BindingRemoved
 
 # Bindings a correspondent keeps: the lab's scale experiment has 100 MNs, each with a binding per peer.
 DEFAULT_CACHE_CAPACITY = 1024
+# BUs without nonce indices from a home address whose static Kbm is not here yet: kept this long, this many
+# (a peer's keyed BU can overtake the key on its way to us; unverified until the key comes).
+KEYLESS_BU_HOLD_S = 2.0
+MAX_KEYLESS_BUS = 16
 
 
 class CorrespondentNode(BindingCacheNode):
@@ -50,18 +54,32 @@ class CorrespondentNode(BindingCacheNode):
         # RFC 4449: home address -> a static Kbm shared with that MN out of band (bounded like the cache).
         self.binding_keys: dict[bytes, bytes] = {}
         self._binding_key_capacity = cache_capacity
+        self._keyless_bus: dict[bytes, tuple] = {}   # home address -> (parsed, BU, esp_protected, arrival)
 
-    def set_binding_key(self, home_address: bytes, kbm: Optional[bytes]) -> None:
+    def set_binding_key(self, home_address: bytes, kbm: Optional[bytes], now: float) -> None:
         """Accept BUs for ``home_address`` authenticated with ``kbm`` and no Nonce Indices option (RFC 4449;
-        None: return routability only, again). Beyond the cache capacity the oldest key goes."""
+        None: return routability only, again). Beyond the cache capacity the oldest key goes. A keyed BU
+        from that address that came in the last KEYLESS_BU_HOLD_S, before the key, is processed now."""
         home_address = bytes(home_address)
         self.binding_keys.pop(home_address, None)
+        held = self._keyless_bus.pop(home_address, None)
         if kbm is None:
             return
         if self._binding_key_capacity is not None and len(self.binding_keys) >= self._binding_key_capacity:
             self.binding_keys.pop(next(iter(self.binding_keys)), None)
         if self._binding_key_capacity != 0:
             self.binding_keys[home_address] = bytes(kbm)
+        if held is not None and now - held[3] <= KEYLESS_BU_HOLD_S:
+            self.counters["keyless_bu_replayed"] += 1
+            parsed, bu, esp_protected, _arrival = held
+            self._on_binding_update(parsed, bu, now, esp_protected)
+
+    def _hold_keyless(self, home_address: bytes, parsed, bu, now: float, esp_protected: bool) -> None:
+        """A BU that may be signed with a key still on its way to us: kept (bounded), checked when it comes."""
+        self._keyless_bus.pop(home_address, None)
+        if len(self._keyless_bus) >= MAX_KEYLESS_BUS:
+            self._keyless_bus.pop(next(iter(self._keyless_bus)))
+        self._keyless_bus[home_address] = (parsed, bu, esp_protected, now)
 
     # ---- return routability: RFC 6275 §9.4 ----
     def _on_other_message(self, parsed, message, now: float, esp_protected: bool) -> None:
@@ -107,6 +125,8 @@ class CorrespondentNode(BindingCacheNode):
         static_kbm = self.binding_keys.get(home_address)
         if auth is None or (indices is None and static_kbm is None):
             self._drop("missing_rr_options", ipv6.ntop(home_address))  # silently discarded, §9.5.1
+            if auth is not None:
+                self._hold_keyless(home_address, parsed, bu, now, esp_protected)
             return
         if not self._usable_addresses(home_address, care_of):
             return

@@ -98,7 +98,7 @@ class MobilePeerRouting:
         peer = bytes(peer)
         if peer not in self.internal_of:
             return
-        self.correspondent.set_binding_key(peer, kbm)
+        self.correspondent.set_binding_key(peer, kbm, now)
         if kbm is not None and care_of is not None:
             self._care_of_hints[peer] = (bytes(care_of), now + CARE_OF_HINT_S)
         else:

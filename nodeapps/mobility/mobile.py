@@ -227,14 +227,6 @@ class MobileNode(Core):
             cs.bu_wanted = True
             self._ensure_rr(cs, now)
 
-    def resend_binding_update(self, correspondent: bytes, now: float) -> None:
-        """The correspondent can verify our BU now (e.g. it has just confirmed holding the static Kbm): send
-        an unanswered one again at once, with the backoff restarted."""
-        entry = self.bul.get(bytes(correspondent))
-        if entry is not None and entry.outstanding and entry.kind is PeerKind.CORRESPONDENT and not self.at_home:
-            self.counters["bu_retries"] += 1
-            self._transmit_first(entry, now, self.initial_bindack_timeout)
-
     def retry_route_optimisation(self, correspondent: bytes, now: float) -> None:
         """The correspondent has just shown it is reachable (a peer MN sent us its own BU): send the test
         inits still waiting for an answer again now, with the backoff restarted, instead of waiting out a

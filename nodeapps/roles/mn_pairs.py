@@ -262,8 +262,8 @@ class DirectPairs:
 
     def _binding_key_step(self, event, now: float) -> None:
         """Home-ro pairs keyed with a static Kbm (RFC 4449): the KEYS hand it to both cores and our BU leaves
-        at once; the peer's relayed ACK says it holds the key too (an unanswered BU goes again now); a
-        fall-back returns the binding to return routability, which a restarted peer also speaks."""
+        at once (a peer's BU that overtook its key is checked as the key comes); a fall-back returns the
+        binding to return routability, which a restarted peer also speaks."""
         routing = self.node.peer_routing
         hoa = getattr(event, "peer_external_hoa", None)
         if not self.vcm_ro or routing is None or hoa is None:
@@ -272,9 +272,6 @@ class DirectPairs:
         if isinstance(event, InstallInbound) and event.binding_key is not None:
             care_of = ipv6.pton(event.peer_care_of) if event.peer_care_of else None
             routing.use_binding_key(peer, event.binding_key, care_of, now)
-            self.ro_pending = True
-        elif isinstance(event, SwitchOutbound) and event.binding_key is not None:
-            routing.mobile.resend_binding_update(peer, now)
             self.ro_pending = True
         elif isinstance(event, FallBackToSg) and peer in routing.correspondent.binding_keys:
             routing.use_binding_key(peer, None, None, now)

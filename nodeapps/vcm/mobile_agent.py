@@ -60,13 +60,10 @@ class InstallInbound:
 
 @dataclass(frozen=True)
 class SwitchOutbound:
-    """``binding_key``: as in InstallInbound; the peer holds it now, so our BU signed with it is accepted."""
     peer: int
     session_id: int
     generation: int
     ops: tuple
-    peer_external_hoa: Optional[str] = None
-    binding_key: Optional[bytes] = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -379,8 +376,7 @@ class MobileAgent:
         gen.outbound_up = True
         link.active_out = gen.number
         link.since = now
-        self._events.append(SwitchOutbound(link.peer, link.session_id, gen.number, tuple(ops), link.external_hoa,
-                                           link.binding_key))
+        self._events.append(SwitchOutbound(link.peer, link.session_id, gen.number, tuple(ops)))
 
     def _expire_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
         """No newer generation arrived in time: the key must not be used past its lifetime."""

@@ -472,19 +472,49 @@ def test_a_static_key_binds_both_ways_at_once_without_tests_and_the_first_bu_goe
     assert all(not k.startswith("dropped") or v == 0 for c in (a.counters, b.counters) for k, v in c.items())
 
 
-def test_a_key_the_peer_lacks_or_a_wrong_key_binds_nothing_and_the_peers_confirmation_resends_at_once():
+def test_a_bu_that_overtakes_the_peers_key_is_checked_when_the_key_comes_and_a_wrong_key_binds_nothing():
     net = both_out_without_return_routability()
     a, b = net.node["a"], net.node["b"]
     a.use_binding_key(EXT["b"], KBM, COA["b1"], net.now)
     net.settle()
     assert b.counters["dropped_missing_rr_options"] == 1 and not a.mobile.route_optimised(EXT["b"], net.now)
+    net.now += 0.05
+    b.use_binding_key(EXT["a"], KBM, COA["a1"], net.now)          # the held BU binds now: no 1 s timeout
+    net.settle()
+    assert b.counters["keyless_bu_replayed"] == 1
+    assert a.ready(EXT["b"], net.now) and b.ready(EXT["a"], net.now)
+
+    net = both_out_without_return_routability()
+    a, b = net.node["a"], net.node["b"]
+    a.use_binding_key(EXT["b"], KBM, COA["b1"], net.now)
+    net.settle()
     b.use_binding_key(EXT["a"], bytes(20), COA["a1"], net.now)   # another key: neither BU verifies
     net.settle()
-    assert a.counters["dropped_bad_authenticator"] == 1
-    b.use_binding_key(EXT["a"], KBM, COA["a1"], net.now)          # right key; B's own BU binds at A
-    a.mobile.resend_binding_update(EXT["b"], net.now)             # B confirmed: ours again, not in 1 s
+    assert a.counters["dropped_bad_authenticator"] == 1 and b.counters["dropped_bad_authenticator"] == 1
+    assert not a.mobile.route_optimised(EXT["b"], net.now) and not b.mobile.route_optimised(EXT["a"], net.now)
+
+
+def test_a_held_keyless_bu_goes_stale_and_the_hold_is_bounded():
+    from nodeapps.mobility.correspondent import KEYLESS_BU_HOLD_S, MAX_KEYLESS_BUS
+    net = both_out_without_return_routability()
+    a, b = net.node["a"], net.node["b"]
+    a.use_binding_key(EXT["b"], KBM, COA["b1"], net.now)
     net.settle()
-    assert a.ready(EXT["b"], net.now) and b.ready(EXT["a"], net.now)
+    net.now += KEYLESS_BU_HOLD_S + 0.1
+    b.correspondent.set_binding_key(EXT["a"], KBM, net.now)
+    assert b.counters["keyless_bu_replayed"] == 0 and b.correspondent.route(EXT["a"], net.now) is None
+
+    from nodeapps.mobility import rr
+    from nodeapps.mobility.correspondent import CorrespondentNode
+    cn = CorrespondentNode([EXT["a"]])
+    homes = [ipv6.pton(f"2001:db8:e0::c:{i}") for i in range(3 * MAX_KEYLESS_BUS)]
+    for i, home in enumerate(homes):                 # a flood of keyless BUs from as many home addresses
+        care_of = ipv6.pton(f"2001:db8:77::{i + 1}")
+        bu = rr.sign(m.BindingUpdate(i + 1, 10, ack=True), KBM, care_of, EXT["a"])
+        cn.receive(m.build_mobility_packet(care_of, EXT["a"], bu, home_address=home), 0.0)
+    assert list(cn._keyless_bus) == homes[-MAX_KEYLESS_BUS:]
+    cn.set_binding_key(homes[-1], KBM, 0.5)           # the newest one still binds once its key comes
+    assert cn.route(homes[-1], 0.5) == ipv6.pton(f"2001:db8:77::{len(homes)}")
 
 
 def test_without_the_key_the_binding_goes_back_to_return_routability():
@@ -507,5 +537,5 @@ def test_binding_keys_are_bounded_like_the_cache():
     from nodeapps.mobility.correspondent import CorrespondentNode
     cn = CorrespondentNode([EXT["a"]], cache_capacity=2)
     for i in range(5):
-        cn.set_binding_key(ipv6.pton(f"2001:db8:e0::b:{i}"), KBM)
+        cn.set_binding_key(ipv6.pton(f"2001:db8:e0::b:{i}"), KBM, 0.0)
     assert list(cn.binding_keys) == [ipv6.pton("2001:db8:e0::b:3"), ipv6.pton("2001:db8:e0::b:4")]

@@ -27,9 +27,9 @@ loop's catch is not in the way)::
     h.udp(esp, source, destination)   # ESP-in-UDP datagram(s) on port 4500 (labs with esp_encap="udp")
     h.tun(packet)                     # packet(s) the kernel routed into the TUN -> on_tun
     h.control({"cmd": "status"})      # on_control
-    h.router_advertisement(message)   # MN: on_router_advertisement (HA: on_router_solicitation)
-    h.beacon(packet)                  # MN: on_beacon (office announcements)
-    h.netlink(data)                   # MN: on_link_change
+    h.router_advertisement(message)   # MN: attachment.on_router_advertisement (HA: on_router_solicitation)
+    h.beacon(packet)                  # MN: attachment.on_beacon (office announcements)
+    h.netlink(data)                   # MN: attachment.on_link_change
     h.timer(0.5)                      # advance the clock, then on_timer if it is due
     h.handler_errors                  # the node's counter (0 unless something was caught)
     h.esp(sa_config, next_header, payload)   # a packet the SA's peer would send (valid ICV)
@@ -292,8 +292,8 @@ class ShellHarness:
 
     # ---- patching ----
     def _make_patches(self) -> list[_Patch]:
-        from nodeapps.roles import (common, correspondent, home_agent, mn_pairs, mobile_node, security_gateway,
-                                    vcm_host)
+        from nodeapps.roles import (common, correspondent, home_agent, mn_attachment, mn_data_plane, mn_pairs,
+                                    mobile_node, security_gateway, vcm_host)
         from nodeapps.runtime import daemon
         io, fake_time = self.io, _FakeTimeModule(self.clock)
         sockets = _SocketModule(self.indexes)
@@ -369,7 +369,8 @@ class ShellHarness:
             (daemon, "_addresses", lambda: [{"interface": "fake", "address": a} for a in self._addresses]),
             (common, "time", fake_time),
         ]
-        for module in (mobile_node, mn_pairs, home_agent, security_gateway, vcm_host, correspondent):
+        for module in (mobile_node, mn_attachment, mn_data_plane, mn_pairs, home_agent, security_gateway, vcm_host,
+                       correspondent):
             patches.append((module, "time", fake_time))
             for name, value in (("run_ip", run_ip), ("run_ip6_batch", run_ip6_batch),
                                 ("interface_mac", lambda interface: "02:00:00:00:aa:01"),
@@ -378,9 +379,9 @@ class ShellHarness:
                 if hasattr(module, name):
                     patches.append((module, name, value))
         patches += [
-            (mobile_node, "open_link_monitor", open_link_monitor), (mobile_node, "open_capture", open_capture),
+            (mn_attachment, "open_link_monitor", open_link_monitor), (mn_attachment, "open_capture", open_capture),
             (mn_pairs, "open_sender", lambda *a, **k: FakeSocket("sender", "bound", io.sent)),
-            (mobile_node, "send_router_solicitation", send_rs),
+            (mn_attachment, "send_router_solicitation", send_rs),
             (mobile_node, "_global_addresses", lambda interface: list(self._addresses)),
             (mobile_node, "_default_router", lambda interface: "fe80::1"),
             (mobile_node, "_carrier_up", lambda interface: True),
@@ -484,22 +485,23 @@ class ShellHarness:
         for message in messages:
             info = ipv6.pton("fe80::2") + struct.pack("I", ifindex)
             sock.push((bytes(message), [(socket.IPPROTO_IPV6, _IPV6_PKTINFO, info)], 0, (source, 0, 0, ifindex)))
-        handler = getattr(self.runtime, "on_router_advertisement", None) or self.runtime.on_router_solicitation
+        attachment = getattr(self.runtime, "attachment", None)
+        handler = attachment.on_router_advertisement if attachment else self.runtime.on_router_solicitation
         with self:
             handler(self.clock.now)
 
     def beacon(self, *packets: bytes) -> None:
-        """Multicast ESP frames on the MN's link (office announcements), then ``on_beacon``."""
+        """Multicast ESP frames on the MN's link (office announcements), then ``attachment.on_beacon``."""
         for packet in packets:
             self.io.beacon.push(ETHERNET_HEADER + bytes(packet))
         with self:
-            self.runtime.on_beacon(self.clock.now)
+            self.runtime.attachment.on_beacon(self.clock.now)
 
     def netlink(self, *datagrams: bytes) -> None:
         for data in datagrams:
             self.io.link_monitor.push(bytes(data))
         with self:
-            self.runtime.on_link_change(self.clock.now)
+            self.runtime.attachment.on_link_change(self.clock.now)
 
     def timer(self, advance: float = 0.0) -> bool:
         """Advance the clock; run ``on_timer`` if the node's timer is due. True if it ran."""

@@ -81,6 +81,7 @@ atexit.register(shutil.rmtree, _RUN_ROOT, True)
 
 ETHERNET_HEADER = bytes(6) + bytes.fromhex("02000000aa01") + b"\x86\xdd"
 _IPV6_PKTINFO = 50
+_IPV6_HOPLIMIT = 52
 
 
 def lab_configs(variant: str, run_dir: str | None = None, **overrides) -> dict[str, dict]:
@@ -475,16 +476,20 @@ class ShellHarness:
         with self:
             return self.runtime.on_control(request)
 
-    def router_advertisement(self, *messages: bytes, source: str = "fe80::1", interface: str | None = None) -> None:
+    def router_advertisement(self, *messages: bytes, source: str = "fe80::1", interface: str | None = None,
+                             hop_limit: int | None = 255) -> None:
         """ICMPv6 messages on the node's RA socket (MN: RAs; office HA: RSs) from ``source`` received on
-        ``interface`` (default: the node's own), then the handler."""
+        ``interface`` (default: the node's own) with IP ``hop_limit`` (None: no such control message),
+        then the handler."""
         sock = self.io.ra
         if sock is None:
             raise AssertionError("this node has no router advertisement socket")
         ifindex = _SocketModule(self.indexes).if_nametoindex(interface or self.runtime.section["interface"])
         for message in messages:
-            info = ipv6.pton("fe80::2") + struct.pack("I", ifindex)
-            sock.push((bytes(message), [(socket.IPPROTO_IPV6, _IPV6_PKTINFO, info)], 0, (source, 0, 0, ifindex)))
+            ancdata = [(socket.IPPROTO_IPV6, _IPV6_PKTINFO, ipv6.pton("fe80::2") + struct.pack("I", ifindex))]
+            if hop_limit is not None:
+                ancdata.append((socket.IPPROTO_IPV6, _IPV6_HOPLIMIT, struct.pack("i", hop_limit)))
+            sock.push((bytes(message), ancdata, 0, (source, 0, 0, ifindex)))
         attachment = getattr(self.runtime, "attachment", None)
         handler = attachment.on_router_advertisement if attachment else self.runtime.on_router_solicitation
         with self:

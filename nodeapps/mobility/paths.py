@@ -1,6 +1,6 @@
 """Where the mobile node sends what its applications give it, decided without I/O.
 
-The MN's shell (nodeapps/roles/mobile_node.py) reads a packet from its TUN, asks ``PathSelector.outbound``
+The MN's data plane (nodeapps/roles/mn_data_plane.py) reads a packet from its TUN, asks ``PathSelector.outbound``
 and carries the answer out; the selector also holds the MN's link state, a named state machine whose
 transitions are checked. Decisions, in order:
 

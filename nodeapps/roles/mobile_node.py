@@ -50,9 +50,7 @@ address with a type 2 routing header.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
-import subprocess
 import time
 
 from nodeapps import ipv6
@@ -68,10 +66,14 @@ from nodeapps.mobility.location import Location
 from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.roles.mn_pairs import DirectPairs
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa, open_link_monitor,
-    open_router_advertisement_socket, parse_link_messages, parse_router_advertisement, receive_router_advertisement, run_ip, send_unsolicited_na,
+    RouterAdvertisementError, care_of_address, esp_spi, interface_mac, move_sa,
+    open_router_advertisement_socket, parse_router_advertisement, receive_router_advertisement, send_unsolicited_na,
 )
-from nodeapps.runtime.mobility import address_hint, parse_address_messages, run_ip6_batch, send_router_solicitation
+from nodeapps.runtime.mobility import address_hint, send_router_solicitation
+from nodeapps.runtime.netlink import (
+    RT_SCOPE_UNIVERSE, default_router, ipv6_addresses, open_link_monitor, parse_address_messages,
+    parse_link_messages, run_ip, run_ip6_batch,
+)
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
 from nodeapps.runtime.sections import ExternalSection, MobilePeer, MobilityTimers
 
@@ -802,9 +804,7 @@ class MobileNodeRuntime(MobilityRuntime):
 
 
 def _global_addresses(interface: str) -> list[str]:
-    out = subprocess.run(["ip", "-j", "-6", "addr", "show", "dev", interface, "scope", "global"],
-                         capture_output=True, text=True).stdout
-    return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", []) if a.get("local")]
+    return [address for _index, address, _length, scope in ipv6_addresses(interface) if scope == RT_SCOPE_UNIVERSE]
 
 
 def _carrier_up(interface: str) -> bool:
@@ -816,7 +816,4 @@ def _carrier_up(interface: str) -> bool:
 
 
 def _default_router(interface: str) -> str | None:
-    out = subprocess.run(["ip", "-j", "-6", "route", "show", "default", "dev", interface],
-                         capture_output=True, text=True).stdout
-    routes = json.loads(out or "[]")
-    return routes[0].get("gateway") if routes else None
+    return default_router(interface)

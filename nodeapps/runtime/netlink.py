@@ -45,6 +45,8 @@ NLMSG_HEADER_LEN = 16
 IFA_ADDRESS = 1
 IFA_FLAGS = 8
 RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_HOST = 254
+SCOPE_NAMES = {RT_SCOPE_UNIVERSE: "global", 200: "site", 253: "link", RT_SCOPE_HOST: "host"}   # as `ip` names them
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3          # what `ip route add` marks its routes with
 RTN_UNICAST = 1
@@ -279,7 +281,7 @@ def error_text(code: int, detail: str | None) -> str:
 class RouteRequests:
     """One NETLINK_ROUTE socket for changes and dumps, opened on first use and kept for the process."""
 
-    RECEIVE_TIMEOUT_S = 1.0   # the kernel answers inside sendto; this only bounds a lost answer
+    RECEIVE_TIMEOUT_S = 0.25   # the kernel answers inside sendto; this only bounds a lost answer
 
     def __init__(self):
         self.sock: socket.socket | None = None

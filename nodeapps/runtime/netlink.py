@@ -18,6 +18,7 @@ runs an event loop per call).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -33,7 +34,7 @@ from pyroute2.netlink.rtnl import (
 )
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_DADFAILED, IFA_F_NODAD, IFA_F_TENTATIVE, ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOWER_UP, IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOWER_UP, IFF_UP
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -64,11 +65,25 @@ class UnsupportedCommand(ValueError):
 
 # ---- decoding (hostile input) ---------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
+def fixed_body_length(kind: int) -> int:
+    """Octets of the fixed struct after the header (ifinfomsg 16, ifaddrmsg 8, ...; rtnetlink(7)), from
+    pyroute2's own field list: a shorter body would be decoded from the next message's bytes."""
+    if kind == NLMSG_ERROR:
+        return 4 + NLMSG_HEADER_LEN   # the error code and the request's header (netlink(7))
+    fields = getattr(MarshalRtnl.msg_map.get(kind), "fields", ())
+    try:
+        return struct.calcsize("=" + "".join(fmt for _name, fmt in fields))
+    except (struct.error, TypeError):
+        return 0
+
+
 def parse_messages(data: bytes) -> list[nlmsg]:
     """pyroute2's decoded messages of one netlink datagram, in order. Stops at the first message that is
     shorter than a header or runs past the datagram (rtnetlink(7): a datagram is a run of whole messages),
-    or that pyroute2 cannot decode at all; a message it decodes only in part comes without the broken
-    attributes (``get_attr`` gives None), which the readers below check."""
+    or that pyroute2 cannot decode at all; skips one whose body is shorter than its fixed struct. A
+    message decoded only in part comes without the broken attributes (``get_attr`` gives None), which
+    the readers below check."""
     out = []
     consumed = 0
     parser = MarshalRtnl().parse(data)
@@ -84,17 +99,19 @@ def parse_messages(data: bytes) -> list[nlmsg]:
             return out
         except DECODE_ERRORS:
             return out
+        kind = struct.unpack_from("=H", data, consumed + 4)[0]
+        if length >= NLMSG_HEADER_LEN + fixed_body_length(kind):
+            out.append(message)
         consumed += length   # pyroute2 walks by the unaligned length too
-        out.append(message)
 
 
 def parse_link_messages(data: bytes) -> list[tuple[int, bool]]:
     """(interface index, carrier up) for each RTM_NEWLINK in a netlink datagram; the rest is skipped."""
     out = []
     for message in parse_messages(data):
-        if message["header"]["type"] == RTM_NEWLINK and isinstance(message, ifinfmsg):
-            flags = message.get("flags") or 0
-            out.append((message.get("index"), bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
+        index, flags = message.get("index"), message.get("flags")
+        if message["header"]["type"] == RTM_NEWLINK and isinstance(index, int) and isinstance(flags, int):
+            out.append((index, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
     return out
 
 
@@ -128,9 +145,10 @@ def parse_address_messages(data: bytes) -> list[AddressChange]:
             continue
         flags = message.get_attr("IFA_FLAGS")   # the full 32-bit flags (ifa_flags has 8)
         if not isinstance(flags, int):
-            flags = message.get("flags") or 0
-        out.append(AddressChange(kind == RTM_NEWADDR, message.get("index"), address, message.get("prefixlen"),
-                                 message.get("scope"), flags))
+            flags = message.get("flags")
+        fields = (message.get("index"), message.get("prefixlen"), message.get("scope"), flags)
+        if all(isinstance(value, int) for value in fields):   # a body cut short decodes without them
+            out.append(AddressChange(kind == RTM_NEWADDR, fields[0], address, fields[1], fields[2], fields[3]))
     return out
 
 

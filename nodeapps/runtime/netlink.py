@@ -6,8 +6,8 @@ runs an event loop per call).
 
 * The monitor socket (``open_link_monitor``) is non-blocking and joined to multicast groups; the daemon
   select()s on it and hands each datagram to ``parse_link_messages`` / ``parse_address_messages``.
-  Datagrams are hostile input: what pyroute2 cannot decode, or a message that runs past the datagram,
-  ends the datagram; nothing raises.
+  Datagrams are hostile input: a message that runs past the datagram, or that pyroute2 cannot decode,
+  ends the datagram; one whose body is shorter than its fixed struct is skipped; nothing raises.
 * The request socket (``RouteRequests``, one per process, opened on first use and kept) carries address,
   route, rule and proxy-neighbour changes and the address/route dumps. The kernel handles a request inside
   the send call, so a batch is one ``sendto`` and its acknowledgements are already queued when it returns:
@@ -39,15 +39,13 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 from pyroute2.netlink.rtnl.ndmsg import NTF_PROXY, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-__all__ = ["RTM_NEWLINK", "RTM_NEWADDR", "RTM_DELADDR", "IFF_UP", "IFF_LOWER_UP", "IFA_F_TENTATIVE",
-           "IFA_F_DADFAILED"]
-
 NLMSG_HEADER_LEN = 16
+RECEIVE_BUFFER = 1 << 16
 IFA_ADDRESS = 1
 IFA_FLAGS = 8
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_HOST = 254
-SCOPE_NAMES = {RT_SCOPE_UNIVERSE: "global", 200: "site", 253: "link", RT_SCOPE_HOST: "host"}   # as `ip` names them
+SCOPE_NAMES = {RT_SCOPE_UNIVERSE: "global", 200: "site", 253: "link", RT_SCOPE_HOST: "host"}   # `ip`'s names
 RT_TABLE_MAIN = 254
 RTPROT_BOOT = 3          # what `ip route add` marks its routes with
 RTN_UNICAST = 1
@@ -340,7 +338,7 @@ class RouteRequests:
             sock = self._socket()
             sock.sendto(b"".join(data for _, data in encoded), (0, 0))
             while any(e is None for e in errors.values()):
-                for message in parse_messages(sock.recv(65536)):
+                for message in parse_messages(sock.recv(RECEIVE_BUFFER)):
                     sequence = message["header"]["sequence_number"]
                     if message["header"]["type"] == NLMSG_ERROR and errors.get(sequence, "") is None:
                         errors[sequence] = _ack_error(message)
@@ -358,7 +356,7 @@ class RouteRequests:
             sock = self._socket()
             sock.sendto(data, (0, 0))
             while True:
-                for reply in parse_messages(sock.recv(1 << 16)):
+                for reply in parse_messages(sock.recv(RECEIVE_BUFFER)):
                     if reply["header"]["sequence_number"] != sequence:
                         continue
                     if reply["header"]["type"] in (NLMSG_DONE, NLMSG_ERROR):

@@ -20,6 +20,7 @@ setup(
         "tabulate>=0.9",  # status and report tables
         "tomli>=1.1; python_version < '3.11'",  # reading scenario and attack files (tomllib from 3.11)
         "tomli-w>=1.0",  # writing scenario files
+        "pyroute2>=0.7",  # rtnetlink messages: the MN's link/address monitor and in-process route changes
         # Comes from Debian's `mininet` package; the venv sees it through --system-site-packages.
         "mininet>=2.3",
     ],

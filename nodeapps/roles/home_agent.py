@@ -20,9 +20,9 @@ from nodeapps.mobility import announcement
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
 from nodeapps.runtime.mobility import (
-    ICMPV6_RS, interface_mac, open_router_advertisement_socket, receive_router_advertisement, run_ip,
-    run_ip6_batch, send_unsolicited_na,
+    ICMPV6_RS, interface_mac, open_router_advertisement_socket, receive_router_advertisement, send_unsolicited_na,
 )
+from nodeapps.runtime.netlink import run_ip, run_ip6_batch
 
 
 SOLICITED_GAP = 0.01   # seconds between announcements that router solicitations may prompt

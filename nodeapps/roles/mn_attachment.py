@@ -19,9 +19,11 @@ from nodeapps.mobility.location import PresenceDetector
 from nodeapps.mobility.paths import LinkState
 from nodeapps.mobility.router_discovery import ra_invalid_reason
 from nodeapps.runtime.mobility import (
-    RouterAdvertisementError, address_hint, care_of_address, move_sa, open_link_monitor,
-    open_router_advertisement_socket, parse_address_messages, parse_link_messages, parse_router_advertisement,
-    receive_router_advertisement, run_ip, run_ip6_batch, send_router_solicitation, send_unsolicited_na,
+    RouterAdvertisementError, address_hint, care_of_address, move_sa, open_router_advertisement_socket,
+    parse_router_advertisement, receive_router_advertisement, send_router_solicitation, send_unsolicited_na,
+)
+from nodeapps.runtime.netlink import (
+    open_link_monitor, parse_address_messages, parse_link_messages, run_ip, run_ip6_batch,
 )
 from nodeapps.runtime.packet_io import ETH_HEADER_LEN, open_capture
 from nodeapps.runtime.sections import MobileNodeSection

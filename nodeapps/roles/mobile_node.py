@@ -34,9 +34,7 @@ that they go straight to its care-of address with a type 2 routing header.
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
-import subprocess
 import time
 
 from nodeapps import ipv6
@@ -48,7 +46,8 @@ from nodeapps.roles.common import MobilityRuntime, event_fields
 from nodeapps.roles.mn_attachment import LinkAttachment
 from nodeapps.roles.mn_data_plane import DataPlane
 from nodeapps.roles.mn_pairs import DirectPairs
-from nodeapps.runtime.mobility import interface_mac, run_ip
+from nodeapps.runtime.mobility import interface_mac
+from nodeapps.runtime.netlink import RT_SCOPE_UNIVERSE, default_router, ipv6_addresses, run_ip
 from nodeapps.runtime.sections import ExternalSection, MobilePeer, MobilityTimers
 
 
@@ -297,9 +296,7 @@ class MobileNodeRuntime(MobilityRuntime):
 
 
 def _global_addresses(interface: str) -> list[str]:
-    out = subprocess.run(["ip", "-j", "-6", "addr", "show", "dev", interface, "scope", "global"],
-                         capture_output=True, text=True).stdout
-    return [a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", []) if a.get("local")]
+    return [address for _index, address, _length, scope in ipv6_addresses(interface) if scope == RT_SCOPE_UNIVERSE]
 
 
 def _carrier_up(interface: str) -> bool:
@@ -311,7 +308,4 @@ def _carrier_up(interface: str) -> bool:
 
 
 def _default_router(interface: str) -> str | None:
-    out = subprocess.run(["ip", "-j", "-6", "route", "show", "default", "dev", interface],
-                         capture_output=True, text=True).stdout
-    routes = json.loads(out or "[]")
-    return routes[0].get("gateway") if routes else None
+    return default_router(interface)

@@ -20,7 +20,8 @@ from nodeapps import ipv6
 from nodeapps.mobility import HomeAgent
 from nodeapps.mobility.events import BindingAdded, BindingRemoved, BindingUpdated
 from nodeapps.roles.common import MobilityRuntime
-from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa, run_ip, run_ip6_batch
+from nodeapps.runtime.mobility import TransportPeer, esp_spi, move_sa
+from nodeapps.runtime.netlink import run_ip, run_ip6_batch
 from nodeapps.roles import vcm_shell
 from nodeapps.roles.common import event_fields
 from nodeapps.runtime.faults import VCM_MESSAGES

@@ -19,7 +19,6 @@ import json
 import os
 import select
 import socket
-import subprocess
 import time
 
 from nodeapps import ipv6
@@ -29,6 +28,7 @@ from nodeapps.runtime.config import NodeConfig
 from nodeapps.runtime.control import ControlServer
 from nodeapps.runtime.events import EventLog
 from nodeapps.runtime.faults import MessageDrops, mobility_message, vcm_message
+from nodeapps.runtime.netlink import RT_SCOPE_HOST, SCOPE_NAMES, ipv6_addresses
 from nodeapps.runtime.offload import VNET_HDR_LEN, Coalescer, OffloadError, from_tun
 from nodeapps.esp import udpencap
 from nodeapps.runtime.packet_io import (ETH_HEADER_LEN, UDP_MAX_SEGMENTS, gso, open_capture, open_sender,
@@ -467,12 +467,15 @@ def error_text(exc: BaseException, limit: int = 200) -> str:
 
 
 def _addresses() -> list[dict]:
-    out = subprocess.run(["ip", "-j", "-6", "addr", "show"], capture_output=True, text=True).stdout
+    """The namespace's IPv6 addresses but loopback's, named as `ip` names them (one netlink dump)."""
     result = []
-    for link in json.loads(out or "[]"):
-        for info in link.get("addr_info", []):
-            if info.get("scope") != "host":
-                result.append({"interface": link.get("ifname"),
-                               "address": f"{info.get('local')}/{info.get('prefixlen')}",
-                               "scope": info.get("scope")})
+    for index, address, prefixlen, scope in ipv6_addresses():
+        if scope == RT_SCOPE_HOST:
+            continue
+        try:
+            interface = socket.if_indextoname(index)
+        except OSError:   # gone since the dump
+            continue
+        result.append({"interface": interface, "address": f"{address}/{prefixlen}",
+                       "scope": SCOPE_NAMES.get(scope, str(scope))})
     return result

@@ -1,6 +1,6 @@
 """Runtime pieces the mobility roles share: router advertisements, neighbour advertisements, per-peer
 ESP transport processors for Mobility Header messages and SA endpoint moves (the office announcement is
-``nodeapps.mobility.announcement``).
+``nodeapps.mobility.announcement``; netlink, address and route changes are ``nodeapps.runtime.netlink``).
 
 Parsers here are pure functions (tested without root); the socket helpers are thin.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass
 
 from nodeapps import ipv6
@@ -19,6 +18,7 @@ from nodeapps.esp.sad import SAD
 from nodeapps.esp.spd import SPD
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime import sequences
+from nodeapps.runtime.netlink import RT_SCOPE_UNIVERSE, AddressChange
 from nodeapps.mobility.router_discovery import hop_limit_from_ancillary
 
 ICMPV6_RA = 134
@@ -73,90 +73,6 @@ def parse_router_advertisement(message: bytes, source: str) -> RouterAdvertiseme
     return RouterAdvertisement(source, lifetime, tuple(prefixes), interval)
 
 
-_NLMSG = struct.Struct("=IHHII")
-_IFINFO = struct.Struct("=BxHiII")
-RTM_NEWLINK = 16
-RTMGRP_LINK = 1
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000
-
-
-def _netlink_messages(data: bytes):
-    """(type, body offset, end offset) of each whole message in a netlink datagram; stops at the first
-    truncated one (rtnetlink(7))."""
-    pos = 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size or pos + length > len(data):
-            return
-        yield kind, pos + _NLMSG.size, pos + length
-        pos += (length + 3) & ~3  # NLMSG_ALIGN
-
-
-def parse_link_messages(data: bytes) -> list[tuple[int, bool]]:
-    """(interface index, carrier up) for each RTM_NEWLINK in a netlink datagram (rtnetlink(7));
-    anything else, or a truncated message, is skipped."""
-    out = []
-    for kind, body, end in _netlink_messages(data):
-        if kind == RTM_NEWLINK and end - body >= _IFINFO.size:
-            _family, _type, index, flags, _change = _IFINFO.unpack_from(data, body)
-            out.append((index, bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)))
-    return out
-
-
-RTM_NEWADDR = 20
-RTM_DELADDR = 21
-RTMGRP_IPV6_IFADDR = 0x100
-_IFADDR = struct.Struct("=BBBBI")
-_RTATTR = struct.Struct("=HH")
-IFA_ADDRESS = 1
-IFA_FLAGS = 8
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
-RT_SCOPE_UNIVERSE = 0
-
-
-@dataclass(frozen=True)
-class AddressChange:
-    """One RTM_NEWADDR / RTM_DELADDR for an IPv6 address (rtnetlink(7), struct ifaddrmsg)."""
-    added: bool
-    ifindex: int
-    address: str
-    prefixlen: int
-    scope: int
-    flags: int
-
-    @property
-    def usable(self) -> bool:
-        """Not waiting for (or failed) duplicate address detection: the kernel announces it again when
-        DAD completes (RFC 4862 §5.4)."""
-        return not self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
-
-
-def parse_address_messages(data: bytes) -> list[AddressChange]:
-    """The IPv6 address changes in a netlink datagram; other families, other messages, and truncated
-    messages or attributes are skipped."""
-    out = []
-    for kind, body, end in _netlink_messages(data):
-        if kind in (RTM_NEWADDR, RTM_DELADDR) and end - body >= _IFADDR.size:
-            family, prefixlen, flags, scope, index = _IFADDR.unpack_from(data, body)
-            address = None
-            attr = body + _IFADDR.size
-            while attr + _RTATTR.size <= end:
-                alen, atype = _RTATTR.unpack_from(data, attr)
-                if alen < _RTATTR.size or attr + alen > end:
-                    break
-                value = data[attr + _RTATTR.size:attr + alen]
-                if atype == IFA_ADDRESS and len(value) == 16:
-                    address = str(ipaddress.IPv6Address(value))
-                elif atype == IFA_FLAGS and len(value) == 4:
-                    flags = struct.unpack("=I", value)[0]  # the full 32-bit flags (ifa_flags has 8)
-                attr += (alen + 3) & ~3  # RTA_ALIGN
-            if family == socket.AF_INET6 and address is not None:
-                out.append(AddressChange(kind == RTM_NEWADDR, index, address, prefixlen, scope, flags))
-    return out
-
-
 def address_hint(change: AddressChange, *, ifindex: int, host_id: int, home: str, care_of: str | None,
                  prefix: str | None) -> tuple[str, str | None]:
     """What an address change on the node's interfaces means for movement detection:
@@ -177,15 +93,6 @@ def address_hint(change: AddressChange, *, ifindex: int, host_id: int, home: str
     if prefix is not None and network == ipaddress.IPv6Network(prefix):
         return "ignore", None
     return "candidate", str(network)
-
-
-def open_link_monitor(addresses: bool = False) -> socket.socket:
-    """Netlink socket that hears link (carrier) changes of this namespace, and with ``addresses`` also
-    IPv6 address changes."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    sock.bind((0, RTMGRP_LINK | (RTMGRP_IPV6_IFADDR if addresses else 0)))
-    sock.setblocking(False)
-    return sock
 
 
 def router_solicitation() -> bytes:
@@ -268,39 +175,6 @@ def send_unsolicited_na(interface: str, target: str, mac: str, count: int = 2) -
 def interface_mac(interface: str) -> str:
     with open(f"/sys/class/net/{interface}/address", encoding="ascii") as f:
         return f.read().strip()
-
-
-def run_ip(*args: str) -> str:
-    """One `ip` command; the error text (empty on success)."""
-    result = subprocess.run(["ip", *args], capture_output=True, text=True)
-    return result.stderr.strip() if result.returncode else ""
-
-
-def run_ip6_batch(*commands: tuple) -> list[str]:
-    """Several `ip -6` commands in one process (each costs a process start otherwise, milliseconds that
-    sit on a handover's critical path); every command runs even if an earlier one failed. One error text
-    per command, "" for those that succeeded."""
-    if not commands:
-        return []
-    script = "".join(" ".join(str(word) for word in command) + "\n" for command in commands)
-    result = subprocess.run(["ip", "-6", "-force", "-batch", "-"], input=script, capture_output=True, text=True)
-    return batch_errors(result.stderr, len(commands))
-
-
-def batch_errors(stderr: str, count: int) -> list[str]:
-    """Per-command errors from the stderr of `ip -force -batch`, which ends each failure's message with
-    "Command failed -:N" (N counts from 1)."""
-    errors, message = [""] * count, []
-    for line in stderr.splitlines():
-        line = line.strip()
-        if line.startswith("Command failed -:"):
-            index = line.rsplit(":", 1)[1]
-            if index.isdigit() and 1 <= int(index) <= count:
-                errors[int(index) - 1] = " ".join(message) or "failed"
-            message = []
-        elif line:
-            message.append(line)
-    return errors
 
 
 # ---- ESP for Mobility Header messages (RFC 3776) -------------------------------------------------------

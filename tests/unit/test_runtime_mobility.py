@@ -12,6 +12,7 @@ from nodeapps.esp.sad import SAD
 from nodeapps.esp.sa_spec import sa_pair
 from nodeapps.mobility import messages as mh
 from nodeapps.runtime import mobility as rt
+from nodeapps.runtime import netlink as nl
 from nodeapps.runtime.config import ConfigError, NodeConfig
 from topologies.handover import handover_gap, reply_times, summarise
 from topologies.lab import radvd_config
@@ -115,53 +116,6 @@ def test_home_agent_config_needs_a_mobility_section_with_peers():
     assert config.mobility["address"] == "2001:db8::2"
 
 
-def _newlink(index, flags, kind=rt.RTM_NEWLINK):
-    body = struct.pack("=BxHiII", 10, 1, index, flags, 0xFFFFFFFF)
-    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
-
-
-def test_link_messages_report_carrier_per_interface_and_skip_the_rest():
-    data = _newlink(3, rt.IFF_UP | rt.IFF_LOWER_UP) + _newlink(4, rt.IFF_UP) + _newlink(5, 0x1, kind=17)
-    assert rt.parse_link_messages(data) == [(3, True), (4, False)]
-    assert rt.parse_link_messages(data[:-3]) == [(3, True), (4, False)]  # truncated last message skipped
-    assert rt.parse_link_messages(struct.pack("=IHHII", 4, 16, 0, 0, 0)) == []  # impossible length
-
-
-# RTM_NEWADDR captured from `ip -6 addr add 2001:db8:21:1::5/64 dev d0 nodad` (ifindex 3) in a fresh
-# namespace: ifaddrmsg, IFA_ADDRESS, IFA_CACHEINFO, IFA_FLAGS (permanent | nodad).
-CAPTURED_NEWADDR = bytes.fromhex(
-    "480000001400000000000000000000000a408200030000001400010020010db800210001000000000000000514000600"
-    "ffffffffffffffff54d3000054d300000800080082000000")
-
-
-def _addr_message(kind, index, address, prefixlen=64, scope=0, flags=0x80, family=10, extra=b""):
-    attr = struct.pack("=HH", 20, rt.IFA_ADDRESS) + ipv6.pton(address) + extra
-    body = struct.pack("=BBBBI", family, prefixlen, flags & 0xFF, scope, index) + attr
-    return struct.pack("=IHHII", 16 + len(body), kind, 0, 0, 0) + body
-
-
-def test_captured_newaddr_parses_to_the_added_address():
-    assert rt.parse_address_messages(CAPTURED_NEWADDR) == [
-        rt.AddressChange(True, 3, "2001:db8:21:1::5", 64, 0, 0x82)]
-    deleted = CAPTURED_NEWADDR[:4] + struct.pack("=H", rt.RTM_DELADDR) + CAPTURED_NEWADDR[6:]
-    assert rt.parse_address_messages(deleted)[0].added is False
-
-
-def test_address_messages_skip_other_families_kinds_and_truncation():
-    tentative = struct.pack("=HH", 8, rt.IFA_FLAGS) + struct.pack("=I", rt.IFA_F_TENTATIVE | 0x80)
-    data = (_addr_message(rt.RTM_NEWADDR, 3, "2001:db8:22::7", extra=tentative)
-            + _addr_message(rt.RTM_NEWADDR, 3, "2001:db8:22::8", family=2)      # not IPv6
-            + _newlink(3, rt.IFF_UP)                                            # not an address message
-            + _addr_message(rt.RTM_DELADDR, 4, "fe80::1", scope=253))
-    changes = rt.parse_address_messages(data)
-    assert [(c.added, c.ifindex, c.address, c.usable) for c in changes] == [
-        (True, 3, "2001:db8:22::7", False), (False, 4, "fe80::1", True)]
-    assert rt.parse_address_messages(data[:-3]) == changes[:1]             # truncated last message skipped
-    broken = _addr_message(rt.RTM_NEWADDR, 3, "2001:db8:22::7")
-    broken = broken[:24] + struct.pack("=HH", 99, rt.IFA_ADDRESS) + broken[28:]  # attribute past the end
-    assert rt.parse_address_messages(broken) == []
-
-
 HINT = dict(ifindex=3, host_id=0xA0001, home="2001:db8:100:1::a:1", care_of="2001:db8:21::a:1",
             prefix="2001:db8:21::/64")
 
@@ -169,7 +123,7 @@ HINT = dict(ifindex=3, host_id=0xA0001, home="2001:db8:100:1::a:1", care_of="200
 def change(added, address, **kw):
     fields = dict(ifindex=3, prefixlen=64, scope=0, flags=0x80)
     fields.update(kw)
-    return rt.AddressChange(added, fields["ifindex"], address, fields["prefixlen"], fields["scope"], fields["flags"])
+    return nl.AddressChange(added, fields["ifindex"], address, fields["prefixlen"], fields["scope"], fields["flags"])
 
 
 @pytest.mark.parametrize("event, expected", [
@@ -178,7 +132,7 @@ def change(added, address, **kw):
     (change(True, "2001:db8:21::5"), ("ignore", None)),          # same prefix (e.g. the kernel's SLAAC)
     (change(True, "2001:db8:31::a:1"), ("ignore", None)),        # our host id: an address we made
     (change(True, "2001:db8:100:1::a:1"), ("ignore", None)),     # our home address
-    (change(True, "2001:db8:22::5", flags=rt.IFA_F_TENTATIVE), ("ignore", None)),  # not usable yet
+    (change(True, "2001:db8:22::5", flags=nl.IFA_F_TENTATIVE), ("ignore", None)),  # not usable yet
     (change(True, "2001:db8:22::5", ifindex=9), ("ignore", None)),               # another interface
     (change(True, "fe80::5", scope=253), ("ignore", None)),                       # link-local
     (change(False, "2001:db8:21::a:1"), ("lost", None)),          # our care-of address removed
@@ -201,13 +155,3 @@ def test_router_solicitation_dissects():
     from scapy.layers.inet6 import ICMPv6ND_RS
     rs = ICMPv6ND_RS(rt.router_solicitation())
     assert rs.type == 133 and rs.code == 0 and not rs.payload
-
-
-def test_batch_errors_are_told_per_command():
-    # stderr of `ip -6 -force -batch -` with commands 2 and 4 failing (as ip 6.x prints it)
-    stderr = ("Error: ipv6: address not found.\nCommand failed -:2\n"
-              "RTNETLINK answers: No such process\nCommand failed -:4\n")
-    assert rt.batch_errors(stderr, 4) == ["", "Error: ipv6: address not found.", "",
-                                          "RTNETLINK answers: No such process"]
-    assert rt.batch_errors("", 2) == ["", ""]
-    assert rt.batch_errors("Command failed -:9\n", 2) == ["", ""]  # out of range: ignored

@@ -130,3 +130,17 @@ def address_in_prefixes(address: bytes, prefixes) -> bool:
         return False
     value = ipaddress.IPv6Address(address)
     return any(value in prefix for prefix in prefixes)
+
+
+MIN_MTU = 1280   # RFC 8200 §5
+ICMPV6_PACKET_TOO_BIG = 2
+
+
+def packet_too_big(invoking: bytes, mtu: int, src: bytes) -> bytes:
+    """An ICMPv6 Packet Too Big (RFC 4443 §3.2) from ``src`` to the source of ``invoking``, carrying as much
+    of it as fits in the minimum MTU (§2.4(c))."""
+    body = invoking[:MIN_MTU - HEADER_LEN - 8]
+    dst = invoking[8:24]
+    message = struct.pack("!BBHI", ICMPV6_PACKET_TOO_BIG, 0, 0, mtu) + body
+    message = message[:2] + struct.pack("!H", checksum(src, dst, NH_ICMPV6, message)) + message[4:]
+    return build_header(src, dst, NH_ICMPV6, len(message), hop_limit=255) + message

@@ -10,7 +10,11 @@ transitions are checked. Decisions, in order:
 - ``DIRECT_SA``: a VCM pair between care-of addresses: the direct SA (the SPD's /128 rule picks it).
 - ``DIRECT_RO``: a VCM pair over the MN–MN binding (home-ro) with both bindings live: the direct SA, sent
   care-of to care-of with a Home Address option and a type 2 routing header.
-- ``AWAIT_BINDING``: a VCM pair over the MN–MN binding whose bindings are not live yet: the SG path.
+- ``SEED_VIA_HOME_AGENT``: a VCM pair over the MN–MN binding whose bindings are not live yet, the peer
+  ready for our keys: the pair's SA seals it and it goes to the peer's home address through the home agents
+  (the reference's first packets under the new SA), if it fits that longer path (``seed_limit``);
+- ``TOO_BIG_FOR_SEED``: ... and it does not: an ICMPv6 Packet Too Big to the application, never a fragment;
+- ``AWAIT_BINDING``: such a pair without seeding (``seed_limit`` None): the SG path.
 - ``RO_WRAP``: route optimisation in clear with a peer MN (the insecure baseline), binding live.
 - ``CORE``: the mobility core's choice, inside the SG tunnel (reverse tunnel to the home agent).
 """
@@ -49,6 +53,8 @@ class Route(enum.Enum):
     BYPASS = "bypass"
     DIRECT_SA = "direct-sa"
     DIRECT_RO = "direct-ro"
+    SEED_VIA_HOME_AGENT = "seed-via-home-agent"
+    TOO_BIG_FOR_SEED = "too-big-for-seed"
     AWAIT_BINDING = "await-binding"
     RO_WRAP = "ro-wrap"
     CORE = "core"
@@ -63,10 +69,12 @@ class PathSelector:
     """``direct_out``: destination home addresses that have a VCM (or mesh) direct SA; the shell's own set,
     changed as the VCM's operations arrive. ``vcm_ro``: those pairs ride the MN–MN binding (home-ro) instead
     of a tunnel between care-of addresses. ``clear_ro_source``: with insecure route optimisation between
-    peer MNs, the address whose packets are wrapped in clear (None: never)."""
+    peer MNs, the address whose packets are wrapped in clear (None: never). ``seed_limit``: largest packet
+    that may go under the pair's SA through the home agents before the bindings are live (None: no seeding)."""
     direct_out: set[bytes] = field(default_factory=set)
     vcm_ro: bool = False
     clear_ro_source: Optional[bytes] = None
+    seed_limit: Optional[int] = None
     state: LinkState = LinkState.STARTING
 
     def enter(self, state: LinkState) -> bool:
@@ -97,4 +105,8 @@ class PathSelector:
             waiting = True
         if self.clear_ro_source is not None and packet[8:24] == self.clear_ro_source and peer_ready(destination):
             return Route.RO_WRAP
-        return Route.AWAIT_BINDING if waiting else Route.CORE
+        if not waiting:
+            return Route.CORE
+        if self.seed_limit is None:
+            return Route.AWAIT_BINDING
+        return Route.SEED_VIA_HOME_AGENT if len(packet) <= self.seed_limit else Route.TOO_BIG_FOR_SEED

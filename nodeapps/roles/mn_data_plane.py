@@ -1,8 +1,10 @@
 """A mobile node's packets: what its applications send (the TUN) and what arrives on its interface.
 
 Out: ``PathSelector.outbound`` (``nodeapps/mobility/paths.py``) names the path of each packet from the TUN;
-this class carries it out: the direct SA of a VCM or mesh pair, that SA over the MN–MN binding (HAO + RH2),
-route optimisation in clear with a peer MN, or the core's reverse tunnel to the HA, all through the SPD.
+this class carries it out: the direct SA of a VCM or mesh pair, that SA over the MN–MN binding (HAO + RH2)
+or, until that binding is live, through the home agents (or an ICMPv6 Packet Too Big where that path is too
+narrow), route optimisation in clear with a peer MN, or the core's reverse tunnel to the HA, all through
+the SPD.
 
 In: mobility messages under a peer's ESP go to the cores; ESP from the SG is opened and what comes out is a
 mobility message, the HA's IPv6-in-IPv6 tunnel (``core.incoming``, then the TUN), a VCM control datagram or
@@ -33,7 +35,8 @@ class DataPlane:
         self.insecure_peers: frozenset = frozenset()   # peer_data "clear": the peers' internal home addresses
         self.ro_direct: set[bytes] = set()     # peers' internal home addresses now reached care-of to care-of
         node.counters.update({"reverse_tunnelled": 0, "from_tunnel": 0, "route_optimised": 0,
-                              "route_optimised_in": 0, "unprotected_vpn_source": 0})
+                              "route_optimised_in": 0, "unprotected_vpn_source": 0, "seed_out": 0, "seed_in": 0,
+                              "seed_too_big": 0})
 
     def _emit(self, name: str, **fields) -> None:
         self.node.log.emit(time.time(), name, **fields)
@@ -63,6 +66,14 @@ class DataPlane:
             return
         if route is Route.DIRECT_RO:
             self._send_direct_ro(packet)
+            return
+        if route is Route.SEED_VIA_HOME_AGENT:
+            self._seed_via_home_agent(packet)
+            return
+        if route is Route.TOO_BIG_FOR_SEED:
+            # RFC 4443 §3.2 / RFC 2473 §7: we are the entry of a path narrower than the TUN's MTU.
+            counters["seed_too_big"] += 1
+            node.write_tun(ipv6.packet_too_big(packet, node.paths.seed_limit, peer))
             return
         if route is Route.AWAIT_BINDING:
             node.pairs.log_direct(peer, False)   # no MN–MN binding (yet): the SG path below
@@ -100,6 +111,36 @@ class DataPlane:
         node.counters["direct_out"] += 1
         node.pairs.log_direct(packet[24:40], True)
         node.send_raw(wire, "vcm direct")
+
+    def _seed_via_home_agent(self, packet: bytes) -> None:
+        """home-ro, the peer ready for our keys but the MN–MN bindings not live yet: the pair's SA seals the
+        packet now (outer: the route-optimised home addresses) and it goes to the peer's home address the way
+        RFC 6275 §11.3.1 sends any packet from our home address without a binding: reverse-tunnelled through
+        our home agent (in the public plan inside the SG tunnel, like any VPN traffic). The SG, if it sees
+        it at all, finds ESP it cannot open; the peer's home agent tunnels it on to the peer."""
+        node = self.node
+        verdict, sa, out = node.processor.outbound(packet)
+        if out is None or verdict != "protect" or not sa.name.startswith("vcm-"):
+            return   # refused by the SPD (counted there)
+        core = node.ext_core if node.ext_core is not None else node.core
+        datagram = core.outgoing(out, time.monotonic(), route_optimise=False)
+        node.counters["seed_out"] += 1
+        node.pairs.log_direct(packet[24:40], False, instead="data_via_home_agent")
+        node.pairs.log_protected(packet[24:40], "seed-home-agent")
+        self.protect_and_send(datagram.packet, "vcm seed via home agent")
+
+    def _seed_in(self, packet: bytes) -> bool:
+        """ESP that a peer's home agent tunnelled to us: a VCM peer's first packets under the pair's SA,
+        before the MN–MN bindings are live. The SAD finds the SA by SPI and our home address and the pair's
+        inbound policy checks the inner addresses (RFC 4301 §5.2). True if it was one (consumed)."""
+        node = self.node
+        if node.pairs.agent is None or not node.pairs.vcm_ro or packet[6] != ipv6.NH_ESP:
+            return False
+        _verdict, _sa, inner = node.processor.inbound(packet)
+        if inner is not None:
+            node.counters["seed_in"] += 1
+            node.write_tun(inner)
+        return True
 
     def protect_and_send(self, packet: bytes, description: str) -> None:
         verdict, sa, out = self.node.processor.outbound(packet)
@@ -151,6 +192,8 @@ class DataPlane:
             upper = None
         if upper == ipv6.NH_IPV6:
             delivered = node.core.incoming(inner, now)
+            if delivered is not None and self._seed_in(delivered):
+                return
             if delivered is not None and not self.source_protected(delivered, sa, "ha-tunnel"):
                 return
             if delivered is not None and node.drop_mobility(delivered, "in"):
@@ -211,6 +254,8 @@ class DataPlane:
         routing = node.peer_routing
         before = routing.counters["peer_data_in"]
         delivered = routing.receive(packet, now)
+        if delivered is not None and self._seed_in(delivered):
+            return
         if delivered is not None:
             insecure_path = routing.counters["peer_data_in"] != before
             if not self.source_protected(delivered, None, "clear-decapsulated", insecure_path=insecure_path):

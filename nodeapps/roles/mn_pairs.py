@@ -14,6 +14,7 @@ import socket
 import time
 
 from nodeapps import ipv6
+from nodeapps.esp.processor import MAX_TUNNEL_OVERHEAD
 from nodeapps.esp.sa import SecurityAssociation
 from nodeapps.mobility.paths import LinkState
 from nodeapps.roles import vcm_shell
@@ -43,6 +44,7 @@ class DirectPairs:
         self.sa_peer: dict[str, int] = {}      # direct SA name -> peer node id
         self.peer_care_of: dict[int, str] = {}
         self.first_direct_logged: set[bytes] = set()
+        self.first_protected_logged: set[bytes] = set()   # peers our packets reached under the pair's SA
         self.sg_inner = None                   # source of the SG's care-of notices (VCM or mesh)
         self.mesh_home: dict[int, bytes] = {}  # mesh: peer node id -> its home address
         self.names: dict[int, str] = {}        # node id -> node name, for the event log
@@ -61,6 +63,8 @@ class DirectPairs:
         self.vcm_direct = not in_sg and vcm.control == "direct"
         self.vcm_ro = vcm.pair == "home-ro"     # direct pair over the MN–MN binding (docs/vcm-runtime.md)
         node.paths.vcm_ro = self.vcm_ro
+        # Until the bindings are live the pair's ESP takes the home agents' tunnels too: what still fits.
+        node.paths.seed_limit = node.config.tun_mtu - MAX_TUNNEL_OVERHEAD if self.vcm_ro else None
         peer_class = TunnelPeer if self.vcm_direct else TransportPeer
         self.vcm_peer = None if in_sg else peer_class(vcm.address, vcm.sa.out, vcm.sa.in_)
         self.vcm_path = vcm_control_path(self.vcm_address, vcm_in_sg=in_sg, encapsulate=not self.vcm_direct)
@@ -139,17 +143,27 @@ class DirectPairs:
             self.node.direct_out.clear()
             self.peer_care_of.clear()
             self.first_direct_logged.clear()
+            self.first_protected_logged.clear()
 
     # ---- data plane hooks ----
-    def log_direct(self, peer: bytes, direct: bool) -> None:
+    def log_protected(self, peer: bytes, path: str) -> None:
+        """The first packet to ``peer`` under the pair's SA, end to end (direct or through the home agents)."""
+        if peer not in self.first_protected_logged:
+            self.first_protected_logged.add(peer)
+            self.node.log.emit(time.time(), "data_first_protected", dst=ipv6.ntop(peer), path=path)
+
+    def log_direct(self, peer: bytes, direct: bool, *, instead: str = "data_via_sg") -> None:
+        """Direct or not (``instead``: the event that says where it goes then), logged when it changes."""
         log = self.node.log
+        if direct:
+            self.log_protected(peer, "direct")
         if direct and peer not in self.first_direct_logged:
             self.first_direct_logged.add(peer)
             log.emit(time.time(), "data_first_direct", dst=ipv6.ntop(peer),
                      **({"path": "vcm-home-ro"} if self.vcm_ro else {}))
         elif not direct and peer in self.first_direct_logged:
             self.first_direct_logged.discard(peer)
-            log.emit(time.time(), "data_via_sg", dst=ipv6.ntop(peer), reason="no mn-mn binding")
+            log.emit(time.time(), instead, dst=ipv6.ntop(peer), reason="no mn-mn binding")
 
     def unkeyed(self, peer_home: bytes, now: float) -> None:
         """A configured peer, its home address proven by the binding, sends under an SA this process lacks
@@ -251,6 +265,7 @@ class DirectPairs:
             if isinstance(event, (SwitchOutbound, FallBackToSg)):
                 node.direct_out = {ipv6.pton(r["dst"].split("/")[0]) for r in self.rules if r["direction"] == "out"}
                 self.first_direct_logged &= node.direct_out
+                self.first_protected_logged &= node.direct_out
         for data, _path in self.agent.datagrams_to_send(now):
             if node.drop_vcm(data, "out"):
                 continue

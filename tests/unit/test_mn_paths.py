@@ -61,6 +61,32 @@ def test_home_ro_pair_is_direct_only_with_both_bindings_and_waits_on_the_sg_path
     assert selector.outbound(packet(), lambda d: d == OTHER) is Route.AWAIT_BINDING
 
 
+def sized(length, dst=PEER):
+    return ipv6.build_header(ME, dst, 59, length - 40) + bytes(length - 40)
+
+
+def test_home_ro_pair_before_its_bindings_seeds_through_the_home_agents_what_fits_and_refuses_the_rest():
+    selector = away(direct_out={PEER}, vcm_ro=True, seed_limit=1298)
+    assert selector.outbound(sized(1298), never) is Route.SEED_VIA_HOME_AGENT
+    assert selector.outbound(sized(1299), never) is Route.TOO_BIG_FOR_SEED
+    assert selector.outbound(sized(1299), always) is Route.DIRECT_RO      # the binding's path is wider
+    assert selector.outbound(sized(1299, dst=OTHER), never) is Route.CORE   # not a pair: as ever
+
+
+def test_packet_too_big_reaches_the_application_as_icmpv6_with_the_path_mtu():
+    from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+    big = sized(1400)
+    raw = ipv6.packet_too_big(big, 1298, PEER)
+    parsed = IPv6(raw)                                   # scapy as the oracle
+    assert (parsed.src, parsed.dst) == (ipv6.ntop(PEER), ipv6.ntop(ME)) and parsed.hlim == 255
+    ptb = parsed[ICMPv6PacketTooBig]
+    assert ptb.mtu == 1298 and len(raw) == ipv6.MIN_MTU            # RFC 4443 §2.4(c): no more than 1280
+    assert bytes(ptb.payload) == big[:ipv6.MIN_MTU - 48]
+    ours = ptb.cksum
+    del ptb.cksum
+    assert IPv6(bytes(parsed))[ICMPv6PacketTooBig].cksum == ours
+
+
 def test_clear_route_optimisation_wraps_only_our_own_source_with_a_live_binding():
     selector = away(clear_ro_source=ME)
     assert selector.outbound(packet(), always) is Route.RO_WRAP

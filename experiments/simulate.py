@@ -396,8 +396,8 @@ class Simulation:
 
     def _path_to(self, dst: int, src: int):
         """The path a datagram from ``src`` arrives over at ``dst`` (the channel checks it names the sender)."""
-        if dst == VCM:
-            return self.sg_vcm_path if src == SG else self.mn_path[src - FIRST_MN]
+        if dst == VCM:   # the VCM's name for the SG's path, not the SG's for the VCM's (they differ with --vcm host)
+            return self.vcm_sg_path if src == SG else self.mn_path[src - FIRST_MN]
         if dst == SG:
             return self.sg_vcm_path
         return self.to_vcm_path

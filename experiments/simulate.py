@@ -360,10 +360,12 @@ class Simulation:
             return self.net.office + OFFICE_LAN   # in the office: the LAN, not the Internet
         return self.net.to_sg(i) + self.net.office + self.net.jitter(self.net.sigma[i])
 
-    def flush(self, node: int) -> None:
-        """Events first (the SA ops), then datagrams; then re-arm the node's timer."""
+    def flush(self, node: int, start: Optional[float] = None) -> None:
+        """Events first (the SA ops), then datagrams; then re-arm the node's timer. ``start``: the CPU clock
+        when the call into the core that this flush completes began (it is counted with the flush)."""
         core = self._core(node)
-        start = time.process_time()
+        if start is None:
+            start = time.process_time()
         events = core.pop_events()
         datagrams = core.datagrams_to_send(self.now)
         timer = core.get_timer()
@@ -597,8 +599,7 @@ class Simulation:
                 src, data = b
                 start = time.process_time()
                 self._core(a).receive(data, self._path_to(a, src), when)
-                self.cpu[self._bucket(a)] += time.process_time() - start
-                self.flush(a)
+                self.flush(a, start)
             elif kind == _OBSERVE:
                 self._observe(a)
             elif kind == _TIMER:

@@ -780,7 +780,7 @@ def parse_args(argv):
     parser.add_argument("--strict", action="store_true",
                         help="also check every SA/SPD op against an in-memory SAD/SPD per MN (slower)")
     parser.add_argument("--no-memory", action="store_true",
-                        help="skip the memory measurement (a walk over every core object: ~25 s at 100,000 "
+                        help="skip the memory measurement (a walk over every core object: ~5 s at 100,000 "
                              "sessions)")
     add_output_options(parser)
     parser.add_argument("--plot", metavar="FOLDER", help="only redraw the figure of a results folder")

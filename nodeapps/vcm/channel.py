@@ -235,7 +235,8 @@ class ControlChannel:
         if state is None:
             self._drop("unknown-node", address, msg.sender, f"{msg.name} from unknown node {msg.sender}")
             return None
-        if state.address != address:
+        # (identity first: shells hand back their own path objects, and a dataclass compare costs a call)
+        if state.address is not address and state.address != address:
             self._drop("wrong-path", address, msg.sender,
                        f"{msg.name} claims node {msg.sender} but came over {address!r}")
             return None

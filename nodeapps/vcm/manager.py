@@ -382,8 +382,8 @@ class VcmManager:
         return gen.created + self.config.lifetime * self.config.rekey_at
 
     def _hard_end(self, session: Session) -> float:
-        newest = max(session.generations.values(), key=lambda g: g.number)
-        usable = session.generations.get(session.current, newest)
+        generations = session.generations   # number -> generation
+        usable = generations.get(session.current) or generations[max(generations)]
         return usable.created + self.config.lifetime
 
     # -- acknowledgements -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Hashable, Optional
 
 from . import protocol as p
 from .channel import ControlChannel
+from .deadlines import DeadlineQueue
 
 PATH_VIA_SG = "via-sg"
 PATH_DIRECT = "direct"
@@ -128,6 +129,7 @@ class _Generation:
     retire_at: float          # inbound SA removed here (expires + inbound_grace, or sooner on fall-back)
     inbound_up: bool = True
     outbound_up: bool = False
+    serial: int = 0           # unique within the agent: names the generation's timers
 
 
 @dataclass
@@ -143,6 +145,11 @@ class _PeerLink:
     closed: bool = False                               # fallen back: this session gets no more keys
     retiring: list = field(default_factory=list)        # inbound SAs of superseded sessions
     binding_key: Optional[bytes] = field(default=None, repr=False)   # the session's RFC 4449 Kbm, if any
+
+
+# A generation's two timers in MobileAgent._timers: (serial, _EXPIRES) while outbound is up,
+# (serial, _RETIRE) while inbound is up.
+_EXPIRES, _RETIRE = 0, 1
 
 
 def _all_generations(link: _PeerLink) -> list:
@@ -162,6 +169,10 @@ class MobileAgent:
         self._events: list = []
         self.inside = False
         self._unkeyed_told: dict[str, float] = {}   # peer address -> when we last told the VCM
+        # Every generation's expiry and retirement, kept as they change: get_timer runs after every datagram
+        # and must not scan every link (an MN of a large VPN has many peers).
+        self._timers = DeadlineQueue()
+        self._serials = 0
 
     # -- sans-IO surface --------------------------------------------------------------------------
     def receive(self, data: bytes, peer: Hashable, now: float) -> None:
@@ -178,6 +189,8 @@ class MobileAgent:
 
     def handle_timer(self, now: float) -> None:
         self.channel.handle_timer(now)
+        if not self._timers.pop_due(now):
+            return   # no generation is due: the scan below would change nothing
         for link in list(self._links.values()):
             for gen in sorted(_all_generations(link), key=lambda g: g.number):
                 if gen.outbound_up and now >= gen.expires:
@@ -186,15 +199,8 @@ class MobileAgent:
                     self._retire_inbound(link, gen)
 
     def get_timer(self) -> Optional[float]:
-        best = self.channel.get_timer()
-        for link in self._links.values():   # no lists built: this runs after every datagram
-            for generations in (link.generations.values(), link.retiring):
-                for gen in generations:
-                    if gen.outbound_up and (best is None or gen.expires < best):
-                        best = gen.expires
-                    if gen.inbound_up and (best is None or gen.retire_at < best):
-                        best = gen.retire_at
-        return best
+        deadlines = [d for d in (self.channel.get_timer(), self._timers.earliest()) if d is not None]
+        return min(deadlines, default=None)
 
     def datagrams_to_send(self, now: float) -> list:
         return self.channel.datagrams_to_send()
@@ -302,6 +308,7 @@ class MobileAgent:
         sa_in = next(sa for sa in msg.all(p.SaParams) if sa.direction == p.DIR_IN)
         gen = self._build_generation(peer, ref, sa_in, sa_out, now)
         link.generations[ref.generation] = gen
+        self._timers.set((gen.serial, _RETIRE), gen.retire_at)
         binding = msg.one(p.BindingKey)
         if binding is not None:
             link.binding_key = binding.key
@@ -362,8 +369,9 @@ class MobileAgent:
                     "sport": None, "dport": None, "action": "protect", "sa": out_sa["name"],
                     "name": out_sa["name"] + "-spd"}
         expires = now + min(sa_in.lifetime, sa_out.lifetime)
+        self._serials += 1
         return _Generation(ref.session_id, ref.generation, in_sa, in_rule, out_sa, out_rule, expires,
-                           expires + cfg.inbound_grace)
+                           expires + cfg.inbound_grace, serial=self._serials)
 
     def _switch_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
         if now >= gen.expires:
@@ -373,7 +381,9 @@ class MobileAgent:
         if old is not None and old.outbound_up:   # make-before-break: new rule first, then the old goes
             ops += [SaOp("del-spd", old.out_rule), SaOp("del-sa", {"name": old.out_sa["name"]})]
             old.outbound_up = False
+            self._timers.discard((old.serial, _EXPIRES))
         gen.outbound_up = True
+        self._timers.set((gen.serial, _EXPIRES), gen.expires)
         link.active_out = gen.number
         link.since = now
         self._events.append(SwitchOutbound(link.peer, link.session_id, gen.number, tuple(ops)))
@@ -381,6 +391,7 @@ class MobileAgent:
     def _expire_outbound(self, link: _PeerLink, gen: _Generation, now: float) -> None:
         """No newer generation arrived in time: the key must not be used past its lifetime."""
         gen.outbound_up = False
+        self._timers.discard((gen.serial, _EXPIRES))
         link.active_out = None
         link.since = now
         self._events.append(FallBackToSg(link.peer, link.session_id, "lifetime-expired",
@@ -389,6 +400,8 @@ class MobileAgent:
 
     def _retire_inbound(self, link: _PeerLink, gen: _Generation) -> None:
         gen.inbound_up = False
+        self._timers.discard((gen.serial, _RETIRE))
+        self._timers.discard((gen.serial, _EXPIRES))   # it leaves the link: no timer of its own any more
         self._events.append(RetireInbound(link.peer, gen.session_id, gen.number,
                                           (SaOp("del-spd", gen.in_rule), SaOp("del-sa", {"name": gen.in_sa["name"]}))))
         if link.generations.get(gen.number) is gen:
@@ -404,7 +417,10 @@ class MobileAgent:
             if gen.outbound_up:
                 ops += [SaOp("del-spd", gen.out_rule), SaOp("del-sa", {"name": gen.out_sa["name"]})]
                 gen.outbound_up = False
+                self._timers.discard((gen.serial, _EXPIRES))
             gen.retire_at = min(gen.retire_at, now + self.config.inbound_grace)
+            if gen.inbound_up:
+                self._timers.set((gen.serial, _RETIRE), gen.retire_at)
         was_direct = link.active_out is not None
         link.active_out = None
         link.ready.clear()

@@ -21,6 +21,7 @@ DEFAULT_PORT = 7420
 HEADER = struct.Struct("!BBHIQIH2x")  # version, type, flags, sender, counter, txid, body length
 HEADER_LEN = HEADER.size  # 24
 _TLV = struct.Struct("!HH")
+_TLV_LEN = _TLV.size
 MAX_MESSAGE_LEN = 1200  # fits one ESP-protected UDP datagram on a 1280-byte IPv6 path
 
 # Message types. Requests are odd; the response to request t is t + 1.
@@ -343,9 +344,32 @@ class Message:
 
 
 _ALLOWED = {msg_type: frozenset(cls for cls, _, _ in shape) for msg_type, shape in _SHAPES.items()}
+# Shapes found valid, by (message type, TLV classes in order): a node sends and receives the same few
+# shapes again and again, so each is counted against _SHAPES once. Bounded, so hostile input cannot grow it
+# (a shape beyond the bound is counted every time).
+_VALID_SHAPES: set = set()
+_MAX_VALID_SHAPES = 4096
 
 
 def _check_shape(msg_type: int, tlvs) -> None:
+    signature = (msg_type, *map(type, tlvs))
+    if signature not in _VALID_SHAPES:
+        _count_shape(msg_type, tlvs)
+        if len(_VALID_SHAPES) < _MAX_VALID_SHAPES:
+            _VALID_SHAPES.add(signature)
+    if msg_type == KEYS:
+        sas = [tlv for tlv in tlvs if type(tlv) is SaParams]   # exactly two: the shape says so
+        if {sas[0].direction, sas[1].direction} != {DIR_OUT, DIR_IN}:
+            raise VcmParseError("KEYS needs one outbound and one inbound SA")
+        if sas[0].spi == sas[1].spi:
+            raise VcmParseError("KEYS gives both directions the same SPI")
+        peer = next(tlv for tlv in tlvs if type(tlv) is Peer)
+        if peer.external_hoa is None:
+            raise VcmParseError("KEYS without the peer's external home address")
+
+
+def _count_shape(msg_type: int, tlvs) -> None:
+    """Which TLVs, how many of each: raises VcmParseError unless the shape is one _SHAPES allows."""
     shape = _SHAPES.get(msg_type)
     if shape is None:
         raise VcmParseError(f"unknown message type {msg_type}")
@@ -362,32 +386,27 @@ def _check_shape(msg_type: int, tlvs) -> None:
             raise VcmParseError(f"{TYPE_NAMES[msg_type]} carries {count} {cls.__name__}")
     if msg_type == REPORT and not tlvs:
         raise VcmParseError("REPORT carries nothing")
-    if msg_type == KEYS:
-        if sorted(sa.direction for sa in tlvs if type(sa) is SaParams) != [DIR_OUT, DIR_IN]:
-            raise VcmParseError("KEYS needs one outbound and one inbound SA")
-        sas = [sa for sa in tlvs if type(sa) is SaParams]
-        if sas[0].spi == sas[1].spi:
-            raise VcmParseError("KEYS gives both directions the same SPI")
-        peer = next(tlv for tlv in tlvs if type(tlv) is Peer)
-        if peer.external_hoa is None:
-            raise VcmParseError("KEYS without the peer's external home address")
 
 
 def encode(message: Message) -> bytes:
     """Bytes of a message; raises VcmParseError if the message would not decode."""
     _check_shape(message.type, message.tlvs)
-    body = bytearray()
+    parts = [b""]   # the header's place
     for tlv in message.tlvs:
-        if isinstance(tlv, SaParams):
+        kind = type(tlv)   # the shape check allows exactly these classes
+        if kind is SaParams:
             check_spi(tlv.spi)
             if len(tlv.salt) != SALT_LEN or len(tlv.key) != ALGORITHM_IDS[tlv.algorithm][1]:
                 raise VcmParseError("SA key or salt length")
-        if isinstance(tlv, BindingKey) and len(tlv.key) != BINDING_KEY_LEN:
+        elif kind is BindingKey and len(tlv.key) != BINDING_KEY_LEN:
             raise VcmParseError("BINDING_KEY length")
         value = tlv.pack()
-        body += _TLV.pack(_TLV_CODES[type(tlv)], len(value)) + value
-    data = HEADER.pack(VERSION, message.type, message.flags, message.sender, message.counter,
-                       message.txid, len(body)) + bytes(body)
+        parts.append(_TLV.pack(_TLV_CODES[kind], len(value)))
+        parts.append(value)
+    body_len = sum(map(len, parts))
+    parts[0] = HEADER.pack(VERSION, message.type, message.flags, message.sender, message.counter,
+                           message.txid, body_len)
+    data = b"".join(parts)
     if len(data) > MAX_MESSAGE_LEN:
         raise VcmParseError("message too long")
     return data
@@ -395,27 +414,28 @@ def encode(message: Message) -> bytes:
 
 def decode(data: bytes) -> Message:
     """Parse and check one message; any defect raises VcmParseError."""
-    if len(data) < HEADER_LEN:
+    size = len(data)
+    if size < HEADER_LEN:
         raise VcmParseError("shorter than the header")
-    if len(data) > MAX_MESSAGE_LEN:
+    if size > MAX_MESSAGE_LEN:
         raise VcmParseError("message too long")
     version, msg_type, flags, sender, counter, txid, body_len = HEADER.unpack_from(data)
     if version != VERSION:
         raise VcmParseError(f"unsupported version {version}")
     if msg_type not in _SHAPES:
         raise VcmParseError(f"unknown message type {msg_type}")
-    if HEADER_LEN + body_len != len(data):
+    if HEADER_LEN + body_len != size:
         raise VcmParseError("body length does not match the datagram")
     if sender == 0 or counter == 0 or txid == 0:
         raise VcmParseError("sender, counter and transaction id must be non-zero")
     tlvs = []
     offset = HEADER_LEN
-    while offset < len(data):
-        if offset + _TLV.size > len(data):
+    while offset < size:
+        if offset + _TLV_LEN > size:
             raise VcmParseError("truncated TLV header")
         code, length = _TLV.unpack_from(data, offset)
-        offset += _TLV.size
-        if offset + length > len(data):
+        offset += _TLV_LEN
+        if offset + length > size:
             raise VcmParseError("TLV runs past the message")
         value = data[offset:offset + length]
         offset += length

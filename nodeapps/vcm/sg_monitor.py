@@ -3,8 +3,8 @@
 The shell calls :meth:`SgMonitor.observe` once per packet it processes on an MN's SG SA (``mn`` = that MN's
 node id, ``direction`` "in" after decryption from the MN, "out" before encryption towards it) and for
 packets it sees in clear on the office side (``mn=None``, ``direction="in"`` when they arrive from the
-office). A known flow costs one dict lookup and one list store; only the first packet of a flow is
-classified. From those observations and the MIPv6 bindings (:meth:`update_binding`) the monitor:
+office). A known flow costs one dict lookup, one list store and one set add; only the first packet of a
+flow is classified. From those observations and the MIPv6 bindings (:meth:`update_binding`) the monitor:
 
 * learns where each MN is (outside: its SA carries traffic from it, or it registered a care-of address;
   inside: it is seen in clear in the office, or it deregistered its binding, or - optionally - its SA fell
@@ -25,6 +25,7 @@ from typing import Hashable, Optional
 
 from . import protocol as p
 from .channel import ControlChannel
+from .deadlines import DeadlineQueue
 
 TRIGGER_NAMES = {p.TRIGGER_EXISTING_SESSION: "existing-session", p.TRIGGER_EXTERNAL_INITIATOR: "external-initiator"}
 _MAX_TLVS_PER_REPORT = 16
@@ -98,6 +99,11 @@ class SgMonitor:
                     self._addr_mn[ipaddress.IPv6Address(text).packed] = binding.node_id
         # (src, dst, mn or None) -> [last seen, direction]
         self._flows: dict[tuple, list] = {}
+        # So that a sweep looks only at flows that changed, not at every cached flow: each flow's expiry,
+        # armed at a time it was seen (the sweep that finds it seen later arms it again: the clock never goes
+        # back), and the flows seen since the last sweep.
+        self._expiry = DeadlineQueue()
+        self._touched: set = set()
         self._pairs_seen: set = set()          # MN pairs seen talking while one of them was inside
         self._reported: dict[frozenset, list] = {}   # pair -> [reported at, flow records]
         # Indexes over _reported, so that neither a sweep nor a location change scans every pair ever
@@ -118,9 +124,11 @@ class SgMonitor:
     # -- hot path ---------------------------------------------------------------------------------
     def observe(self, now: float, src: bytes, dst: bytes, direction: str, mn: Optional[int]) -> None:
         """One relayed packet: inner source and destination (16 bytes each)."""
-        record = self._flows.get((src, dst, mn))
+        key = (src, dst, mn)
+        record = self._flows.get(key)
         if record is not None:
             record[0] = now
+            self._touched.add(key)
             return
         self._new_flow(now, src, dst, direction, mn)
 
@@ -211,8 +219,7 @@ class SgMonitor:
             self._forget_flow(next(iter(self._flows)))   # oldest first: dicts keep insertion order
             self.stats["flows_evicted"] += 1
         if mn is not None and mn not in self._mns:
-            self._flows[key] = record
-            self._ensure_sweep(now)
+            self._cache_flow(key, record, now)
             self.stats["unknown-mn"] += 1   # an SA the shell did not tell us about; cached, not classified
             return
         src_mn, dst_mn = self._addr_mn.get(src), self._addr_mn.get(dst)
@@ -239,8 +246,7 @@ class SgMonitor:
                     self._set_location(state, p.LOCATION_OUTSIDE, now, "SG sends to it over its SA")
                 state.correspondents.add(src)
                 initiator = src_mn
-        self._flows[key] = record
-        self._ensure_sweep(now)
+        self._cache_flow(key, record, now)
         for node in {src_mn, dst_mn, mn} - {None}:
             self._mns[node].flow_keys.add(key)
         if src_mn is not None and dst_mn is not None and src_mn != dst_mn:
@@ -252,8 +258,19 @@ class SgMonitor:
                 self._consider_session(pair, pair in self._pairs_seen, initiator, key, record, now)
         self._flush(now)
 
-    def _forget_flow(self, key: tuple) -> None:
+    def _cache_flow(self, key: tuple, record: list, now: float) -> None:
+        self._flows[key] = record
+        self._expiry.set(key, record[0])
+        self._touched.add(key)
+        self._ensure_sweep(now)
+
+    def _uncache_flow(self, key: tuple) -> None:
         self._flows.pop(key, None)
+        self._expiry.discard(key)
+        self._touched.discard(key)
+
+    def _forget_flow(self, key: tuple) -> None:
+        self._uncache_flow(key)
         pair = self._pair_of_flow.pop(key, None)
         if pair is not None:
             self._recheck.add(pair)   # its record stays with the pair until it is older than the flow timeout
@@ -296,7 +313,7 @@ class SgMonitor:
         node = state.binding.node_id
         # Flows classified under the old location must be classified again.
         for key in state.flow_keys:
-            self._flows.pop(key, None)
+            self._uncache_flow(key)
             self._pair_of_flow.pop(key, None)
             for other in {self._addr_mn.get(key[0]), self._addr_mn.get(key[1]), key[2]} - {None, node}:
                 self._mns[other].flow_keys.discard(key)
@@ -312,19 +329,34 @@ class SgMonitor:
         self._ensure_sweep(now)
 
     # -- timers -----------------------------------------------------------------------------------
-    def _sweep(self, now: float) -> None:
+    def _sweep(self, now: float, full: bool = False) -> None:
+        """Forget flows not seen for the flow timeout, re-report pairs still talking through the SG. Looks
+        at the flows seen since the last sweep and those whose expiry is due; ``full`` (or a clock that
+        went back) looks at every cached flow instead, as the reference for the tests."""
         cfg = self.config
         horizon = now - cfg.flow_timeout
         since = self._last_sweep
         self._last_sweep = now
+        flows = self._flows
+        full = full or now < since
         stale = []
+        if full:
+            stale = [key for key, record in flows.items() if record[0] < horizon]
+        else:
+            for key in self._expiry.pop_due(horizon):
+                seen = flows[key][0]
+                if seen < horizon:
+                    stale.append(key)
+                else:
+                    self._expiry.set(key, seen)   # seen since it was armed: wait for its new expiry
+        touched, self._touched = (set(flows) if full else self._touched), set()
         seen_since: list = []   # flows seen since the last sweep: only their pairs can have become due
-        for key, record in self._flows.items():
-            seen = record[0]
-            if seen < horizon:
-                stale.append(key)
-            elif seen >= since:
+        for key in touched:
+            seen = flows[key][0]
+            if since <= seen and horizon <= seen:
                 seen_since.append(key)
+            if seen >= now:
+                self._touched.add(key)   # seen at this very time: since the next sweep's start, too
         pair_of = self._pair_of_flow
         candidates = self._recheck
         self._recheck = set()

@@ -94,6 +94,14 @@ def test_care_of_pair_is_direct_at_the_switch(lossless):
     assert row["setup_p50_ms"] - row["switch_p50_ms"] <= 20.0   # the next 50 Hz packet
 
 
+def test_vcm_on_its_own_host_sets_every_session_up_four_office_crossings_later(lossless):
+    # REPORT to the VCM, KEYS out, KEYS_ACK in, PEER_READY out: each crosses the office LAN once more.
+    _, row = _run(vcm="host", office_ms=5.0)
+    assert row["set_up"] == lossless[1]["set_up"] and row["failed"] == 0 and row["gave_up"] == 0
+    assert row["switch_p50_ms"] == pytest.approx(lossless[1]["switch_p50_ms"] + 4 * 5.0, abs=3.0)
+    assert 0 <= row["min_margin_ms"] < 5.0
+
+
 def test_command_line_writes_the_results_folder(tmp_path, capsys):
     code = sim.main(["--ns", "20,40", "--duration", "20", "--drain", "30", "--results", str(tmp_path)])
     assert code == 0

@@ -191,3 +191,28 @@ def test_binding_key_rides_in_keys_only_and_only_20_bytes_long():
     short = struct.pack("!HH", p.TLV_BINDING_KEY, 39) + bytes(39)
     with pytest.raises(p.VcmParseError, match="BINDING_KEY length"):
         p.decode(_with_body(p.KEYS, body + short))
+
+
+def test_a_shape_checked_once_still_has_every_keys_value_checked():
+    p.decode(KEYS_GOLDEN)                      # the KEYS shape is now known valid
+    assert (p.KEYS, p.SessionRef, p.Peer, p.SaParams, p.SaParams) in p._VALID_SHAPES
+    same_direction = KEYS_MSG.tlvs[:3] + (p.SaParams(p.DIR_OUT, 0x2000, "aes128gcm16", bytes(16), bytes(4), 60),)
+    same_spi = KEYS_MSG.tlvs[:3] + (p.SaParams(p.DIR_IN, 0x1000, "aes128gcm16", bytes(16), bytes(4), 60),)
+    no_address = (KEYS_MSG.tlvs[0], p.Peer(11)) + KEYS_MSG.tlvs[2:]
+    for tlvs, why in ((same_direction, "one outbound and one inbound"), (same_spi, "same SPI"),
+                      (no_address, "external home address")):
+        with pytest.raises(p.VcmParseError, match=why):
+            p.encode(p.Message(p.KEYS, 2, 7, 3, tlvs))
+
+
+def test_shapes_found_invalid_are_not_remembered_and_the_memory_is_bounded(monkeypatch):
+    monkeypatch.setattr(p, "_VALID_SHAPES", set())
+    monkeypatch.setattr(p, "_MAX_VALID_SHAPES", 3)
+    for _ in range(2):
+        with pytest.raises(p.VcmParseError, match="REPORT carries nothing"):
+            p.encode(p.Message(p.REPORT, 1, 1, 1, ()))
+    assert p._VALID_SHAPES == set()
+    for count in range(1, 7):                  # six valid REPORT shapes, three remembered
+        infos = tuple(p.SessionSeen(11, 12) for _ in range(count))
+        assert p.decode(p.encode(p.Message(p.REPORT, 1, 1, 1, infos))).tlvs == infos
+    assert len(p._VALID_SHAPES) == 3

@@ -1,6 +1,9 @@
 """SG monitor core on its own: flow cache, location learning, session triggers, REPORT retransmission."""
 import ipaddress
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nodeapps.vcm import protocol as p
 from nodeapps.vcm.channel import ControlPath
 from nodeapps.vcm.sg_monitor import MnBinding, MnLocationChanged, MonitorConfig, SessionDetected, SgMonitor
@@ -199,3 +202,94 @@ def test_flow_cache_is_bounded_and_evicts_the_oldest_flow():
 
 def test_default_flow_bound_fits_the_scale_experiment():
     assert MonitorConfig(1, 2, VCM_PATH, ()).max_flows >= 100 * 20
+
+
+# -- the sweep looks only at flows that changed, with the same outcome as a scan of every flow ---------
+
+class ScanningMonitor(SgMonitor):
+    """The reference: every sweep scans every cached flow."""
+
+    def _sweep(self, now, full=False):
+        super()._sweep(now, full=True)
+
+
+MNS4 = tuple(MnBinding(10 + i, f"2001:db8:1::1{i}", f"fd00:10::1{i}") for i in (1, 2, 3, 4))
+ADDRESSES = [ipaddress.IPv6Address(a).packed for a in
+             ("fd00:10::11", "fd00:10::12", "fd00:10::13", "fd00:10::14", "2001:db8:1::12", "fd00:10::99")]
+OP = st.one_of(
+    st.tuples(st.just("observe"), st.sampled_from(range(len(ADDRESSES))), st.sampled_from(range(len(ADDRESSES))),
+              st.sampled_from(["in", "out"]), st.sampled_from([None, 11, 12, 13, 14, 77])),
+    st.tuples(st.just("bind"), st.sampled_from([11, 12, 13, 14]), st.booleans()),
+    # wait: how long, and whether the timers due at the very end run before the next ops at that time
+    st.tuples(st.just("wait"), st.sampled_from([0.0, 0.25, 1.0, 2.0, 3.5, 9.0]), st.booleans()))
+
+
+def _drive(mon, ops, acks):
+    now, out = 0.0, []
+
+    def settle(until, inclusive=True):
+        nonlocal now
+        while (timer := mon.get_timer()) is not None and (timer <= until if inclusive else timer < until):
+            now = max(now, timer)
+            mon.handle_timer(now)
+            emit()
+        now = until
+
+    def emit():
+        for data, _ in mon.datagrams_to_send(now):
+            out.append((now, data))
+            msg = p.decode(data)
+            if acks:   # the VCM answers at once
+                mon.receive(p.encode(p.Message(p.REPORT_ACK, 2, len(out), msg.txid, ())), VCM_PATH, now)
+        out.extend((now, repr(e)) for e in mon.pop_events())
+
+    for op in ops:
+        if op[0] == "observe":
+            mon.observe(now, ADDRESSES[op[1]], ADDRESSES[op[2]], op[3], op[4])
+        elif op[0] == "bind":
+            mon.update_binding(now, op[1], f"2001:db8:a::{op[1]}" if op[2] else None)
+        else:
+            settle(now + op[1], op[2])
+        emit()
+        reported = sorted((sorted(pair), when, sorted(r[0] for r in records))
+                          for pair, (when, records) in mon._reported.items())
+        out.append((now, mon.flow_count(), reported, mon.get_timer()))
+    settle(now + 30.0)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(OP, max_size=80), idle=st.sampled_from([None, 4.0]), acks=st.booleans())
+def test_sweeping_changed_flows_matches_a_scan_of_every_flow(ops, idle, acks):
+    options = dict(flow_timeout=5.0, re_report_after=3.0, max_flows=5, idle_timeout=idle)
+    incremental = SgMonitor(MonitorConfig(1, 2, VCM_PATH, MNS4, **options))
+    scanning = ScanningMonitor(MonitorConfig(1, 2, VCM_PATH, MNS4, **options))
+    assert _drive(incremental, ops, acks) == _drive(scanning, ops, acks)
+    assert len(incremental._expiry) == incremental.flow_count() and incremental._touched <= set(incremental._flows)
+
+
+def test_a_sweep_looks_at_the_flows_seen_since_not_at_every_flow():
+    mon = monitor(flow_timeout=1000.0)
+    hosts = [ipaddress.IPv6Address(f"fd00:10::1:{i}").packed for i in range(500)]
+    for host in hosts:
+        mon.observe(0.0, MN1_INT, host, "in", 11)
+    mon.handle_timer(1.0)                          # the first sweep
+    mon.observe(1.5, MN1_INT, hosts[7], "in", 11)
+    assert mon._touched == {(MN1_INT, hosts[7], 11)}
+    assert len(mon._expiry) == 500 and mon._expiry.earliest() == 0.0   # nothing due before t = 1000
+
+
+def test_a_flow_seen_just_before_a_sweep_at_the_same_time_counts_for_the_next_sweep_too():
+    # Flow 11->12 last seen at 0.5; 12->11 seen at 5.0 before that instant's sweep. The scan counts the
+    # second flow seen since both the sweep at 5 and the one at 6, which drops the first flow's record
+    # (older than the 5 s flow timeout) from the reported pair at 6, not 7.
+    ops = [("bind", 11, True), ("bind", 12, True), ("observe", 0, 1, "in", 11), ("wait", 0.5, True),
+           ("observe", 0, 1, "in", 11), ("wait", 4.5, False), ("observe", 1, 0, "in", 12), ("wait", 1.5, True),
+           ("wait", 0.0, True)]
+    options = dict(flow_timeout=5.0, re_report_after=3.0)
+    incremental = SgMonitor(MonitorConfig(1, 2, VCM_PATH, MNS4, **options))
+    scanning = ScanningMonitor(MonitorConfig(1, 2, VCM_PATH, MNS4, **options))
+    trace = _drive(incremental, ops, True)
+    assert trace == _drive(scanning, ops, True)
+    at_6_5 = [entry for entry in trace if entry[0] == 6.5 and len(entry) == 4]
+    assert at_6_5 and at_6_5[0][2] == [([11, 12], 5.0, [5.0])]   # re-reported at 5; 0.5 dropped at 6

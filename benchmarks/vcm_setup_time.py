@@ -70,6 +70,7 @@ def one_run(addressing: str, links: str, vcm: str, pair: str | None = None, seed
     detect = first(events, "session_detected", "sg")
     out = {"detect": detect, "keys": first_message(events, "keys_210"),
            "switch": first(events, "switch_outbound", "mn1"),
+           "first_protected": first(events, "data_first_protected", "mn1"),
            "hoti": sum(1 for e in events if (records.signalling_message(e) or {}).get("kind") == "hoti"),
            "first_direct": first(events, "data_first_direct", "mn1"),
            "fallback": first(events, "fall_back_to_sg", "mn1", after=move_at), "move": move_at, "rtt": rtt}
@@ -117,7 +118,7 @@ def result_row(run: int, seed: int, binding: str, r: dict) -> dict:
     goal = None if r["rtt"] is None else 3 * r["rtt"] + 20
     row = {"run": run, "seed": seed, "binding": binding, "rtt_mn_sg": r["rtt"], "goal": goal,
            "detect->keys": ms("detect", "keys"), "detect->switch": ms("detect", "switch"),
-           "detect->first_direct": ms("detect", "first_direct"), "move->fallback": ms("move", "fallback"),
+           "detect->first_protected": ms("detect", "first_protected"), "detect->first_direct": ms("detect", "first_direct"), "move->fallback": ms("move", "fallback"),
            "hoti_sent": r["hoti"]}
     row["within_goal"] = None if goal is None or row["detect->first_direct"] is None \
         else row["detect->first_direct"] <= goal
@@ -126,7 +127,8 @@ def result_row(run: int, seed: int, binding: str, r: dict) -> dict:
 
 def print_summary(binding: str, rows: list[dict]) -> None:
     print(f"[{binding}] within goal (3 x RTT + 20 ms): {sum(1 for r in rows if r['within_goal'])}/{len(rows)}")
-    for key in ("rtt_mn_sg", "goal", "detect->keys", "detect->switch", "detect->first_direct", "move->fallback"):
+    for key in ("rtt_mn_sg", "goal", "detect->keys", "detect->switch", "detect->first_protected",
+                "detect->first_direct", "move->fallback"):
         values = [r[key] for r in rows if r[key] is not None]
         if values:
             print(f"[{binding}] {key}: median {statistics.median(values):.1f} ms, min {min(values):.1f}, "

@@ -125,8 +125,10 @@ MESSAGE_KINDS: dict[str, tuple[str, str, Optional[str], str]] = {
     "cot": ("CoT", None, None, "care-of test (§6.1.6)"),
     "be": ("BE", None, None, "binding error (§6.1.9)"),
     "brr": ("BRR", None, None, "binding refresh request (§6.1.2)"),
+    "data_first_protected": ("first protected packet", None, None, "first user packet under the pair's new SA, "
+                                                                   "through the home agents or direct (214/216)"),
     "data_first_direct": ("first direct packet", None, None, "first user packet on the direct SA pair "
-                                                             "(the diagram's 214/220)"),
+                                                             "(the diagram's 220)"),
 }
 _MIPV6_NAMES = {"BU": "bu", "BA": "ba", "HOTI": "hoti", "COTI": "coti", "HOT": "hot", "COT": "cot", "BE": "be",
                 "BRR": "brr"}
@@ -185,7 +187,7 @@ def signalling_message(event: dict, addresses: Optional[dict] = None) -> Optiona
         dst = (addresses or {}).get(str(event.get("dst", "")))
         src = event.get("node")
     elif name in MESSAGE_KINDS:
-        if name == "data_first_direct" or event.get("received"):
+        if name in ("data_first_direct", "data_first_protected") or event.get("received"):
             return None   # not a message; or the receiver's record of one its sender logged too
         kind = name
         _label, default_src, default_dst, _meaning = MESSAGE_KINDS[name]

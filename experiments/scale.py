@@ -55,7 +55,7 @@ from topologies.svpn import SvpnTopo
 MAX_PAIRS = MAX_MOBILE_NODES // 2
 QUICK_PAIRS = 5
 SETUP_COLUMNS = ["pair", "initiator", "responder", "net_initiator", "net_responder", "t_start", "ok",
-                 "detect_ms", "switch_ms", "setup_ms", "responder_direct_ms", "error", "pings_sent",
+                 "detect_ms", "switch_ms", "protected_ms", "setup_ms", "responder_direct_ms", "error", "pings_sent",
                  "pings_received"]
 SUMMARY_COLUMNS = ["metric", "group", "value", "unit"]
 ROLE_ORDER = ["mn", "sg", "vcm", "ha", "emulator", "radvd"]
@@ -173,12 +173,12 @@ def setup_rows(events: list[dict], pairs: list[tuple[str, str]], homes: dict[str
     ``session_detected`` (a strategy with no session to detect, as the mesh) times run from the pair's
     start."""
     rows = []
-    wanted = ("session_detected", "switch_outbound", "data_first_direct")
+    wanted = ("session_detected", "switch_outbound", "data_first_protected", "data_first_direct")
     events = [e for e in events if e.get("event") in wanted]
     for i, (a, b) in enumerate(pairs, start=1):
         ida, idb = node_id(a), node_id(b)
         start = starts.get(a)
-        switch = first_a = first_b = None
+        switch = protected_a = first_a = first_b = None
         detect = None if session_detected else start
         for e in events:
             if start is None or e["time"] < start:
@@ -189,6 +189,8 @@ def setup_rows(events: list[dict], pairs: list[tuple[str, str]], homes: dict[str
                 detect = e["time"]
             elif switch is None and kind == "switch_outbound" and node == a and e.get("peer") == idb:
                 switch = e["time"]
+            elif protected_a is None and kind == "data_first_protected" and node == a and e.get("dst") == homes[b]:
+                protected_a = e["time"]
             elif first_a is None and kind == "data_first_direct" and node == a and e.get("dst") == homes[b]:
                 first_a = e["time"]
             elif first_b is None and kind == "data_first_direct" and node == b and e.get("dst") == homes[a]:
@@ -205,7 +207,8 @@ def setup_rows(events: list[dict], pairs: list[tuple[str, str]], homes: dict[str
                      "net_responder": attachments.get(b, ""),
                      "t_start": None if start is None else start - t0, "ok": not error,
                      "detect_ms": None if start is None or detect is None else 1000.0 * (detect - start),
-                     "switch_ms": ms(switch), "setup_ms": ms(first_a), "responder_direct_ms": ms(first_b),
+                     "switch_ms": ms(switch), "protected_ms": ms(protected_a), "setup_ms": ms(first_a),
+                     "responder_direct_ms": ms(first_b),
                      "error": error})
     return rows
 

@@ -27,6 +27,7 @@ def test_setup_rows_time_each_pair_from_its_own_events():
         ev(100.05, "sg", "session_detected", node_a=12, node_b=11),      # pair 1 (ids 11, 12), either order
         ev(100.06, "sg", "session_detected", node_a=13, node_b=14),      # pair 2
         ev(100.20, "mn1", "switch_outbound", peer=12, session_id=1, generation=1, ops=[]),
+        ev(100.205, "mn1", "data_first_protected", dst=HOMES["mn2"]),
         ev(100.21, "mn1", "data_first_direct", dst=HOMES["mn2"]),
         ev(100.22, "mn2", "data_first_direct", dst=HOMES["mn1"]),
         ev(100.30, "mn3", "data_first_direct", dst=HOMES["mn1"]),         # wrong peer: not pair 2's
@@ -38,7 +39,7 @@ def test_setup_rows_time_each_pair_from_its_own_events():
     assert one["t_start"] == pytest.approx(10.0)
     assert one["detect_ms"] == pytest.approx(50.0)
     assert one["switch_ms"] == pytest.approx(150.0)
-    assert one["setup_ms"] == pytest.approx(160.0)
+    assert one["protected_ms"] == pytest.approx(155.0) and one["setup_ms"] == pytest.approx(160.0)
     assert one["responder_direct_ms"] == pytest.approx(170.0)
     assert not two["ok"] and two["error"] == "no direct packet" and two["setup_ms"] is None
     assert not three["ok"] and three["error"] == "no session detected"

@@ -137,3 +137,13 @@ def test_bad_parameters_get_one_line_naming_them_and_exit_2(argv, names, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and names in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ten_thousand_mobile_nodes_in_reduced_form_set_every_session_up():
+    """The 10,000-MN configuration with a tenth of its sessions (the README's full run has 100,000): every
+    MN's agent and the shared cores at that size, in CI's time."""
+    simulation, row = sim.simulate(sim.SimConfig(mns=10_000, sessions=10_000, duration=60.0, drain=60.0),
+                                   memory=False)
+    assert row["mns"] == 10_000 and row["failed"] == 0 and row["gave_up"] == 0
+    assert row["set_up"] + row["already_direct"] == 10_000
+    assert len(simulation.session_rows()) == row["set_up"]

@@ -134,8 +134,10 @@ class DataPlane:
         before the MN–MN bindings are live. The SAD finds the SA by SPI and our home address and the pair's
         inbound policy checks the inner addresses (RFC 4301 §5.2). True if it was one (consumed)."""
         node = self.node
-        if node.pairs.agent is None or not node.pairs.vcm_ro or packet[6] != ipv6.NH_ESP:
-            return False
+        routing = node.peer_routing
+        if node.pairs.agent is None or not node.pairs.vcm_ro or packet[6] != ipv6.NH_ESP or routing is None \
+                or packet[8:24] not in routing.internal_of:
+            return False   # e.g. our own SA with a VCM host, which its packets reach the same way
         _verdict, _sa, inner = node.processor.inbound(packet)
         if inner is not None:
             node.counters["seed_in"] += 1

@@ -33,12 +33,11 @@ BURST = 16   # messages read per readiness event of one socket
 
 class LinkAttachment:
     """The link side of the mobile node ``node`` (its shell: config, processor, counters, log, cores, pairs).
-    ``default_router()`` and ``carrier_up()`` read the kernel's view of the interface."""
+    ``default_router()`` reads the kernel's view of the interface."""
 
-    def __init__(self, node, section: MobileNodeSection, *, default_router, carrier_up):
+    def __init__(self, node, section: MobileNodeSection, *, default_router):
         self.node = node
         self.default_router = default_router
-        self.carrier_up = carrier_up
         self.tracker = LinkTracker(node.home_prefix,
                                    PresenceDetector(announcement_lifetime=section.announcement_lifetime))
         announce = section.announcement
@@ -165,7 +164,9 @@ class LinkAttachment:
             self._solicit()   # the link-local address is back: the RS can leave now
         verdict, prefix = address_hint(change, ifindex=node.ifindex, host_id=node.host_id, home=node.home_text,
                                        care_of=self.care_of, prefix=tracker.prefix)
-        action = tracker.address_hint(verdict, prefix, carrier_up=self.carrier_up, state=node.state)
+        # The carrier as the netlink stream had it when this change was queued (same socket, kernel order):
+        # the kernel's view now may be a carrier that came back since, e.g. after a move.
+        action = tracker.address_hint(verdict, prefix, carrier_up=lambda: tracker.carrier, state=node.state)
         if action is HintAction.IGNORE:
             return
         node.counters["address_hints"] += 1

@@ -79,8 +79,7 @@ class MobileNodeRuntime(MobilityRuntime):
         self.paths = PathSelector()   # link state and the per-packet path (nodeapps/mobility/paths.py)
         self.data = DataPlane(self, self.vpn_prefixes)
         # Before the pairs: the external policy is the configured SPD, without the mesh's rules.
-        self.attachment = LinkAttachment(self, s, default_router=lambda: _default_router(self.interface),
-                                         carrier_up=lambda: _carrier_up(self.interface))
+        self.attachment = LinkAttachment(self, s, default_router=lambda: _default_router(self.interface))
         self.pairs = DirectPairs(self)   # direct pairs with other MNs: the VCM's or the mesh's (mn_pairs.py)
         if s.vcm is not None:
             self.pairs.setup_vcm(s.vcm)
@@ -297,14 +296,6 @@ class MobileNodeRuntime(MobilityRuntime):
 
 def _global_addresses(interface: str) -> list[str]:
     return [address for _index, address, _length, scope in ipv6_addresses(interface) if scope == RT_SCOPE_UNIVERSE]
-
-
-def _carrier_up(interface: str) -> bool:
-    try:
-        with open(f"/sys/class/net/{interface}/carrier", encoding="ascii") as f:
-            return f.read().strip() == "1"
-    except OSError:  # EINVAL while the interface is administratively down
-        return False
 
 
 def _default_router(interface: str) -> str | None:

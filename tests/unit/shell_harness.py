@@ -385,7 +385,6 @@ class ShellHarness:
             (mn_attachment, "send_router_solicitation", send_rs),
             (mobile_node, "_global_addresses", lambda interface: list(self._addresses)),
             (mobile_node, "_default_router", lambda interface: "fe80::1"),
-            (mobile_node, "_carrier_up", lambda interface: True),
             (home_agent, "open", _ProcSys),
         ]
         return [_Patch(target, name, value) for target, name, value in patches]

@@ -125,3 +125,20 @@ def test_an_announcement_signed_by_another_key_or_for_another_prefix_is_refused_
         if forgery == "another prefix":
             assert refused[0]["reason"] == "another prefix"
         assert h.control({"cmd": "status"})["mobility"]["state"] == "unproven"
+
+
+def address_deleted(h, address: str) -> bytes:
+    """RTM_DELADDR of a global address on the node's interface (rtnetlink(7), struct ifaddrmsg)."""
+    attr = struct.pack("=HH", 20, 1) + ipv6.pton(address)   # IFA_ADDRESS
+    body = struct.pack("=BBBBI", 10, 64, 0x80, 0, h.runtime.ifindex) + attr
+    return struct.pack("=IHHII", 16 + len(body), 21, 0, 0, 0) + body
+
+
+def test_a_care_of_address_the_kernel_drops_with_the_carrier_is_no_hint_even_read_after_the_carrier_is_back():
+    with harness_of("private-mobility", "mn1") as (h, configs):
+        care_of = h.runtime.care_of
+        # All three queued before the node reads them: down, the kernel's deletion, up again.
+        h.netlink(carrier(h, False), address_deleted(h, care_of), carrier(h, True))
+        assert not h.events("address_hint") and h.counters["address_hints"] == 0
+        h.netlink(address_deleted(h, care_of))   # removed with the carrier up: our care-of address is gone
+        assert [e["verdict"] for e in h.events("address_hint")] == ["lost"]

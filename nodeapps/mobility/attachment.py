@@ -123,16 +123,16 @@ class LinkTracker:
         """The owed router solicitation left."""
         self.rs_pending = False
 
-    def address_hint(self, verdict: str, prefix: Optional[str], *, carrier_up: Callable[[], bool],
-                     state: LinkState) -> HintAction:
+    def address_hint(self, verdict: str, prefix: Optional[str], *, state: LinkState) -> HintAction:
         """What an address event means (``verdict`` from ``runtime.mobility.address_hint``: "ignore",
-        "lost" or "candidate"); ``carrier_up()`` is asked only for a lost address. Only ASK changes state
-        (an RA is owed): the shell logs the hint, then calls ``forget_link`` or ``address_link``."""
+        "lost" or "candidate"). Only ASK changes state (an RA is owed): the shell logs the hint, then calls
+        ``forget_link`` or ``address_link``. Carrier and address events come in the kernel's order on one
+        netlink socket, so ``self.carrier`` is the carrier as it was when this change was queued."""
         if verdict == "ignore":
             return HintAction.IGNORE
         if verdict == "lost":
             # The kernel drops addresses with the carrier; the carrier event handles that.
-            return HintAction.LOST if carrier_up() else HintAction.IGNORE
+            return HintAction.LOST if self.carrier else HintAction.IGNORE
         # The office verdict rests on announcements only: a second prefix there is no reason to leave, and
         # an office-prefix address is no proof.
         if state is LinkState.HOME or ipaddress.IPv6Network(prefix) == self.home_prefix:

@@ -164,9 +164,7 @@ class LinkAttachment:
             self._solicit()   # the link-local address is back: the RS can leave now
         verdict, prefix = address_hint(change, ifindex=node.ifindex, host_id=node.host_id, home=node.home_text,
                                        care_of=self.care_of, prefix=tracker.prefix)
-        # The carrier as the netlink stream had it when this change was queued (same socket, kernel order):
-        # the kernel's view now may be a carrier that came back since, e.g. after a move.
-        action = tracker.address_hint(verdict, prefix, carrier_up=lambda: tracker.carrier, state=node.state)
+        action = tracker.address_hint(verdict, prefix, state=node.state)
         if action is HintAction.IGNORE:
             return
         node.counters["address_hints"] += 1

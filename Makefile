@@ -7,7 +7,7 @@ SYSPY   := /usr/bin/python3
 APT_PACKAGES := mininet iperf3 iputils-ping nftables tshark tcpdump bridge-utils ethtool \
                 iproute2 procps radvd python3-venv python3-pip make
 
-.PHONY: install system-packages venv run test unit bench clean-results clean-net
+.PHONY: install system-packages venv sshd run test unit bench clean-results clean-net
 
 install: system-packages venv
 
@@ -23,10 +23,16 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# OpenSSH's server for the tests' second "server" on this machine (docs/scaling.md); unpacked, not installed.
+sshd: $(VENV)/opt/openssh-server/usr/sbin/sshd
+
+$(VENV)/opt/openssh-server/usr/sbin/sshd: | $(VENV)/.installed
+	@scripts/install-sshd $(VENV)/opt/openssh-server
+
 run: install
 	$(PYTHON) experiments/handover.py
 
-test: install
+test: install sshd
 	$(PYTHON) -m pytest
 
 unit: venv

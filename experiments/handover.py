@@ -11,6 +11,7 @@ them. Without --strategies the run covers sg, vcm and insecure-ro; "--strategies
 """
 import _venv  # noqa: F401  (re-executes inside .venv)
 
+import dataclasses
 import json
 import os
 import random
@@ -31,7 +32,10 @@ from nodeapps.linkemu.errors import LinkConfigError
 from nodeapps.runtime.events import read_json_lines
 from topologies import runs
 from topologies.addressing import PlanError
+from topologies.cluster import LoopbackServer
+from topologies.errors import LabSpecError
 from topologies.lab import LabError, SvpnLab
+from topologies.spec import LabSpec
 from topologies.svpn import SvpnTopo
 from topologies.measurements import MeasurementError, iperf3
 from topologies.pcap import pcap_frames
@@ -68,6 +72,14 @@ def parse_args(argv):
                              "and jitter (default 1)")
     parser.add_argument("--cli", metavar="PHASE", help="open the lab shell (experiments/shell.py) before this phase; "
                                                        "its time is left out of the figures")
+    placement = parser.add_mutually_exclusive_group()
+    placement.add_argument("--servers", default="",
+                           help="comma-separated SSH destinations (user@host) the mobile nodes run on, round robin "
+                                "(Mininet's cluster edition; docs/scaling.md); default: this machine")
+    placement.add_argument("--loopback-server", action="store_true",
+                           help="run the mobile nodes on a second server on this machine: a temporary sshd in its "
+                                "own namespaces (needs 'make sshd')")
+    parser.add_argument("--ssh-config", help="ssh -F file for --servers")
     add_output_options(parser)
     add_link_options(parser)
     args = parser.parse_args(argv)
@@ -87,7 +99,11 @@ def parse_args(argv):
     if args.cli and args.cli not in [p.name for p in scenario.phases]:
         parser.error(f"--cli: no phase named {args.cli!r} (phases: {', '.join(p.name for p in scenario.phases)})")
     args.scenario_obj = scenario
-    args.run = StrategyRun(scenario=scenario, addressing=args.addressing, seed=args.seed, vcm_host=args.vcm_host,
+    try:
+        placement_spec = LabSpec(servers=args.servers, ssh_config=args.ssh_config)
+    except LabSpecError as exc:
+        parser.error(str(exc))
+    args.run = StrategyRun(servers=placement_spec.servers, ssh_config=args.ssh_config,scenario=scenario, addressing=args.addressing, seed=args.seed, vcm_host=args.vcm_host,
                            link_params=args.link_params, ideal_links=args.ideal_links, cli_phase=args.cli)
     return args
 
@@ -191,7 +207,7 @@ def run_strategy(strategy: str, run: StrategyRun, folder: str, stop_flag: thread
         lab = SvpnLab(addressing=run.addressing, mobile_nodes=scenario.mobile_nodes,
                       attachments=[scenario.start[n] for n in scenario.nodes], mobility=True,
                       link_params=run.link_params, links=run.links, run_dir=run_dir, seed=run.seed,
-                      **plugin.lab_options(run))
+                      servers=run.servers, ssh_config=run.ssh_config, **plugin.lab_options(run))
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -467,7 +483,14 @@ def main(argv=None) -> int:
     started = time.monotonic()
     complete = True
     code = 0
+    server = None
     try:
+        if args.loopback_server:
+            server = LoopbackServer()
+            server.start()
+            args.run = dataclasses.replace(args.run, servers=(server.destination,), ssh_config=server.ssh_config)
+        config["servers"] = list(args.run.servers)
+        records.write_config(folder, config)
         for strategy in args.strategies:
             if stop_flag.is_set():
                 complete = False
@@ -478,6 +501,9 @@ def main(argv=None) -> int:
     except (LabError, PlanError, LinkConfigError, ScenarioError, MeasurementError, StrategyError) as exc:
         print(f"handover.py: {exc}", file=sys.stderr)
         complete, code = False, 1
+    finally:
+        if server is not None:
+            server.stop()
     for strategy in args.strategies:
         # Each lab's link report and specification, also of a strategy that was interrupted, go into config.json.
         lab_links = os.path.join(folder, f"links-{strategy}.json")

@@ -98,7 +98,8 @@ class SvpnLab:
                              attachments=list(spec.attachments) if spec.attachments is not None else None,
                              link_params=spec.link_params, links=spec.links, plain_service=spec.plain_service,
                              mtu=spec.mtu, correspondent=spec.correspondent, seed=spec.seed,
-                             attacker=list(spec.attacker) if spec.attacker else None)
+                             attacker=list(spec.attacker) if spec.attacker else None,
+                             servers=spec.servers, ssh_config=spec.ssh_config)
         self.seed = spec.seed
         # ``lab.attacker`` (topologies/attacker.py) once the lab runs, when ``attacker`` names places.
         self.attacker = None

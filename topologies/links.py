@@ -113,9 +113,15 @@ class EmulatedLink(Link):
         self.config = config
         self.netem: NetemSupport = detect_netem()
         self.backend, self.backend_reason = choose_backend(config, self.netem)
+        if getattr(node2, "isRemote", False):
+            raise LinkConfigError(f"link {intfName1}-{intfName2}: only its first node may be on another server")
+        if getattr(node1, "isRemote", False) and self.backend != "userspace":
+            # The SSH Ethernet tunnel from the other server ends in the emulator's namespace, here.
+            self.backend, self.backend_reason = "userspace", f"{node1.name} is on another server"
         self.hidden: Optional[Node] = None
         self.hidden_intfs: tuple[Intf, ...] = ()
         self.process: Optional[subprocess.Popen] = None
+        self.tunnel: Optional[subprocess.Popen] = None
         self._workdir: Optional[str] = None
         self._final_stats: Optional[dict[str, Any]] = None
         self._tc_stats: Optional[dict[str, str]] = None
@@ -164,8 +170,12 @@ class EmulatedLink(Link):
         params1.setdefault("moveIntfFn", self._ignore)
         params2.setdefault("moveIntfFn", self._ignore)
         # util.makeIntfPair wants both MACs or neither.
-        self.makeIntfPair(name1, SIDE_A, addr1 or _random_mac(), _random_mac(), node1, hidden,
-                          deleteIntfs=False)
+        if getattr(node1, "isRemote", False):
+            # node1 runs on another server (topologies/cluster.py): an SSH Ethernet tunnel instead of a veth.
+            self.tunnel = node1.ethernet_tunnel(name1, addr1 or _random_mac(), hidden.pid, SIDE_A, _random_mac())
+        else:
+            self.makeIntfPair(name1, SIDE_A, addr1 or _random_mac(), _random_mac(), node1, hidden,
+                              deleteIntfs=False)
         self.makeIntfPair(SIDE_B, name2, _random_mac(), addr2 or _random_mac(), hidden, node2,
                           deleteIntfs=False)
         self.intf1 = (cls1 or intf)(name=name1, node=node1, link=self, mac=addr1, **params1)
@@ -234,6 +244,11 @@ class EmulatedLink(Link):
             if end is not None and end.node is not None:
                 end.node.cmd(f"ip link del dev {end.name} 2>/dev/null")
                 end.node.delIntf(end)
+        if self.tunnel is not None:
+            if self.tunnel.poll() is None:
+                self.tunnel.kill()
+            self.tunnel.wait()
+            self.tunnel = None
         if self.hidden is not None:
             self.hidden.terminate()
         if self._workdir:

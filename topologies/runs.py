@@ -102,12 +102,17 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
-def claim(run_dir: str) -> str | None:
-    """Mark ``run_dir`` as owned by this process and tag our environment with it, so every process we
-    start from now on carries it. Returns the previous tag (for ``release``)."""
+def write_owner(run_dir: str) -> None:
+    """Record this process as ``run_dir``'s owner: while it lives, nothing there is a leftover."""
     owner = {"pid": os.getpid(), "start_ticks": _start_ticks(os.getpid()), "since": time.time()}
     with open(os.path.join(run_dir, OWNER_FILE), "w", encoding="utf-8") as f:
         json.dump(owner, f)
+
+
+def claim(run_dir: str) -> str | None:
+    """Mark ``run_dir`` as owned by this process and tag our environment with it, so every process we
+    start from now on carries it. Returns the previous tag (for ``release``)."""
+    write_owner(run_dir)
     previous = os.environ.get(RUN_ENV)
     os.environ[RUN_ENV] = run_dir
     return previous

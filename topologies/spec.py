@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -14,6 +16,9 @@ from nodeapps.vcm.manager import KEY_LIFETIME_S
 from nodeapps.vcm.mobile_agent import INBOUND_GRACE_S
 from topologies.addressing import make_plan
 from topologies.errors import LabSpecError
+
+# An SSH destination the lab accepts: host or user@host, never an option or a path.
+SERVER_SYNTAX = re.compile(r"^(?:[a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
 # RFC 6275 §7.5: MinRtrAdvInterval may go down to 0.03 s and MaxRtrAdvInterval to 0.07 s.
 FAST_RA_INTERVALS = (0.03, 0.07)
@@ -73,7 +78,8 @@ class LabSpec:
     IPv6 node apps), ``ra_intervals``, ``announcement_interval``, ``mobility_timers``, ``vcm`` (in-sg, host
     or None), ``vcm_pair``, ``vcm_binding``, ``vcm_control``, ``vcm_lifetime``, ``vcm_inbound_grace``, ``route_optimisation``
     (MN pairs without a VCM), ``mesh``, ``esp_encap``, ``spi_base``, ``event_rate_limit``,
-    ``fault_injection``."""
+    ``fault_injection``. Placement: ``servers`` (SSH destinations the mobile nodes run on; empty: this
+    machine), ``ssh_config`` (``ssh -F`` file for them)."""
     addressing: str = "private"
     mobile_nodes: int = 2
     attachments: tuple[str, ...] | None = None
@@ -100,6 +106,8 @@ class LabSpec:
     fault_injection: bool = False
     attacker: tuple[str, ...] | None = None
     mesh: bool = False
+    servers: tuple[str, ...] = ()
+    ssh_config: str | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -112,6 +120,10 @@ class LabSpec:
         if self.attacker is not None:
             set_(self, "attacker", tuple(self.attacker.split("+")) if isinstance(self.attacker, str)
                  else tuple(self.attacker))
+        if isinstance(self.servers, str):
+            set_(self, "servers", tuple(s.strip() for s in self.servers.split(",") if s.strip()))
+        else:
+            set_(self, "servers", tuple(self.servers or ()))
         if self.route_optimisation:
             set_(self, "route_optimisation", tuple(tuple(p) for p in self.route_optimisation))
         for name in ("link_params", "mobility_timers"):
@@ -166,6 +178,17 @@ class LabSpec:
             raise LabSpecError("mesh (an SA pair between every two mobile nodes from the start) needs "
                                "mobility=True and neither a vcm nor route_optimisation")
         self._check_route_optimisation()
+        self._check_servers()
+
+    def _check_servers(self) -> None:
+        for server in self.servers:
+            if not isinstance(server, str) or not SERVER_SYNTAX.match(server):
+                raise LabSpecError(f"servers: {server!r} is not host or user@host")
+        if self.ssh_config is not None:
+            if not self.servers:
+                raise LabSpecError("ssh_config needs servers (the SSH destinations it is for)")
+            if not isinstance(self.ssh_config, str) or not os.path.isfile(self.ssh_config):
+                raise LabSpecError(f"ssh_config {self.ssh_config!r}: no such file")
 
     def _check_route_optimisation(self) -> None:
         """Pairs of mobile nodes that route-optimise with each other (Mobile IPv6 between their external home

@@ -25,12 +25,13 @@ from __future__ import annotations
 import os
 import sys
 
-from mininet.node import Node, NullController
+from mininet.node import NullController
 from mininet.nodelib import LinuxBridge
 from mininet.topo import Topo
 
 try:
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
+    from topologies.lab_node import LabNode
     from topologies.links import EmulatedLink
     from nodeapps.linkemu.errors import LinkConfigError
     from nodeapps.linkemu.params import default_seed
@@ -38,6 +39,7 @@ try:
 except ImportError:  # `mn --custom` executes this file without a package (and without __file__)
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(sys._getframe().f_code.co_filename))))
     from topologies.addressing import ACCESS_NETWORKS, AddressPlan, PlanError, make_plan
+    from topologies.lab_node import LabNode
     from topologies.links import EmulatedLink
     from nodeapps.linkemu.errors import LinkConfigError
     from nodeapps.linkemu.params import default_seed
@@ -99,30 +101,6 @@ def attacker_address(plan: AddressPlan, place: str) -> str:
     return str(plan.access[place].prefix.network_address + ATTACKER_HOST_ID)
 
 
-class LabNode(Node):
-    """A namespace configured from the address plan: IPv6 only, addresses without DAD, static routes."""
-
-    def __init__(self, name, inNamespace=True, **params):
-        super().__init__(name, inNamespace=inNamespace, **params)
-        # Before any interface exists, so every later interface inherits it: no tentative addresses.
-        self.cmd("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 "
-                 "net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0")
-
-    def config(self, addresses=(), routes=(), forwarding=False, mtu=1500, **params):
-        result = super().config(**params)
-        self.cmd("ip link set lo up")
-        for intf in self.intfNames():
-            self.cmd(f"ip link set dev {intf} mtu {mtu} up")
-        for intf, address in addresses:
-            self.cmd(f"ip -6 addr add {address} dev {intf} nodad")
-        self.cmd(f"sysctl -qw net.ipv6.conf.all.forwarding={1 if forwarding else 0}")
-        for route in routes:
-            out = self.cmd(f"ip -6 route replace {route}")
-            if out.strip():
-                raise PlanError(f"{self.name}: route {route!r}: {out.strip()}")
-        return result
-
-
 def link_settings(name: str, profile: str, override: dict | None) -> dict:
     """EmulatedLink keyword arguments for one link: its default profile, then the user's override
     (e.g. {"delay": "50ms"} or {"profile": "3g"}). Raises PlanError naming the link."""
@@ -152,11 +130,15 @@ class SvpnTopo(Topo):
     for comparing ESP with plain forwarding on the same path), mtu (of every link; 1500 like Ethernet),
     correspondent (add host "cn" on its own public /64 behind ir, link "ir-cn"), seed (an experiment's
     seed: each link's random loss and jitter draws come from :func:`link_seed` of it and the link's name;
-    None keeps the links' own stable seeds; a ``seed`` in a link's link_params wins).
+    None keeps the links' own stable seeds; a ``seed`` in a link's link_params wins), servers (SSH
+    destinations, user@host: the mobile nodes run there, placed round robin, each linked to its access
+    link's emulator on this machine by an SSH Ethernet tunnel; topologies/cluster.py), ssh_config (the
+    ``ssh -F`` file for them).
     """
 
     def build(self, addressing="private", mobile_nodes=2, attachments=None, link_params=None,
-              plain_service=False, mtu=1500, links="default", correspondent=False, seed=None, attacker=None):
+              plain_service=False, mtu=1500, links="default", correspondent=False, seed=None, attacker=None,
+              servers=(), ssh_config=None):
         if isinstance(seed, str) and seed.isdigit():  # from `mn --topo svpn,seed=7`
             seed = int(seed)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -252,15 +234,21 @@ class SvpnTopo(Topo):
             self.addSwitch("sxhome", cls=LinuxBridge, dpid="e0")
             link("xha-home", "xha-home", "xha", "sxhome", "xha-lan")
 
+        placement = {}
+        if servers:
+            from topologies.cluster import RemoteLabNode, place_mobile_nodes
+            placement = place_mobile_nodes([mn.name for mn in plan.mobile_nodes], list(servers))
         for mn in plan.mobile_nodes:
             intf = f"{mn.name}-eth0"
+            remote = ({"cls": RemoteLabNode, "server": placement[mn.name], "ssh_config": ssh_config}
+                      if mn.name in placement else {"cls": LabNode})
             address = plan.current_address(mn)
             if mn.attachment == "office":
                 prefixlen, gateway, switch = plen, sg_office, OFFICE_SWITCH
             else:
                 access = plan.access[mn.attachment]
                 prefixlen, gateway, switch = 64, access.router_address, ACCESS_SWITCH[mn.attachment]
-            self.addHost(mn.name, cls=LabNode, ip=None, mtu=mtu, addresses=[(intf, f"{address}/{prefixlen}")],
+            self.addHost(mn.name, **remote, ip=None, mtu=mtu, addresses=[(intf, f"{address}/{prefixlen}")],
                          routes=[f"default via {gateway}"])
             link(f"{mn.name}-access", "access", mn.name, switch, intf)
 

@@ -43,6 +43,9 @@ class StrategyRun:
     cli_phase: str | None = None        # open the Mininet CLI at the start of this phase
     # Pairs of mobile nodes that talk, when the experiment knows them without a scenario (scale.py).
     pairs: tuple[tuple[str, str], ...] = ()
+    # SSH destinations the mobile nodes run on (docs/scaling.md); empty: all on this machine.
+    servers: tuple[str, ...] = ()
+    ssh_config: str | None = None
 
     @property
     def links(self) -> str:

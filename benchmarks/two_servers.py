@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                 print(f"round {round_no + 1}: {name} {wall:.1f} s", flush=True)
     rtt = pd.concat(rtts)
     table = rtt.pivot_table(index=["strategy", "phase"], columns="placement", values="rtt_ms", aggfunc="median", sort=False)
-    gap = pd.concat(gaps).pivot_table(index=["strategy", "phase"], columns="placement", values="gap_ms", sort=False,
+    gap = pd.concat(gaps).pivot_table(index=["strategy", "phase"], columns="placement", values="gap_ms",
                                       aggfunc="median", sort=False)
     print("\nMedian MN-MN RTT, ms, over all rounds:\n")
     print(table[list(PLACEMENTS)].round(2).to_markdown())

@@ -221,11 +221,17 @@ def ssh_ethernet_tunnel(remote: RemoteLabNode, remote_name: str, remote_mac: str
         local_run(["ip", "link", "del", f"tap{local_tap}"])
         raise ClusterError(f"SSH Ethernet tunnel to {remote.server} did not come up: {' '.join(rest.split())}")
     # Moved and renamed while the tunnel holds both ends open (as Mininet's RemoteLink does).
-    remote_run(["sh", "-c", f"ip link set tap{remote_tap} netns {remote.pid} && "
-                f"mnexec -a {remote.pid} ip link set tap{remote_tap} name {remote_name} address {remote_mac}"])
-    local_run(["ip", "link", "set", f"tap{local_tap}", "netns", str(local_pid)])
-    local_run(["mnexec", "-a", str(local_pid), "ip", "link", "set", f"tap{local_tap}", "name", local_name,
-               "address", local_mac])
+    try:
+        remote_run(["sh", "-c", f"ip link set tap{remote_tap} netns {remote.pid} && "
+                    f"mnexec -a {remote.pid} ip link set tap{remote_tap} name {remote_name} address {remote_mac}"])
+        local_run(["ip", "link", "set", f"tap{local_tap}", "netns", str(local_pid)])
+        local_run(["mnexec", "-a", str(local_pid), "ip", "link", "set", f"tap{local_tap}", "name", local_name,
+                   "address", local_mac])
+    except ClusterError:
+        tunnel.kill()
+        tunnel.wait()
+        subprocess.run(["ip", "link", "del", f"tap{local_tap}"], capture_output=True)   # if not moved yet
+        raise
     return tunnel
 
 

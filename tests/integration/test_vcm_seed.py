@@ -1,8 +1,9 @@
 """The pair's first packets under the VCM's new SA go through the home agents (the reference's steps 214/216)
 while the MN–MN bindings are not live yet, then care-of to care-of; both plans, default links.
 
-- Public plan: on the office LAN, behind the SG, the pair's packets are the office HA's tunnels around ESP of
-  the new SA, never the payload (before the switch the SG path carries it there in clear, as it should).
+- Public plan: on the office LAN, behind the SG, the pair's packets are the MNs' reverse tunnels to the
+  office HA and its tunnels to them, around ESP of the new SA, never the payload (before the switch the SG
+  path carries it there in clear, as it should).
 - Private plan: the route-optimised home addresses are external home addresses at ``xha``; between the
   Internet and ``xha`` the pair's packets are the reverse tunnel and ``xha``'s tunnel, in clear, around ESP
   of the new SA. No user packet crosses that link otherwise, so the payload must never appear there. With
@@ -36,22 +37,24 @@ PLANS = [SeedPlan("public", ("sg", "sg-lan"), clear_before_switch=True, lose_fir
          SeedPlan("private", ("xha", "xha-up"), clear_before_switch=False, lose_first_bu=True)]
 
 
-def _tunnel_frames(path, spis, marker, after):
-    """(frames that are a home agent's IPv6-in-IPv6 around ESP of one of ``spis``, fragments, frames
+def _tunnel_frames(path, care_of, spis, marker, after):
+    """(frames that are a reverse tunnel from one of the ``care_of`` addresses to its home agent around ESP of
+    one of ``spis``, frames that are a home agent's tunnel to one of them around such ESP, fragments, frames
     carrying ``marker`` in clear from time ``after`` on)."""
     from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
     from scapy.layers.ipsec import ESP
     from scapy.utils import rdpcap
-    seeded = fragments = clear = 0
+    reverse = forward = fragments = clear = 0
     for frame in rdpcap(path):
         if IPv6ExtHdrFragment in frame:
             fragments += 1
         inner = frame[IPv6].payload if IPv6 in frame else None
         if isinstance(inner, IPv6) and ESP in inner and inner[ESP].spi in spis:
-            seeded += 1
+            reverse += frame[IPv6].src in care_of
+            forward += frame[IPv6].dst in care_of
         if float(frame.time) >= after and marker in bytes(frame):
             clear += 1
-    return seeded, fragments, clear
+    return reverse, forward, fragments, clear
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=[p.addressing for p in PLANS])
@@ -85,9 +88,10 @@ def test_first_packets_under_the_new_sa_go_through_the_home_agents_then_care_of_
         # Once both MNs switched outbound (allow 0.1 s for packets in flight), or from the start where the
         # SG path does not cross the capture, nothing readable crosses it.
         switched = max(e["time"] for e in events if e["event"] == "switch_outbound")
-        seeded, fragments, clear = _tunnel_frames(
-            os.path.join(lab.run_dir, "seed.pcap"), {row["spi_out"], row["spi_in"]}, bytes.fromhex(MARKER),
-            switched + 0.1 if plan.clear_before_switch else 0.0)
+        care_of = {lab.plan.current_address(lab.plan.mobile(n)) for n in ("mn1", "mn2")}
+        reverse, forward, fragments, clear = _tunnel_frames(
+            os.path.join(lab.run_dir, "seed.pcap"), care_of, {row["spi_out"], row["spi_in"]},
+            bytes.fromhex(MARKER), switched + 0.1 if plan.clear_before_switch else 0.0)
         with open(os.path.join(lab.run_dir, "big.log")) as f:
             big_log = f.read()
         # Every check at once: one lab run shows all that failed.
@@ -99,9 +103,9 @@ def test_first_packets_under_the_new_sa_go_through_the_home_agents_then_care_of_
             "first protected via the home agents, before the first direct": (
                 first["data_first_protected"]["path"] == "seed-home-agent"
                 and first["data_first_protected"]["time"] < first["data_first_direct"]["time"], first),
-            ">= 3 tunnelled ESP frames of the pair, no fragment, no payload": (
-                seeded >= 3 and fragments == 0 and clear == 0,
-                {"seeded": seeded, "fragments": fragments, "clear": clear}),
+            ">= 3 of the pair's ESP frames in each tunnel leg, no fragment, no payload": (
+                reverse >= 3 and forward >= 3 and fragments == 0 and clear == 0,
+                {"reverse": reverse, "forward": forward, "fragments": fragments, "clear": clear}),
             # RFC 4443 §3.2: ping -M do reports the MN's Packet Too Big with the seed path's limit.
             "Packet Too Big": (counters["mn2"]["seed_too_big"] >= 1 and f"mtu={seed_limit}" in big_log,
                                big_log[-400:]),

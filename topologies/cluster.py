@@ -23,6 +23,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ LOOPBACK_SERVER_PREFIX = "198.18.{}.{}"
 SERVER_READY_S = 10.0
 TUNNEL_READY_S = 10.0
 REMOTE_PID_WAIT_S = 5.0
+SERVER_CHECK_S = 5.0
 
 
 class ClusterError(LabError):
@@ -52,6 +54,25 @@ def place_mobile_nodes(names: list[str], servers: list[str]) -> dict[str, str]:
     """Which edge server each mobile node runs on: round robin, as Mininet's ``RoundRobinPlacer``."""
     placer = RoundRobinPlacer(servers=list(servers), hosts=list(names), nodes=list(names))
     return {name: placer.place(name) for name in names}
+
+
+def check_servers(servers, ssh_config: str | None, timeout_s: float = SERVER_CHECK_S) -> None:
+    """Before anything is built: each server answers SSH, and its node apps would start from this
+    checkout's path with this ``.venv`` (remote processes run ``<this python> -m nodeapps.node``)."""
+    probe = shlex.join([sys.executable, "-c", "import nodeapps, os; "
+                        "print(os.path.dirname(os.path.dirname(os.path.abspath(nodeapps.__file__))))"])
+    for server in servers:
+        try:
+            result = subprocess.run(ssh_command(server, ssh_config, "-o", f"ConnectTimeout={timeout_s:g}") + [probe],
+                                    capture_output=True, text=True, timeout=timeout_s + 20)
+        except subprocess.TimeoutExpired:
+            raise ClusterError(f"server {server}: no answer within {timeout_s + 20:g} s") from None
+        said = " ".join((result.stderr or result.stdout).split())
+        if result.returncode == 255:   # ssh's own failure, not the remote command's
+            raise ClusterError(f"server {server}: SSH failed: {said or 'no reason given'}")
+        if result.returncode or result.stdout.strip() != str(PROJECT_ROOT):
+            raise ClusterError(f"server {server}: needs this checkout at {PROJECT_ROOT} with its .venv "
+                               f"({sys.executable}); it answered: {said or result.stdout.strip() or 'nothing'}")
 
 
 def ssh_command(destination: str, ssh_config: str | None, *options: str) -> list[str]:

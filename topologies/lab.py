@@ -155,6 +155,9 @@ class SvpnLab:
         # From here on every process we start carries the run directory (svpnlab-clean-net finds them).
         self._previous_tag = runs.claim(self.run_dir)
         try:
+            if self.spec.servers:   # a server that cannot run our node apps fails here, before any namespace
+                from topologies.cluster import check_servers
+                check_servers(self.spec.servers, self.spec.ssh_config)
             self.net = Mininet(topo=self.topo, controller=None, build=False, autoSetMacs=True)
             self.net.build()
             self._links = emulated_links(self.net)

@@ -132,3 +132,39 @@ def test_handover_with_a_loopback_server_records_the_placement_and_kill_9_leaves
     assert os.listdir(root) == []
     veth = f"svsrv{proc.pid % 100000}0"[:15]   # LoopbackServer's name for it, in the experiment's process
     wait_for(lambda: not os.path.exists(f"/sys/class/net/{veth}"), 10.0, what=f"{veth} gone")
+
+
+def test_a_server_that_does_not_answer_gets_a_one_line_error_and_no_half_built_lab(tmp_path):
+    from topologies.cluster import ClusterError
+    from topologies.lab import SvpnLab
+    run_dir = str(tmp_path / "run")
+    os.mkdir(run_dir)
+    lab = SvpnLab(addressing="public", mobile_nodes=2, attachments=["wlan1", "wlan2"], mobility=True,
+                  servers=("root@198.18.254.2",), run_dir=run_dir)
+    started = time.monotonic()
+    try:
+        lab.start()
+    except ClusterError as exc:
+        message = str(exc)
+    else:
+        lab.stop()
+        raise AssertionError("the lab started with a server that does not exist")
+    assert "198.18.254.2" in message and "\n" not in message
+    assert time.monotonic() - started < 30
+    assert lab.net is None and tagged_processes(str(tmp_path)) == {}
+    assert not [b for b in runs.BRIDGES if os.path.exists(f"/sys/class/net/{b}")]
+
+
+def test_a_server_without_this_checkout_is_refused_before_the_build(tmp_path, monkeypatch):
+    from topologies import cluster
+    from topologies.cluster import ClusterError
+    with LoopbackServer() as server:
+        monkeypatch.setattr(cluster, "PROJECT_ROOT", tmp_path / "elsewhere")
+        try:
+            cluster.check_servers([server.destination], server.ssh_config)
+        except ClusterError as exc:
+            assert "needs this checkout" in str(exc) and "\n" not in str(exc)
+        else:
+            raise AssertionError("a server with another checkout path was accepted")
+        monkeypatch.undo()
+        cluster.check_servers([server.destination], server.ssh_config)

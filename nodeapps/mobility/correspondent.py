@@ -33,6 +33,9 @@ DEFAULT_CACHE_CAPACITY = 1024
 # (a peer's keyed BU can overtake the key on its way to us; unverified until the key comes).
 KEYLESS_BU_HOLD_S = 2.0
 MAX_KEYLESS_BUS = 16
+# Per home address: a forged keyless BU for the same address does not push the genuine one out (each is
+# verified when the key comes; the forged ones then fail the authenticator check).
+MAX_KEYLESS_BUS_PER_HOME = 4
 
 
 class CorrespondentNode(BindingCacheNode):
@@ -54,7 +57,8 @@ class CorrespondentNode(BindingCacheNode):
         # RFC 4449: home address -> a static Kbm shared with that MN out of band (bounded like the cache).
         self.binding_keys: dict[bytes, bytes] = {}
         self._binding_key_capacity = cache_capacity
-        self._keyless_bus: dict[bytes, tuple] = {}   # home address -> (parsed, BU, esp_protected, arrival)
+        # home address -> [(parsed, BU, esp_protected, arrival)], oldest first
+        self._keyless_bus: dict[bytes, list[tuple]] = {}
 
     def set_binding_key(self, home_address: bytes, kbm: Optional[bytes], now: float) -> None:
         """Accept BUs for ``home_address`` authenticated with ``kbm`` and no Nonce Indices option (RFC 4449;
@@ -62,24 +66,25 @@ class CorrespondentNode(BindingCacheNode):
         from that address that came in the last KEYLESS_BU_HOLD_S, before the key, is processed now."""
         home_address = bytes(home_address)
         self.binding_keys.pop(home_address, None)
-        held = self._keyless_bus.pop(home_address, None)
+        held = self._keyless_bus.pop(home_address, [])
         if kbm is None:
             return
         if self._binding_key_capacity is not None and len(self.binding_keys) >= self._binding_key_capacity:
             self.binding_keys.pop(next(iter(self.binding_keys)), None)
         if self._binding_key_capacity != 0:
             self.binding_keys[home_address] = bytes(kbm)
-        if held is not None and now - held[3] <= KEYLESS_BU_HOLD_S:
-            self.counters["keyless_bu_replayed"] += 1
-            parsed, bu, esp_protected, _arrival = held
-            self._on_binding_update(parsed, bu, now, esp_protected)
+        for parsed, bu, esp_protected, arrival in held:
+            if now - arrival <= KEYLESS_BU_HOLD_S:
+                self.counters["keyless_bu_replayed"] += 1
+                self._on_binding_update(parsed, bu, now, esp_protected)
 
     def _hold_keyless(self, home_address: bytes, parsed, bu, now: float, esp_protected: bool) -> None:
-        """A BU that may be signed with a key still on its way to us: kept (bounded), checked when it comes."""
-        self._keyless_bus.pop(home_address, None)
+        """A BU that may be signed with a key still on its way to us: kept (bounded per home address and
+        in all), checked when the key comes."""
+        held = self._keyless_bus.pop(home_address, [])   # re-inserted last: the freshest address
         if len(self._keyless_bus) >= MAX_KEYLESS_BUS:
             self._keyless_bus.pop(next(iter(self._keyless_bus)))
-        self._keyless_bus[home_address] = (parsed, bu, esp_protected, now)
+        self._keyless_bus[home_address] = (held + [(parsed, bu, esp_protected, now)])[-MAX_KEYLESS_BUS_PER_HOME:]
 
     # ---- return routability: RFC 6275 §9.4 ----
     def _on_other_message(self, parsed, message, now: float, esp_protected: bool) -> None:

@@ -517,6 +517,25 @@ def test_a_held_keyless_bu_goes_stale_and_the_hold_is_bounded():
     assert cn.route(homes[-1], 0.5) == ipv6.pton(f"2001:db8:77::{len(homes)}")
 
 
+def test_a_forged_keyless_bu_for_the_same_home_address_does_not_push_out_the_genuine_one():
+    from nodeapps.mobility import rr
+    from nodeapps.mobility.correspondent import MAX_KEYLESS_BUS_PER_HOME, CorrespondentNode
+    cn = CorrespondentNode([EXT["a"]])
+    home, care_of, forged_care_of = EXT["b"], COA["b1"], ipv6.pton("2001:db8:66::6")
+
+    def keyless_bu(sequence, key, coa):
+        bu = rr.sign(m.BindingUpdate(sequence, 10, ack=True), key, coa, EXT["a"])
+        cn.receive(m.build_mobility_packet(coa, EXT["a"], bu, home_address=home), 0.1)
+
+    keyless_bu(7, KBM, care_of)                                   # the peer's, signed with the coming key
+    for sequence in range(MAX_KEYLESS_BUS_PER_HOME - 1):          # an attacker's, for the same home address
+        keyless_bu(100 + sequence, bytes(20), forged_care_of)
+    cn.set_binding_key(home, KBM, 0.2)
+    assert cn.route(home, 0.2) == care_of
+    assert cn.counters["keyless_bu_replayed"] == MAX_KEYLESS_BUS_PER_HOME
+    assert cn.counters["dropped_bad_authenticator"] == MAX_KEYLESS_BUS_PER_HOME - 1
+
+
 def test_without_the_key_the_binding_goes_back_to_return_routability():
     net = both_out_without_return_routability()
     a, b = net.node["a"], net.node["b"]

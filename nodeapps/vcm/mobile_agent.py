@@ -427,5 +427,6 @@ class MobileAgent:
         link.closed = True
         if was_direct:
             link.since = now
-        if ops or was_direct:
+        # Also before any outbound switch when the KEYS brought a binding key: the shell takes it back.
+        if ops or was_direct or link.binding_key is not None:
             self._events.append(FallBackToSg(link.peer, link.session_id, reason, tuple(ops), link.external_hoa))

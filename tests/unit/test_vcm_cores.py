@@ -233,3 +233,19 @@ def test_agent_hands_the_binding_key_to_the_shell_and_never_to_the_log():
     mn.receive(vcm(p.FALLBACK, 3, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 2.0)
     fallback = mn.pop_events()[0]
     assert isinstance(fallback, FallBackToSg) and fallback.peer_external_hoa == "2001:db8:1::12"
+
+
+def test_a_fall_back_before_the_peers_ack_still_tells_the_shell_to_drop_the_binding_key():
+    mn, vcm = agent(), Sender(2)
+    tlvs = p.decode(keys_msg(Sender(2), 1)).tlvs
+    mn.receive(vcm(p.KEYS, 1, *tlvs, p.BindingKey(b"\x42" * 20, "2001:db8:22::12")), VCM_PATH, 1.0)
+    mn.pop_events()
+    mn.receive(vcm(p.FALLBACK, 2, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 1.2)   # no PEER_READY: never direct
+    fallbacks = [e for e in mn.pop_events() if isinstance(e, FallBackToSg)]
+    assert len(fallbacks) == 1 and fallbacks[0].peer_external_hoa == "2001:db8:1::12" and fallbacks[0].ops == ()
+    # Without a binding key nothing changes on the direct path, and no event is made.
+    plain = agent()
+    plain.receive(Sender(2)(p.KEYS, 1, *tlvs), VCM_PATH, 1.0)
+    plain.pop_events()
+    plain.receive(Sender(2)(p.FALLBACK, 2, p.SessionRef(1, 1), p.Peer(12)), VCM_PATH, 1.2)
+    assert not [e for e in plain.pop_events() if isinstance(e, FallBackToSg)]

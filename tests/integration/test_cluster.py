@@ -168,3 +168,28 @@ def test_a_server_without_this_checkout_is_refused_before_the_build(tmp_path, mo
             raise AssertionError("a server with another checkout path was accepted")
         monkeypatch.undo()
         cluster.check_servers([server.destination], server.ssh_config)
+
+
+def test_sigterm_to_handover_with_a_loopback_server_stops_both_servers_and_leaves_nothing(tmp_path):
+    root = str(tmp_path / "runs")
+    os.mkdir(root)
+    env = {**os.environ, "SVPNLAB_RUN_ROOT": root}
+    env.pop(runs.RUN_ENV, None)
+    proc = subprocess.Popen([sys.executable, HANDOVER, "--quick", "--strategies", "vcm", "--no-plots",
+                             "--loopback-server", "--results", str(tmp_path / "results")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: any("iperf3" in cmd and " -c " in cmd for cmd in tagged_processes(root).values()), 120,
+                 what="an iperf3 transfer")
+        assert _naming(root), "the loopback server is not running"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert tagged_processes(root) == {} and _naming(root) == {}
+    assert os.listdir(root) == []
+    veth = f"svsrv{proc.pid % 100000}0"[:15]
+    wait_for(lambda: not os.path.exists(f"/sys/class/net/{veth}"), 10.0, what=f"{veth} gone")

@@ -76,6 +76,11 @@ class PathSelector:
     clear_ro_source: Optional[bytes] = None
     seed_limit: Optional[int] = None
     state: LinkState = LinkState.STARTING
+    # Destinations the application was told the seed path's MTU for (a Packet Too Big): the kernel keeps it
+    # for ten minutes (RFC 8201 §4). ``widened``: those whose path is no longer the seed's, for the shell to
+    # make the kernel forget it (taken with ``take_widened``).
+    narrowed: set[bytes] = field(default_factory=set)
+    widened: list[bytes] = field(default_factory=list)
 
     def enter(self, state: LinkState) -> bool:
         """Move to ``state``; True if it changed. TransitionError for a transition the MN never makes."""
@@ -90,6 +95,19 @@ class PathSelector:
     def outbound(self, packet: bytes, peer_ready: Callable[[bytes], bool]) -> Route:
         """The path of one packet from the TUN. ``peer_ready(destination)``: both MN–MN bindings with the
         peer MN whose internal home address that is are live."""
+        route = self._route(packet, peer_ready)
+        if route is Route.TOO_BIG_FOR_SEED:
+            self.narrowed.add(packet[24:40])
+        elif self.narrowed and route is not Route.SEED_VIA_HOME_AGENT and packet[24:40] in self.narrowed:
+            self.narrowed.discard(packet[24:40])
+            self.widened.append(packet[24:40])
+        return route
+
+    def take_widened(self) -> list[bytes]:
+        widened, self.widened = self.widened, []
+        return widened
+
+    def _route(self, packet: bytes, peer_ready: Callable[[bytes], bool]) -> Route:
         if len(packet) < 40 or packet[0] >> 4 != 6 or packet[24] == 0xFF or \
                 (packet[24] == 0xFE and packet[25] & 0xC0 == 0x80):
             return Route.IGNORE

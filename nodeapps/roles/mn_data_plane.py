@@ -23,6 +23,7 @@ from nodeapps.mobility import messages as mh
 from nodeapps.mobility.mn_to_mn import mobility_type
 from nodeapps.mobility.paths import Route
 from nodeapps.runtime.mobility import esp_spi
+from nodeapps.runtime.netlink import forget_path_mtu
 
 
 class DataPlane:
@@ -36,7 +37,7 @@ class DataPlane:
         self.ro_direct: set[bytes] = set()     # peers' internal home addresses now reached care-of to care-of
         node.counters.update({"reverse_tunnelled": 0, "from_tunnel": 0, "route_optimised": 0,
                               "route_optimised_in": 0, "unprotected_vpn_source": 0, "seed_out": 0, "seed_in": 0,
-                              "seed_too_big": 0})
+                              "seed_too_big": 0, "path_mtu_restored": 0, "path_mtu_restore_failed": 0})
 
     def _emit(self, name: str, **fields) -> None:
         self.node.log.emit(time.time(), name, **fields)
@@ -52,6 +53,8 @@ class DataPlane:
         node = self.node
         counters = node.counters
         route = node.paths.outbound(packet, self.peer_ready)
+        if node.paths.widened:
+            self._forget_seed_mtu(node.paths.take_widened())
         if route is Route.IGNORE:
             counters["tun_ignored"] += 1
             return
@@ -96,6 +99,14 @@ class DataPlane:
         datagram = core.outgoing(packet, time.monotonic(), route_optimise=not node.peers_on_home_core)
         counters["reverse_tunnelled" if datagram.packet[6] == ipv6.NH_IPV6 else "route_optimised"] += 1
         self.protect_and_send(datagram.packet, datagram.description)
+
+    def _forget_seed_mtu(self, destinations: list[bytes]) -> None:
+        """The seed path's narrower MTU, which our Packet Too Big put into the kernel's cache, no longer
+        holds: without this the application stays at it for ten minutes."""
+        for destination in destinations:
+            error = forget_path_mtu(ipv6.ntop(destination), self.node.config.tun_name)
+            self.node.counters["path_mtu_restored" if not error else "path_mtu_restore_failed"] += 1
+            self._emit("path_mtu_restored", dst=ipv6.ntop(destination), error=error or None)
 
     def _send_direct_ro(self, packet: bytes) -> None:
         """home-ro, both MN–MN bindings live (the selector checked): seal with the direct SA (outer: the

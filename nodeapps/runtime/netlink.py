@@ -226,6 +226,26 @@ def route_message(verb: str, destination: str, interface: str, *, gateway: str |
     return message
 
 
+RTM_F_CLONED = 0x200   # rtnetlink.h: the request is about a cached (exception) route
+
+
+def cached_route_delete_message(destination: str, interface: str, table: int = RT_TABLE_MAIN) -> nlmsg:
+    """Delete the kernel's cached route to ``destination`` (a learnt path MTU, RFC 8201 §4), as
+    `ip -6 route flush cache to <destination>` does for one address."""
+    message = route_message("del", f"{ipaddress.IPv6Address(destination)}/128", interface, table=table)
+    message["flags"] = RTM_F_CLONED
+    return message
+
+
+def forget_path_mtu(destination: str, interface: str) -> str:
+    """The error text ("" when done; the kernel's "No such process" when nothing was cached)."""
+    try:
+        message = cached_route_delete_message(destination, interface)
+    except UnsupportedCommand as exc:   # the interface is gone
+        return str(exc)
+    return _requests.apply([message])[0]
+
+
 def rule_message(verb: str, table: int, priority: int, *, source: str | None = None,
                  in_interface: str | None = None) -> nlmsg:
     message = fibmsg()

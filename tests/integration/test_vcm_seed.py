@@ -109,6 +109,9 @@ def test_first_packets_under_the_new_sa_go_through_the_home_agents_then_care_of_
             # RFC 4443 §3.2: ping -M do reports the MN's Packet Too Big with the seed path's limit.
             "Packet Too Big": (counters["mn2"]["seed_too_big"] >= 1 and f"mtu={seed_limit}" in big_log,
                                big_log[-400:]),
+            # Once direct, the kernel forgets the seed path's MTU: the same size gets through (RFC 8201 §4).
+            "full size again once direct": (counters["mn2"]["path_mtu_restored"] >= 1
+                                            and f"{big + 8} bytes from" in big_log, big_log[-400:]),
         }
         failed = {name: detail for name, (ok, detail) in checks.items() if not ok}
         assert not failed, failed

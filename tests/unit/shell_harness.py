@@ -307,6 +307,10 @@ class ShellHarness:
             io.ip_commands.extend(("ip-batch", *c) for c in commands)
             return [""] * len(commands)
 
+        def forget_path_mtu(destination, interface):
+            io.ip_commands.append(("ip", "-6", "route", "flush", "cache", "to", destination, "dev", interface))
+            return ""
+
         def open_capture(interface, next_headers, rcvbuf=0, host_only=True):
             sock = FakeSocket("capture", interface, io.sent)
             if host_only:
@@ -374,6 +378,7 @@ class ShellHarness:
                        correspondent):
             patches.append((module, "time", fake_time))
             for name, value in (("run_ip", run_ip), ("run_ip6_batch", run_ip6_batch),
+                                ("forget_path_mtu", forget_path_mtu),
                                 ("interface_mac", lambda interface: "02:00:00:00:aa:01"),
                                 ("open_router_advertisement_socket", open_ra_socket),
                                 ("send_unsolicited_na", send_na), ("socket", sockets)):

@@ -73,6 +73,21 @@ def test_home_ro_pair_before_its_bindings_seeds_through_the_home_agents_what_fit
     assert selector.outbound(sized(1299, dst=OTHER), never) is Route.CORE   # not a pair: as ever
 
 
+def test_a_narrowed_destination_is_widened_once_when_its_path_is_no_longer_the_seeds():
+    selector = away(direct_out={PEER}, vcm_ro=True, seed_limit=1298)
+    selector.outbound(sized(1298), never)
+    assert selector.take_widened() == [] and selector.narrowed == set()      # no Packet Too Big, nothing to undo
+    selector.outbound(sized(1299), never)
+    selector.outbound(sized(1200), never)                                  # still seeding: still narrow
+    assert selector.narrowed == {PEER} and selector.take_widened() == []
+    selector.outbound(sized(100), always)                                  # the bindings are live
+    selector.outbound(sized(100), always)
+    assert selector.take_widened() == [PEER] and selector.take_widened() == []
+    selector.outbound(sized(1299), never)
+    selector.direct_out.clear()                                            # fell back to the SG path
+    assert selector.outbound(sized(1299), never) is Route.CORE and selector.take_widened() == [PEER]
+
+
 def test_packet_too_big_reaches_the_application_as_icmpv6_with_the_path_mtu():
     from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
     big = sized(1400)

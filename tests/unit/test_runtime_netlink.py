@@ -131,6 +131,14 @@ def test_route_commands_carry_table_gateway_and_interface():
     assert big.get_attr("RTA_TABLE") == 1000                           # past 255: only the attribute holds it
 
 
+def test_forgetting_a_path_mtu_deletes_only_the_cached_route_to_that_address():
+    message = _decoded(nl.cached_route_delete_message("2001:db8:100:1::a:1", "lo"))
+    assert message["header"]["type"] == RTM_DELROUTE and message["flags"] & nl.RTM_F_CLONED
+    assert (message["dst_len"], message.get_attr("RTA_DST"), message.get_attr("RTA_OIF")) == (
+        128, "2001:db8:100:1::a:1", LO)
+    assert "no interface" in nl.forget_path_mtu("2001:db8::1", "no-such-if0")   # told, never raised
+
+
 def test_rule_and_proxy_neighbour_commands():
     rule = _decoded(nl.command_message(("rule", "add", "from", "2001:db8:77::1", "lookup", "200", "priority", "100")))
     assert (rule["src_len"], rule.get_attr("FRA_SRC"), rule.get_attr("FRA_TABLE"), rule.get_attr("FRA_PRIORITY")) \

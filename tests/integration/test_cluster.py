@@ -96,14 +96,20 @@ def _alive(pid: int) -> bool:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_handover_with_a_loopback_server_records_the_placement_and_kill_9_leaves_nothing_after_clean_net(tmp_path):
+def _handover_with_a_loopback_server(tmp_path, stderr):
+    """``handover.py --quick --loopback-server`` with its own run root: (root, environment, process)."""
     root = str(tmp_path / "runs")
     os.mkdir(root)
     env = {**os.environ, "SVPNLAB_RUN_ROOT": root}
     env.pop(runs.RUN_ENV, None)
     proc = subprocess.Popen([sys.executable, HANDOVER, "--quick", "--strategies", "vcm", "--no-plots",
                              "--loopback-server", "--results", str(tmp_path / "results")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True)
+    return root, env, proc
+
+
+def test_handover_with_a_loopback_server_records_the_placement_and_kill_9_leaves_nothing_after_clean_net(tmp_path):
+    root, env, proc = _handover_with_a_loopback_server(tmp_path, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         for line in proc.stdout:
@@ -171,13 +177,7 @@ def test_a_server_without_this_checkout_is_refused_before_the_build(tmp_path, mo
 
 
 def test_sigterm_to_handover_with_a_loopback_server_stops_both_servers_and_leaves_nothing(tmp_path):
-    root = str(tmp_path / "runs")
-    os.mkdir(root)
-    env = {**os.environ, "SVPNLAB_RUN_ROOT": root}
-    env.pop(runs.RUN_ENV, None)
-    proc = subprocess.Popen([sys.executable, HANDOVER, "--quick", "--strategies", "vcm", "--no-plots",
-                             "--loopback-server", "--results", str(tmp_path / "results")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    root, _env, proc = _handover_with_a_loopback_server(tmp_path, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: any("iperf3" in cmd and " -c " in cmd for cmd in tagged_processes(root).values()), 120,
                  what="an iperf3 transfer")

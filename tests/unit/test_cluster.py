@@ -1,5 +1,5 @@
 """The lab on several servers (topologies/cluster.py): placement, the servers' specification, the remote
-command line and signals to remote processes. The lab itself across two servers: tests/integration/test_cluster.py."""
+command line and signals to remote processes. The lab itself across two servers: tests/integration/test_two_servers.py."""
 import shlex
 import signal
 

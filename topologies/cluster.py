@@ -332,6 +332,7 @@ class LoopbackServer:
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                         preexec_fn=os.setpgrp)
         log.close()
+        self._wait_for_own_namespace()
         _run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", str(self.process.pid)],
              "veth to the loopback server")
         _run(["ip", "addr", "add", f"{self.local_address}/30", "dev", self.veth], "local address")
@@ -350,6 +351,21 @@ class LoopbackServer:
                 raise ClusterError(f"loopback server at {self.address} did not answer SSH: "
                                    f"{self._log_tail() or ' '.join(probe.stderr.split())}")
             time.sleep(0.05)
+
+    def _wait_for_own_namespace(self) -> None:
+        """``unshare`` runs as its own process before it leaves our network namespace: until it has, a veth
+        end sent "into" it would land here, in the host's namespace."""
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + SERVER_READY_S
+        while True:
+            try:
+                if os.readlink(f"/proc/{self.process.pid}/ns/net") != ours:
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise ClusterError(f"loopback server did not get a network namespace of its own: {self._log_tail()}")
+            time.sleep(0.005)
 
     def _log_tail(self) -> str:
         try:

@@ -29,7 +29,9 @@ def _remove_student_files_made_here():
 
 
 def _env(tmp_path, run):
-    env = {**os.environ, "SVPNLAB_RUN_ROOT": str(tmp_path / "runs"), "RUN": run, "PYTHON": sys.executable}
+    # TMPDIR: what a hand-out's own temporary files (mktemp) leave behind is seen by the test.
+    env = {**os.environ, "SVPNLAB_RUN_ROOT": str(tmp_path / "runs"), "RUN": run, "PYTHON": sys.executable,
+           "TMPDIR": str(tmp_path / "tmp")}
     env.pop(runs.RUN_ENV, None)
     return env
 
@@ -57,9 +59,11 @@ def test_a_handout_runs_as_written_and_shows_what_it_promises(handout, tmp_path)
         found = blocks(f.read())
     assert any(b.kind == "svpnlab-shell" for b in found), "a hand-out drives the lab shell"
     run = ""
+    (tmp_path / "tmp").mkdir()
     for number, block in enumerate(found, 1):
         output, run = _run_block(block, tmp_path, run)
         (tmp_path / f"block-{number}.out").write_text(output)
         assert "Traceback" not in output
         wrong = [problem for e in block.expectations if (problem := e.check(output)) is not None]
         assert not wrong, f"block {number} ({block.kind}): {'; '.join(wrong)}\n{output}"
+    assert os.listdir(tmp_path / "tmp") == [], "the hand-out left temporary files behind"

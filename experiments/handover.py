@@ -103,8 +103,9 @@ def parse_args(argv):
         placement_spec = LabSpec(servers=args.servers, ssh_config=args.ssh_config)
     except LabSpecError as exc:
         parser.error(str(exc))
-    args.run = StrategyRun(servers=placement_spec.servers, ssh_config=args.ssh_config,scenario=scenario, addressing=args.addressing, seed=args.seed, vcm_host=args.vcm_host,
-                           link_params=args.link_params, ideal_links=args.ideal_links, cli_phase=args.cli)
+    args.run = StrategyRun(scenario=scenario, addressing=args.addressing, seed=args.seed, vcm_host=args.vcm_host,
+                           link_params=args.link_params, ideal_links=args.ideal_links, cli_phase=args.cli,
+                           servers=placement_spec.servers, ssh_config=args.ssh_config)
     return args
 
 

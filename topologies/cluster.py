@@ -102,7 +102,7 @@ class RemoteLabNode(RemoteMixin, LabNode):
     def __init__(self, name, server="localhost", ssh_config=None, **params):
         user, _, host = server.rpartition("@")
         self.ssh_config = ssh_config
-        self._remote_pids: list[str] = []
+        self._processes_started = 0   # numbers the PID files
         super().__init__(name, server=host, user=user or "root", **params)
 
     def ssh(self, *options: str) -> list[str]:
@@ -124,8 +124,8 @@ class RemoteLabNode(RemoteMixin, LabNode):
             return super().popen(*args, **kwargs)
         cmd = args[0] if len(args) == 1 else list(args)
         pidfile = os.path.join(os.environ.get(RUN_ENV) or tempfile.gettempdir(),
-                               f"remote-{self.name}-{len(self._remote_pids)}.pid")
-        self._remote_pids.append(pidfile)
+                               f"remote-{self.name}-{self._processes_started}.pid")
+        self._processes_started += 1
         script = f'echo $$ > {shlex.quote(pidfile)}; exec "$@"'
         wrapped = ["sh", "-c", script, "remote"] + _remote_words(cmd)
         kwargs.pop("cwd", None)   # a local directory; the remote command runs from the remote home
@@ -140,9 +140,12 @@ class RemoteLabNode(RemoteMixin, LabNode):
 
     def signal_remote(self, pidfile: str, signum: int) -> None:
         """``kill -signum`` the process whose PID is in ``pidfile`` on this node's server."""
-        script = (f"for i in $(seq 50); do [ -s {shlex.quote(pidfile)} ] && break; sleep 0.1; done; "
-                  f"kill -{int(signum)} $(cat {shlex.quote(pidfile)}) 2>/dev/null; true")
-        subprocess.run(self.ssh() + [script], capture_output=True, timeout=REMOTE_PID_WAIT_S + 5)
+        script = (f"for i in $(seq {int(REMOTE_PID_WAIT_S * 10)}); do [ -s {shlex.quote(pidfile)} ] && break; "
+                  f"sleep 0.1; done; kill -{int(signum)} $(cat {shlex.quote(pidfile)}) 2>/dev/null; true")
+        try:
+            subprocess.run(self.ssh() + [script], capture_output=True, timeout=REMOTE_PID_WAIT_S + 5)
+        except subprocess.TimeoutExpired:
+            pass   # the server does not answer: the caller's wait runs out and it kills the local client
 
 
 class RemoteProcess:
@@ -153,8 +156,6 @@ class RemoteProcess:
         self._client = client
         self._node = node
         self._pidfile = pidfile
-        self.args = client.args
-        self.pid = client.pid
 
     def send_signal(self, signum: int) -> None:
         if self._client.poll() is None:
@@ -168,30 +169,8 @@ class RemoteProcess:
         if self._client.poll() is None:
             self._client.kill()
 
-    def poll(self):
-        return self._client.poll()
-
-    def wait(self, timeout=None):
-        return self._client.wait(timeout=timeout)
-
-    def communicate(self, *args, **kwargs):
-        return self._client.communicate(*args, **kwargs)
-
-    @property
-    def returncode(self):
-        return self._client.returncode
-
-    @property
-    def stdin(self):
-        return self._client.stdin
-
-    @property
-    def stdout(self):
-        return self._client.stdout
-
-    @property
-    def stderr(self):
-        return self._client.stderr
+    def __getattr__(self, name):   # poll, wait, communicate, returncode, the pipes: the client's
+        return getattr(self._client, name)
 
 
 def _run(cmd: list[str], what: str, timeout: float = 20.0) -> str:
@@ -234,15 +213,12 @@ def ssh_ethernet_tunnel(remote: RemoteLabNode, remote_name: str, remote_mac: str
     cmd = remote_command(ssh, ["sh", "-c", "echo @; exec cat >/dev/null"], os.environ.get(RUN_ENV))
     tunnel = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               preexec_fn=os.setpgrp)
-    first = tunnel.stdout.read(1).decode(errors="replace")
-    if first != "@":
-        rest = first + tunnel.stdout.read().decode(errors="replace") if tunnel.poll() is not None else first
-        tunnel.kill()
-        tunnel.wait()
-        local_run(["ip", "link", "del", f"tap{local_tap}"])
-        raise ClusterError(f"SSH Ethernet tunnel to {remote.server} did not come up: {' '.join(rest.split())}")
-    # Moved and renamed while the tunnel holds both ends open (as Mininet's RemoteLink does).
     try:
+        first = tunnel.stdout.read(1).decode(errors="replace")
+        if first != "@":
+            said = first + tunnel.stdout.read().decode(errors="replace") if tunnel.poll() is not None else first
+            raise ClusterError(f"SSH Ethernet tunnel to {remote.server} did not come up: {' '.join(said.split())}")
+        # Moved and renamed while the tunnel holds both ends open (as Mininet's RemoteLink does).
         remote_run(["sh", "-c", f"ip link set tap{remote_tap} netns {remote.pid} && "
                     f"mnexec -a {remote.pid} ip link set tap{remote_tap} name {remote_name} address {remote_mac}"])
         local_run(["ip", "link", "set", f"tap{local_tap}", "netns", str(local_pid)])
